@@ -1,0 +1,4 @@
+"""kgen.autotune: config choice per kernel template (`configs`)."""
+from kgen.autotune import configs
+
+__all__ = ["configs"]

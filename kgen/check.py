@@ -1,0 +1,119 @@
+"""kgen.check: run every generated kernel beside the reference interpreter.
+
+Each kernel is fed the reference's (float64) values of the buffers it reads, cast to their
+dtypes, so an error is that kernel's own and does not accumulate along the program. Its
+outputs are poisoned (NaN) before it runs. The error of an output is
+max |kernel - reference| / max(|reference|, 1), relative for large values and absolute for
+small ones, compared with the tolerance of its dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kgen.errors import CheckError, KgenError
+from kgen.ir import dtypes
+from kgen.ir.graph import Graph
+from kgen.ir.reference import bind_inputs, evaluate
+from kgen.lowering.fusion import is_in_memory_source
+
+TOLERANCE = {dtypes.float32: 1e-4, dtypes.float16: 1e-2, dtypes.bfloat16: 4e-2,
+             dtypes.int32: 0.0, dtypes.int64: 0.0, dtypes.bool_: 0.0}
+
+
+@dataclass
+class KernelCheck:
+    kernel: str
+    kind: str
+    nodes: int
+    error: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error <= self.tolerance
+
+
+class CheckReport:
+    def __init__(self, rows):
+        self.rows = rows
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows)
+
+    def __str__(self):
+        lines = [f"{'kernel':<28} {'kind':<10} {'nodes':>5} {'error':>10} {'tolerance':>10}  result"]
+        for r in self.rows:
+            lines.append(f"{r.kernel:<28} {r.kind:<10} {r.nodes:>5} {r.error:>10.2e} {r.tolerance:>10.1e}  "
+                         f"{'ok' if r.ok else 'FAIL'}")
+        lines.append(f"{sum(r.ok for r in self.rows)}/{len(self.rows)} kernels within tolerance")
+        return "\n".join(lines)
+
+    def raise_for_failures(self) -> "CheckReport":
+        if not self.ok:
+            raise CheckError("generated kernels disagree with the reference:\n" + str(self))
+        return self
+
+
+def _error(got: np.ndarray, want: np.ndarray) -> float:
+    if got.shape != want.shape:
+        return float("inf")
+    if want.dtype == np.bool_ or got.dtype == np.bool_:
+        return float(np.any(got.astype(bool) != want.astype(bool)))
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    if not got.size:
+        return 0.0
+    bad = np.isnan(got) & ~np.isnan(want)
+    if bad.any():
+        return float("inf")
+    diff = np.abs(np.nan_to_num(got - want, nan=0.0, posinf=np.inf))
+    return float(np.max(diff / np.maximum(np.abs(np.nan_to_num(want)), 1.0)))
+
+
+def _tensor(array: np.ndarray, node, device) -> torch.Tensor:
+    t = torch.from_numpy(np.array(array, order="C"))
+    return t.to(device=device, dtype=node.dtype.torch)
+
+
+def check(target, inputs, strict: bool = False) -> CheckReport:
+    """Check every kernel of `target` (a kgen.function or a Graph) on `inputs` (the
+    function's arguments; for a graph, a mapping by input name or a sequence). With
+    `strict`, raise CheckError if a kernel is out of tolerance."""
+    from kgen.compiler import compile
+    from kgen.function import Function
+
+    if isinstance(target, Function):
+        if len(inputs) != len(target.inputs):
+            raise KgenError(f"check: the function takes {len(target.inputs)} inputs, got {len(inputs)}")
+        program = target.program
+        named = {n.name: v for n, v in zip(target.inputs, inputs)}
+        named.update({s.name: s.get_value() for s in target.shared})
+    elif isinstance(target, Graph):
+        program = compile(target)
+        named = {n.name: v for n, v in bind_inputs(target, inputs).items()}
+    else:
+        raise KgenError(f"check takes a kgen.function or a Graph, got {type(target).__name__}")
+    graph = program.graph
+    reference = evaluate(graph, {n.name: named[n.name] for n in graph.inputs}, "float64")
+    sizes = program.bind_sizes({n: reference[n] for n in graph.inputs})
+
+    rows = []
+    for kernel in program.kernels:
+        env = {n: _tensor(reference[n], n, program.device) for n in kernel.reads}
+        for root in kernel.roots:
+            env[root] = program.allocate(root, sizes)
+            if root.dtype.is_float:
+                env[root].fill_(float("nan"))
+        program.launch(kernel, env, sizes)
+        error = 0.0
+        for root in kernel.roots:
+            got = env[root].detach().cpu()
+            got = (got.float() if got.dtype == torch.bfloat16 else got).numpy()
+            error = max(error, _error(got, reference[root]))
+        tolerance = max(TOLERANCE[r.dtype] for r in kernel.roots)
+        rows.append(KernelCheck(kernel.name, kernel.kind, len(kernel.nodes), error, tolerance))
+    report = CheckReport(rows)
+    return report.raise_for_failures() if strict else report

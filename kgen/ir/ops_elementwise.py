@@ -1,0 +1,186 @@
+"""Op table entries for elementwise ops: one block per op with its dtype rule, NumPy
+reference, VJP and Triton lowering. Operands broadcast (NumPy rules); operand dtypes are
+already equal here (kgen.ops inserts the casts), and results are computed in float32 for
+float16/bfloat16 inside kernels.
+
+Lowerings receive the operands' Triton expressions. tl.math has no tanh and libdevice does
+not run under the interpreter, so tanh and pow are written from exp/log.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kgen.errors import DTypeError
+from kgen.ir import dtypes, shapes
+from kgen.ir.optable import OpDef, register
+
+
+def _ops():
+    from kgen import ops
+    return ops
+
+
+def _infer(result="same", floats_only=False, bool_ok=False):
+    """A dtype/shape rule: operands share a dtype; the result is that dtype, or `result`."""
+    def infer(inputs, attrs):
+        kinds = {i.dtype for i in inputs}
+        if len(kinds) > 1:
+            given = ", ".join(i.type_str() for i in inputs)
+            raise DTypeError(f"operands must share a dtype, got {given}")
+        dt = inputs[0].dtype
+        if floats_only and not dt.is_float:
+            raise DTypeError(f"expected a floating dtype, got {dt}")
+        if dt is dtypes.bool_ and not bool_ok:
+            raise DTypeError("expected a numeric dtype, got bool")
+        shape = shapes.broadcast_shapes(*(i.shape for i in inputs))
+        return (dt if result == "same" else result), shape
+    return infer
+
+
+def unbroadcast(g, shape):
+    """The cotangent `g` summed back down to an operand's (broadcast) `shape`."""
+    return _ops().sum_to(g, shape)
+
+
+def _unary(name, reference, lower, vjp, floats_only=True, bool_ok=False):
+    register(OpDef(name, "elementwise", _infer(floats_only=floats_only, bool_ok=bool_ok),
+                   lambda node, a, shape: reference(*a), vjp, lower, arity=1))
+
+
+def _binary(name, reference, lower, vjp, result="same", floats_only=False, bool_ok=False):
+    register(OpDef(name, "elementwise", _infer(result, floats_only, bool_ok),
+                   lambda node, a, shape: reference(*a), vjp, lower, arity=2))
+
+
+def _sigmoid(x):
+    return np.exp(-np.logaddexp(0, -x))
+
+
+# --- unary ---------------------------------------------------------------------------------
+_unary("neg", np.negative, lambda n, a: f"-{a}", lambda g, n: (-g,), floats_only=False)
+
+_unary("exp", np.exp, lambda n, a: f"tl.exp({a})", lambda g, n: (g * n,))
+
+_unary("log", np.log, lambda n, a: f"tl.log({a})", lambda g, n: (g / n.inputs[0],))
+
+_unary("sqrt", np.sqrt, lambda n, a: f"tl.sqrt({a})", lambda g, n: (g * 0.5 / n,))
+
+_unary("abs", np.abs, lambda n, a: f"tl.abs({a})",
+       lambda g, n: (_ops().where(n.inputs[0] > 0, g, _ops().where(n.inputs[0] < 0, -g, 0.0)),),
+       floats_only=False)
+
+_unary("tanh", np.tanh, lambda n, a: f"(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)",
+       lambda g, n: (g * (1.0 - n * n),))
+
+_unary("sigmoid", _sigmoid, lambda n, a: f"tl.sigmoid({a})", lambda g, n: (g * n * (1.0 - n),))
+
+_unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda n, a: f"tl.maximum({a}, 0)",
+       lambda g, n: (_ops().where(n.inputs[0] > 0, g, 0.0),), floats_only=False)
+
+
+# --- binary --------------------------------------------------------------------------------
+_binary("add", np.add, lambda n, a, b: f"({a} + {b})",
+        lambda g, n: (unbroadcast(g, n.inputs[0].shape), unbroadcast(g, n.inputs[1].shape)))
+
+_binary("sub", np.subtract, lambda n, a, b: f"({a} - {b})",
+        lambda g, n: (unbroadcast(g, n.inputs[0].shape), unbroadcast(-g, n.inputs[1].shape)))
+
+_binary("mul", np.multiply, lambda n, a, b: f"({a} * {b})",
+        lambda g, n: (unbroadcast(g * n.inputs[1], n.inputs[0].shape),
+                      unbroadcast(g * n.inputs[0], n.inputs[1].shape)))
+
+_binary("div", np.divide, lambda n, a, b: f"({a} / {b})",
+        lambda g, n: (unbroadcast(g / n.inputs[1], n.inputs[0].shape),
+                      unbroadcast(-g * n / n.inputs[1], n.inputs[1].shape)),
+        floats_only=True)
+
+_binary("maximum", np.maximum, lambda n, a, b: f"tl.maximum({a}, {b})",
+        lambda g, n: (unbroadcast(_ops().where(n.inputs[0] >= n.inputs[1], g, 0.0), n.inputs[0].shape),
+                      unbroadcast(_ops().where(n.inputs[0] < n.inputs[1], g, 0.0), n.inputs[1].shape)))
+
+_binary("minimum", np.minimum, lambda n, a, b: f"tl.minimum({a}, {b})",
+        lambda g, n: (unbroadcast(_ops().where(n.inputs[0] <= n.inputs[1], g, 0.0), n.inputs[0].shape),
+                      unbroadcast(_ops().where(n.inputs[0] > n.inputs[1], g, 0.0), n.inputs[1].shape)))
+
+
+def _pow_lower(node, a, b):
+    """Small integer and one-half exponents expand exactly; others use exp2/log2 (a > 0)."""
+    exponent = node.inputs[1]
+    if exponent.op == "constant" and not hasattr(exponent.attrs["value"], "free_symbols"):
+        value = float(exponent.attrs["value"])
+        if value == 0.5:
+            return f"tl.sqrt({a})"
+        if value.is_integer() and 1 <= abs(value) <= 4:
+            product = " * ".join([a] * int(abs(value)))
+            return f"({product})" if value > 0 else f"(1.0 / ({product}))"
+    return f"tl.exp2({b} * tl.log2({a}))"
+
+
+def _pow_vjp(g, n):
+    a, b = n.inputs
+    ops = _ops()
+    grad_b = None
+    if not (b.op == "constant"):
+        grad_b = unbroadcast(g * n * ops.log(ops.where(a > 0, a, 1.0)), b.shape)
+    if b.op == "constant" and not hasattr(b.attrs["value"], "free_symbols") and b.ndim == 0:
+        lowered = ops.constant(b.attrs["value"] - 1.0, b.dtype)  # keeps x**2 -> x*x exact
+    else:
+        lowered = b - 1.0
+    return unbroadcast(g * b * ops.pow(a, lowered), a.shape), grad_b
+
+
+_binary("pow", np.power, _pow_lower, _pow_vjp, floats_only=True)
+
+for _name, _np, _sym in (("less", np.less, "<"), ("less_equal", np.less_equal, "<="),
+                         ("greater", np.greater, ">"), ("greater_equal", np.greater_equal, ">="),
+                         ("equal", np.equal, "=="), ("not_equal", np.not_equal, "!=")):
+    _binary(_name, _np, lambda n, a, b, s=_sym: f"({a} {s} {b})", None,
+            result=dtypes.bool_, bool_ok=True)
+
+
+# --- where and cast ------------------------------------------------------------------------
+def _infer_where(inputs, attrs):
+    cond, a, b = inputs
+    if cond.dtype is not dtypes.bool_:
+        raise DTypeError(f"where: the condition must be bool, got {cond.type_str()}")
+    if a.dtype != b.dtype:
+        raise DTypeError(f"where: both branches must share a dtype, got {a.type_str()} and {b.type_str()}")
+    return a.dtype, shapes.broadcast_shapes(cond.shape, a.shape, b.shape)
+
+
+register(OpDef(
+    "where", "elementwise", _infer_where,
+    lambda node, a, shape: np.where(*a),
+    lambda g, n: (None,
+                  unbroadcast(_ops().where(n.inputs[0], g, 0.0), n.inputs[1].shape),
+                  unbroadcast(_ops().where(n.inputs[0], 0.0, g), n.inputs[2].shape)),
+    lambda n, c, a, b: f"tl.where({c}, {a}, {b})", arity=3))
+
+
+def _cast_lower(node, a):
+    src, dst = node.inputs[0].dtype, node.dtype
+    if dst is dtypes.bool_:
+        return f"({a} != 0)"
+    if dst in (dtypes.float16, dtypes.bfloat16):  # round, then keep computing in float32
+        return f"{a}.to(tl.{dst.triton}).to(tl.float32)"
+    if src in (dtypes.float16, dtypes.bfloat16) and dst is dtypes.float32:
+        return a
+    return f"{a}.to(tl.{dst.triton})"
+
+
+def _cast_reference(node, a, shape):
+    (x,) = a
+    if node.dtype.is_float:
+        return dtypes.round_to(x, node.dtype) if x.dtype != np.float64 else x
+    if node.dtype is dtypes.bool_:
+        return x != 0
+    return np.trunc(x).astype(node.dtype.numpy) if x.dtype.kind == "f" else x.astype(node.dtype.numpy)
+
+
+def _cast_vjp(g, n):
+    src = n.inputs[0].dtype
+    return (_ops().cast(g, src) if src.is_float and n.dtype.is_float else None,)
+
+
+register(OpDef("cast", "elementwise", lambda inputs, attrs: (attrs["dtype"], inputs[0].shape),
+               _cast_reference, _cast_vjp, _cast_lower, arity=1))

@@ -1,0 +1,73 @@
+"""Op table entries for reductions over any set of axes, with keepdims.
+
+Kernels accumulate float16/bfloat16 in float32, and so does the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kgen.errors import DTypeError
+from kgen.ir import dtypes, shapes
+from kgen.ir.optable import OpDef, Reduction, register
+
+
+def _ops():
+    from kgen import ops
+    return ops
+
+
+def reduced_shape(shape, axes, keepdims):
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def _infer(inputs, attrs):
+    (x,) = inputs
+    if x.dtype is dtypes.bool_:
+        raise DTypeError("cannot reduce a bool tensor; cast it first")
+    axes = shapes.normalize_axes(attrs["axes"], x.ndim)
+    return x.dtype, reduced_shape(x.shape, axes, attrs["keepdims"])
+
+
+def _reference(np_reduce):
+    def reference(node, arrays, shape):
+        (x,) = arrays
+        if x.dtype == np.float16:
+            x = x.astype(np.float32)
+        return np_reduce(x, axis=node.attrs["axes"], keepdims=node.attrs["keepdims"])
+    return reference
+
+
+def _cotangent_like_input(g, node):
+    """`g` reshaped to keepdims form and broadcast over the reduced axes of the input."""
+    x = node.inputs[0]
+    keep = reduced_shape(x.shape, node.attrs["axes"], keepdims=True)
+    return _ops().broadcast_to(_ops().reshape(g, keep), x.shape)
+
+
+def _sum_vjp(g, node):
+    return (_cotangent_like_input(g, node),)
+
+
+def _mean_vjp(g, node):
+    x = node.inputs[0]
+    count = shapes.numel([x.shape[a] for a in node.attrs["axes"]])
+    return (_cotangent_like_input(g, node) / _ops().size_constant(count, g.dtype),)
+
+
+def _max_vjp(g, node):
+    """The gradient goes to the maxima, split evenly between ties (as torch.amax)."""
+    ops = _ops()
+    x = node.inputs[0]
+    winners = ops.cast(ops.equal(x, _cotangent_like_input(node, node)), x.dtype)
+    ties = ops.sum(winners, node.attrs["axes"], keepdims=True)
+    return (_cotangent_like_input(g, node) * winners / ties,)
+
+
+_SUM = Reduction("0.0", "0", "{acc} + {x}", "sum")
+register(OpDef("sum", "reduction", _infer, _reference(np.sum), _sum_vjp, _SUM, arity=1))
+register(OpDef("mean", "reduction", _infer, _reference(np.mean), _mean_vjp,
+               Reduction("0.0", "0", "{acc} + {x}", "sum", scale_by_count=True), arity=1))
+register(OpDef("max", "reduction", _infer, _reference(np.max), _max_vjp,
+               Reduction("float('-inf')", "-2147483648", "tl.maximum({acc}, {x})", "max"), arity=1))

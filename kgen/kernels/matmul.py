@@ -1,0 +1,69 @@
+"""The matmul template: a BLOCK_M x BLOCK_N tile of the output per program (grid axis 2
+walks the batch), accumulating in float32 over K in BLOCK_K steps.
+
+Operands are read through their views (transposes, broadcast batch dims, reshapes) as
+index expressions, so `a @ b.T` reads b in place. float32 operands use exact
+("ieee") products, so results match the reference on every device; float16/bfloat16
+operands go to tensor cores with float32 accumulation."""
+from __future__ import annotations
+
+from kgen.ir import dtypes, shapes
+from kgen.kernels.pointwise import _reads
+from kgen.kernels.writer import KernelSource, KernelWriter
+from kgen.lowering.indexing import flat_index, index_var, unflatten
+
+
+def _operand_coords(operand, batch_coords, rows, cols):
+    lead = len(batch_coords) - (operand.ndim - 2)
+    batch = [0 if d == 1 else batch_coords[lead + i] for i, d in enumerate(operand.shape[:-2])]
+    return batch + [rows, cols]
+
+
+def _tile(w: KernelWriter, operand, coords, mask: str) -> str:
+    """An operand tile, zero outside `mask`: a masked load is so already; a value computed
+    in place (a broadcast constant, say) is masked, which also gives it the tile's shape."""
+    w.mask = mask
+    value = w.value(operand, coords)
+    if value in w.masked_loads:
+        return value
+    return w.assign(f"tl.where({mask}, {value}, 0.0)", "t")
+
+
+def emit_matmul(name: str, root, written: set, names: dict) -> KernelSource:
+    a, b = root.inputs
+    batch = root.shape[:-2]
+    m, n, k = root.shape[-2], root.shape[-1], a.shape[-1]
+    bnumel = shapes.numel(batch)
+
+    w = KernelWriter(name, written - {root}, names)
+    bm, bn, bk = w.constexpr("BLOCK_M"), w.constexpr("BLOCK_N"), w.constexpr("BLOCK_K")
+    M, N, K = w.int_param("M", m), w.int_param("N", n), w.int_param("K", k)
+    bindex = index_var("bindex", bnumel)
+    rm, rn = index_var("rm", m), index_var("rn", n)
+    ka, kb = index_var("ka", k), index_var("kb", k)
+    batch_coords = unflatten(bindex, batch)
+
+    w.emit("bindex = tl.program_id(2)")
+    w.emit(f"rm = (tl.program_id(0) * {bm} + tl.arange(0, {bm}))[:, None]")
+    w.emit(f"rn = (tl.program_id(1) * {bn} + tl.arange(0, {bn}))[None, :]")
+    w.emit(f"acc = tl.zeros([{bm}, {bn}], tl.float32)")
+    w.emit(f"for koffset in range(0, {K}, {bk}):")
+    w.indent += 1
+    w.emit(f"ka = koffset + tl.arange(0, {bk})[None, :]")
+    w.emit(f"kb = koffset + tl.arange(0, {bk})[:, None]")
+    tile_a = _tile(w, a, _operand_coords(a, batch_coords, rm, ka), f"(rm < {M}) & (ka < {K})")
+    tile_b = _tile(w, b, _operand_coords(b, batch_coords, kb, rn), f"(kb < {K}) & (rn < {N})")
+    if a.dtype in (dtypes.float16, dtypes.bfloat16):  # loads widen halves; dot wants them narrow
+        tile_a, tile_b = f"{tile_a}.to(tl.{a.dtype.triton})", f"{tile_b}.to(tl.{b.dtype.triton})"
+        w.emit(f"acc = tl.dot({tile_a}, {tile_b}, acc)")
+    else:
+        w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
+    w.indent -= 1
+    w.computed.append(root)
+    out = flat_index(batch_coords + [rm, rn], root.shape)
+    w.store(root, out, "acc", f"(rm < {M}) & (rn < {N})", f"[{bm}, {bn}]")
+    summary = (f"kgen {name}: matmul {shapes.format_shape(a.shape)} @ {shapes.format_shape(b.shape)}"
+               f" -> {shapes.format_shape(root.shape)}.")
+    return KernelSource(name, "matmul", w.function(summary), w.ordered_params(),
+                        [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], (root,), _reads(w),
+                        tuple(w.computed_in_order()), "matmul", {"m": m, "n": n, "k": k})

@@ -1,0 +1,247 @@
+"""KernelWriter: writes the body of one generated Triton kernel.
+
+The writer computes IR nodes *at coordinates*: `value(node, coords)` returns a Triton
+expression for `node`'s elements at `coords` (sympy expressions of the kernel's index
+variables). A buffer (a node the fusion plan writes to memory, or an input) becomes a load at
+its simplified flat index; a view maps the coordinates and reads its input; an elementwise op
+reads its operands at the broadcast coordinates and applies its op table lowering. Each
+(node, coordinates) pair is computed once per kernel.
+
+Half-precision values are computed in float32 inside kernels and rounded when stored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import sympy
+from sympy.printing.str import StrPrinter
+
+from kgen.errors import KgenError
+from kgen.ir import dtypes
+from kgen.ir.node import Node
+from kgen.lowering import indexing
+
+
+@dataclass
+class Param:
+    """One kernel argument: a buffer pointer ("in"/"out"), a size or an int expression of
+    sizes ("int"), or a block size ("constexpr")."""
+    name: str
+    kind: str
+    node: Optional[Node] = None
+    expr: object = None  # sympy expression (for "int")
+
+    def signature(self) -> str:
+        if self.kind in ("in", "out"):
+            return "*" + self.node.dtype.signature
+        return "i32" if self.kind == "int" else "constexpr"
+
+
+@dataclass
+class KernelSource:
+    """A generated kernel: its source text and what its launcher needs to call it."""
+    name: str
+    kind: str  # pointwise | reduction | matmul
+    text: str
+    params: list
+    grid: list  # per grid axis: (number of elements: sympy expr, block constexpr name or None)
+    roots: tuple  # the nodes it writes
+    reads: tuple  # the buffers it reads
+    nodes: tuple  # every IR node it computes
+    config_rule: str  # which config family picks its block sizes (kgen.autotune.configs)
+    dims: dict = field(default_factory=dict)  # named extents for config choice, e.g. {"x": expr}
+
+
+def compute_type(dt) -> str:
+    return "tl.float32" if dt in (dtypes.float16, dtypes.bfloat16) else f"tl.{dt.triton}"
+
+
+class IndexPrinter(StrPrinter):
+    """Prints index expressions as Triton code; size symbols become `s_<name>` arguments."""
+
+    def __init__(self, writer):
+        super().__init__()
+        self.writer = writer
+
+    def _print_Dummy(self, expr):
+        return expr.name
+
+    def _print_Symbol(self, expr):
+        return self.writer.size_param(expr.name)
+
+    def _print_FloorDiv(self, expr):
+        base, div = expr.args
+        return f"({self._print(base)} // {self._print(div)})"
+
+    def _print_ModularIndexing(self, expr):
+        base, div, mod = expr.args
+        inner = self._print(base) if div == 1 else f"({self._print(base)} // {self._print(div)})"
+        return f"({inner} % {self._print(mod)})"
+
+
+class KernelWriter:
+    def __init__(self, name: str, buffers: set, names: dict):
+        self.name = name
+        self.buffers = buffers  # nodes read from memory rather than computed here
+        self.names = names  # node -> its name in the graph's text form (for comments)
+        self.lines: list = []
+        self.params: list = []
+        self._param_of: dict = {}
+        self._cache: dict = {}
+        self._count = 0
+        self.mask = None  # the mask loads use, set by the template
+        self.indent = 0
+        self.computed: list = []  # nodes computed here, in order
+        self.uniform: set = set()  # emitted expressions that are the same in every lane
+        self.masked_loads: set = set()  # variables holding a load under the current mask
+        self.printer = IndexPrinter(self)
+
+    # --- parameters --------------------------------------------------------------------
+    def _param(self, key, make):
+        if key not in self._param_of:
+            self._param_of[key] = make()
+            self.params.append(self._param_of[key])
+        return self._param_of[key].name
+
+    def input_param(self, node: Node) -> str:
+        return self._param(("in", node), lambda: Param(f"in{sum(p.kind == 'in' for p in self.params)}", "in", node))
+
+    def output_param(self, node: Node) -> str:
+        return self._param(("out", node), lambda: Param(f"out{sum(p.kind == 'out' for p in self.params)}", "out", node))
+
+    def size_param(self, symbol: str) -> str:
+        return self._param(("size", symbol), lambda: Param(f"s_{symbol}", "int", expr=sympy.Symbol(symbol, integer=True, positive=True)))
+
+    def int_param(self, name: str, expr) -> str:
+        """An int argument computed at launch from the sizes (a numel, a matrix extent)."""
+        expr = sympy.sympify(expr)
+        if expr.is_Integer:
+            return str(int(expr))
+        return self._param(("int", name), lambda: Param(name, "int", expr=expr))
+
+    # --- code --------------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.indent + line)
+
+    def fresh(self, prefix: str = "v") -> str:
+        self._count += 1
+        return f"{prefix}{self._count}"
+
+    def assign(self, expr: str, prefix: str = "v") -> str:
+        var = self.fresh(prefix)
+        self.emit(f"{var} = {expr}")
+        return var
+
+    def index(self, expr) -> str:
+        return self.printer.doprint(indexing.simplify(expr))
+
+    def comment_nodes(self, nodes) -> list:
+        from kgen.ir.graph import format_node
+        return [format_node(n, self.names) for n in nodes]
+
+    # --- values at coordinates -----------------------------------------------------------
+    def value(self, node: Node, coords) -> str:
+        coords = tuple(indexing.simplify(c) for c in coords)
+        key = (node, coords)
+        if key not in self._cache:
+            self._cache[key] = self.load(node, coords, self.mask) if node in self.buffers else self._compute(node, coords)
+        return self._cache[key]
+
+    def root_value(self, node: Node, coords) -> str:
+        """The value a kernel computes and stores for its root `node`."""
+        return self._compute(node, tuple(indexing.simplify(c) for c in coords))
+
+    def load(self, node: Node, coords, mask: Optional[str]) -> str:
+        offset = indexing.flat_index(coords, node.shape)
+        ptr = self.input_param(node)
+        uniform = not self._varies(offset)
+        if uniform:
+            text = f"tl.load({ptr} + {self.index(offset)})"  # one element for every lane
+        else:
+            other = "0.0" if node.dtype.is_float else "0"
+            text = f"tl.load({ptr} + {self.index(offset)}, mask={mask}, other={other})"
+        if node.dtype in (dtypes.float16, dtypes.bfloat16):
+            text += ".to(tl.float32)"
+        var = self.assign(text, "x")
+        if not uniform and node.dtype not in (dtypes.float16, dtypes.bfloat16):
+            self.masked_loads.add(var)
+        return self.uniform_(var) if uniform else var
+
+    def _compute(self, node: Node, coords) -> str:
+        if node.op == "constant":
+            if node.shape != ():
+                raise KgenError(f"array constant {node!r} must be a buffer")  # fusion puts it in memory
+            value = node.attrs["value"]
+            if isinstance(value, sympy.Basic):  # a size expression
+                text = self.index(value)
+                return self.uniform_(f"({text} * 1.0)" if node.dtype.is_float else text)
+            return self.uniform_(node.opdef.lower(node, []))
+        if node.op == "iota":
+            coord = indexing.simplify(coords[node.attrs["axis"]])
+            text = self.index(coord)
+            if node.dtype.is_float:
+                text = f"({text} * 1.0)"
+            return self.uniform_(text) if not self._varies(coord) else text
+        self.computed.append(node)
+        kind = node.opdef.kind
+        if kind == "view":
+            return self.value(node.inputs[0], node.opdef.lower(node, list(coords)))
+        if kind == "elementwise":
+            args = [self.value(i, self.broadcast_coords(node, i, coords)) for i in node.inputs]
+            var = self.assign(node.opdef.lower(node, *args))
+            return self.uniform_(var) if all(a in self.uniform for a in args) else var
+        raise KgenError(f"{node!r} cannot be computed inside another kernel (the fusion plan "
+                        f"must write it to memory)")
+
+    def uniform_(self, text: str) -> str:
+        """Mark `text` as the same for every lane (literals, sizes, one-element loads)."""
+        self.uniform.add(text)
+        return text
+
+    @staticmethod
+    def _varies(expr) -> bool:
+        return bool(sympy.sympify(expr).free_symbols & set(indexing._BOUNDS))
+
+    @staticmethod
+    def broadcast_coords(node: Node, operand: Node, coords) -> list:
+        lead = len(coords) - operand.ndim
+        return [0 if d == 1 and node.shape[lead + i] != 1 else coords[lead + i]
+                for i, d in enumerate(operand.shape)]
+
+    def store(self, node: Node, offset, value: str, mask: str, block_shape: str) -> None:
+        """Store `value` (a compute-type expression) to `node`'s buffer; a value that is the
+        same in every lane is first spread over `block_shape`."""
+        ptr = self.output_param(node)
+        if value in self.uniform:
+            value = f"tl.zeros({block_shape}, {compute_type(node.dtype)}) + {value}"
+        if node.dtype in (dtypes.float16, dtypes.bfloat16):
+            value = f"({value}).to(tl.{node.dtype.triton})"
+        self.emit(f"tl.store({ptr} + {self.index(offset)}, {value}, mask={mask})")
+
+    def constexpr(self, name: str) -> str:
+        return self._param(("constexpr", name), lambda: Param(name, "constexpr"))
+
+    def ordered_params(self) -> list:
+        order = {"in": 0, "out": 1, "int": 2, "constexpr": 3}
+        return sorted(self.params, key=lambda p: order[p.kind])
+
+    def function(self, summary: str) -> str:
+        """The kernel's source: a self-contained @triton.jit function whose docstring names
+        the IR nodes it computes."""
+        args = ", ".join(p.name + (": tl.constexpr" if p.kind == "constexpr" else "")
+                         for p in self.ordered_params())
+        head = ["@triton.jit", f"def {self.name}({args}):", f'    """{summary}', ""]
+        head += [f"    {line}" for line in self.comment_nodes(self.computed_in_order())]
+        head += ['    """']
+        return "\n".join(head + ["    " + line for line in self.lines]) + "\n"
+
+    def computed_in_order(self):
+        seen, out = set(), []
+        for n in self.computed:
+            if n not in seen:
+                seen.add(n)
+                out.append(n)
+        return sorted(out, key=lambda n: n.id)
+
+

@@ -1,0 +1,176 @@
+"""Index expressions: where a kernel reads each element, as simplified sympy expressions.
+
+A kernel iterates over index variables (a flat `xindex`, a reduction `rindex`, matmul tile
+rows and columns). The coordinates of a tensor are expressions of those variables; views
+map coordinates (op table lowerings), and a load reads `base + flat_index(coords)`. Two
+functions carry the arithmetic, as in TorchInductor:
+
+    FloorDiv(a, d)            = a // d
+    ModularIndexing(a, d, m)  = (a // d) % m
+
+`simplify` knows each index variable's range and applies the rules that make the usual
+cases plain, e.g. the coordinates of a row-major tensor read back row-major become `xindex`:
+
+    ModularIndexing(x, 1, n) -> x                       when x < n
+    ModularIndexing(x, d, m) -> FloorDiv(x, d)          when x < d*m
+    c*ModularIndexing(x, d, m) + c*m*ModularIndexing(x, d*m, k) -> c*ModularIndexing(x, d, m*k)
+    c*ModularIndexing(x, d, m) + c*m*FloorDiv(x, d*m)          -> c*FloorDiv(x, d)
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import sympy
+
+_BOUNDS: dict = {}  # index variable (a sympy Dummy) -> exclusive upper bound
+
+
+def index_var(name: str, bound) -> sympy.Dummy:
+    """A fresh index variable ranging over [0, bound)."""
+    var = sympy.Dummy(name, integer=True, nonnegative=True)
+    _BOUNDS[var] = sympy.sympify(bound)
+    return var
+
+
+class FloorDiv(sympy.Function):
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, base, divisor):
+        if divisor == 1:
+            return base
+        if base == 0:
+            return sympy.Integer(0)
+        if base.is_Integer and divisor.is_Integer:
+            return sympy.Integer(int(base) // int(divisor))
+        return None
+
+
+class ModularIndexing(sympy.Function):
+    is_integer = True
+    is_nonnegative = True
+
+    @classmethod
+    def eval(cls, base, divisor, modulus):
+        if modulus == 1 or base == 0:
+            return sympy.Integer(0)
+        if base.is_Integer and divisor.is_Integer and modulus.is_Integer:
+            return sympy.Integer((int(base) // int(divisor)) % int(modulus))
+        return None
+
+
+def strides(shape: Sequence) -> list:
+    """Row-major strides of a contiguous tensor of `shape`."""
+    out, step = [], sympy.Integer(1)
+    for d in reversed(shape):
+        out.append(step)
+        step = step * d
+    return out[::-1]
+
+
+def flat_index(coords: Sequence, shape: Sequence) -> sympy.Expr:
+    return simplify(sum((sympy.sympify(c) * s for c, s in zip(coords, strides(shape))), sympy.Integer(0)))
+
+
+def unflatten(flat, shape: Sequence) -> list:
+    """The coordinates in `shape` of the row-major position `flat`."""
+    flat = simplify(sympy.sympify(flat))
+    return [simplify(ModularIndexing(flat, s, d)) if d != 1 else sympy.Integer(0)
+            for s, d in zip(strides(shape), shape)]
+
+
+def upper_bound(expr):
+    """An inclusive upper bound of a non-negative index expression, or None if unknown."""
+    if expr.is_Integer:
+        return expr
+    if expr in _BOUNDS:
+        return _BOUNDS[expr] - 1
+    if isinstance(expr, ModularIndexing):
+        return expr.args[2] - 1
+    if isinstance(expr, FloorDiv):
+        inner = upper_bound(expr.args[0])
+        return None if inner is None else FloorDiv(inner, expr.args[1])
+    if expr.is_Add:
+        parts = [upper_bound(a) for a in expr.args]
+        return None if any(p is None for p in parts) else sympy.Add(*parts)
+    if expr.is_Mul:
+        coeff, rest = expr.as_coeff_Mul()
+        inner = upper_bound(rest) if coeff != 1 else None
+        if coeff.is_positive and inner is not None:
+            return coeff * inner
+        if all(a.is_positive and not a.has(*_BOUNDS) for a in expr.args):
+            return expr  # a product of sizes: constant within a launch
+        return None
+    if expr.is_Symbol and expr.is_positive:  # a size symbol
+        return expr
+    return None
+
+
+def _provably_below(expr, limit) -> bool:
+    """expr <= ub(expr) < limit, decided by sympy for non-negative size symbols."""
+    ub = upper_bound(expr)
+    if ub is None:
+        return False
+    diff = sympy.simplify(sympy.sympify(limit) - ub - 1)
+    return bool(diff.is_nonnegative)
+
+
+def _simplify_atom(atom):
+    if isinstance(atom, ModularIndexing):
+        base, div, mod = atom.args
+        if _provably_below(base, div * mod):
+            return simplify(FloorDiv(base, div))
+        return atom
+    if isinstance(atom, FloorDiv):
+        base, div = atom.args
+        if _provably_below(base, div):
+            return sympy.Integer(0)
+    return atom
+
+
+def _merge_terms(expr):
+    """Apply the two merge rules of the module docstring to a sum, until none applies."""
+    terms = {}
+    for term in sympy.Add.make_args(expr):
+        coeff, atom = term.as_coeff_Mul()
+        terms[atom] = terms.get(atom, 0) + coeff
+    changed = True
+    while changed:
+        changed = False
+        for atom, coeff in list(terms.items()):
+            if not isinstance(atom, ModularIndexing) or atom not in terms:
+                continue
+            base, div, mod = atom.args
+            for partner in (ModularIndexing, FloorDiv):
+                for other in list(terms):
+                    if not isinstance(other, partner) or other.args[0] != base:
+                        continue
+                    if sympy.simplify(other.args[1] - div * mod) != 0:
+                        continue
+                    if sympy.simplify(terms[other] - coeff * mod) != 0:
+                        continue
+                    merged = (ModularIndexing(base, div, mod * other.args[2]) if partner is ModularIndexing
+                              else FloorDiv(base, div))
+                    del terms[atom], terms[other]
+                    merged = _simplify_atom(merged)
+                    terms[merged] = terms.get(merged, 0) + coeff
+                    changed = True
+                    break
+                if changed:
+                    break
+            if changed:
+                break
+    return sympy.Add(*(c * a for a, c in terms.items()))
+
+
+def simplify(expr):
+    """Apply the rules of the module docstring bottom-up."""
+    expr = sympy.sympify(expr)
+    if expr.is_Atom:
+        return expr
+    if isinstance(expr, (ModularIndexing, FloorDiv)):
+        return _simplify_atom(type(expr)(*(simplify(a) for a in expr.args)))
+    expr = expr.func(*(simplify(a) for a in expr.args))
+    expr = sympy.expand(expr) if expr.is_Add or expr.is_Mul else expr
+    return _merge_terms(expr) if expr.is_Add else expr

@@ -1,0 +1,41 @@
+"""Graph-to-graph passes run before fusion. Each returns a new Graph.
+
+- cse: equal nodes (same op, same inputs, same attributes) become one. Unreachable nodes
+  drop out as a side effect of rebuilding from the outputs (dead-code elimination).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kgen.ir.graph import Graph
+from kgen.ir.node import Node
+
+
+def _attr_key(value):
+    if isinstance(value, np.ndarray):
+        return ("array", id(value))
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _attr_key(v)) for k, v in value.items()))
+    return (type(value).__name__, value)
+
+
+def cse(graph: Graph) -> Graph:
+    canonical, rebuilt = {}, {}
+    for node in graph.nodes:
+        if node.op == "input":
+            rebuilt[node] = node
+            continue
+        inputs = tuple(rebuilt[i] for i in node.inputs)
+        key = (node.op, tuple(i.id for i in inputs), node.dtype.name, _attr_key(node.attrs))
+        if key not in canonical:
+            same = inputs == node.inputs
+            canonical[key] = node if same else Node(node.op, inputs, node.attrs, node.dtype, node.shape)
+        rebuilt[node] = canonical[key]
+    return Graph(graph.inputs, [rebuilt[o] for o in graph.outputs])
+
+
+def optimize(graph: Graph) -> Graph:
+    """The pass pipeline run by kgen.compile."""
+    return cse(graph)

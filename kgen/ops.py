@@ -1,0 +1,294 @@
+"""kgen.ops: the functions programs are written with, named as in NumPy/PyTorch.
+
+Primitives build one node of the op table after the operands are made to agree (Python
+scalars take the other operand's dtype; mixed dtypes are promoted as in torch). Composite
+functions (softmax, cross_entropy, ...) are built from primitives, so they differentiate,
+fuse and compile with no rules of their own.
+"""
+from __future__ import annotations
+
+import builtins
+import numbers
+
+import numpy as np
+import sympy
+
+from kgen.errors import DTypeError, KgenError, ShapeError
+from kgen.ir import dtypes, shapes
+from kgen.ir.node import Node
+from kgen.ir.ops_reduce import reduced_shape
+
+__all__ = [
+    "constant", "size_constant", "iota", "cast",
+    "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
+    "maximum", "minimum", "pow", "where", "less", "less_equal", "greater", "greater_equal",
+    "equal", "not_equal", "sum", "mean", "max", "matmul", "reshape", "transpose", "swap_last",
+    "broadcast_to", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot", "softmax",
+    "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
+]
+
+
+# --- making operands -----------------------------------------------------------------------
+def constant(value, dtype=None) -> Node:
+    """A constant node: a Python/NumPy scalar or array (float64 becomes float32)."""
+    if isinstance(value, Node):
+        return value
+    array = np.asarray(value)
+    if dtype is None:
+        dtype = dtypes.float32 if array.dtype == np.float64 else dtypes.dtype(array.dtype)
+    dtype = dtypes.dtype(dtype)
+    if array.ndim == 0:
+        scalar = array.item()
+        scalar = float(scalar) if dtype.is_float else (bool(scalar) if dtype is dtypes.bool_ else int(scalar))
+        return Node("constant", (), {"value": scalar}, dtype, ())
+    return Node("constant", (), {"value": dtypes.round_to(array, dtype)}, dtype, array.shape)
+
+
+def size_constant(expr, dtype=dtypes.float32) -> Node:
+    """A scalar whose value is a size expression, e.g. the element count N*10 of a mean."""
+    expr = sympy.sympify(expr)
+    value = int(expr) if expr.is_Integer else expr
+    return Node("constant", (), {"value": value}, dtypes.dtype(dtype), ())
+
+
+def iota(shape, axis: int, dtype=dtypes.int32) -> Node:
+    """A tensor whose value at each position is its index along `axis`."""
+    shape = shapes.as_shape(shape)
+    return Node("iota", (), {"shape": shape, "axis": axis % len(shape), "dtype": dtypes.dtype(dtype)})
+
+
+def _is_scalar(x) -> bool:
+    return isinstance(x, (numbers.Number, np.number, np.bool_)) and not isinstance(x, Node)
+
+
+def _operands(*args):
+    """Nodes for `args`, made to share one dtype (scalars adopt the nodes' dtype)."""
+    nodes = [a for a in args if isinstance(a, Node)]
+    if not nodes:
+        raise KgenError("at least one operand must be a kgen tensor")
+    dt = nodes[0].dtype
+    for n in nodes[1:]:
+        dt = dtypes.promote(dt, n.dtype)
+    for a in args:
+        if not isinstance(a, Node) and not _is_scalar(a):
+            a = constant(a)  # an array constant takes part in promotion
+            dt = dtypes.promote(dt, a.dtype)
+        elif isinstance(a, float) and not dt.is_float:
+            dt = dtypes.float32
+    out = []
+    for a in args:
+        if isinstance(a, Node):
+            out.append(cast(a, dt))
+        elif _is_scalar(a):
+            out.append(constant(a, dt))
+        else:
+            out.append(cast(constant(a), dt))
+    return out
+
+
+def _floating(*args):
+    nodes = _operands(*args)
+    if not nodes[0].dtype.is_float:
+        nodes = [cast(n, dtypes.float32) for n in nodes]
+    return nodes
+
+
+def cast(x, dtype) -> Node:
+    dtype = dtypes.dtype(dtype)
+    x = x if isinstance(x, Node) else constant(x)
+    return x if x.dtype == dtype else Node("cast", (x,), {"dtype": dtype})
+
+
+# --- elementwise ---------------------------------------------------------------------------
+def _binary(op, a, b, floating=False):
+    a, b = (_floating if floating else _operands)(a, b)
+    return Node(op, (a, b))
+
+
+def add(a, b): return _binary("add", a, b)
+def sub(a, b): return _binary("sub", a, b)
+def mul(a, b): return _binary("mul", a, b)
+def div(a, b): return _binary("div", a, b, floating=True)
+def pow(a, b): return _binary("pow", a, b, floating=True)
+def maximum(a, b): return _binary("maximum", a, b)
+def minimum(a, b): return _binary("minimum", a, b)
+def less(a, b): return _binary("less", a, b)
+def less_equal(a, b): return _binary("less_equal", a, b)
+def greater(a, b): return _binary("greater", a, b)
+def greater_equal(a, b): return _binary("greater_equal", a, b)
+def equal(a, b): return _binary("equal", a, b)
+def not_equal(a, b): return _binary("not_equal", a, b)
+
+
+def neg(x): return Node("neg", _operands(x))
+def abs(x): return Node("abs", _operands(x))
+def relu(x): return Node("relu", _operands(x))
+def exp(x): return Node("exp", _floating(x))
+def log(x): return Node("log", _floating(x))
+def sqrt(x): return Node("sqrt", _floating(x))
+def tanh(x): return Node("tanh", _floating(x))
+def sigmoid(x): return Node("sigmoid", _floating(x))
+
+
+def where(cond, a, b) -> Node:
+    cond = cond if isinstance(cond, Node) else constant(cond, dtypes.bool_)
+    if cond.dtype is not dtypes.bool_:
+        raise DTypeError(f"where: the condition must be bool, got {cond.type_str()}")
+    a, b = _operands(a, b)
+    return Node("where", (cond, a, b))
+
+
+# --- reductions ----------------------------------------------------------------------------
+def _reduce(op, x, axis, keepdims):
+    (x,) = _operands(x)
+    axes = shapes.normalize_axes(axis, x.ndim)
+    if not axes:
+        return x
+    return Node(op, (x,), {"axes": axes, "keepdims": bool(keepdims)})
+
+
+def sum(x, axis=None, keepdims=False): return _reduce("sum", x, axis, keepdims)
+def max(x, axis=None, keepdims=False): return _reduce("max", x, axis, keepdims)
+
+
+def mean(x, axis=None, keepdims=False):
+    (x,) = _floating(x)
+    return _reduce("mean", x, axis, keepdims)
+
+
+def sum_to(x: Node, shape) -> Node:
+    """`x` summed over the axes along which `shape` was broadcast to x's shape."""
+    shape = shapes.as_shape(shape)
+    if len(x.shape) == len(shape) and builtins.all(shapes.dims_equal(a, b) for a, b in zip(x.shape, shape)):
+        return x
+    lead = x.ndim - len(shape)
+    axes = list(range(lead)) + [lead + i for i, d in enumerate(shape) if d == 1 and x.shape[lead + i] != 1]
+    return reshape(sum(x, axes, keepdims=True), shape)
+
+
+# --- matmul --------------------------------------------------------------------------------
+def matmul(a, b) -> Node:
+    """NumPy's matmul: 1-D operands gain (and then lose) a unit dimension."""
+    a, b = _floating(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ShapeError(f"matmul does not take scalars, got {a.type_str()} @ {b.type_str()}")
+    a2 = expand_dims(a, 0) if a.ndim == 1 else a
+    b2 = expand_dims(b, 1) if b.ndim == 1 else b
+    out = Node("matmul", (a2, b2))
+    if b.ndim == 1:
+        out = squeeze(out, -1)
+    if a.ndim == 1:
+        out = squeeze(out, -2 if b.ndim > 1 else -1)
+    return out
+
+
+# --- views ---------------------------------------------------------------------------------
+def reshape(x, shape) -> Node:
+    shape = (shape,) if isinstance(shape, (int, str)) else tuple(shape)
+    if builtins.sum(1 for d in shape if isinstance(d, int) and d == -1) > 1:
+        raise ShapeError(f"reshape: at most one -1 in {shape}")
+    if -1 in shape:
+        known = shapes.numel([d for d in shapes.as_shape([d for d in shape if not (isinstance(d, int) and d == -1)])])
+        total = shapes.numel(x.shape)
+        missing = sympy.simplify(sympy.sympify(total) / known)
+        if not missing.is_integer and not missing.is_Integer:
+            raise ShapeError(f"cannot reshape {shapes.format_shape(x.shape)} to {shape}")
+        shape = tuple(missing if isinstance(d, int) and d == -1 else d for d in shape)
+    shape = shapes.as_shape(shape)
+    if len(shape) == x.ndim and builtins.all(shapes.dims_equal(a, b) for a, b in zip(shape, x.shape)):
+        return x
+    return Node("reshape", (x,), {"shape": shape})
+
+
+def transpose(x, axes=None) -> Node:
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % builtins.max(x.ndim, 1) for a in axes)
+    if axes == tuple(range(x.ndim)):
+        return x
+    return Node("transpose", (x,), {"perm": axes})
+
+
+def swap_last(x) -> Node:
+    """x with its last two axes swapped (matrix transpose of a batch)."""
+    perm = list(range(x.ndim))
+    perm[-2], perm[-1] = perm[-1], perm[-2]
+    return transpose(x, perm)
+
+
+def broadcast_to(x, shape) -> Node:
+    (x,) = _operands(x)
+    shape = shapes.as_shape(shape)
+    if len(shape) == x.ndim and builtins.all(shapes.dims_equal(a, b) for a, b in zip(shape, x.shape)):
+        return x
+    return Node("broadcast_to", (x,), {"shape": shape})
+
+
+def expand_dims(x, axis: int) -> Node:
+    axis = axis % (x.ndim + 1)
+    return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
+
+
+def squeeze(x, axis=None) -> Node:
+    if axis is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    else:
+        axes = list(shapes.normalize_axes(axis, x.ndim))
+        for a in axes:
+            if x.shape[a] != 1:
+                raise ShapeError(f"squeeze: axis {a} of {shapes.format_shape(x.shape)} is not 1")
+    return reshape(x, [d for i, d in enumerate(x.shape) if i not in axes])
+
+
+def flatten(x, start_dim: int = 1) -> Node:
+    """Collapse the axes from `start_dim` on (torch.flatten(x, start_dim))."""
+    start = start_dim % builtins.max(x.ndim, 1)
+    return reshape(x, x.shape[:start] + (shapes.numel(x.shape[start:]),))
+
+
+# --- composites built from primitives --------------------------------------------------------
+def one_hot(labels, num_classes: int, dtype=dtypes.float32) -> Node:
+    if labels.dtype.is_float or labels.dtype is dtypes.bool_:
+        raise DTypeError(f"one_hot: labels must be integers, got {labels.type_str()}")
+    classes = iota(labels.shape + (num_classes,), axis=labels.ndim, dtype=labels.dtype)
+    return cast(equal(expand_dims(labels, -1), classes), dtype)
+
+
+def logsumexp(x, axis=-1, keepdims=False) -> Node:
+    peak = max(x, axis, keepdims=True)
+    out = log(sum(exp(x - peak), axis, keepdims=True)) + peak
+    return out if keepdims else squeeze(out, axis)
+
+
+def log_softmax(x, axis=-1) -> Node:
+    shifted = x - max(x, axis, keepdims=True)
+    return shifted - log(sum(exp(shifted), axis, keepdims=True))
+
+
+def softmax(x, axis=-1) -> Node:
+    e = exp(x - max(x, axis, keepdims=True))
+    return e / sum(e, axis, keepdims=True)
+
+
+def nll_loss(log_probs, labels) -> Node:
+    """Mean negative log-likelihood of integer `labels` under rows of `log_probs`."""
+    if log_probs.ndim != 2 or labels.ndim != 1:
+        raise ShapeError(f"nll_loss takes log_probs [N, C] and labels [N], got "
+                         f"{log_probs.type_str()} and {labels.type_str()}")
+    picked = sum(log_probs * one_hot(labels, log_probs.shape[1], log_probs.dtype), axis=1)
+    return -mean(picked)
+
+
+def cross_entropy(logits, labels) -> Node:
+    """Mean cross-entropy of integer `labels` given unnormalised `logits` [N, C]."""
+    return nll_loss(log_softmax(logits, axis=-1), labels)
+
+
+def mse(pred, target) -> Node:
+    """Mean squared error."""
+    diff = sub(pred, target)
+    return mean(diff * diff)
+
+
+def binary_cross_entropy(prob, target, eps: float = 1e-7) -> Node:
+    """Mean binary cross-entropy of probabilities `prob` (clipped to [eps, 1-eps])."""
+    p = minimum(maximum(prob, eps), 1.0 - eps)
+    return -mean(target * log(p) + (1.0 - target) * log(1.0 - p))
