@@ -28,8 +28,9 @@ def choose(rule: str, dims: dict, interpreted: bool) -> dict:
         return {"RBLOCK": rblock, "XBLOCK": max(1, min(next_pow2(x), 4096 // rblock)), "num_warps": 4}
     if rule == "matmul":
         m, n, k = dims["m"], dims["n"], dims["k"]
-        if interpreted:
-            return {"BLOCK_M": min(max(next_pow2(m), 16), 256), "BLOCK_N": min(max(next_pow2(n), 16), 256),
-                    "BLOCK_K": min(max(next_pow2(k), 16), 256)}
+        if interpreted:  # tiles of up to 64K elements; tall ones when N and K are small
+            block_n, block_k = min(max(next_pow2(n), 16), 256), min(max(next_pow2(k), 16), 256)
+            block_m = min(max(next_pow2(m), 16), INTERPRETER_MAX_BLOCK // max(block_n, block_k))
+            return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
     raise ValueError(f"no config rule {rule!r}")

@@ -91,7 +91,11 @@ class Node:
     @property
     def T(self): return _ops().transpose(self)
     def transpose(self, *axes): return _ops().transpose(self, axes or None)
-    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 and not isinstance(shape[0], (int, str)) else shape)
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return _ops().reshape(self, shape)
+
     def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
     def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
     def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
