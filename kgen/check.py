@@ -4,7 +4,9 @@ Each kernel is fed the reference's (float64) values of the buffers it reads, cas
 dtypes, so an error is that kernel's own and does not accumulate along the program. Its
 outputs are poisoned (NaN) before it runs. The error of an output is
 max |kernel - reference| / max(|reference|, 1), relative for large values and absolute for
-small ones, compared with the tolerance of its dtype.
+small ones (a NaN where the reference has none, or none where it has one, is an infinite
+error), compared with the tolerance of the coarsest dtype the kernel reads, computes
+or writes.
 """
 from __future__ import annotations
 
@@ -66,8 +68,7 @@ def _error(got: np.ndarray, want: np.ndarray) -> float:
     got, want = got.astype(np.float64), want.astype(np.float64)
     if not got.size:
         return 0.0
-    bad = np.isnan(got) & ~np.isnan(want)
-    if bad.any():
+    if np.any(np.isnan(got) != np.isnan(want)):
         return float("inf")
     diff = np.abs(np.nan_to_num(got - want, nan=0.0, posinf=np.inf))
     return float(np.max(diff / np.maximum(np.abs(np.nan_to_num(want)), 1.0)))
@@ -113,7 +114,8 @@ def check(target, inputs, strict: bool = False) -> CheckReport:
             got = env[root].detach().cpu()
             got = (got.float() if got.dtype == torch.bfloat16 else got).numpy()
             error = max(error, _error(got, reference[root]))
-        tolerance = max(TOLERANCE[r.dtype] for r in kernel.roots)
+        # A kernel can be no more exact than the coarsest dtype it reads, computes or writes.
+        tolerance = max(TOLERANCE[n.dtype] for n in kernel.roots + kernel.reads + kernel.nodes)
         rows.append(KernelCheck(kernel.name, kernel.kind, len(kernel.nodes), error, tolerance))
     report = CheckReport(rows)
     return report.raise_for_failures() if strict else report

@@ -54,7 +54,8 @@ def size_constant(expr, dtype=dtypes.float32) -> Node:
 def iota(shape, axis: int, dtype=dtypes.int32) -> Node:
     """A tensor whose value at each position is its index along `axis`."""
     shape = shapes.as_shape(shape)
-    return Node("iota", (), {"shape": shape, "axis": axis % len(shape), "dtype": dtypes.dtype(dtype)})
+    return Node("iota", (), {"shape": shape, "axis": shapes.check_axis(axis, len(shape), "iota: axis"),
+                             "dtype": dtypes.dtype(dtype)})
 
 
 def _is_scalar(x) -> bool:
@@ -201,7 +202,12 @@ def reshape(x, shape) -> Node:
 
 
 def transpose(x, axes=None) -> Node:
-    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(a % builtins.max(x.ndim, 1) for a in axes)
+    if axes is None:
+        axes = tuple(reversed(range(x.ndim)))
+    else:
+        axes = tuple(shapes.check_axis(a, x.ndim, "transpose: axis") for a in axes)
+        if sorted(axes) != list(range(x.ndim)):
+            raise ShapeError(f"transpose: {axes} is not a permutation of the {x.ndim} axes")
     if axes == tuple(range(x.ndim)):
         return x
     return Node("transpose", (x,), {"perm": axes})
@@ -223,7 +229,7 @@ def broadcast_to(x, shape) -> Node:
 
 
 def expand_dims(x, axis: int) -> Node:
-    axis = axis % (x.ndim + 1)
+    axis = shapes.check_axis(axis, x.ndim + 1, "expand_dims: axis")
     return reshape(x, x.shape[:axis] + (1,) + x.shape[axis:])
 
 
@@ -240,7 +246,7 @@ def squeeze(x, axis=None) -> Node:
 
 def flatten(x, start_dim: int = 1) -> Node:
     """Collapse the axes from `start_dim` on (torch.flatten(x, start_dim))."""
-    start = start_dim % builtins.max(x.ndim, 1)
+    start = shapes.check_axis(start_dim, builtins.max(x.ndim, 1), "flatten: start_dim")
     return reshape(x, x.shape[:start] + (shapes.numel(x.shape[start:]),))
 
 
@@ -254,6 +260,7 @@ def one_hot(labels, num_classes: int, dtype=dtypes.float32) -> Node:
 
 def logsumexp(x, axis=-1, keepdims=False) -> Node:
     peak = max(x, axis, keepdims=True)
+    peak = where(equal(abs(peak), float("inf")), 0.0, peak)  # rows of -inf (or holding +inf) stay infinite
     out = log(sum(exp(x - peak), axis, keepdims=True)) + peak
     return out if keepdims else squeeze(out, axis)
 

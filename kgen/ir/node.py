@@ -43,6 +43,12 @@ class Node:
     def __setattr__(self, name, value):
         raise AttributeError(f"kgen nodes are immutable (tried to set {name!r})")
 
+    def __delattr__(self, name):
+        raise AttributeError(f"kgen nodes are immutable (tried to delete {name!r})")
+
+    # NumPy must hand `array * node` to Node.__rmul__ rather than map over the array.
+    __array_ufunc__ = None
+
     # --- description -------------------------------------------------------------------
     @property
     def opdef(self):
@@ -90,7 +96,10 @@ class Node:
 
     @property
     def T(self): return _ops().transpose(self)
-    def transpose(self, *axes): return _ops().transpose(self, axes or None)
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = axes[0]
+        return _ops().transpose(self, axes or None)
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]

@@ -74,7 +74,10 @@ _unary("tanh", np.tanh, lambda n, a: f"(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)",
 
 _unary("sigmoid", _sigmoid, lambda n, a: f"tl.sigmoid({a})", lambda g, n: (g * n * (1.0 - n),))
 
-_unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype), lambda n, a: f"tl.maximum({a}, 0)",
+_NAN = "propagate_nan=tl.PropagateNan.ALL"  # NaN wins, as in NumPy and torch
+
+_unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype),
+       lambda n, a: f"tl.maximum({a}, 0, {_NAN})" if n.dtype.is_float else f"tl.maximum({a}, 0)",
        lambda g, n: (_ops().where(n.inputs[0] > 0, g, 0.0),), floats_only=False)
 
 
@@ -94,11 +97,13 @@ _binary("div", np.divide, lambda n, a, b: f"({a} / {b})",
                       unbroadcast(-g * n / n.inputs[1], n.inputs[1].shape)),
         floats_only=True)
 
-_binary("maximum", np.maximum, lambda n, a, b: f"tl.maximum({a}, {b})",
+_binary("maximum", np.maximum,
+        lambda n, a, b: f"tl.maximum({a}, {b}, {_NAN})" if n.dtype.is_float else f"tl.maximum({a}, {b})",
         lambda g, n: (unbroadcast(_ops().where(n.inputs[0] >= n.inputs[1], g, 0.0), n.inputs[0].shape),
                       unbroadcast(_ops().where(n.inputs[0] < n.inputs[1], g, 0.0), n.inputs[1].shape)))
 
-_binary("minimum", np.minimum, lambda n, a, b: f"tl.minimum({a}, {b})",
+_binary("minimum", np.minimum,
+        lambda n, a, b: f"tl.minimum({a}, {b}, {_NAN})" if n.dtype.is_float else f"tl.minimum({a}, {b})",
         lambda g, n: (unbroadcast(_ops().where(n.inputs[0] <= n.inputs[1], g, 0.0), n.inputs[0].shape),
                       unbroadcast(_ops().where(n.inputs[0] > n.inputs[1], g, 0.0), n.inputs[1].shape)))
 
@@ -108,6 +113,8 @@ def _pow_lower(node, a, b):
     exponent = node.inputs[1]
     if exponent.op == "constant" and not hasattr(exponent.attrs["value"], "free_symbols"):
         value = float(exponent.attrs["value"])
+        if value == 0:
+            return f"tl.where({a} != {a}, 1.0, 1.0)"  # 1 everywhere (NaN**0 is 1), lane-shaped
         if value == 0.5:
             return f"tl.sqrt({a})"
         if value.is_integer() and 1 <= abs(value) <= 4:
@@ -123,6 +130,8 @@ def _pow_vjp(g, n):
     if not (b.op == "constant"):
         grad_b = unbroadcast(g * n * ops.log(ops.where(a > 0, a, 1.0)), b.shape)
     if b.op == "constant" and not hasattr(b.attrs["value"], "free_symbols") and b.ndim == 0:
+        if b.attrs["value"] == 1:
+            return unbroadcast(g, a.shape), grad_b
         lowered = ops.constant(b.attrs["value"] - 1.0, b.dtype)  # keeps x**2 -> x*x exact
     else:
         lowered = b - 1.0
@@ -170,7 +179,7 @@ def _cast_lower(node, a):
 
 def _cast_reference(node, a, shape):
     (x,) = a
-    if node.dtype.is_float:
+    if node.dtype.is_float:  # float64 checking keeps full precision through casts too
         return dtypes.round_to(x, node.dtype) if x.dtype != np.float64 else x
     if node.dtype is dtypes.bool_:
         return x != 0

@@ -65,9 +65,15 @@ def _max_vjp(g, node):
     return (_cotangent_like_input(g, node) * winners / ties,)
 
 
-_SUM = Reduction("0.0", "0", "{acc} + {x}", "sum")
-register(OpDef("sum", "reduction", _infer, _reference(np.sum), _sum_vjp, _SUM, arity=1))
+_ZERO = {"float32": "0.0", "float16": "0.0", "bfloat16": "0.0", "int32": "0", "int64": "0"}
+_LOWEST = {"float32": "float('-inf')", "float16": "float('-inf')", "bfloat16": "float('-inf')",
+           "int32": str(-2**31), "int64": str(-2**63)}
+
+register(OpDef("sum", "reduction", _infer, _reference(np.sum), _sum_vjp,
+               Reduction(_ZERO, "{acc} + {x}", "sum"), arity=1))
 register(OpDef("mean", "reduction", _infer, _reference(np.mean), _mean_vjp,
-               Reduction("0.0", "0", "{acc} + {x}", "sum", scale_by_count=True), arity=1))
+               Reduction(_ZERO, "{acc} + {x}", "sum", scale_by_count=True), arity=1))
+# NaN wins, as in NumPy and torch.
 register(OpDef("max", "reduction", _infer, _reference(np.max), _max_vjp,
-               Reduction("float('-inf')", "-2147483648", "tl.maximum({acc}, {x})", "max"), arity=1))
+               Reduction(_LOWEST, "tl.maximum({acc}, {x}, propagate_nan=tl.PropagateNan.ALL)", "max",
+                         nan_aware_finish=True), arity=1))

@@ -38,12 +38,13 @@ class OpDef:
 
 @dataclass(frozen=True)
 class Reduction:
-    """How a reduction op lowers: its start value and its combine (Triton source)."""
-    init_float: str  # e.g. "0.0", "float('-inf')"
-    init_int: str
+    """How a reduction op lowers: its start value per dtype, its combine (Triton source),
+    and the tl reduction that collapses the accumulator block."""
+    init: dict  # dtype name -> start value (Triton source)
     combine: str  # format string over {acc} and {x}
     finish: str  # tl.<finish>(acc, axis=...) collapses the reduced block
     scale_by_count: bool = False  # mean: divide the sum by the reduced element count
+    nan_aware_finish: bool = False  # tl.<finish> may drop NaN: the template restores it
 
 
 TABLE: dict[str, OpDef] = {}

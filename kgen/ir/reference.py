@@ -24,6 +24,8 @@ def _to_numpy(value, node, precision):
         value = value.detach().cpu()
         value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
     array = np.asarray(value)
+    if array.dtype.kind == "f" and not node.dtype.is_float:
+        raise InputError(f"input {node.name!r}: expected {node.dtype} values, got {array.dtype}")
     if precision == "float64" and node.dtype.is_float:
         return array.astype(np.float64)
     return dtypes.round_to(array, node.dtype)
@@ -63,6 +65,8 @@ def evaluate(graph: Graph, inputs: Union[Mapping, Sequence], precision: str = "f
             raise InputError(f"input {node.name!r} is used but not given")
         shape = tuple(shapes.evaluate(d, sizes) for d in node.shape)
         args = [values[i] for i in node.inputs]
+        if precision == "native" and node.opdef.kind == "elementwise" and node.dtype is dtypes.float16:
+            args = [a.astype(np.float32) if a.dtype == np.float16 else a for a in args]  # round once, as kernels do
         with np.errstate(all="ignore"):
             if node.op == "constant":
                 out = node.opdef.reference(node, args, shape, sizes)

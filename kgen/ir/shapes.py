@@ -85,15 +85,29 @@ def normalize_axes(axis, rank: int, what: str = "axis") -> tuple:
     """Axes as a sorted tuple of non-negative ints; None means every axis."""
     if axis is None:
         return tuple(range(rank))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    out = []
-    for a in axes:
-        if not isinstance(a, int) or not -rank <= a < max(rank, 1) or (rank == 0 and a not in (0, -1)):
-            raise ShapeError(f"{what} {a!r} is out of range for a tensor of rank {rank}")
-        out.append(a % rank if rank else 0)
+    if isinstance(axis, (list, tuple)):
+        axes = tuple(axis)
+    elif isinstance(axis, int) and not isinstance(axis, bool):
+        axes = (axis,)
+    else:
+        raise ShapeError(f"{what} must be an int or a tuple of ints, got {axis!r}")
+    if rank == 0:  # a scalar has one axis to name, 0 or -1, as in torch
+        if any(a not in (0, -1) for a in axes):
+            raise ShapeError(f"{what} {axis!r} is out of range for a tensor of rank 0")
+        return ()
+    out = [check_axis(a, rank, what) for a in axes]
     if len(set(out)) != len(out):
         raise ShapeError(f"{what} {axis!r} repeats an axis")
     return tuple(sorted(out))
+
+
+def check_axis(axis, rank: int, what: str = "axis") -> int:
+    """`axis` as a non-negative int; ShapeError unless -rank <= axis < rank."""
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise ShapeError(f"{what} must be an int, got {axis!r}")
+    if not -rank <= axis < rank:
+        raise ShapeError(f"{what} {axis} is out of range for a tensor of rank {rank}")
+    return axis % rank
 
 
 def format_dim(d: Dim) -> str:
@@ -142,6 +156,19 @@ def bind_shape(declared: Sequence[Dim], actual: Sequence[int], bindings: dict, w
                 raise ShapeError(f"{what}: axis {axis} is {a}, but {d.name} = {bindings[d.name]} "
                                  f"from an earlier input (expected shape {format_shape(declared)})")
             bindings[d.name] = a
-    for axis, (d, a) in enumerate(zip(declared, actual)):  # expressions such as 2*N, once bound
-        if not isinstance(d, (int, sympy.Symbol)) and evaluate(d, bindings) != a:
-            raise ShapeError(f"{what}: axis {axis} is {a}, expected {d} = {evaluate(d, bindings)}")
+    for axis, (d, a) in enumerate(zip(declared, actual)):  # expressions such as 2*N
+        if isinstance(d, (int, sympy.Symbol)):
+            continue
+        unbound = [s for s in d.free_symbols if s.name not in bindings]
+        if len(unbound) == 1:  # the first input to show the size: solve for it
+            solutions = [v for v in sympy.solve(sympy.Eq(d.subs({size_symbol(k): v for k, v in bindings.items()}), a),
+                                                unbound[0]) if v.is_Integer and v > 0]
+            if not solutions:
+                raise ShapeError(f"{what}: axis {axis} is {a}, which {format_dim(d)} cannot equal "
+                                 f"(expected shape {format_shape(declared)})")
+            bindings[unbound[0].name] = int(solutions[0])
+        elif unbound:
+            raise ShapeError(f"{what}: axis {axis} is {format_dim(d)}, whose sizes "
+                             f"{sorted(s.name for s in unbound)} no input gives alone")
+        if evaluate(d, bindings) != a:
+            raise ShapeError(f"{what}: axis {axis} is {a}, expected {format_dim(d)} = {evaluate(d, bindings)}")

@@ -25,7 +25,7 @@ def emit_reduction(name: str, root, written: set, names: dict) -> KernelSource:
     coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(source.ndim)]
 
     acc_type = compute_type(root.dtype)
-    init = rule.init_float if root.dtype.is_float else rule.init_int
+    init = rule.init[root.dtype.name]
     xb, rb = w.constexpr("XBLOCK"), w.constexpr("RBLOCK")
     xn, rn = w.int_param("xnumel", xnumel), w.int_param("rnumel", rnumel)
     w.emit(f"xindex = tl.program_id(0) * {xb} + tl.arange(0, {xb})[:, None]")
@@ -40,6 +40,8 @@ def emit_reduction(name: str, root, written: set, names: dict) -> KernelSource:
     w.emit(f"acc = tl.where(mask, {rule.combine.format(acc='acc', x=value)}, acc)")
     w.indent -= 1
     w.emit(f"result = tl.{rule.finish}(acc, axis=1)[:, None]")
+    if rule.nan_aware_finish and root.dtype.is_float:
+        w.emit("result = tl.where(tl.sum((acc != acc).to(tl.int32), axis=1)[:, None] > 0, float('nan'), result)")
     if rule.scale_by_count:
         w.emit(f"result = result / {rn}")
     w.computed.append(root)

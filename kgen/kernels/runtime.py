@@ -111,6 +111,8 @@ class Program:
                 raise InputError(f"{what}: expected {node.dtype}, got float64 (convert with "
                                  f".astype(np.float32) first)")
             tensor = torch.from_numpy(np.array(array, order="C"))
+            if node.dtype.torch == torch.bfloat16 and tensor.dtype == torch.float32:
+                tensor = tensor.to(torch.bfloat16)  # NumPy has no bfloat16: round float32 values
         if tensor.dtype != node.dtype.torch:
             raise InputError(f"{what}: expected dtype {node.dtype}, got {str(tensor.dtype).replace('torch.', '')}")
         return tensor.to(self.device).contiguous()

@@ -70,14 +70,20 @@ class IndexPrinter(StrPrinter):
     def _print_Symbol(self, expr):
         return self.writer.size_param(expr.name)
 
+    def _operand(self, expr) -> str:
+        """`expr` printed as an operand of // or %: compound expressions get parentheses."""
+        text = self._print(expr)
+        simple = expr.is_Atom or isinstance(expr, (indexing.FloorDiv, indexing.ModularIndexing))
+        return text if simple else f"({text})"
+
     def _print_FloorDiv(self, expr):
         base, div = expr.args
-        return f"({self._print(base)} // {self._print(div)})"
+        return f"({self._operand(base)} // {self._operand(div)})"
 
     def _print_ModularIndexing(self, expr):
         base, div, mod = expr.args
-        inner = self._print(base) if div == 1 else f"({self._print(base)} // {self._print(div)})"
-        return f"({inner} % {self._print(mod)})"
+        inner = self._operand(base) if div == 1 else f"({self._operand(base)} // {self._operand(div)})"
+        return f"({inner} % {self._operand(mod)})"
 
 
 class KernelWriter:

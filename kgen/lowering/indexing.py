@@ -80,6 +80,15 @@ def unflatten(flat, shape: Sequence) -> list:
             for s, d in zip(strides(shape), shape)]
 
 
+def _split(term):
+    """A product as (the factors free of index variables, the rest): 3*N*FloorDiv(x, N)
+    splits into (3*N, FloorDiv(x, N))."""
+    fixed, varying = [], []
+    for factor in sympy.Mul.make_args(term):
+        (varying if factor.has(*_BOUNDS) else fixed).append(factor)
+    return sympy.Mul(*fixed), sympy.Mul(*varying)
+
+
 def upper_bound(expr):
     """An inclusive upper bound of a non-negative index expression, or None if unknown."""
     if expr.is_Integer:
@@ -95,13 +104,13 @@ def upper_bound(expr):
         parts = [upper_bound(a) for a in expr.args]
         return None if any(p is None for p in parts) else sympy.Add(*parts)
     if expr.is_Mul:
-        coeff, rest = expr.as_coeff_Mul()
-        inner = upper_bound(rest) if coeff != 1 else None
-        if coeff.is_positive and inner is not None:
-            return coeff * inner
-        if all(a.is_positive and not a.has(*_BOUNDS) for a in expr.args):
+        coeff, rest = _split(expr)
+        if not coeff.is_positive:
+            return None
+        if rest == 1:
             return expr  # a product of sizes: constant within a launch
-        return None
+        inner = upper_bound(rest)
+        return None if inner is None else coeff * inner
     if expr.is_Symbol and expr.is_positive:  # a size symbol
         return expr
     return None
@@ -133,7 +142,7 @@ def _merge_terms(expr):
     """Apply the two merge rules of the module docstring to a sum, until none applies."""
     terms = {}
     for term in sympy.Add.make_args(expr):
-        coeff, atom = term.as_coeff_Mul()
+        coeff, atom = _split(term)
         terms[atom] = terms.get(atom, 0) + coeff
     changed = True
     while changed:

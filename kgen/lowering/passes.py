@@ -18,6 +18,8 @@ def _attr_key(value):
         return tuple(_attr_key(v) for v in value)
     if isinstance(value, dict):
         return tuple(sorted((k, _attr_key(v)) for k, v in value.items()))
+    if isinstance(value, float):
+        return ("float", repr(value))  # 0.0 and -0.0 are different constants
     return (type(value).__name__, value)
 
 

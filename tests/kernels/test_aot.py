@@ -1,0 +1,162 @@
+"""Ahead-of-time compilation of generated kernels to PTX and cubin for GPU targets, with no
+GPU: kgen.kernels.aot.compile_program / compile_kernel."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import kgen
+from kgen import ops
+from kgen.kernels import aot
+
+from conftest import random_array, run_compiled
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+TARGETS = ("sm_80", "sm_90")
+
+
+# --- representative programs ---------------------------------------------------------------
+def pointwise_chain():
+    x = kgen.tensor("x", ("N", 3))
+    w, b = kgen.tensor("w", (3,)), kgen.tensor("b", ("N", 1))
+    y = ops.tanh(ops.relu(x * w + b)) ** 2 + ops.sigmoid(x.T).T
+    return kgen.Graph([x, w, b], [y, x > b])
+
+
+def reductions():
+    x = kgen.tensor("x", ("N", 13))
+    i = kgen.tensor("i", (7, 5), "int32")
+    return kgen.Graph([x, i], [ops.max(x, 1), ops.sum(ops.exp(x), 0), ops.mean(x), ops.max(i), ops.softmax(x)])
+
+
+def matmul_fp32():
+    a, b = kgen.tensor("a", ("N", 32)), kgen.tensor("b", (48, 32))
+    return kgen.Graph([a, b], [a @ b.T])
+
+
+def matmul_fp16():
+    a, b = kgen.tensor("a", (64, 32), "float16"), kgen.tensor("b", (32, 48), "float16")
+    return kgen.Graph([a, b], [a @ b])
+
+
+def gradient():
+    x = kgen.tensor("x", ("N", 6))
+    w1, b1, w2 = kgen.tensor("w1", (6, 8)), kgen.tensor("b1", (8,)), kgen.tensor("w2", (8, 4))
+    y = kgen.tensor("y", ("N",), "int32")
+    loss = ops.cross_entropy(ops.tanh(x @ w1 + b1) @ w2, y)
+    return kgen.Graph([x, w1, b1, w2, y], [loss] + kgen.grad(loss, [w1, b1, w2]))
+
+
+def mixed_dtypes():
+    h = kgen.tensor("h", (7, 13), "float16")
+    i = kgen.tensor("i", (13,), "int64")
+    s = kgen.tensor("s", ())
+    return kgen.Graph([h, i, s], [ops.exp(h) * s, ops.cast(i, "float16") + h, ops.sum(h, 1),
+                                  ops.broadcast_to(s > 0.0, (5,)), ops.one_hot(ops.cast(i, "int32"), 4)])
+
+
+PROGRAMS = {f.__name__: f for f in (pointwise_chain, reductions, matmul_fp32, matmul_fp16, gradient, mixed_dtypes)}
+
+
+def _ptx_target(ptx: str) -> str:
+    return re.search(r"^\.target\s+(\S+)", ptx, re.M).group(1)
+
+
+@pytest.mark.parametrize("name", list(PROGRAMS))
+def test_every_kernel_compiles_for_sm80_and_sm90(name):
+    program = kgen.compile(PROGRAMS[name]())
+    binaries = aot.compile_program(program, targets=TARGETS)
+    assert len(binaries) == len(program.kernels) * len(TARGETS)
+    expected = [(k.name, t) for k in program.kernels for t in TARGETS]
+    assert [(b.kernel, b.target) for b in binaries] == expected
+    for b in binaries:
+        assert isinstance(b.ptx, str) and f".target {b.target}" in b.ptx
+        assert _ptx_target(b.ptx).startswith(b.target)
+        assert re.search(rf"\.entry\s+{b.kernel}\b", b.ptx)
+        assert isinstance(b.cubin, bytes) and len(b.cubin) > 0
+        assert b.cubin[:4] == b"\x7fELF"
+        assert b.num_warps == 4
+        kernel = next(k for k in program.kernels if k.name == b.kernel)
+        assert set(b.constexprs) == {p.name for p in kernel.params if p.kind == "constexpr"}
+
+
+def test_float16_matmul_uses_tensor_cores():
+    program = kgen.compile(matmul_fp16())
+    by_target = {b.target: b for b in aot.compile_program(program, targets=TARGETS)}
+    assert "mma" in by_target["sm_80"].ptx
+    assert "wgmma" not in by_target["sm_80"].ptx
+    assert "wgmma" in by_target["sm_90"].ptx or "mma" in by_target["sm_90"].ptx
+
+
+def test_float32_matmul_uses_exact_products():
+    """float32 operands use input_precision="ieee": FMAs, no (tf32) tensor-core mma."""
+    program = kgen.compile(matmul_fp32())
+    assert 'input_precision="ieee"' in program.kernels[0].text
+    for b in aot.compile_program(program, targets=TARGETS):
+        assert "mma" not in b.ptx
+        assert "fma.rn.f32" in b.ptx
+
+
+def test_aot_after_interpreted_runs(rng):
+    g = reductions()
+    program = kgen.compile(g)
+    values = {"x": random_array(rng, (5, 13)), "i": random_array(rng, (7, 5), "int32")}
+    tensors = {n: program.to_tensor(values[n.name], n) for n in program.graph.inputs}
+    before = [o.numpy().copy() for o in program.run(tensors)]
+    binaries = aot.compile_program(program, targets=TARGETS)
+    assert len(binaries) == 2 * len(program.kernels)
+    after = [o.numpy() for o in program.run(tensors)]  # interpreted runs still work after compiling
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+    for got, want in zip(after, kgen.reference.run(g, values)):
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-4, atol=1e-5)
+
+
+def test_aot_after_interpreted_runs_of_a_gradient_program(rng):
+    g = gradient()
+    values = {"x": random_array(rng, (5, 6)), "w1": random_array(rng, (6, 8)), "b1": random_array(rng, (8,)),
+              "w2": random_array(rng, (8, 4)), "y": rng.integers(0, 4, size=5).astype(np.int32)}
+    run_compiled(g, values)
+    kgen.check(g, values, strict=True)
+    program = kgen.compile(g)
+    binaries = aot.compile_program(program, targets=("sm_90",))
+    assert len(binaries) == len(program.kernels) and all(b.cubin for b in binaries)
+
+
+def test_compile_kernel_with_explicit_config():
+    program = kgen.compile(matmul_fp32())
+    (kernel,) = program.kernels
+    config = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "num_warps": 2, "num_stages": 2}
+    b = aot.compile_kernel(program.source, kernel, "sm_80", config)
+    assert b.kernel == kernel.name and b.target == "sm_80"
+    assert b.constexprs == {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16}
+    assert b.num_warps == 2
+    assert b.shared_bytes >= 0
+    assert ".target sm_80" in b.ptx
+
+
+def test_sizes_choose_the_config():
+    x = kgen.tensor("x", ("N", 5))
+    program = kgen.compile(kgen.Graph([x], [ops.exp(x)]))
+    (small,) = aot.compile_program(program, targets=("sm_80",))  # N defaults to 64
+    (large,) = aot.compile_program(program, targets=("sm_80",), sizes={"N": 1000})
+    assert small.constexprs == {"XBLOCK": 512}
+    assert large.constexprs == {"XBLOCK": 1024}
+
+
+@pytest.mark.parametrize("target", ["sm_75", "sm_86", "sm_89", "sm_100", "sm_120"])
+def test_other_targets(target):
+    x = kgen.tensor("x", ("N", 5))
+    program = kgen.compile(kgen.Graph([x], [ops.sum(ops.exp(x), 1)]))
+    (b,) = aot.compile_program(program, targets=(target,))
+    assert _ptx_target(b.ptx).startswith(target) and b.cubin
+
+
+def test_unknown_target_is_an_error():
+    program = kgen.compile(pointwise_chain())
+    with pytest.raises(kgen.KgenError, match="unknown target 'sm_42'"):
+        aot.compile_program(program, targets=("sm_42",))
+    assert aot.parse_target("sm_90") == 90
