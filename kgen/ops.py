@@ -22,7 +22,7 @@ __all__ = [
     "constant", "size_constant", "iota", "cast",
     "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "pow", "where", "less", "less_equal", "greater", "greater_equal",
-    "equal", "not_equal", "sum", "mean", "max", "matmul", "reshape", "transpose", "swap_last",
+    "equal", "not_equal", "sum", "mean", "max", "matmul", "reshape", "transpose", "permute", "swap_last",
     "broadcast_to", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot", "softmax",
     "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
 ]
@@ -76,6 +76,8 @@ def _operands(*args):
             dt = dtypes.promote(dt, a.dtype)
         elif isinstance(a, float) and not dt.is_float:
             dt = dtypes.float32
+        elif isinstance(a, int) and not isinstance(a, bool) and dt is dtypes.bool_:
+            dt = dtypes.int64  # bool_tensor + 1 counts, as in torch
     out = []
     for a in args:
         if isinstance(a, Node):
@@ -211,6 +213,13 @@ def transpose(x, axes=None) -> Node:
     if axes == tuple(range(x.ndim)):
         return x
     return Node("transpose", (x,), {"perm": axes})
+
+
+def permute(x, *axes) -> Node:
+    """torch.permute: the axes of `x` in the order given (also as one tuple)."""
+    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+        axes = axes[0]
+    return transpose(x, axes)
 
 
 def swap_last(x) -> Node:

@@ -112,3 +112,14 @@ def test_check_reports_every_kernel_of_a_function(rng):
     assert report.ok, str(report)
     assert [r.kernel for r in report.rows] == [k.name for k in f.kernels]
     assert "kernels within tolerance" in str(report)
+
+
+def test_permute_and_bool_counting(rng):
+    x = kgen.tensor("x", (2, 3, 4))
+    flags = kgen.tensor("flags", (5,), "bool")
+    f = kgen.function([x, flags], [kgen.ops.permute(x, 2, 0, 1), (flags + 1).sum()])
+    xs = random_array(rng, (2, 3, 4))
+    fs = np.array([True, False, True, True, False])
+    permuted, count = f(xs, fs)
+    np.testing.assert_array_equal(permuted.numpy(), np.transpose(xs, (2, 0, 1)))
+    assert count.dtype == torch.int64 and count.item() == int((fs + 1).sum())

@@ -425,6 +425,16 @@ def test_transpose_methods(rng):
     assert ops.transpose(x, (0, 1)) is x
 
 
+def test_permute_is_torch_permute(rng):
+    x = kgen.tensor("x", (2, 3, 4))
+    a = random_array(rng, (2, 3, 4))
+    got, _ = run([ops.permute(x, 2, 0, 1), ops.permute(x, (1, 2, 0))], {"x": a}, [x])
+    assert_close(got[0], to_torch(a).permute(2, 0, 1))
+    assert_close(got[1], to_torch(a).permute(1, 2, 0))
+    with pytest.raises(kgen.ShapeError, match="not a permutation"):
+        ops.permute(x, 0, 0, 1)
+
+
 def test_transpose_method_takes_a_tuple(rng):
     x = kgen.tensor("x", (3, 4))
     a = random_array(rng, (3, 4))
@@ -867,7 +877,7 @@ def test_matmul_lowering_names_its_template():
 TESTED_PRIMITIVES = (set(UNARY) | set(BINARY) | set(COMPARISONS) | set(REDUCTIONS)
                      | {"where", "cast", "matmul", "reshape", "transpose", "broadcast_to", "iota", "constant",
                         "input"})
-TESTED_FUNCTIONS = {"size_constant", "swap_last", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
+TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
                     "softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse",
                     "binary_cross_entropy"}
 
