@@ -8,7 +8,9 @@ An entry holds everything the pipeline needs to know about an op, side by side:
   written with kgen.ops so gradients are IR like everything else;
 - `lower`: how codegen computes it. For an elementwise op, a function of the operands'
   Triton expressions returning one; for a reduction, a `Reduction`; for a view, a function
-  mapping output coordinates to input coordinates; for matmul, the template's name.
+  mapping output coordinates to input coordinates; for a "template" op (matmul, conv,
+  pooling: a kernel of its own that reads its operands from memory), the name of its
+  template in kgen.kernels.templates.
 
 The entries themselves live in ops_*.py next to this file, one block per op.
 """
@@ -19,7 +21,7 @@ from typing import Any, Callable, Optional
 
 from kgen.errors import UnknownOpError
 
-KINDS = ("source", "elementwise", "reduction", "view", "matmul")
+KINDS = ("source", "elementwise", "reduction", "view", "template")
 
 
 @dataclass(frozen=True)

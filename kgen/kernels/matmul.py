@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from kgen.ir import dtypes, shapes
 from kgen.kernels.pointwise import _reads
+from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering.indexing import flat_index, index_var, unflatten
 
@@ -29,6 +30,7 @@ def _tile(w: KernelWriter, operand, coords, mask: str) -> str:
     return w.assign(f"tl.where({mask}, {value}, 0.0)", "t")
 
 
+@template("matmul")
 def emit_matmul(name: str, root, written: set, names: dict) -> KernelSource:
     a, b = root.inputs
     batch = root.shape[:-2]

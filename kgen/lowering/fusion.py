@@ -5,10 +5,10 @@ index expressions there, elementwise ops become expressions). A value is written
 only for one of these reasons, each applied below by the function named with it:
 
   R1  it is a graph output                                     (`_must_write`)
-  R2  it is a reduction or a matmul result: those kernels end   (`_must_write`)
-      in a store (epilogue fusion is for a later stage)
-  R3  it is a matmul operand (under any views): matmul tiles    (`_must_write`)
-      read their operands from memory
+  R2  it is a reduction or a template result (matmul, conv,    (`_must_write`)
+      pooling): those kernels end in a store
+  R3  it is a template's operand (under any views): template    (`_must_write`)
+      kernels read their operands from memory
   R4  inputs and array constants already live in memory;       (`_must_write`)
       scalar constants, sizes and iota are computed in place
   R5  an elementwise value read by several kernels is written   (`_shared_values`)
@@ -16,7 +16,7 @@ only for one of these reasons, each applied below by the function named with it:
       buffer loads and RECOMPUTE_OPS ops
 
 Each written value that is computed (not an input) roots one kernel: a reduction kernel, a
-matmul kernel, or a pointwise kernel. Pointwise kernels over the same shape that do not
+template kernel (matmul, ...), or a pointwise kernel. Pointwise kernels over the same shape that do not
 depend on each other merge into one kernel with several outputs (`_merge_pointwise`).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ RECOMPUTE_OPS = 8
 
 @dataclass
 class KernelGroup:
-    kind: str  # pointwise | reduction | matmul
+    kind: str  # pointwise | reduction | template
     roots: list  # the values this kernel writes
 
 
@@ -52,9 +52,9 @@ def _must_write(graph: Graph) -> set:
     written = {n for n in graph.nodes if is_in_memory_source(n)}  # R4
     written |= {o for o in graph.outputs}  # R1
     for node in graph.nodes:
-        if node.opdef.kind in ("reduction", "matmul"):  # R2
+        if node.opdef.kind in ("reduction", "template"):  # R2
             written.add(node)
-        if node.opdef.kind == "matmul":  # R3
+        if node.opdef.kind == "template":  # R3
             for operand in node.inputs:
                 while operand.opdef.kind == "view" and operand not in written:
                     operand = operand.inputs[0]
@@ -101,7 +101,7 @@ def _shared_values(graph: Graph, written: set) -> set:
 
 def _kind(node: Node) -> str:
     kind = node.opdef.kind
-    return kind if kind in ("reduction", "matmul") else "pointwise"
+    return kind if kind in ("reduction", "template") else "pointwise"
 
 
 def _dependencies(groups: list, written: set) -> list:
