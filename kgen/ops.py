@@ -20,11 +20,13 @@ from kgen.ir.ops_reduce import reduced_shape
 
 __all__ = [
     "constant", "size_constant", "iota", "cast",
-    "add", "sub", "mul", "div", "neg", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
+    "add", "sub", "mul", "div", "neg", "stop_gradient", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "pow", "where", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "sum", "mean", "max", "matmul", "reshape", "transpose", "permute", "swap_last",
     "broadcast_to", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot", "softmax",
     "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
+    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_grad",
+    "max_pool2d_gather", "avg_pool2d", "avg_pool2d_grad",
 ]
 
 
@@ -126,6 +128,7 @@ def not_equal(a, b): return _binary("not_equal", a, b)
 def neg(x): return Node("neg", _operands(x))
 def abs(x): return Node("abs", _operands(x))
 def relu(x): return Node("relu", _operands(x))
+def stop_gradient(x): return Node("stop_gradient", _operands(x))
 def exp(x): return Node("exp", _floating(x))
 def log(x): return Node("log", _floating(x))
 def sqrt(x): return Node("sqrt", _floating(x))
@@ -268,19 +271,19 @@ def one_hot(labels, num_classes: int, dtype=dtypes.float32) -> Node:
 
 
 def logsumexp(x, axis=-1, keepdims=False) -> Node:
-    peak = max(x, axis, keepdims=True)
+    peak = stop_gradient(max(x, axis, keepdims=True))
     peak = where(equal(abs(peak), float("inf")), 0.0, peak)  # rows of -inf (or holding +inf) stay infinite
     out = log(sum(exp(x - peak), axis, keepdims=True)) + peak
     return out if keepdims else squeeze(out, axis)
 
 
 def log_softmax(x, axis=-1) -> Node:
-    shifted = x - max(x, axis, keepdims=True)
+    shifted = x - stop_gradient(max(x, axis, keepdims=True))
     return shifted - log(sum(exp(shifted), axis, keepdims=True))
 
 
 def softmax(x, axis=-1) -> Node:
-    e = exp(x - max(x, axis, keepdims=True))
+    e = exp(x - stop_gradient(max(x, axis, keepdims=True)))
     return e / sum(e, axis, keepdims=True)
 
 
@@ -308,3 +311,127 @@ def binary_cross_entropy(prob, target, eps: float = 1e-7) -> Node:
     """Mean binary cross-entropy of probabilities `prob` (clipped to [eps, 1-eps])."""
     p = minimum(maximum(prob, eps), 1.0 - eps)
     return -mean(target * log(p) + (1.0 - target) * log(1.0 - p))
+
+
+# --- convolution and pooling -------------------------------------------------------------
+def _pair(value, what: str) -> tuple:
+    """An int or a pair of ints, as a pair (torch.nn.functional's convention)."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if is_int(value):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2 and builtins.all(is_int(v) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ShapeError(f"{what} must be an int or a pair of ints, got {value!r}")
+
+
+def _spatial_size(size, what: str) -> tuple:
+    """(H, W) from a pair, or from a full [N, C, H, W] shape as torch.nn.grad takes it."""
+    size = tuple(size) if isinstance(size, (tuple, list)) else size
+    if isinstance(size, tuple) and len(size) == 4:
+        size = size[2:]
+    return _pair(size, what)
+
+
+def _conv_padding(padding, kernel, stride, dilation) -> tuple:
+    """conv2d's padding: ints, a pair, "valid" (none) or "same" (stride 1, equal on both sides)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0)
+        if padding != "same":
+            raise ShapeError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ShapeError(f"conv2d: padding='same' needs stride 1, got stride {stride}")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        if builtins.any(t % 2 for t in total):
+            raise ShapeError(f"conv2d: padding='same' with kernel {tuple(kernel)} and dilation {dilation} "
+                             f"needs unequal padding on the two sides, which kgen does not do")
+        return (total[0] // 2, total[1] // 2)
+    return _pair(padding, "conv2d: padding")
+
+
+def _conv_attrs(stride, padding, dilation, kernel) -> dict:
+    stride, dilation = _pair(stride, "conv2d: stride"), _pair(dilation, "conv2d: dilation")
+    return {"stride": stride, "padding": _conv_padding(padding, kernel, stride, dilation), "dilation": dilation}
+
+
+def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW") -> Node:
+    """torch.nn.functional.conv2d without groups: x [N, C, H, W] and w [F, C, KH, KW] give
+    [N, F, OH, OW], plus `bias` [F] if given. layout="NHWC" takes x as [N, H, W, C] and
+    gives [N, OH, OW, F] (w stays [F, C, KH, KW]); the transposes are views, not copies."""
+    if layout not in ("NCHW", "NHWC"):
+        raise KgenError(f"conv2d: layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    x, w = _floating(x, w)
+    if x.ndim != 4 or w.ndim != 4:
+        raise ShapeError(f"conv2d takes a 4-D x ({layout}) and a 4-D w [F, C, KH, KW], got "
+                         f"{x.type_str()} and {w.type_str()}")
+    if layout == "NHWC":
+        x = transpose(x, (0, 3, 1, 2))
+    out = Node("conv2d", (x, w), _conv_attrs(stride, padding, dilation, w.shape[2:]))
+    if bias is not None:
+        bias = cast(bias if isinstance(bias, Node) else constant(bias), out.dtype)
+        if bias.ndim != 1 or bias.shape[0] != w.shape[0]:
+            raise ShapeError(f"conv2d: bias must be [{w.shape[0]}] (one per filter), got {bias.type_str()}")
+        out = out + reshape(bias, (1, w.shape[0], 1, 1))
+    return transpose(out, (0, 2, 3, 1)) if layout == "NHWC" else out
+
+
+def conv2d_input_grad(g, w, input_size, stride=1, padding=0, dilation=1) -> Node:
+    """The gradient of conv2d with respect to its input x, of spatial size `input_size`
+    ((H, W) or x's whole shape), given the output gradient g (torch.nn.grad.conv2d_input)."""
+    g, w = _floating(g, w)
+    attrs = _conv_attrs(stride, padding, dilation, w.shape[2:])
+    attrs["input_size"] = _spatial_size(input_size, "conv2d_input_grad: input_size")
+    return Node("conv2d_input_grad", (g, w), attrs)
+
+
+def conv2d_weight_grad(x, g, kernel_size, stride=1, padding=0, dilation=1) -> Node:
+    """The gradient of conv2d with respect to its weight, of kernel size `kernel_size`
+    ((KH, KW) or w's whole shape), given x and the output gradient g (torch.nn.grad.conv2d_weight)."""
+    x, g = _floating(x, g)
+    kernel = _spatial_size(kernel_size, "conv2d_weight_grad: kernel_size")
+    attrs = _conv_attrs(stride, padding, dilation, kernel)
+    attrs["kernel_size"] = kernel
+    return Node("conv2d_weight_grad", (x, g), attrs)
+
+
+def _pool_attrs(op: str, kernel_size, stride, padding) -> dict:
+    kernel = _pair(kernel_size, f"{op}: kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else \
+        _pair(stride, f"{op}: stride")
+    return {"kernel_size": kernel, "stride": stride, "padding": _pair(padding, f"{op}: padding")}
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0) -> Node:
+    """torch.nn.functional.max_pool2d over x [N, C, H, W] (padding reads -inf); `stride`
+    defaults to `kernel_size`."""
+    (x,) = _floating(x)
+    return Node("max_pool2d", (x,), _pool_attrs("max_pool2d", kernel_size, stride, padding))
+
+
+def max_pool2d_grad(g, x, kernel_size, stride=None, padding=0) -> Node:
+    """The gradient of max_pool2d(x): each element of g goes to its window's argmax in x."""
+    g, x = _floating(g, x)
+    return Node("max_pool2d_grad", (g, x), _pool_attrs("max_pool2d_grad", kernel_size, stride, padding))
+
+
+def max_pool2d_gather(t, x, kernel_size, stride=None, padding=0) -> Node:
+    """t (shaped like x) read at the argmax of each max_pool2d window of x: the transpose of
+    max_pool2d_grad, and max_pool2d's derivative in the direction t."""
+    t, x = _floating(t, x)
+    return Node("max_pool2d_gather", (t, x), _pool_attrs("max_pool2d_gather", kernel_size, stride, padding))
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Node:
+    """torch.nn.functional.avg_pool2d over x [N, C, H, W] with count_include_pad=True: each
+    window's sum over KH*KW, padding counting as zeros."""
+    (x,) = _floating(x)
+    return Node("avg_pool2d", (x,), _pool_attrs("avg_pool2d", kernel_size, stride, padding))
+
+
+def avg_pool2d_grad(g, input_size, kernel_size, stride=None, padding=0) -> Node:
+    """The gradient of avg_pool2d with respect to its input of spatial size `input_size`."""
+    (g,) = _floating(g)
+    attrs = _pool_attrs("avg_pool2d_grad", kernel_size, stride, padding)
+    attrs["input_size"] = _spatial_size(input_size, "avg_pool2d_grad: input_size")
+    return Node("avg_pool2d_grad", (g,), attrs)

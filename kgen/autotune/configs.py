@@ -33,4 +33,33 @@ def choose(rule: str, dims: dict, interpreted: bool) -> dict:
             block_m = min(max(next_pow2(m), 16), INTERPRETER_MAX_BLOCK // max(block_n, block_k))
             return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
         return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
+    if rule == "conv":  # implicit GEMMs (kgen.kernels.conv): extents m x n over k
+        m, n, k = dims["m"], dims["n"], dims["k"]
+        if interpreted:
+            return interpreted_gemm_tiles(m, n, k)
+        return {"BLOCK_M": min(max(next_pow2(m), 16), 128 if n <= 64 else 64),
+                "BLOCK_N": min(max(next_pow2(n), 16), 128), "BLOCK_K": min(max(next_pow2(k), 16), 32),
+                "num_warps": 4, "num_stages": 3}
+    if rule == "pool":  # one lane per element written, a window of loads each (kgen.kernels.pool)
+        x = dims["x"]
+        if interpreted:
+            return {"XBLOCK": min(next_pow2(x), INTERPRETER_MAX_BLOCK)}
+        return {"XBLOCK": min(max(next_pow2(x), 128), 512), "num_warps": 4}
     raise ValueError(f"no config rule {rule!r}")
+
+
+def interpreted_gemm_tiles(m: int, n: int, k: int) -> dict:
+    """GEMM tiles for the interpreter: the fewest program x K-step iterations, no tile (or
+    gathered index block) over INTERPRETER_MAX_BLOCK elements; ties go to smaller tiles."""
+    def sizes(extent):
+        top = min(max(next_pow2(extent), 16), INTERPRETER_MAX_BLOCK // 16)
+        return [1 << e for e in range(4, top.bit_length())]
+
+    def cost(bm, bn, bk):
+        steps = -(-m // bm) * -(-n // bn) * -(-k // bk)
+        return steps, bm * bn + bm * bk + bk * bn
+
+    fits = [(bm, bn, bk) for bm in sizes(m) for bn in sizes(n) for bk in sizes(k)
+            if max(bm * bn, bm * bk, bk * bn) <= INTERPRETER_MAX_BLOCK]
+    bm, bn, bk = min(fits, key=lambda t: cost(*t))
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}

@@ -59,6 +59,10 @@ def _sigmoid(x):
 # --- unary ---------------------------------------------------------------------------------
 _unary("neg", np.negative, lambda n, a: f"-{a}", lambda g, n: (-g,), floats_only=False)
 
+# The identity, through which no gradient flows (the max subtracted for stability in
+# softmax and logsumexp: it cancels in their gradients).
+_unary("stop_gradient", lambda a: a, lambda n, a: a, lambda g, n: (None,), floats_only=False, bool_ok=True)
+
 _unary("exp", np.exp, lambda n, a: f"tl.exp({a})", lambda g, n: (g * n,))
 
 _unary("log", np.log, lambda n, a: f"tl.log({a})", lambda g, n: (g / n.inputs[0],))

@@ -44,4 +44,4 @@ def _vjp(g, node):
     return ops.sum_to(grad_a, a.shape), ops.sum_to(grad_b, b.shape)
 
 
-register(OpDef("matmul", "template", _infer, _reference, _vjp, "matmul", arity=2))
+register(OpDef("matmul", "template", _infer, _reference, _vjp, "matmul", arity=2, epilogue=True))

@@ -33,6 +33,7 @@ class OpDef:
     vjp: Optional[Callable]  # None: the op passes no gradient (comparisons, sources)
     lower: Any = None
     arity: Optional[int] = None  # None: any number of inputs
+    epilogue: bool = False  # a template whose kernel can apply elementwise consumers to its result
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind

@@ -6,6 +6,8 @@ and run by itself."""
 from __future__ import annotations
 
 from kgen.kernels import matmul  # noqa: F401  (registers its template)
+from kgen.kernels import conv  # noqa: F401  (registers its templates)
+from kgen.kernels import pool  # noqa: F401  (registers its templates)
 from kgen.kernels.pointwise import emit_pointwise
 from kgen.kernels.reduction import emit_reduction
 from kgen.kernels.templates import lookup as template
@@ -26,13 +28,15 @@ def generate(plan: FusionPlan) -> list:
     names = plan.graph.names()
     kernels = []
     for i, group in enumerate(plan.groups):
-        root = group.roots[0]
+        anchor = group.anchor
+        extra = {"epilogue": group.epilogue} if group.epilogue else {}
         if group.kind == "pointwise":
             kernels.append(emit_pointwise(f"k{i}_pointwise", group.roots, plan.written, names))
         elif group.kind == "reduction":
-            kernels.append(emit_reduction(f"k{i}_reduction_{root.op}", root, plan.written, names))
+            kernels.append(emit_reduction(f"k{i}_reduction_{anchor.op}", anchor, plan.written, names, **extra))
         else:
-            kernels.append(template(root.opdef.lower)(f"k{i}_{root.opdef.lower}", root, plan.written, names))
+            emit = template(anchor.opdef.lower)
+            kernels.append(emit(f"k{i}_{anchor.opdef.lower}", anchor, plan.written, names, **extra))
     return kernels
 
 

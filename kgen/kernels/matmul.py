@@ -31,17 +31,18 @@ def _tile(w: KernelWriter, operand, coords, mask: str) -> str:
 
 
 @template("matmul")
-def emit_matmul(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_matmul(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     a, b = root.inputs
     batch = root.shape[:-2]
     m, n, k = root.shape[-2], root.shape[-1], a.shape[-1]
     bnumel = shapes.numel(batch)
 
-    w = KernelWriter(name, written - {root}, names)
+    w = KernelWriter(name, written - {root} - set(epilogue), names)
     bm, bn, bk = w.constexpr("BLOCK_M"), w.constexpr("BLOCK_N"), w.constexpr("BLOCK_K")
     M, N, K = w.int_param("M", m), w.int_param("N", n), w.int_param("K", k)
     bindex = index_var("bindex", bnumel)
     rm, rn = index_var("rm", m), index_var("rn", n)
+    w.lanes = (rm, rn)
     ka, kb = index_var("ka", k), index_var("kb", k)
     batch_coords = unflatten(bindex, batch)
 
@@ -60,12 +61,18 @@ def emit_matmul(name: str, root, written: set, names: dict) -> KernelSource:
         w.emit(f"acc = tl.dot({tile_a}, {tile_b}, acc)")
     else:
         w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
-    w.indent -= 1
+    w.end_loop()
     w.computed.append(root)
-    out = flat_index(batch_coords + [rm, rn], root.shape)
-    w.store(root, out, "acc", f"(rm < {M}) & (rn < {N})", f"[{bm}, {bn}]")
+    out_coords, out_mask = batch_coords + [rm, rn], f"(rm < {M}) & (rn < {N})"
+    out_offset = flat_index(out_coords, root.shape)
+    if root in written:
+        w.store(root, out_offset, "acc", out_mask, f"[{bm}, {bn}]")
+    w.provide(root, out_coords, "acc")
+    w.epilogue(root, out_coords, out_offset, epilogue, out_mask, f"[{bm}, {bn}]")
     summary = (f"kgen {name}: matmul {shapes.format_shape(a.shape)} @ {shapes.format_shape(b.shape)}"
-               f" -> {shapes.format_shape(root.shape)}.")
+               f" -> {shapes.format_shape(root.shape)}"
+               + (f", then {len(epilogue)} elementwise output(s)." if epilogue else "."))
+    writes = ((root,) if root in written else ()) + tuple(epilogue)
     return KernelSource(name, "matmul", w.function(summary), w.ordered_params(),
-                        [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], (root,), _reads(w),
+                        [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], writes, _reads(w),
                         tuple(w.computed_in_order()), "matmul", {"m": m, "n": n, "k": k})

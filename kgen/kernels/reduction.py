@@ -11,7 +11,7 @@ from kgen.kernels.writer import KernelSource, KernelWriter, compute_type
 from kgen.lowering.indexing import index_var, unflatten
 
 
-def emit_reduction(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     (source,) = root.inputs
     axes = root.attrs["axes"]
     rule = root.opdef.lower
@@ -19,8 +19,9 @@ def emit_reduction(name: str, root, written: set, names: dict) -> KernelSource:
     reduced = [source.shape[a] for a in axes]
     xnumel, rnumel = shapes.numel(kept), shapes.numel(reduced)
 
-    w = KernelWriter(name, written - {root}, names)
+    w = KernelWriter(name, written - {root} - set(epilogue), names)
     xindex, rindex = index_var("xindex", xnumel), index_var("rindex", rnumel)
+    w.lanes = (xindex,)
     kept_coords, reduced_coords = iter(unflatten(xindex, kept)), iter(unflatten(rindex, reduced))
     coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(source.ndim)]
 
@@ -38,16 +39,22 @@ def emit_reduction(name: str, root, written: set, names: dict) -> KernelSource:
     w.mask = "mask"
     value = w.value(source, coords)
     w.emit(f"acc = tl.where(mask, {rule.combine.format(acc='acc', x=value)}, acc)")
-    w.indent -= 1
+    w.end_loop()
     w.emit(f"result = tl.{rule.finish}(acc, axis=1)[:, None]")
     if rule.nan_aware_finish and root.dtype.is_float:
         w.emit("result = tl.where(tl.sum((acc != acc).to(tl.int32), axis=1)[:, None] > 0, float('nan'), result)")
     if rule.scale_by_count:
         w.emit(f"result = result / {rn}")
     w.computed.append(root)
-    w.store(root, xindex, "result", "xmask", f"[{xb}, 1]")
+    if root in written:
+        w.store(root, xindex, "result", "xmask", f"[{xb}, 1]")
+    out_coords = unflatten(xindex, root.shape)
+    w.provide(root, out_coords, "result")
+    w.epilogue(root, out_coords, xindex, epilogue, "xmask", f"[{xb}, 1]")
     summary = (f"kgen {name}: {root.op} of {shapes.format_shape(source.shape)} over axes "
-               f"{tuple(axes)} -> {shapes.format_shape(root.shape)}.")
+               f"{tuple(axes)} -> {shapes.format_shape(root.shape)}"
+               + (f", then {len(epilogue)} elementwise output(s)." if epilogue else "."))
+    writes = ((root,) if root in written else ()) + tuple(epilogue)
     return KernelSource(name, "reduction", w.function(summary), w.ordered_params(),
-                        [(xnumel, "XBLOCK")], (root,), _reads(w), tuple(w.computed_in_order()),
+                        [(xnumel, "XBLOCK")], writes, _reads(w), tuple(w.computed_in_order()),
                         "reduction", {"x": xnumel, "r": rnumel})

@@ -97,6 +97,7 @@ class KernelWriter:
         self._cache: dict = {}
         self._count = 0
         self.mask = None  # the mask loads use, set by the template
+        self.lanes: tuple = ()  # the index variables spanning the kernel's block, set by the template
         self.indent = 0
         self.computed: list = []  # nodes computed here, in order
         self.uniform: set = set()  # emitted expressions that are the same in every lane
@@ -154,9 +155,32 @@ class KernelWriter:
             self._cache[key] = self.load(node, coords, self.mask) if node in self.buffers else self._compute(node, coords)
         return self._cache[key]
 
+    def end_loop(self) -> None:
+        """Leave a loop body: values computed in it (block-shaped, per iteration) are gone."""
+        self.indent -= 1
+        self._cache.clear()
+
+    def provide(self, node: Node, coords, var: str) -> None:
+        """Declare that `var` holds `node` at `coords` (a template's result, for its epilogue)."""
+        self._cache[(node, tuple(indexing.simplify(c) for c in coords))] = var
+
+    def epilogue(self, anchor: Node, anchor_coords, offset, roots, mask: str, block_shape: str) -> None:
+        """Compute and store `roots`, elementwise consumers of `anchor` (already provided at
+        `anchor_coords`), at the same elements: each root is stored at `offset`, the flat
+        position of those elements (fusion rule E1 keeps elements in place)."""
+        self.mask = mask
+        flat = indexing.flat_index(anchor_coords, anchor.shape)
+        for root in roots:
+            same = root.ndim == anchor.ndim and all(a == b for a, b in zip(root.shape, anchor.shape))
+            coords = list(anchor_coords) if same else indexing.unflatten(flat, root.shape)
+            self.store(root, offset, self.root_value(root, coords), mask, block_shape)
+
     def root_value(self, node: Node, coords) -> str:
-        """The value a kernel computes and stores for its root `node`."""
-        return self._compute(node, tuple(indexing.simplify(c) for c in coords))
+        """The value a kernel computes and stores for its root `node` (later roots that
+        read it at the same coordinates reuse it)."""
+        coords = tuple(indexing.simplify(c) for c in coords)
+        self._cache[(node, coords)] = self._compute(node, coords)
+        return self._cache[(node, coords)]
 
     def load(self, node: Node, coords, mask: Optional[str]) -> str:
         offset = indexing.flat_index(coords, node.shape)
@@ -223,7 +247,11 @@ class KernelWriter:
             value = f"tl.zeros({block_shape}, {compute_type(node.dtype)}) + {value}"
         if node.dtype in (dtypes.float16, dtypes.bfloat16):
             value = f"({value}).to(tl.{node.dtype.triton})"
-        self.emit(f"tl.store({ptr} + {self.index(offset)}, {value}, mask={mask})")
+        offset = indexing.simplify(offset)
+        where = f"{ptr} + {self.index(offset)}"
+        if not set(self.lanes) <= offset.free_symbols:  # tl.store needs a pointer per lane
+            where = f"tl.broadcast_to({where}, {block_shape})"
+        self.emit(f"tl.store({where}, {value}, mask={mask})")
 
     def constexpr(self, name: str) -> str:
         return self._param(("constexpr", name), lambda: Param(name, "constexpr"))

@@ -5,8 +5,9 @@ index expressions there, elementwise ops become expressions). A value is written
 only for one of these reasons, each applied below by the function named with it:
 
   R1  it is a graph output                                     (`_must_write`)
-  R2  it is a reduction or a template result (matmul, conv,    (`_must_write`)
-      pooling): those kernels end in a store
+  R2  it is a reduction or a template result (matmul, conv,    (`_must_write`,
+      pooling): those kernels end in a store, unless its only   `_fuse_epilogues`)
+      reader is its own kernel's epilogue (E1)
   R3  it is a template's operand (under any views): template    (`_must_write`)
       kernels read their operands from memory
   R4  inputs and array constants already live in memory;       (`_must_write`)
@@ -15,13 +16,25 @@ only for one of these reasons, each applied below by the function named with it:
       once, unless recomputing it costs at most RECOMPUTE_LOADS
       buffer loads and RECOMPUTE_OPS ops
 
-Each written value that is computed (not an input) roots one kernel: a reduction kernel, a
-template kernel (matmul, ...), or a pointwise kernel. Pointwise kernels over the same shape that do not
-depend on each other merge into one kernel with several outputs (`_merge_pointwise`).
+Each written value roots a kernel, and kernels then merge:
+
+  E1  an elementwise consumer of a reduction or of a template   (`_fuse_epilogues`)
+      that allows it (OpDef.epilogue: matmul), or of an earlier
+      epilogue output, is computed in that kernel's epilogue
+      (bias, activation, residual, gradient scaling, optimizer
+      updates), when every value between them keeps the
+      producer's elements in place (same-shape elementwise ops
+      and reshapes) and no cycle results
+  E2  pointwise kernels over one shape that do not depend on    (`_merge_pointwise`)
+      each other merge into one kernel with several outputs
+  E3  a pointwise kernel that reads another's outputs at the    (`_fuse_epilogues`)
+      same elements joins it (a momentum update, then the
+      parameter update that reads it)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 from kgen.ir import shapes
 from kgen.ir.graph import Graph
@@ -35,6 +48,8 @@ RECOMPUTE_OPS = 8
 class KernelGroup:
     kind: str  # pointwise | reduction | template
     roots: list  # the values this kernel writes
+    anchor: Optional[Node] = None  # the reduction/template node a non-pointwise kernel computes
+    epilogue: list = field(default_factory=list)  # pointwise roots computed after the anchor (E1)
 
 
 @dataclass
@@ -99,22 +114,23 @@ def _shared_values(graph: Graph, written: set) -> set:
         written = written | {first}
 
 
-def _kind(node: Node) -> str:
-    kind = node.opdef.kind
-    return kind if kind in ("reduction", "template") else "pointwise"
+def _group_nodes(group: KernelGroup, written: set) -> list:
+    tops = group.roots + ([group.anchor] if group.anchor is not None else [])
+    return [n for t in tops for n in fused_nodes(t, written - {t})]
 
 
 def _dependencies(groups: list, written: set) -> list:
     """For each group, the indices of the groups whose outputs it reads."""
     producer = {root: gi for gi, g in enumerate(groups) for root in g.roots}
     deps = []
-    for g in groups:
-        reads = {i for r in g.roots for n in fused_nodes(r, written) for i in n.inputs if i in written}
-        deps.append({producer[r] for r in reads if r in producer} - {groups.index(g)})
+    for gi, g in enumerate(groups):
+        reads = {i for n in _group_nodes(g, written) for i in n.inputs if i in written}
+        deps.append({producer[r] for r in reads if r in producer} - {gi})
     return deps
 
 
 def _reaches(deps: list, start: int, goal: int) -> bool:
+    """Whether group `start` depends, directly or not, on group `goal`."""
     stack, seen = [start], set()
     while stack:
         g = stack.pop()
@@ -130,8 +146,74 @@ def _same_shape(a: Node, b: Node) -> bool:
     return a.ndim == b.ndim and all(shapes.dims_equal(x, y) for x, y in zip(a.shape, b.shape))
 
 
+def _keeps_elements_in_place(resident: list, root: Node, nodes: list) -> bool:
+    """E1's shape condition: between the values a kernel holds (`resident`: its anchor and
+    epilogue outputs, all over the anchor's elements) and `root` only same-shape
+    elementwise ops and reshapes, so the epilogue reads them where the kernel holds them."""
+    if not shapes.dims_equal(shapes.numel(root.shape), shapes.numel(resident[0].shape)):
+        return False
+    derived = set(resident)
+    for node in sorted(nodes, key=lambda n: n.id):  # ids grow in creation (topological) order
+        if node in derived or not any(i in derived for i in node.inputs):
+            continue
+        if node.op != "reshape" and (node.opdef.kind != "elementwise" or any(
+                i in derived and not _same_shape(i, node) for i in node.inputs)):
+            return False
+        derived.add(node)
+    return True
+
+
+def _takes_epilogue(node: Optional[Node]) -> bool:
+    return node is not None and (node.opdef.kind == "reduction" or node.opdef.epilogue)
+
+
+def _resident(group: KernelGroup) -> list:
+    """The values a kernel holds over its elements: its anchor and epilogue outputs, or a
+    pointwise kernel's outputs."""
+    return [group.anchor] + group.epilogue if group.anchor is not None else list(group.roots)
+
+
+def _can_host(group: KernelGroup, root: Node) -> bool:
+    if group.kind == "pointwise":
+        return _same_shape(group.roots[0], root)
+    return _takes_epilogue(group.anchor)
+
+
+def _fuse_epilogues(groups: list, written: set, graph: Graph) -> tuple:
+    """E1 and E3, then R2's exception: a value read by nothing outside its own kernel (and
+    not an output) stays unwritten."""
+    for group in [g for g in groups if g.kind == "pointwise"]:
+        (root,) = group.roots
+        nodes = fused_nodes(root, written - {root})
+        reads = {i for n in nodes for i in n.inputs if i in written}
+        hosts = [g for g in groups if g is not group and _can_host(g, root)
+                 and any(r in reads for r in _resident(g))
+                 and _keeps_elements_in_place(_resident(g), root, nodes)]
+        if not hosts:
+            continue
+        host = max(hosts, key=lambda g: max(n.id for n in _resident(g)))  # the latest producer
+        deps = _dependencies(groups, written)
+        mine, theirs = groups.index(group), groups.index(host)
+        if any(_reaches(deps, d, theirs) for d in deps[mine] if d != theirs):
+            continue  # another input of this consumer needs the host's kernel first
+        host.roots.append(root)
+        if host.anchor is not None:
+            host.epilogue.append(root)
+        groups.remove(group)
+
+    outputs = set(graph.outputs)
+    for host in groups:
+        others = [n for g in groups if g is not host for n in _group_nodes(g, written)]
+        held = [host.anchor] if host.epilogue else (host.roots[:-1] if host.kind == "pointwise" else [])
+        for value in held:
+            if value not in outputs and not any(value in n.inputs for n in others):
+                written = written - {value}
+                host.roots.remove(value)
+    return groups, written
+
+
 def _merge_pointwise(groups: list, written: set) -> list:
-    """Merge independent pointwise groups over one shape (horizontal fusion)."""
+    """E2: merge independent pointwise groups over one shape (horizontal fusion)."""
     merged = True
     while merged:
         merged = False
@@ -163,9 +245,15 @@ def _launch_order(groups: list, written: set) -> list:
     return order
 
 
+def _kind(node: Node) -> str:
+    kind = node.opdef.kind
+    return kind if kind in ("reduction", "template") else "pointwise"
+
+
 def fuse(graph: Graph) -> FusionPlan:
     written = _shared_values(graph, _must_write(graph))
     roots = [n for n in graph.nodes if n in written and not is_in_memory_source(n)]
-    groups = [KernelGroup(_kind(r), [r]) for r in roots]
+    groups = [KernelGroup(_kind(r), [r], r if _kind(r) != "pointwise" else None) for r in roots]
+    groups, written = _fuse_epilogues(groups, written, graph)
     groups = _merge_pointwise(groups, written)
     return FusionPlan(graph, written, _launch_order(groups, written))

@@ -11,10 +11,13 @@ functions carry the arithmetic, as in TorchInductor:
 `simplify` knows each index variable's range and applies the rules that make the usual
 cases plain, e.g. the coordinates of a row-major tensor read back row-major become `xindex`:
 
+    x -> 0                                              when x < 1
     ModularIndexing(x, 1, n) -> x                       when x < n
     ModularIndexing(x, d, m) -> FloorDiv(x, d)          when x < d*m
     c*ModularIndexing(x, d, m) + c*m*ModularIndexing(x, d*m, k) -> c*ModularIndexing(x, d, m*k)
     c*ModularIndexing(x, d, m) + c*m*FloorDiv(x, d*m)          -> c*FloorDiv(x, d)
+    FloorDiv(q*d*x + r, d) -> q*x + FloorDiv(r, d)
+    ModularIndexing(q*d*m*x + r, d, m) -> ModularIndexing(r, d, m)
 """
 from __future__ import annotations
 
@@ -125,14 +128,29 @@ def _provably_below(expr, limit) -> bool:
     return bool(diff.is_nonnegative)
 
 
+def _divides(divisor, term) -> bool:
+    """Whether `divisor` divides the index-free coefficient of `term` (sizes are integers)."""
+    coeff, _ = _split(term)
+    return bool(sympy.simplify(coeff / divisor).is_integer)
+
+
 def _simplify_atom(atom):
     if isinstance(atom, ModularIndexing):
         base, div, mod = atom.args
+        terms = sympy.Add.make_args(base)
+        kept = [t for t in terms if not _divides(div * mod, t)]  # multiples of div*mod wrap away
+        if len(kept) < len(terms):
+            return simplify(ModularIndexing(sympy.Add(*kept), div, mod))
         if _provably_below(base, div * mod):
             return simplify(FloorDiv(base, div))
         return atom
     if isinstance(atom, FloorDiv):
         base, div = atom.args
+        terms = sympy.Add.make_args(base)
+        whole = [t for t in terms if _divides(div, t)]  # (q*d*t + r) // d = q*t + r // d
+        if whole:
+            rest = sympy.Add(*[t for t in terms if t not in whole])
+            return simplify(sympy.Add(*[t / div for t in whole]) + FloorDiv(rest, div))
         if _provably_below(base, div):
             return sympy.Integer(0)
     return atom
@@ -177,7 +195,7 @@ def simplify(expr):
     """Apply the rules of the module docstring bottom-up."""
     expr = sympy.sympify(expr)
     if expr.is_Atom:
-        return expr
+        return sympy.Integer(0) if _BOUNDS.get(expr) == 1 else expr  # a variable over [0, 1)
     if isinstance(expr, (ModularIndexing, FloorDiv)):
         return _simplify_atom(type(expr)(*(simplify(a) for a in expr.args)))
     expr = expr.func(*(simplify(a) for a in expr.args))

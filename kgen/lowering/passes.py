@@ -1,5 +1,6 @@
 """Graph-to-graph passes run before fusion. Each returns a new Graph.
 
+- simplify (kgen/lowering/simplify.py): algebraic rewrite rules and constant folding;
 - cse: equal nodes (same op, same inputs, same attributes) become one. Unreachable nodes
   drop out as a side effect of rebuilding from the outputs (dead-code elimination).
 """
@@ -39,5 +40,6 @@ def cse(graph: Graph) -> Graph:
 
 
 def optimize(graph: Graph) -> Graph:
-    """The pass pipeline run by kgen.compile."""
-    return cse(graph)
+    """The pass pipeline run by kgen.compile: simplify (kgen.lowering.simplify), then CSE."""
+    from kgen.lowering.simplify import simplify
+    return cse(simplify(graph))

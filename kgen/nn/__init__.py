@@ -1,6 +1,16 @@
-"""kgen.nn: layers, losses, optimizers and training loops on kgen's kernels.
+"""kgen.nn: layers, losses, optimizers, data and training loops on kgen's kernels, with
+PyTorch's names and layouts and Keras's compile/fit/evaluate/predict."""
+from kgen.nn import data, zoo
+from kgen.nn.data import DataLoader, batches, load_idx, load_mnist, load_mnist_5k, split_mnist_5k
+from kgen.nn.layers import (Flatten, Linear, LogSoftmax, ReLU, Sequential, Sigmoid, Softmax, Tanh,
+                            manual_seed)
+from kgen.nn.losses import BCELoss, CrossEntropyLoss, MSELoss, NLLLoss, SparseCategoricalCrossentropy
+from kgen.nn.module import Module
+from kgen.nn.optim import SGD, Adam, Optimizer
+from kgen.nn.train import Trainer, eval_step, predict_step, train_step
 
-Not built yet: the layers, the optimizers and the model zoo come with the fusion engine
-(see DESIGN.md). Today, models are written with kgen.tensor / kgen.shared / kgen.function.
-"""
-__all__: list = []
+__all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
+           "split_mnist_5k", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
+           "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
+           "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "Trainer",
+           "eval_step", "predict_step", "train_step"]

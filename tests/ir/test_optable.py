@@ -425,6 +425,16 @@ def test_transpose_methods(rng):
     assert ops.transpose(x, (0, 1)) is x
 
 
+def test_stop_gradient_is_the_identity_without_a_gradient(rng):
+    x = kgen.tensor("x", (3,))
+    a = random_array(rng, (3,))
+    got, graph = run(ops.stop_gradient(x) * x, {"x": a}, [x])
+    assert "stop_gradient" in ops_in(graph)
+    assert_close(got, a.astype(np.float64) ** 2)
+    g, _ = run(kgen.grad(ops.sum(ops.stop_gradient(x) * x), x), {"x": a}, [x])
+    assert_close(g, a.astype(np.float64))  # d/dx of c*x with c = x held constant
+
+
 def test_permute_is_torch_permute(rng):
     x = kgen.tensor("x", (2, 3, 4))
     a = random_array(rng, (2, 3, 4))
@@ -876,10 +886,16 @@ def test_matmul_lowering_names_its_template():
 # --- coverage -------------------------------------------------------------------------------------
 TESTED_PRIMITIVES = (set(UNARY) | set(BINARY) | set(COMPARISONS) | set(REDUCTIONS)
                      | {"where", "cast", "matmul", "reshape", "transpose", "broadcast_to", "iota", "constant",
-                        "input"})
+                        "input", "stop_gradient"})
 TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
                     "softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse",
                     "binary_cross_entropy"}
+
+
+# convolution and pooling (kgen/ir/ops_conv.py): their references are checked against torch in
+# tests/kernels/test_conv_pool.py, their VJPs in tests/ir/test_vjp.py
+TESTED_PRIMITIVES |= {"conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_grad",
+                      "max_pool2d_gather", "avg_pool2d", "avg_pool2d_grad"}
 
 
 def test_every_table_op_has_a_test():

@@ -113,6 +113,8 @@ def any_(shape, **kw):
 CASES = {
     # unary
     "neg": Case("neg", lambda x: -x, lambda x: -x, f(x=any_((3, 4)))),
+    "stop_gradient": Case("stop_gradient", lambda x: ops.stop_gradient(x) * x, lambda x: x.detach() * x,
+                          f(x=any_((3, 4)))),
     "exp": Case("exp", lambda x: ops.exp(x), torch.exp, f(x=any_((3, 4)))),
     "log": Case("log", lambda x: ops.log(x), torch.log, f(x=pos((3, 4)))),
     "sqrt": Case("sqrt", lambda x: ops.sqrt(x), torch.sqrt, f(x=pos((3, 4)))),
@@ -208,9 +210,61 @@ CASES = {
 }
 
 
+# --- convolution and pooling (kgen/ir/ops_conv.py) ------------------------------------------------
+def _torch_pool_grad(pool, g, x_shape, **kw):
+    """torch's gradient of pool(x) for the output gradient g, differentiable in g."""
+    x = torch.zeros(x_shape, dtype=g.dtype, requires_grad=True)
+    return torch.autograd.grad(pool(x, **kw), x, g, create_graph=True)[0]
+
+
+def _torch_max_pool_grad(g, x, **kw):
+    x = x.detach().requires_grad_(True)
+    return torch.autograd.grad(F.max_pool2d(x, **kw), x, g, create_graph=True)[0]
+
+
+def _torch_max_pool_gather(t, x, **kw):
+    out, index = F.max_pool2d(x, return_indices=True, **kw)
+    return torch.gather(t.flatten(2), 2, index.flatten(2)).view_as(out)
+
+
+_CONV = dict(stride=2, padding=1)
+_POOL = dict(kernel_size=3, stride=2, padding=1)
+CASES.update({
+    "conv2d": Case("conv2d", lambda x, w: ops.conv2d(x, w, **_CONV), lambda x, w: F.conv2d(x, w, **_CONV),
+                   f(x=any_((2, 3, 7, 7)), w=any_((4, 3, 3, 3)))),
+    "conv2d_dilated": Case("conv2d", lambda x, w: ops.conv2d(x, w, stride=(1, 2), padding=(2, 1), dilation=2),
+                           lambda x, w: F.conv2d(x, w, stride=(1, 2), padding=(2, 1), dilation=2),
+                           f(x=any_((1, 2, 6, 7)), w=any_((3, 2, 2, 3)))),
+    "conv2d_symbolic_batch": Case("conv2d", lambda x, w: ops.conv2d(x, w, padding=1),
+                                  lambda x, w: F.conv2d(x, w, padding=1),
+                                  f(x=any_(("N", 2, 5, 5)), w=any_((2, 2, 3, 3))), sizes=f(x=(2, 2, 5, 5))),
+    "conv2d_input_grad": Case("conv2d_input_grad", lambda g, w: ops.conv2d_input_grad(g, w, (7, 7), **_CONV),
+                              lambda g, w: torch.nn.grad.conv2d_input((2, 3, 7, 7), w, g, **_CONV),
+                              f(g=any_((2, 4, 4, 4)), w=any_((4, 3, 3, 3)))),
+    "conv2d_weight_grad": Case("conv2d_weight_grad", lambda x, g: ops.conv2d_weight_grad(x, g, (3, 3), **_CONV),
+                               lambda x, g: torch.nn.grad.conv2d_weight(x, (4, 3, 3, 3), g, **_CONV),
+                               f(x=any_((2, 3, 7, 7)), g=any_((2, 4, 4, 4)))),
+    "max_pool2d": Case("max_pool2d", lambda x: ops.max_pool2d(x, **_POOL), lambda x: F.max_pool2d(x, **_POOL),
+                       f(x=any_((2, 3, 7, 7)))),
+    "max_pool2d_grad": Case("max_pool2d_grad", lambda g, x: ops.max_pool2d_grad(g, x, **_POOL),
+                            lambda g, x: _torch_max_pool_grad(g, x, **_POOL),
+                            f(g=any_((2, 3, 4, 4)), x=any_((2, 3, 7, 7))), wrt=("g",)),
+    "max_pool2d_gather": Case("max_pool2d_gather", lambda t, x: ops.max_pool2d_gather(t, x, **_POOL),
+                              lambda t, x: _torch_max_pool_gather(t, x, **_POOL),
+                              f(t=any_((2, 3, 7, 7)), x=any_((2, 3, 7, 7))), wrt=("t",)),
+    "avg_pool2d": Case("avg_pool2d", lambda x: ops.avg_pool2d(x, **_POOL), lambda x: F.avg_pool2d(x, **_POOL),
+                       f(x=any_((2, 3, 7, 7)))),
+    "avg_pool2d_grad": Case("avg_pool2d_grad", lambda g: ops.avg_pool2d_grad(g, (7, 7), **_POOL),
+                            lambda g: _torch_pool_grad(F.avg_pool2d, g, (2, 3, 7, 7), **_POOL),
+                            f(g=any_((2, 3, 4, 4)))),
+})
+
+
 @pytest.mark.parametrize("case_id", sorted(CASES))
 def test_vjp_matches_finite_differences(case_id, rng):
     case = CASES[case_id]
+    if case.op == "stop_gradient":
+        pytest.skip("stop_gradient departs from the true derivative by design; torch.detach is its oracle")
     y_graph, full, arrays, wrt, shape_graph = build(case, rng)
     assert case.op in ops_in(shape_graph), f"{case_id} does not use {case.op}"
     analytic = kgen.reference.run(full, arrays)[1:]

@@ -110,11 +110,13 @@ def test_matmul_of_transposed_computed_operand_reads_it_in_place():
     assert e in p.plan.written and e.T not in p.plan.written
 
 
-def test_matmul_epilogue_is_a_separate_pointwise_kernel():
+def test_matmul_epilogue_is_fused_and_the_product_stays_in_registers():
     a = kgen.tensor("a", (5, 3))
     b = kgen.tensor("b", (3, 4))
-    p = compile_([a, b], [ops.relu(a @ b) + 1.0])
-    assert kinds(p) == ["matmul", "pointwise"]
+    product = a @ b
+    p = compile_([a, b], [ops.relu(product) + 1.0])
+    assert kinds(p) == ["matmul"]
+    assert product not in p.plan.written and p.plan.groups[0].epilogue == list(p.kernels[0].roots)
 
 
 def test_independent_same_shape_outputs_merge():
@@ -141,13 +143,14 @@ def test_symbolic_same_shape_outputs_merge():
     assert len(p.kernels[0].roots) == 3
 
 
-def test_dependent_pointwise_kernels_do_not_merge():
+def test_dependent_pointwise_kernels_merge_vertically():
+    """Rule E3: the product reads e where e's kernel holds it, so it joins that kernel
+    (after the row sum it also needs), and e is not read back from memory."""
     x = kgen.tensor("x", (4, 6))
     e = ops.exp(x)
     p = compile_([x], [e, ops.sum(x, 1, keepdims=True) * e])
-    assert kinds(p) == ["pointwise", "reduction", "pointwise"]
-    # the second pointwise kernel reads the first one's output from memory
-    assert e in p.kernels[2].reads
+    assert kinds(p) == ["reduction", "pointwise"]
+    assert e in p.kernels[1].roots and e not in p.kernels[1].reads
 
 
 def test_softmax_kernels():

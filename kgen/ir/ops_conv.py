@@ -1,0 +1,388 @@
+"""Op table entries for 2-D convolution and pooling, NCHW, as torch.nn.functional has them.
+
+    conv2d(x[N,C,H,W], w[F,C,KH,KW])      -> [N,F,OH,OW]   stride, padding, dilation
+    conv2d_input_grad(g[N,F,OH,OW], w)     -> [N,C,H,W]     ... and input_size=(H, W)
+    conv2d_weight_grad(x, g[N,F,OH,OW])    -> [F,C,KH,KW]   ... and kernel_size=(KH, KW)
+    max_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   kernel_size, stride, padding
+    max_pool2d_grad(g[N,C,OH,OW], x)       -> [N,C,H,W]     g routed to each window's argmax
+    max_pool2d_gather(t[N,C,H,W], x)       -> [N,C,OH,OW]   t read at each window's argmax
+    avg_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   count_include_pad=True
+    avg_pool2d_grad(g[N,C,OH,OW])          -> [N,C,H,W]     ... and input_size=(H, W)
+
+with OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1 (pooling: dh = 1), as torch computes it.
+Padding reads zeros (conv, average) or -inf (max); an average always divides by KH*KW.
+
+The gradient ops are template ops of their own, and differentiable again, in closed form:
+with T(x, w, g) = <conv2d(x, w), g>, conv2d_input_grad(g, w) = dT/dx and
+conv2d_weight_grad(x, g) = dT/dw, so each VJP of the three is another of the three.
+max_pool2d_grad and max_pool2d_gather are each other's transposes (JAX calls them
+select_and_scatter_add and select_and_gather_add); the argmax is piecewise constant in x,
+so neither passes a gradient to x. avg_pool2d and avg_pool2d_grad transpose each other.
+
+The argmax of a window is its first maximum in window order (row by row), a NaN counting
+as the maximum (the first NaN), and the first position inside the image when every value
+there is -inf, as torch does on CPU. Half-precision operands accumulate in float32.
+Channel, spatial and kernel sizes must be ints; the batch size may be symbolic.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from kgen.errors import DTypeError, ShapeError
+from kgen.ir import shapes
+from kgen.ir.optable import OpDef, register
+
+
+def _ops():
+    from kgen import ops
+    return ops
+
+
+def _conv_attrs(attrs) -> dict:
+    return {k: attrs[k] for k in CONV_ATTRS}
+
+
+def _pool_attrs(attrs) -> dict:
+    return {k: attrs[k] for k in POOL_ATTRS}
+
+
+# --- shape rules and references shared by the ops ---------------------------------------------
+_LEAST = {"stride": 1, "dilation": 1, "kernel_size": 1, "padding": 0, "input_size": 1}
+CONV_ATTRS = ("stride", "padding", "dilation")
+POOL_ATTRS = ("kernel_size", "stride", "padding")
+
+
+def _fmt(node) -> str:
+    return shapes.format_shape(node.shape)
+
+
+def _check_float(*nodes) -> None:
+    if any(n.dtype != nodes[0].dtype for n in nodes) or not nodes[0].dtype.is_float:
+        given = " and ".join(n.type_str() for n in nodes)
+        raise DTypeError(f"expected {'operands of one' if len(nodes) > 1 else 'a'} floating dtype, got {given}")
+
+
+def _check_4d(node, what: str, layout: str, static_from: int = 1) -> None:
+    """`node` must be 4-D ([N, C, H, W]-like, named by `layout`) with int dims from `static_from` on."""
+    if node.ndim != 4:
+        raise ShapeError(f"{what} must be 4-D {layout}, got {_fmt(node)}")
+    symbolic = [i for i, d in enumerate(node.shape) if i >= static_from and not isinstance(d, int)]
+    if symbolic:
+        which = "int sizes" if static_from == 0 else "int sizes but for the batch size"
+        raise ShapeError(f"{what} {_fmt(node)} ({layout}) must have {which}, got a symbolic axis {symbolic[0]}")
+
+
+def _check_pairs(attrs: dict, keys) -> None:
+    """Each attribute of `keys` is present and a pair of ints in range."""
+    for key in keys:
+        if key not in attrs:
+            raise ShapeError(f"missing attribute {key!r} (expected {', '.join(keys)})")
+        value, low = attrs[key], _LEAST[key]
+        if not (isinstance(value, tuple) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value)):
+            raise ShapeError(f"{key} must be a pair of ints >= {low}, got {value!r}")
+
+
+def _out_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    return (size + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def out_hw(hw, khw, attrs) -> tuple:
+    """(OH, OW) of a window of `khw` sliding over an image of `hw` with the attrs' stride,
+    padding and (if given) dilation."""
+    dilation = attrs.get("dilation", (1, 1))
+    return tuple(_out_size(hw[i], khw[i], attrs["stride"][i], attrs["padding"][i], dilation[i]) for i in range(2))
+
+
+def _check_fits(hw, khw, attrs) -> tuple:
+    """(OH, OW), or a ShapeError when the (dilated) window is larger than the padded image."""
+    out = out_hw(hw, khw, attrs)
+    if min(out) < 1:
+        dilation = attrs.get("dilation", (1, 1))
+        span = tuple(dilation[i] * (khw[i] - 1) + 1 for i in range(2))
+        padded = tuple(hw[i] + 2 * attrs["padding"][i] for i in range(2))
+        raise ShapeError(f"the {'dilated ' if 'dilation' in attrs else ''}window {span[0]}x{span[1]} "
+                         f"is larger than the padded input {padded[0]}x{padded[1]}")
+    return out
+
+
+def _check_grad_size(g, expected: tuple, input_hw) -> None:
+    if tuple(g.shape[2:]) != tuple(expected):
+        raise ShapeError(f"g {_fmt(g)} must have spatial size {expected[0]}x{expected[1]}, the output "
+                         f"size of an input of {input_hw[0]}x{input_hw[1]}")
+
+
+def _check_pool_padding(attrs) -> None:
+    k, p = attrs["kernel_size"], attrs["padding"]
+    if any(p[i] > k[i] // 2 for i in range(2)):
+        raise ShapeError(f"padding {p} must be at most half the kernel size {k}")
+
+
+def _same_nc(a, b, what: str) -> None:
+    if not (shapes.dims_equal(a.shape[0], b.shape[0]) and a.shape[1] == b.shape[1]):
+        raise ShapeError(f"{what} {_fmt(a)} and x {_fmt(b)} differ in batch size or channels")
+
+
+def _accumulating(*arrays):
+    """Half-precision arrays widened to float32, as kernels accumulate them."""
+    return [a.astype(np.float32) if a.dtype == np.float16 else a for a in arrays]
+
+
+def _pad(x, padding, value):
+    (ph, pw) = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _windows(padded, khw, out, stride, dilation=(1, 1)):
+    """A read-only view [N, C, OH, OW, KH, KW] of every window of a padded image."""
+    sn, sc, sh, sw = padded.strides
+    shape = padded.shape[:2] + tuple(out) + tuple(khw)
+    steps = (sn, sc, sh * stride[0], sw * stride[1], sh * dilation[0], sw * dilation[1])
+    return as_strided(padded, shape, steps, writeable=False)
+
+
+def _scatter_windows(values, shape, khw, out, attrs, contribution):
+    """An image of `shape` [N, C, H, W] holding, at each pixel, the sum over the windows that
+    cover it of contribution(kh, kw) (an [N, C, OH, OW] array for window offset kh, kw)."""
+    (ph, pw), (sh, sw) = attrs["padding"], attrs["stride"]
+    (dh, dw) = attrs.get("dilation", (1, 1))
+    padded = np.zeros(shape[:2] + (shape[2] + 2 * ph, shape[3] + 2 * pw), values.dtype)
+    for kh in range(khw[0]):
+        for kw in range(khw[1]):
+            rows = slice(kh * dh, kh * dh + sh * (out[0] - 1) + 1, sh)
+            cols = slice(kw * dw, kw * dw + sw * (out[1] - 1) + 1, sw)
+            padded[:, :, rows, cols] += contribution(kh, kw)
+    return padded[:, :, ph:ph + shape[2], pw:pw + shape[3]]
+
+
+def argmax_positions(x, attrs):
+    """For each window of max_pool2d over `x`, the (row, column) in `x` of its argmax (the
+    first maximum, a NaN counting as the maximum, the first position inside the image when
+    all are -inf): two int arrays of shape [N, C, OH, OW]."""
+    (kh, kw), stride, padding = attrs["kernel_size"], attrs["stride"], attrs["padding"]
+    out = out_hw(x.shape[2:], (kh, kw), attrs)
+    values = _windows(_pad(x, padding, -np.inf), (kh, kw), out, stride).reshape(x.shape[:2] + out + (kh * kw,))
+    inside = _windows(_pad(np.ones(x.shape[2:], bool)[None, None], padding, False), (kh, kw), out, stride)
+    inside = np.broadcast_to(inside.reshape((1, 1) + out + (kh * kw,)), values.shape)
+    best = np.argmax(values, axis=-1)  # numpy: the first maximum, or the first NaN
+    all_lowest = np.all(~inside | (values == -np.inf), axis=-1)
+    best = np.where(all_lowest, np.argmax(inside, axis=-1), best)
+    rows = np.arange(out[0]).reshape(-1, 1) * stride[0] - padding[0] + best // kw
+    cols = np.arange(out[1]).reshape(1, -1) * stride[1] - padding[1] + best % kw
+    return rows, cols
+
+
+def _batch_channel_index(shape):
+    n, c = shape[:2]
+    return np.arange(n).reshape(-1, 1, 1, 1), np.arange(c).reshape(1, -1, 1, 1)
+
+
+# --- conv2d: the implicit-GEMM template of kgen/kernels/conv.py ----------------------------------
+def _infer_conv2d(inputs, attrs):
+    x, w = inputs
+    _check_float(x, w)
+    _check_4d(x, "x", "[N, C, H, W]")
+    _check_4d(w, "w", "[F, C, KH, KW]", static_from=0)
+    _check_pairs(attrs, CONV_ATTRS)
+    if x.shape[1] != w.shape[1]:
+        raise ShapeError(f"x {_fmt(x)} has {x.shape[1]} channels but w {_fmt(w)} expects {w.shape[1]}")
+    oh, ow = _check_fits(x.shape[2:], w.shape[2:], attrs)
+    return x.dtype, (x.shape[0], w.shape[0], oh, ow)
+
+
+def _conv2d_reference(node, arrays, shape):
+    x, w = _accumulating(*arrays)
+    a = node.attrs
+    cols = _windows(_pad(x, a["padding"], 0), w.shape[2:], shape[2:], a["stride"], a["dilation"])
+    return np.tensordot(cols, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+
+
+def _conv2d_vjp(g, node):
+    ops, (x, w) = _ops(), node.inputs
+    return (ops.conv2d_input_grad(g, w, x.shape[2:], **_conv_attrs(node.attrs)),
+            ops.conv2d_weight_grad(x, g, w.shape[2:], **_conv_attrs(node.attrs)))
+
+
+register(OpDef("conv2d", "template", _infer_conv2d, _conv2d_reference, _conv2d_vjp, "conv2d", arity=2))
+
+
+# --- conv2d_input_grad: dT/dx --------------------------------------------------------------------
+def _infer_conv2d_input_grad(inputs, attrs):
+    g, w = inputs
+    _check_float(g, w)
+    _check_4d(g, "g", "[N, F, OH, OW]")
+    _check_4d(w, "w", "[F, C, KH, KW]", static_from=0)
+    _check_pairs(attrs, CONV_ATTRS + ("input_size",))
+    if g.shape[1] != w.shape[0]:
+        raise ShapeError(f"g {_fmt(g)} has {g.shape[1]} channels but w {_fmt(w)} "
+                         f"has {w.shape[0]} filters")
+    hw = attrs["input_size"]
+    _check_grad_size(g, _check_fits(hw, w.shape[2:], attrs), hw)
+    return g.dtype, (g.shape[0], w.shape[1]) + tuple(hw)
+
+
+def _conv2d_input_grad_reference(node, arrays, shape):
+    g, w = _accumulating(*arrays)
+    return _scatter_windows(g, shape, w.shape[2:], g.shape[2:], node.attrs,
+                            lambda kh, kw: np.einsum("nfpq,fc->ncpq", g, w[:, :, kh, kw]))
+
+
+def _conv2d_input_grad_vjp(c, node):
+    ops, (g, w) = _ops(), node.inputs  # <c, dT/dx(g, w)> = T(c, w, g)
+    return (ops.conv2d(c, w, **_conv_attrs(node.attrs)),
+            ops.conv2d_weight_grad(c, g, w.shape[2:], **_conv_attrs(node.attrs)))
+
+
+register(OpDef("conv2d_input_grad", "template", _infer_conv2d_input_grad, _conv2d_input_grad_reference,
+               _conv2d_input_grad_vjp, "conv2d_input_grad", arity=2))
+
+
+# --- conv2d_weight_grad: dT/dw -------------------------------------------------------------------
+def _infer_conv2d_weight_grad(inputs, attrs):
+    x, g = inputs
+    _check_float(x, g)
+    _check_4d(x, "x", "[N, C, H, W]")
+    _check_4d(g, "g", "[N, F, OH, OW]")
+    _check_pairs(attrs, CONV_ATTRS + ("kernel_size",))
+    if not shapes.dims_equal(x.shape[0], g.shape[0]):
+        raise ShapeError(f"x {_fmt(x)} and g {_fmt(g)} differ in batch size")
+    khw = attrs["kernel_size"]
+    _check_grad_size(g, _check_fits(x.shape[2:], khw, attrs), x.shape[2:])
+    return x.dtype, (g.shape[1], x.shape[1]) + tuple(khw)
+
+
+def _conv2d_weight_grad_reference(node, arrays, shape):
+    x, g = _accumulating(*arrays)
+    a = node.attrs
+    cols = _windows(_pad(x, a["padding"], 0), shape[2:], g.shape[2:], a["stride"], a["dilation"])
+    return np.tensordot(g, cols, axes=([0, 2, 3], [0, 2, 3]))
+
+
+def _conv2d_weight_grad_vjp(c, node):
+    ops, (x, g) = _ops(), node.inputs  # <c, dT/dw(x, g)> = T(x, c, g)
+    return (ops.conv2d_input_grad(g, c, x.shape[2:], **_conv_attrs(node.attrs)),
+            ops.conv2d(x, c, **_conv_attrs(node.attrs)))
+
+
+register(OpDef("conv2d_weight_grad", "template", _infer_conv2d_weight_grad, _conv2d_weight_grad_reference,
+               _conv2d_weight_grad_vjp, "conv2d_weight_grad", arity=2))
+
+
+# --- max_pool2d (the templates of kgen/kernels/pool.py from here on) -----------------------------
+def _infer_pool(inputs, attrs):
+    (x,) = inputs
+    _check_float(x)
+    _check_4d(x, "x", "[N, C, H, W]")
+    _check_pairs(attrs, POOL_ATTRS)
+    _check_pool_padding(attrs)
+    oh, ow = _check_fits(x.shape[2:], attrs["kernel_size"], attrs)
+    return x.dtype, (x.shape[0], x.shape[1], oh, ow)
+
+
+def _max_pool2d_reference(node, arrays, shape):
+    (x,) = arrays
+    a = node.attrs
+    return _windows(_pad(x, a["padding"], -np.inf), a["kernel_size"], shape[2:], a["stride"]).max(axis=(4, 5))
+
+
+def _max_pool2d_vjp(g, node):
+    return (_ops().max_pool2d_grad(g, node.inputs[0], **_pool_attrs(node.attrs)),)
+
+
+register(OpDef("max_pool2d", "template", _infer_pool, _max_pool2d_reference, _max_pool2d_vjp,
+               "max_pool2d", arity=1))
+
+
+# --- max_pool2d_grad: g routed to each window's argmax -------------------------------------------
+def _infer_max_pool2d_grad(inputs, attrs):
+    g, x = inputs
+    _check_float(g, x)
+    _check_4d(g, "g", "[N, C, OH, OW]")
+    pooled = _infer_pool((x,), attrs)[1]
+    _same_nc(g, x, "g")
+    _check_grad_size(g, pooled[2:], x.shape[2:])
+    return x.dtype, x.shape
+
+
+def _max_pool2d_grad_reference(node, arrays, shape):
+    g, x = arrays
+    rows, cols = argmax_positions(x, node.attrs)
+    out = np.zeros(shape, np.result_type(g.dtype, np.float32))
+    np.add.at(out, _batch_channel_index(g.shape) + (rows, cols), g)
+    return out
+
+
+def _max_pool2d_grad_vjp(c, node):
+    return (_ops().max_pool2d_gather(c, node.inputs[1], **_pool_attrs(node.attrs)), None)
+
+
+register(OpDef("max_pool2d_grad", "template", _infer_max_pool2d_grad, _max_pool2d_grad_reference,
+               _max_pool2d_grad_vjp, "max_pool2d_grad", arity=2))
+
+
+# --- max_pool2d_gather: t read at each window's argmax -------------------------------------------
+def _infer_max_pool2d_gather(inputs, attrs):
+    t, x = inputs
+    _check_float(t, x)
+    _check_4d(t, "t", "[N, C, H, W]")
+    pooled = _infer_pool((x,), attrs)[1]
+    if not (t.ndim == x.ndim and all(shapes.dims_equal(a, b) for a, b in zip(t.shape, x.shape))):
+        raise ShapeError(f"t {_fmt(t)} must have x's shape {_fmt(x)}")
+    return x.dtype, pooled
+
+
+def _max_pool2d_gather_reference(node, arrays, shape):
+    t, x = arrays
+    rows, cols = argmax_positions(x, node.attrs)
+    return t[_batch_channel_index(shape) + (rows, cols)]
+
+
+def _max_pool2d_gather_vjp(c, node):
+    return (_ops().max_pool2d_grad(c, node.inputs[1], **_pool_attrs(node.attrs)), None)
+
+
+register(OpDef("max_pool2d_gather", "template", _infer_max_pool2d_gather, _max_pool2d_gather_reference,
+               _max_pool2d_gather_vjp, "max_pool2d_gather", arity=2))
+
+
+# --- avg_pool2d ----------------------------------------------------------------------------------
+def _avg_pool2d_reference(node, arrays, shape):
+    (x,) = _accumulating(*arrays)
+    a = node.attrs
+    (kh, kw) = a["kernel_size"]
+    return _windows(_pad(x, a["padding"], 0), (kh, kw), shape[2:], a["stride"]).sum(axis=(4, 5)) / (kh * kw)
+
+
+def _avg_pool2d_vjp(g, node):
+    return (_ops().avg_pool2d_grad(g, node.inputs[0].shape[2:], **_pool_attrs(node.attrs)),)
+
+
+register(OpDef("avg_pool2d", "template", _infer_pool, _avg_pool2d_reference, _avg_pool2d_vjp,
+               "avg_pool2d", arity=1))
+
+
+# --- avg_pool2d_grad -----------------------------------------------------------------------------
+def _infer_avg_pool2d_grad(inputs, attrs):
+    (g,) = inputs
+    _check_float(g)
+    _check_4d(g, "g", "[N, C, OH, OW]")
+    _check_pairs(attrs, POOL_ATTRS + ("input_size",))
+    _check_pool_padding(attrs)
+    hw = attrs["input_size"]
+    _check_grad_size(g, _check_fits(hw, attrs["kernel_size"], attrs), hw)
+    return g.dtype, (g.shape[0], g.shape[1]) + tuple(hw)
+
+
+def _avg_pool2d_grad_reference(node, arrays, shape):
+    (g,) = _accumulating(*arrays)
+    (kh, kw) = node.attrs["kernel_size"]
+    return _scatter_windows(g, shape, (kh, kw), g.shape[2:], node.attrs, lambda i, j: g) / (kh * kw)
+
+
+def _avg_pool2d_grad_vjp(c, node):
+    return (_ops().avg_pool2d(c, **_pool_attrs(node.attrs)),)
+
+
+register(OpDef("avg_pool2d_grad", "template", _infer_avg_pool2d_grad, _avg_pool2d_grad_reference,
+               _avg_pool2d_grad_vjp, "avg_pool2d_grad", arity=1))

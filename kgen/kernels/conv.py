@@ -1,0 +1,184 @@
+"""The convolution templates: conv2d and its two gradients, each an implicit GEMM.
+
+No im2col buffer is ever written: a GEMM operand tile is gathered from the image at the
+coordinates a window reads, the padding bounds folded into the load mask.
+
+    conv2d              rows N*OH*OW (output pixels)  x  cols F   over C*KH*KW
+                        A = x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw],  B = w[f, c, kh, kw]
+    conv2d_input_grad   rows N*H*W   (input pixels)   x  cols C   over F*KH*KW
+                        A = g[n, f, oh, ow] where oh*sh = ih + ph - kh*dh (a gather: lanes whose
+                        window offset does not land on an output pixel are masked off),
+                        B = w[f, c, kh, kw]
+    conv2d_weight_grad  rows F  x  cols C*KH*KW  over N*OH*OW
+                        A = g[n, f, oh, ow],  B = x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
+
+Each tile accumulates in float32; float32 operands use exact products (input_precision=
+"ieee"), half-precision ones go to tensor cores, as in the matmul template. The image
+coordinates of a gathered tile are Triton values of the kernel (`ih`, `iw`, ...) that the
+index expressions use as index variables over the image: that holds wherever the mask is
+set, and masked-off lanes load nothing.
+"""
+from __future__ import annotations
+
+import sympy
+
+from kgen.ir import dtypes, shapes
+from kgen.kernels.matmul import _tile
+from kgen.kernels.pointwise import _reads
+from kgen.kernels.templates import template
+from kgen.kernels.writer import KernelSource, KernelWriter
+from kgen.lowering.indexing import FloorDiv, ModularIndexing, flat_index, index_var
+
+
+def define(w: KernelWriter, name: str, expr, bound):
+    """Emit `name = expr` and return `name` as an index variable over [0, bound)."""
+    w.emit(f"{name} = {w.index(expr)}")
+    return index_var(name, bound)
+
+
+def window_offsets(flat, kh: int, kw: int) -> tuple:
+    """(row, column) in a KH x KW window of the row-major position `flat`."""
+    return ModularIndexing(flat, kw, kh), ModularIndexing(flat, 1, kw)
+
+
+def bounds_mask(names, sizes, pads) -> str:
+    """The mask terms keeping image coordinates `names` inside `sizes`; none are needed
+    along an axis without padding, where a window never leaves the image."""
+    terms = []
+    for name, size, pad in zip(names, sizes, pads):
+        if pad:
+            terms += [f"({name} >= 0)", f"({name} < {size})"]
+    return "".join(f" & {t}" for t in terms)
+
+
+class GemmKernel:
+    """The frame shared by the three templates: program ids over row and column tiles, a
+    loop over the reduction in BLOCK_K steps, a float32 accumulator and its store."""
+
+    def __init__(self, name: str, root, written: set, names: dict, m, n, k):
+        self.root, self.m, self.n, self.k = root, m, n, k
+        self.w = w = KernelWriter(name, written - {root}, names)
+        self.bm, self.bn, self.bk = w.constexpr("BLOCK_M"), w.constexpr("BLOCK_N"), w.constexpr("BLOCK_K")
+        self.M, self.N, self.K = w.int_param("M", m), w.int_param("N", n), w.int_param("K", k)
+        self.rm, self.rn = index_var("rm", m), index_var("rn", n)
+        self.ka, self.kb = index_var("ka", k), index_var("kb", k)
+        w.lanes = (self.rm, self.rn)
+        w.emit(f"rm = (tl.program_id(0) * {self.bm} + tl.arange(0, {self.bm}))[:, None]")
+        w.emit(f"rn = (tl.program_id(1) * {self.bn} + tl.arange(0, {self.bn}))[None, :]")
+
+    def begin_loop(self) -> None:
+        w = self.w
+        w.emit(f"acc = tl.zeros([{self.bm}, {self.bn}], tl.float32)")
+        w.emit(f"for koffset in range(0, {self.K}, {self.bk}):")
+        w.indent += 1
+        w.emit(f"ka = koffset + tl.arange(0, {self.bk})[None, :]")
+        w.emit(f"kb = koffset + tl.arange(0, {self.bk})[:, None]")
+
+    def dot_and_end_loop(self, a_operand, a_coords, a_mask: str, b_operand, b_coords, b_mask: str) -> None:
+        """Accumulate the product of the operand tiles (each masked to the reduction's and the
+        matrix's bounds plus its own terms), and close the loop over the reduction."""
+        w = self.w
+        tile_a = _tile(w, a_operand, a_coords, f"(rm < {self.M}) & (ka < {self.K}){a_mask}")
+        tile_b = _tile(w, b_operand, b_coords, f"(kb < {self.K}) & (rn < {self.N}){b_mask}")
+        if a_operand.dtype in (dtypes.float16, dtypes.bfloat16):  # loads widen halves; dot wants them narrow
+            half = f"tl.{a_operand.dtype.triton}"
+            w.emit(f"acc = tl.dot({tile_a}.to({half}), {tile_b}.to({half}), acc)")
+        else:
+            w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
+        w.indent -= 1  # no value loaded in the loop is read after it
+
+    def finish(self, out_coords, summary: str) -> KernelSource:
+        w, root = self.w, self.root
+        w.computed.append(root)
+        w.store(root, flat_index(out_coords, root.shape), "acc", f"(rm < {self.M}) & (rn < {self.N})",
+                f"[{self.bm}, {self.bn}]")
+        return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
+                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], (root,), _reads(w),
+                            tuple(w.computed_in_order()), "conv", {"m": self.m, "n": self.n, "k": self.k})
+
+
+def _describe(name: str, root) -> str:
+    a = root.attrs
+    operands = " and ".join(shapes.format_shape(i.shape) for i in root.inputs)
+    return (f"kgen {name}: {root.op} of {operands} -> {shapes.format_shape(root.shape)}, stride {a['stride']}, "
+            f"padding {a['padding']}, dilation {a['dilation']}; an implicit GEMM.")
+
+
+@template("conv2d")
+def emit_conv2d(name: str, root, written: set, names: dict) -> KernelSource:
+    x, weight = root.inputs
+    batch, channels, height, width = x.shape
+    filters, _, kh_size, kw_size = weight.shape
+    oh_size, ow_size = root.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
+    pixels = oh_size * ow_size
+    g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size)
+    w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
+
+    n = define(w, "n", FloorDiv(rm, pixels), batch)
+    oh = define(w, "oh", ModularIndexing(rm, ow_size, oh_size), oh_size)
+    ow = define(w, "ow", ModularIndexing(rm, 1, ow_size), ow_size)
+    g.begin_loop()
+    kh, kw = window_offsets(ka, kh_size, kw_size)
+    ih = define(w, "ih", oh * sh - ph + kh * dh, height)
+    iw = define(w, "iw", ow * sw - pw + kw * dw, width)
+    image = [n, FloorDiv(ka, kh_size * kw_size), ih, iw]
+    filt = [rn, FloorDiv(kb, kh_size * kw_size), *window_offsets(kb, kh_size, kw_size)]
+    g.dot_and_end_loop(x, image, bounds_mask(("ih", "iw"), (height, width), (ph, pw)), weight, filt, "")
+    return g.finish([n, rn, oh, ow], _describe(name, root))
+
+
+@template("conv2d_input_grad")
+def emit_conv2d_input_grad(name: str, root, written: set, names: dict) -> KernelSource:
+    grad, weight = root.inputs
+    batch, channels, height, width = root.shape
+    filters, _, kh_size, kw_size = weight.shape
+    oh_size, ow_size = grad.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
+    g = GemmKernel(name, root, written, names, batch * height * width, channels, filters * kh_size * kw_size)
+    w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
+
+    n = define(w, "n", FloorDiv(rm, height * width), batch)
+    ih = define(w, "ih", ModularIndexing(rm, width, height), height)
+    iw = define(w, "iw", ModularIndexing(rm, 1, width), width)
+    g.begin_loop()
+    kh, kw = window_offsets(ka, kh_size, kw_size)
+    # The output pixel whose window holds (ih, iw) at offset (kh, kw) is (ih + ph - kh*dh) / sh
+    # down and likewise across, where both are whole numbers inside the output.
+    coords, mask = [], ""
+    for t, o, i, k, stride, pad, dil, size in (("th", "oh", ih, kh, sh, ph, dh, oh_size),
+                                               ("tw", "ow", iw, kw, sw, pw, dw, ow_size)):
+        span = define(w, t, i + pad - k * dil, sympy.oo)  # may be negative: masked off below
+        coords.append(define(w, o, FloorDiv(span, stride), size))
+        mask += f" & ({t} >= 0) & ({o} < {size})" + (f" & ({t} % {stride} == 0)" if stride > 1 else "")
+    out_grad = [n, FloorDiv(ka, kh_size * kw_size), *coords]
+    filt = [FloorDiv(kb, kh_size * kw_size), rn, *window_offsets(kb, kh_size, kw_size)]
+    g.dot_and_end_loop(grad, out_grad, mask, weight, filt, "")
+    return g.finish([n, rn, ih, iw], _describe(name, root))
+
+
+@template("conv2d_weight_grad")
+def emit_conv2d_weight_grad(name: str, root, written: set, names: dict) -> KernelSource:
+    x, grad = root.inputs
+    batch, channels, height, width = x.shape
+    filters, _, kh_size, kw_size = root.shape
+    oh_size, ow_size = grad.shape[2:]
+    (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
+    pixels = oh_size * ow_size
+    g = GemmKernel(name, root, written, names, filters, channels * kh_size * kw_size, batch * pixels)
+    w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
+
+    g.begin_loop()
+    # the reduction runs over (n, pixel): for the rows of g's tile (ka) and the columns of x's (kb)
+    na, pa = define(w, "na", FloorDiv(ka, pixels), batch), define(w, "pa", ModularIndexing(ka, 1, pixels), pixels)
+    nb, pb = define(w, "nb", FloorDiv(kb, pixels), batch), define(w, "pb", ModularIndexing(kb, 1, pixels), pixels)
+    out_grad = [na, rm, FloorDiv(pa, ow_size), ModularIndexing(pa, 1, ow_size)]
+    oh = define(w, "oh", FloorDiv(pb, ow_size), oh_size)
+    ow = define(w, "ow", ModularIndexing(pb, 1, ow_size), ow_size)
+    kh, kw = window_offsets(rn, kh_size, kw_size)
+    ih = define(w, "ih", oh * sh - ph + kh * dh, height)
+    iw = define(w, "iw", ow * sw - pw + kw * dw, width)
+    image = [nb, FloorDiv(rn, kh_size * kw_size), ih, iw]
+    g.dot_and_end_loop(grad, out_grad, "", x, image, bounds_mask(("ih", "iw"), (height, width), (ph, pw)))
+    out = [rm, FloorDiv(rn, kh_size * kw_size), *window_offsets(rn, kh_size, kw_size)]
+    return g.finish(out, _describe(name, root))

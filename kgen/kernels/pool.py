@@ -1,0 +1,199 @@
+"""The pooling templates: one lane per element written, XBLOCK lanes per program, and a
+statically unrolled loop over the pooling window (tl.static_range).
+
+    max_pool2d         out[n, c, oh, ow] = max over the window (padding reads -inf)
+    max_pool2d_gather  out[n, c, oh, ow] = t at the window's argmax in x
+    avg_pool2d         out[n, c, oh, ow] = sum over the window / (KH*KW)
+    max_pool2d_grad    dx[n, c, ih, iw]  = sum of g over the windows whose argmax is (ih, iw)
+    avg_pool2d_grad    dx[n, c, ih, iw]  = sum of g over the windows holding (ih, iw) / (KH*KW)
+
+The gradients gather rather than scatter, so they need no atomics and write every element
+once: a lane visits the ceil(KH/sh) x ceil(KW/sw) windows that can hold its pixel (one,
+when windows do not overlap) and, for max pooling, finds each one's argmax again. The argmax
+is the first maximum in window order, a NaN counting as the maximum, or the first position
+inside the image when all values there are -inf (the op table's rule, as torch's).
+
+Image coordinates (`ih`, `oh`, ...) are Triton values of the kernel that the index
+expressions use as index variables over the image: that holds wherever the mask is set,
+and masked-off lanes load nothing.
+"""
+from __future__ import annotations
+
+from kgen.ir import shapes
+from kgen.kernels.conv import define
+from kgen.kernels.pointwise import _reads
+from kgen.kernels.templates import template
+from kgen.kernels.writer import KernelSource, KernelWriter
+from kgen.lowering.indexing import FloorDiv, ModularIndexing, index_var
+
+
+class PoolKernel:
+    """The frame shared by the templates: lanes over the elements written, each lane's
+    (n, c) plane and (row, column) in it, and the store."""
+
+    def __init__(self, name: str, root, written: set, names: dict):
+        self.root = root
+        self.w = w = KernelWriter(name, written - {root}, names)
+        self.numel = shapes.numel(root.shape)
+        self.xindex = xindex = index_var("xindex", self.numel)
+        w.lanes = (xindex,)
+        block = self.block = w.constexpr("XBLOCK")
+        w.emit(f"xindex = tl.program_id(0) * {block} + tl.arange(0, {block})")
+        w.emit(f"xmask = xindex < {w.int_param('xnumel', self.numel)}")
+        batch, channels, rows, cols = root.shape
+        self.plane = [define(w, "n", FloorDiv(xindex, channels * rows * cols), batch),
+                      define(w, "c", ModularIndexing(xindex, rows * cols, channels), channels)]
+        self.kernel_size, self.stride, self.padding = (root.attrs[k] for k in ("kernel_size", "stride", "padding"))
+
+    def position(self, row: str, col: str) -> tuple:
+        """Define `row` and `col`, this lane's coordinates in the output it writes."""
+        rows, cols = self.root.shape[2:]
+        return (define(self.w, row, ModularIndexing(self.xindex, cols, rows), rows),
+                define(self.w, col, ModularIndexing(self.xindex, 1, cols), cols))
+
+    def loop(self, var: str, count: int):
+        """Open `for var in tl.static_range(count)` and return `var` as an index variable."""
+        self.w.emit(f"for {var} in tl.static_range({count}):")
+        self.w.indent += 1
+        return index_var(var, count)
+
+    def window(self, image_hw, oh, ow, row: str, col: str, mask: str):
+        """Open the loops over the window at output pixel (oh, ow) and define `row`, `col`
+        (its image coordinates at window offset kh, kw) and `inside` (mask & inside the image).
+        Returns (row, col) as index variables; the caller closes the two loops."""
+        (height, width), (kh_size, kw_size) = image_hw, self.kernel_size
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        kh = self.loop(f"k{row}", kh_size)
+        i = define(self.w, row, oh * sh - ph + kh, height)
+        kw = self.loop(f"k{col}", kw_size)
+        j = define(self.w, col, ow * sw - pw + kw, width)
+        bounds = "".join(f" & ({v} >= 0) & ({v} < {size})" for v, size, pad in ((row, height, ph), (col, width, pw))
+                         if pad)
+        self.w.emit(f"inside = {mask}{bounds}")
+        self.w.mask = "inside"
+        return i, j, kh, kw
+
+    def end_loops(self, count: int) -> None:
+        self.w.indent -= count
+
+    def masked(self, value: str, fill: str) -> str:
+        """`value` where `inside` holds, `fill` elsewhere."""
+        if fill == "0.0" and value in self.w.masked_loads:  # a masked load reads 0.0 there already
+            return value
+        return self.w.assign(f"tl.where(inside, {value}, {fill})", "t")
+
+    def argmax_window(self, x, image_hw, oh, ow, mask: str, gather=None) -> None:
+        """Loop over the window at (oh, ow), keeping in `best` its maximum and in `arg` the
+        argmax's window offset (kh*KW + kw); with `gather` also `picked`, that operand there."""
+        w = self.w
+        w.emit(f"best = tl.full([{self.block}], float('-inf'), tl.float32)")
+        w.emit(f"arg = tl.zeros([{self.block}], tl.int32)")
+        w.emit(f"found = tl.zeros([{self.block}], tl.int32)")  # 1 once a position inside the image is seen
+        if gather is not None:
+            w.emit(f"picked = tl.zeros([{self.block}], tl.float32)")
+        i, j, kh, kw = self.window(image_hw, oh, ow, "jh", "jw", mask)
+        value = w.value(x, self.plane + [i, j])
+        w.emit(f"take = inside & ((found == 0) | ({value} > best) | (({value} != {value}) & (best == best)))")
+        w.emit(f"best = tl.where(take, {value}, best)")
+        w.emit(f"arg = tl.where(take, {w.index(kh * self.kernel_size[1] + kw)}, arg)")
+        if gather is not None:
+            w.emit(f"picked = tl.where(take, {w.value(gather, self.plane + [i, j])}, picked)")
+        w.emit("found = tl.where(inside, 1, found)")
+        self.end_loops(2)
+
+    def covering_windows(self, ih, iw, out_hw):
+        """Open the loops over the output pixels (oh, ow) whose windows can hold (ih, iw)
+        and define them, the pixel's offset (dh, dw) in that window, and `covers` (xmask and
+        the window holds the pixel). The caller closes the two loops."""
+        w = self.w
+        (kh_size, kw_size), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        terms, coords = [], []
+        for o, d, c, i, size, k, s, p in (("oh", "dh", "ch", ih, out_hw[0], kh_size, sh, ph),
+                                          ("ow", "dw", "cw", iw, out_hw[1], kw_size, sw, pw)):
+            back = self.loop(c, -(-k // s))  # windows start every s pixels: ceil(k / s) of them hold a pixel
+            coords.append(define(w, o, FloorDiv(i + p, s) - back, size))
+            w.emit(f"{d} = {w.index(i + p)} - {o} * {s}")
+            terms += [f"({o} >= 0)", f"({o} < {size})", f"({d} < {k})"]
+        w.emit("covers = xmask & " + " & ".join(terms))
+        w.mask = "covers"
+        return coords
+
+    def finish(self, value: str, summary: str) -> KernelSource:
+        w, root = self.w, self.root
+        w.computed.append(root)
+        w.store(root, self.xindex, value, "xmask", f"[{self.block}]")
+        return KernelSource(w.name, "pool", w.function(summary), w.ordered_params(), [(self.numel, "XBLOCK")],
+                            (root,), _reads(w), tuple(w.computed_in_order()), "pool",
+                            {"x": self.numel, "window": self.kernel_size[0] * self.kernel_size[1]})
+
+
+def _describe(name: str, root) -> str:
+    a = root.attrs
+    operands = " and ".join(shapes.format_shape(i.shape) for i in root.inputs)
+    return (f"kgen {name}: {root.op} of {operands} -> {shapes.format_shape(root.shape)}, kernel "
+            f"{a['kernel_size']}, stride {a['stride']}, padding {a['padding']}.")
+
+
+@template("max_pool2d")
+def emit_max_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
+    (x,) = root.inputs
+    p = PoolKernel(name, root, written, names)
+    oh, ow = p.position("oh", "ow")
+    p.w.emit(f"acc = tl.full([{p.block}], float('-inf'), tl.float32)")
+    i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
+    value = p.w.value(x, p.plane + [i, j])
+    if any(p.padding):  # padding reads -inf
+        value = p.masked(value, "float('-inf')")
+    p.w.emit(f"acc = tl.maximum(acc, {value}, propagate_nan=tl.PropagateNan.ALL)")
+    p.end_loops(2)
+    return p.finish("acc", _describe(name, root))
+
+
+@template("max_pool2d_gather")
+def emit_max_pool2d_gather(name: str, root, written: set, names: dict) -> KernelSource:
+    t, x = root.inputs
+    p = PoolKernel(name, root, written, names)
+    oh, ow = p.position("oh", "ow")
+    p.argmax_window(x, x.shape[2:], oh, ow, "xmask", gather=t)
+    return p.finish("picked", _describe(name, root))
+
+
+@template("avg_pool2d")
+def emit_avg_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
+    (x,) = root.inputs
+    p = PoolKernel(name, root, written, names)
+    oh, ow = p.position("oh", "ow")
+    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
+    i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
+    p.w.emit(f"acc += {p.masked(p.w.value(x, p.plane + [i, j]), '0.0')}")
+    p.end_loops(2)
+    (kh, kw) = p.kernel_size
+    return p.finish(p.w.assign(f"acc / {kh * kw}", "r"), _describe(name, root))
+
+
+@template("max_pool2d_grad")
+def emit_max_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSource:
+    grad, x = root.inputs
+    p = PoolKernel(name, root, written, names)
+    ih, iw = p.position("ih", "iw")
+    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
+    oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
+    p.argmax_window(x, x.shape[2:], oh, ow, "covers")
+    p.w.emit(f"mine = covers & (arg == dh * {p.kernel_size[1]} + dw)")
+    p.w.mask = "mine"
+    p.w.emit(f"acc += tl.where(mine, {p.w.value(grad, p.plane + [oh, ow])}, 0.0)")
+    p.end_loops(2)
+    return p.finish("acc", _describe(name, root))
+
+
+@template("avg_pool2d_grad")
+def emit_avg_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSource:
+    (grad,) = root.inputs
+    p = PoolKernel(name, root, written, names)
+    ih, iw = p.position("ih", "iw")
+    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
+    oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
+    p.w.emit(f"acc += tl.where(covers, {p.w.value(grad, p.plane + [oh, ow])}, 0.0)")
+    p.end_loops(2)
+    (kh, kw) = p.kernel_size
+    return p.finish(p.w.assign(f"acc / {kh * kw}", "r"), _describe(name, root))

@@ -1,0 +1,101 @@
+"""Layers with PyTorch's arguments, layouts and default initialisation (Kaiming-uniform
+weights as torch.nn.Linear/Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from kgen import ops
+from kgen.nn.module import Module
+
+_rng = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> None:
+    """Seed the generator behind every layer's initialisation."""
+    global _rng
+    _rng = np.random.default_rng(seed)
+
+
+def _uniform(bound: float, shape) -> np.ndarray:
+    return _rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class Linear(Module):
+    """y = x @ weight.T + bias, weight [out_features, in_features] as in torch."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        bound = 1.0 / math.sqrt(in_features)
+        self.add_parameter("weight", _uniform(bound, (out_features, in_features)))
+        self.bias = self.add_parameter("bias", _uniform(bound, (out_features,))) if bias else None
+
+    def forward(self, x):
+        y = ops.matmul(x, ops.transpose(self.weight))
+        return y + self.bias if self.bias is not None else y
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return ops.relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return ops.sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return ops.tanh(x)
+
+
+class Softmax(Module):
+    def __init__(self, dim: int = -1):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return ops.softmax(x, axis=self.dim)
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        return ops.log_softmax(x, axis=self.dim)
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1):
+        super().__init__()
+        self.start_dim = start_dim
+
+    def forward(self, x):
+        return ops.flatten(x, self.start_dim)
+
+
+class Sequential(Module):
+    """Layers applied in order; parameters are named `0.weight`, `2.bias`, ... as in torch."""
+
+    def __init__(self, *layers: Module):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            setattr(self, str(i), layer)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x

@@ -1,0 +1,79 @@
+"""The model zoo: the brief's models by name, so the CLI, tests, examples and benchmarks
+build the same thing. Each entry gives the model, its loss, its optimizer and its data.
+
+    spec = kgen.nn.zoo.get("mlp128")
+    model = spec.model()
+    trainer = Trainer(model, spec.optimizer(model.parameters()), spec.loss, ["accuracy"])
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from kgen.errors import KgenError
+from kgen.nn import data, layers as L, losses, optim
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    description: str
+    model: Callable  # () -> Module
+    loss: str
+    optimizer: Callable  # params -> Optimizer
+    data: Callable  # () -> ((x_train, y_train), (x_test, y_test))
+    epochs: int
+    batch_size: int = 64
+
+
+def _mnist_flat():
+    (xtr, ytr), (xte, yte) = _mnist()
+    return (xtr.reshape(len(xtr), -1), ytr), (xte.reshape(len(xte), -1), yte)
+
+
+def _mnist():
+    images, labels = data.load_mnist_5k()
+    return data.split_mnist_5k(images, labels)
+
+
+def _line(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, size=(n, 1)).astype(np.float32)
+    y = (3.0 * x + 2.0 + 0.1 * rng.normal(size=(n, 1))).astype(np.float32)
+    return (x[:192], y[:192]), (x[192:], y[192:])
+
+
+def _zeros_and_ones():
+    """MNIST digits 0 and 1 only, flattened, with float 0/1 targets [N, 1]."""
+    (xtr, ytr), (xte, yte) = _mnist_flat()
+    pick = lambda x, y: (x[y < 2], y[y < 2].astype(np.float32)[:, None])  # noqa: E731
+    return pick(xtr, ytr), pick(xte, yte)
+
+
+MODELS = {m.name: m for m in [
+    ZooModel("linreg", "linear regression y = w*x + b, MSE, gradient descent",
+             lambda: L.Linear(1, 1), "mse", lambda p: optim.SGD(p, lr=0.1), _line, epochs=20, batch_size=32),
+    ZooModel("logreg", "logistic regression (sigmoid, BCE) on MNIST 0 vs 1",
+             lambda: L.Sequential(L.Linear(784, 1), L.Sigmoid()), "bce", lambda p: optim.SGD(p, lr=0.1),
+             _zeros_and_ones, epochs=3),
+    ZooModel("mlp64", "MLP 784-64-64-10, ReLU, softmax, Adam, sparse categorical cross-entropy",
+             lambda: L.Sequential(L.Linear(784, 64), L.ReLU(), L.Linear(64, 64), L.ReLU(), L.Linear(64, 10),
+                                  L.Softmax()),
+             "sparse_categorical_crossentropy", lambda p: optim.Adam(p), _mnist_flat, epochs=10),
+    ZooModel("mlp128", "MLP 784-128-64-10, ReLU, log_softmax, NLL, SGD lr 0.01 momentum 0.9",
+             lambda: L.Sequential(L.Linear(784, 128), L.ReLU(), L.Linear(128, 64), L.ReLU(), L.Linear(64, 10),
+                                  L.LogSoftmax(dim=1)),
+             "nll", lambda p: optim.SGD(p, lr=0.01, momentum=0.9), _mnist_flat, epochs=10),
+]}
+
+
+def names() -> list:
+    return sorted(MODELS)
+
+
+def get(name: str) -> ZooModel:
+    if name not in MODELS:
+        raise KgenError(f"unknown model {name!r}: the zoo has {', '.join(names())}")
+    return MODELS[name]

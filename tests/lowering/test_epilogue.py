@@ -1,0 +1,135 @@
+"""Fusion rule E1: elementwise consumers computed in the epilogue of the matmul or
+reduction kernel that produces their input, checked against the reference."""
+import numpy as np
+import pytest
+
+import kgen
+from kgen import ops
+from conftest import assert_matches_reference, random_array
+
+
+def plan_of(inputs, outputs):
+    graph = kgen.Graph(inputs, outputs)
+    return graph, kgen.compile(graph)
+
+
+def kinds(program):
+    return [k.kind for k in program.kernels]
+
+
+@pytest.mark.parametrize("n", [1, 7, 13])
+def test_linear_layer_with_bias_and_relu_is_one_kernel(n, rng):
+    x, w, b = kgen.tensor("x", ("N", 5)), kgen.tensor("w", (5, 3)), kgen.tensor("b", (3,))
+    product = x @ w
+    graph, p = plan_of([x, w, b], [ops.relu(product + b)])
+    assert kinds(p) == ["matmul"] and product not in p.plan.written
+    assert_matches_reference(graph, {"x": random_array(rng, (n, 5)), "w": random_array(rng, (5, 3)),
+                                     "b": random_array(rng, (3,))})
+
+
+def test_weight_update_in_the_gradient_matmul(rng):
+    """w - lr * x^T g: the gradient never reaches memory."""
+    x, g, w = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 3)), kgen.tensor("w", (4, 3))
+    grad = ops.swap_last(x) @ g
+    graph, p = plan_of([x, g, w], [w - 0.1 * grad])
+    assert kinds(p) == ["matmul"] and grad not in p.plan.written
+    assert_matches_reference(graph, {"x": random_array(rng, (9, 4)), "g": random_array(rng, (9, 3)),
+                                     "w": random_array(rng, (4, 3))})
+
+
+def test_bias_update_through_sum_to_reshape_in_the_reduction(rng):
+    g, b = kgen.tensor("g", ("N", 3)), kgen.tensor("b", (3,))
+    grad = ops.sum_to(g, (3,))  # sum over N with keepdims, then a reshape to [3]
+    graph, p = plan_of([g, b], [b - 0.5 * grad])
+    assert kinds(p) == ["reduction"]
+    assert_matches_reference(graph, {"g": random_array(rng, (11, 3)), "b": random_array(rng, (3,))})
+
+
+def test_scalar_reduction_epilogue(rng):
+    x = kgen.tensor("x", ("N",))
+    graph, p = plan_of([x], [-ops.mean(x) * 2.0 + 1.0])
+    assert kinds(p) == ["reduction"]
+    assert_matches_reference(graph, {"x": random_array(rng, (13,))})
+
+
+def test_several_epilogue_outputs_like_an_adam_step(rng):
+    x, g = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 2))
+    w, m, v = (kgen.tensor(n, (4, 2)) for n in "wmv")
+    grad = ops.swap_last(x) @ g
+    m_new = 0.9 * m + 0.1 * grad
+    v_new = 0.999 * v + 0.001 * grad * grad
+    w_new = w - 0.01 * m_new / (ops.sqrt(v_new) + 1e-8)
+    graph, p = plan_of([x, g, w, m, v], [w_new, m_new, v_new])
+    assert kinds(p) == ["matmul"] and set(p.kernels[0].roots) == {w_new, m_new, v_new}
+    values = {"x": random_array(rng, (7, 4)), "g": random_array(rng, (7, 2)), "w": random_array(rng, (4, 2)),
+              "m": random_array(rng, (4, 2)), "v": random_array(rng, (4, 2), positive=True)}
+    assert_matches_reference(graph, values)
+
+
+def test_an_anchor_read_elsewhere_is_still_written(rng):
+    x, w = kgen.tensor("x", ("N", 3)), kgen.tensor("w", (3, 3))
+    h = x @ w
+    graph, p = plan_of([x, w], [ops.relu(h), h.T @ x])
+    assert h in p.plan.written and kinds(p) == ["matmul", "matmul"]
+    assert_matches_reference(graph, {"x": random_array(rng, (5, 3)), "w": random_array(rng, (3, 3))})
+
+
+def test_no_epilogue_when_it_would_need_a_later_kernel(rng):
+    """h - rowsum(h) reads a reduction of h itself: fusing it into h's kernel is a cycle."""
+    x, w = kgen.tensor("x", ("N", 3)), kgen.tensor("w", (3, 4))
+    h = x @ w
+    graph, p = plan_of([x, w], [h - ops.sum(h, axis=1, keepdims=True)])
+    assert kinds(p) == ["matmul", "reduction", "pointwise"]
+    assert_matches_reference(graph, {"x": random_array(rng, (6, 3)), "w": random_array(rng, (3, 4))})
+
+
+def test_no_epilogue_when_the_anchor_is_broadcast(rng):
+    x = kgen.tensor("x", ("N", 5))
+    row_max = ops.max(x, axis=1, keepdims=True)
+    graph, p = plan_of([x], [x - row_max])
+    assert kinds(p) == ["reduction", "pointwise"]
+    assert_matches_reference(graph, {"x": random_array(rng, (4, 5))})
+
+
+def test_matmul_with_unit_dims_and_an_epilogue(rng):
+    x, w = kgen.tensor("x", (1, 4)), kgen.tensor("w", (4, 1))
+    graph, p = plan_of([x, w], [ops.sigmoid(ops.squeeze(x @ w))])
+    assert kinds(p) == ["matmul"]
+    assert_matches_reference(graph, {"x": random_array(rng, (1, 4)), "w": random_array(rng, (4, 1))})
+
+
+def test_epilogue_kernels_compile_for_gpus(rng):
+    from kgen.kernels.aot import compile_program
+    x, w, b = kgen.tensor("x", ("N", 5)), kgen.tensor("w", (5, 3)), kgen.tensor("b", (3,))
+    g = kgen.tensor("g", ("N",))
+    _, p = plan_of([x, w, b, g], [ops.relu(x @ w + b), 1.0 - ops.mean(g)])
+    binaries = compile_program(p, ("sm_80", "sm_90"))
+    assert len(binaries) == 2 * len(p.kernels) and all(b.cubin for b in binaries)
+
+
+def test_momentum_then_parameter_update_is_one_pointwise_kernel(rng):
+    """Rule E3: v' = 0.9 v + g and w' = w - lr v' over the same elements: one kernel, and
+    v' is reused from registers rather than read back."""
+    w, v, g = (kgen.tensor(n, (5, 3)) for n in "wvg")
+    v_new = 0.9 * v + ops.exp(g)
+    w_new = w - 0.01 * v_new
+    graph, p = plan_of([w, v, g], [v_new, w_new])
+    assert kinds(p) == ["pointwise"] and v_new not in p.kernels[0].reads
+    assert_matches_reference(graph, {n: random_array(rng, (5, 3)) for n in "wvg"})
+
+
+def test_an_intermediate_read_only_in_its_kernel_is_not_written(rng):
+    x = kgen.tensor("x", ("N", 4))
+    h = ops.exp(x) * 2.0
+    graph, p = plan_of([x], [h.sum(axis=1), ops.tanh(h) + h])
+    assert all(h not in k.roots for k in p.kernels)
+    assert_matches_reference(graph, {"x": random_array(rng, (7, 4))})
+
+
+def test_transposed_weight_gradient_feeds_its_update(rng):
+    """transpose(x^T g) is rewritten to g^T x, so a torch-layout weight update fuses."""
+    x, g, w = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 3)), kgen.tensor("w", (3, 4))
+    graph, p = plan_of([x, g, w], [w - 0.1 * ops.transpose(ops.swap_last(x) @ g)])
+    assert kinds(p) == ["matmul"]
+    assert_matches_reference(graph, {"x": random_array(rng, (6, 4)), "g": random_array(rng, (6, 3)),
+                                     "w": random_array(rng, (3, 4))})
