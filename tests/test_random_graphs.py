@@ -273,12 +273,6 @@ def _reduce(d):
     d.add(("reduce", name, i, axis, keepdims), d.bounds[i] * (count if name == "sum" else 1))
 
 
-def _one_element_tiles(shape) -> bool:
-    """EXCLUDED, kgen bug (see test_batched_matmul_one_element_operand below): a batched
-    matmul operand [..., 1, 1], whose tile load has a scalar pointer but a block mask."""
-    return len(shape) >= 3 and shape[-2:] == (1, 1) and math.prod(shape[:-2]) > 1
-
-
 def _matmul(d):
     """a @ b, transposing b's last two dims to make it fit when that helps (a @ a.T always fits)."""
     pairs = []
@@ -296,8 +290,7 @@ def _matmul(d):
                     if kb == k and batch is not None:
                         m = () if len(a) == 1 else (a[-2],)
                         pairs.append((i, j, swap, batch + m + (n,)))
-    pairs = [p for p in pairs if math.prod(p[3]) <= MAX_NUMEL
-             and not _one_element_tiles(d.shapes[p[0]]) and not _one_element_tiles(d.shapes[p[1]])]
+    pairs = [p for p in pairs if math.prod(p[3]) <= MAX_NUMEL]
     if not pairs:
         return False
     i, j, swap, _ = d.draw(st.sampled_from(pairs))
@@ -401,10 +394,7 @@ def programs(draw, families, max_steps=6, symbolic=False):
     outputs = tuple([last] + [o for o in others if o != last])
     symbol = None
     if not any(step[0] in CONCRETE_ONLY for step in draft.steps):
-        # EXCLUDED, kgen bug (see test_symbolic_size_squared_in_an_index below): a size that
-        # two dims of one value would have, so that N**2 shows up in its strides.
-        sizes = sorted({d for s in draft.inputs for d in s if d > 1}
-                       - {d for s in draft.shapes for d in s if s.count(d) > 1})
+        sizes = sorted({d for s in draft.inputs for d in s if d > 1})
         if sizes:
             symbol = draw(st.sampled_from(sizes) if symbolic else st.one_of(st.none(), st.sampled_from(sizes)))
     return Program(tuple(draft.inputs), tuple(draft.steps), outputs, draw(st.integers(0, 2**16)), symbol)
@@ -498,18 +488,10 @@ def test_matmul_reshape_when_the_matmul_is_written():
                           outputs=(3, 2)))
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="kgen bug: a batched matmul operand [B, 1, 1] is loaded with a scalar pointer "
-                          "(bindex only) and a block mask: 'Mask argument cannot be block type if "
-                          "pointer argument is not a block'")
 def test_batched_matmul_one_element_operand():
     check_program(Program(inputs=((2, 1, 1), (1, 3)), steps=(("matmul", 0, 1),), outputs=(2,)))
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="kgen bug: an index expression with a symbolic size squared (a stride N*N) is "
-                          "printed as s_N**2, which Triton cannot evaluate ('unsupported operand "
-                          "type(s) for ** or pow()')")
 def test_symbolic_size_squared_in_an_index():
     x = kgen.tensor("x", (2, "N", "N"))
     graph = kgen.Graph([x], [ops.sum(x, 0)])

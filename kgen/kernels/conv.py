@@ -27,12 +27,20 @@ from kgen.kernels.matmul import _tile
 from kgen.kernels.pointwise import _reads
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
+from kgen.lowering import indexing
 from kgen.lowering.indexing import FloorDiv, ModularIndexing, flat_index, index_var
 
 
-def define(w: KernelWriter, name: str, expr, bound):
-    """Emit `name = expr` and return `name` as an index variable over [0, bound)."""
-    w.emit(f"{name} = {w.index(expr)}")
+def define(w: KernelWriter, name: str, expr, bound, like: str, scalars=()):
+    """Emit `name = expr` and return `name` as an index variable over [0, bound) (which
+    holds wherever the kernel's mask is set). The value is kept a block, at least `like`'s,
+    when `expr` simplifies to a constant or to loop counters only (`scalars`): masks and the
+    pointers of masked loads must be blocks."""
+    expr = indexing.simplify(expr)
+    text = w.index(expr)
+    if not (expr.free_symbols & set(indexing._BOUNDS)) - set(scalars):
+        text = f"{like} * 0 + {text}"
+    w.emit(f"{name} = {text}")
     return index_var(name, bound)
 
 
@@ -115,17 +123,18 @@ def emit_conv2d(name: str, root, written: set, names: dict) -> KernelSource:
     g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
-    n = define(w, "n", FloorDiv(rm, pixels), batch)
-    oh = define(w, "oh", ModularIndexing(rm, ow_size, oh_size), oh_size)
-    ow = define(w, "ow", ModularIndexing(rm, 1, ow_size), ow_size)
+    n = define(w, "n", FloorDiv(rm, pixels), batch, "rm")
+    oh = define(w, "oh", ModularIndexing(rm, ow_size, oh_size), oh_size, "rm")
+    ow = define(w, "ow", ModularIndexing(rm, 1, ow_size), ow_size, "rm")
     g.begin_loop()
     kh, kw = window_offsets(ka, kh_size, kw_size)
-    ih = define(w, "ih", oh * sh - ph + kh * dh, height)
-    iw = define(w, "iw", ow * sw - pw + kw * dw, width)
+    ih = define(w, "ih", oh * sh - ph + kh * dh, height, "rm")
+    iw = define(w, "iw", ow * sw - pw + kw * dw, width, "rm")
     image = [n, FloorDiv(ka, kh_size * kw_size), ih, iw]
     filt = [rn, FloorDiv(kb, kh_size * kw_size), *window_offsets(kb, kh_size, kw_size)]
     g.dot_and_end_loop(x, image, bounds_mask(("ih", "iw"), (height, width), (ph, pw)), weight, filt, "")
-    return g.finish([n, rn, oh, ow], _describe(name, root))
+    out = [FloorDiv(rm, pixels), rn, ModularIndexing(rm, ow_size, oh_size), ModularIndexing(rm, 1, ow_size)]
+    return g.finish(out, _describe(name, root))
 
 
 @template("conv2d_input_grad")
@@ -138,9 +147,9 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict) -> Kernel
     g = GemmKernel(name, root, written, names, batch * height * width, channels, filters * kh_size * kw_size)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
-    n = define(w, "n", FloorDiv(rm, height * width), batch)
-    ih = define(w, "ih", ModularIndexing(rm, width, height), height)
-    iw = define(w, "iw", ModularIndexing(rm, 1, width), width)
+    n = define(w, "n", FloorDiv(rm, height * width), batch, "rm")
+    ih = define(w, "ih", ModularIndexing(rm, width, height), height, "rm")
+    iw = define(w, "iw", ModularIndexing(rm, 1, width), width, "rm")
     g.begin_loop()
     kh, kw = window_offsets(ka, kh_size, kw_size)
     # The output pixel whose window holds (ih, iw) at offset (kh, kw) is (ih + ph - kh*dh) / sh
@@ -148,13 +157,14 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict) -> Kernel
     coords, mask = [], ""
     for t, o, i, k, stride, pad, dil, size in (("th", "oh", ih, kh, sh, ph, dh, oh_size),
                                                ("tw", "ow", iw, kw, sw, pw, dw, ow_size)):
-        span = define(w, t, i + pad - k * dil, sympy.oo)  # may be negative: masked off below
-        coords.append(define(w, o, FloorDiv(span, stride), size))
+        span = define(w, t, i + pad - k * dil, sympy.oo, "rm")  # may be negative: masked off below
+        coords.append(define(w, o, FloorDiv(span, stride), size, "rm"))
         mask += f" & ({t} >= 0) & ({o} < {size})" + (f" & ({t} % {stride} == 0)" if stride > 1 else "")
     out_grad = [n, FloorDiv(ka, kh_size * kw_size), *coords]
     filt = [FloorDiv(kb, kh_size * kw_size), rn, *window_offsets(kb, kh_size, kw_size)]
     g.dot_and_end_loop(grad, out_grad, mask, weight, filt, "")
-    return g.finish([n, rn, ih, iw], _describe(name, root))
+    out = [FloorDiv(rm, height * width), rn, ModularIndexing(rm, width, height), ModularIndexing(rm, 1, width)]
+    return g.finish(out, _describe(name, root))
 
 
 @template("conv2d_weight_grad")
@@ -170,14 +180,16 @@ def emit_conv2d_weight_grad(name: str, root, written: set, names: dict) -> Kerne
 
     g.begin_loop()
     # the reduction runs over (n, pixel): for the rows of g's tile (ka) and the columns of x's (kb)
-    na, pa = define(w, "na", FloorDiv(ka, pixels), batch), define(w, "pa", ModularIndexing(ka, 1, pixels), pixels)
-    nb, pb = define(w, "nb", FloorDiv(kb, pixels), batch), define(w, "pb", ModularIndexing(kb, 1, pixels), pixels)
+    na = define(w, "na", FloorDiv(ka, pixels), batch, "ka")
+    pa = define(w, "pa", ModularIndexing(ka, 1, pixels), pixels, "ka")
+    nb = define(w, "nb", FloorDiv(kb, pixels), batch, "kb")
+    pb = define(w, "pb", ModularIndexing(kb, 1, pixels), pixels, "kb")
     out_grad = [na, rm, FloorDiv(pa, ow_size), ModularIndexing(pa, 1, ow_size)]
-    oh = define(w, "oh", FloorDiv(pb, ow_size), oh_size)
-    ow = define(w, "ow", ModularIndexing(pb, 1, ow_size), ow_size)
+    oh = define(w, "oh", FloorDiv(pb, ow_size), oh_size, "kb")
+    ow = define(w, "ow", ModularIndexing(pb, 1, ow_size), ow_size, "kb")
     kh, kw = window_offsets(rn, kh_size, kw_size)
-    ih = define(w, "ih", oh * sh - ph + kh * dh, height)
-    iw = define(w, "iw", ow * sw - pw + kw * dw, width)
+    ih = define(w, "ih", oh * sh - ph + kh * dh, height, "kb")
+    iw = define(w, "iw", ow * sw - pw + kw * dw, width, "kb")
     image = [nb, FloorDiv(rn, kh_size * kw_size), ih, iw]
     g.dot_and_end_loop(grad, out_grad, "", x, image, bounds_mask(("ih", "iw"), (height, width), (ph, pw)))
     out = [rm, FloorDiv(rn, kh_size * kw_size), *window_offsets(rn, kh_size, kw_size)]

@@ -44,6 +44,7 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=()) -> Kern
     rm, rn = index_var("rm", m), index_var("rn", n)
     w.lanes = (rm, rn)
     ka, kb = index_var("ka", k), index_var("kb", k)
+    w.block_vars = (rm, rn, ka, kb)  # bindex is one value per program
     batch_coords = unflatten(bindex, batch)
 
     w.emit("bindex = tl.program_id(2)")

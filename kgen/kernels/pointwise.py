@@ -12,7 +12,7 @@ def emit_pointwise(name: str, roots: list, written: set, names: dict) -> KernelS
     numel = shapes.numel(shape)
     w = KernelWriter(name, written - set(roots), names)
     xindex = index_var("xindex", numel)
-    w.lanes = (xindex,)
+    w.lanes = w.block_vars = (xindex,)
     coords = unflatten(xindex, shape)
     block = w.constexpr("XBLOCK")
     w.emit(f"xindex = tl.program_id(0) * {block} + tl.arange(0, {block})")

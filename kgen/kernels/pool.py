@@ -41,46 +41,64 @@ class PoolKernel:
         w.emit(f"xindex = tl.program_id(0) * {block} + tl.arange(0, {block})")
         w.emit(f"xmask = xindex < {w.int_param('xnumel', self.numel)}")
         batch, channels, rows, cols = root.shape
-        self.plane = [define(w, "n", FloorDiv(xindex, channels * rows * cols), batch),
-                      define(w, "c", ModularIndexing(xindex, rows * cols, channels), channels)]
+        self.loops = set()  # the index variables of tl.static_range loops: scalars
+        self.plane = [self.define("n", FloorDiv(xindex, channels * rows * cols), batch),
+                      self.define("c", ModularIndexing(xindex, rows * cols, channels), channels)]
         self.kernel_size, self.stride, self.padding = (root.attrs[k] for k in ("kernel_size", "stride", "padding"))
+
+    def define(self, name: str, expr, bound):
+        return define(self.w, name, expr, bound, "xindex", self.loops)
 
     def position(self, row: str, col: str) -> tuple:
         """Define `row` and `col`, this lane's coordinates in the output it writes."""
         rows, cols = self.root.shape[2:]
-        return (define(self.w, row, ModularIndexing(self.xindex, cols, rows), rows),
-                define(self.w, col, ModularIndexing(self.xindex, 1, cols), cols))
+        return (self.define(row, ModularIndexing(self.xindex, cols, rows), rows),
+                self.define(col, ModularIndexing(self.xindex, 1, cols), cols))
 
     def loop(self, var: str, count: int):
         """Open `for var in tl.static_range(count)` and return `var` as an index variable."""
         self.w.emit(f"for {var} in tl.static_range({count}):")
         self.w.indent += 1
-        return index_var(var, count)
+        counter = index_var(var, count)
+        self.loops.add(counter)
+        return counter
 
     def window(self, image_hw, oh, ow, row: str, col: str, mask: str):
         """Open the loops over the window at output pixel (oh, ow) and define `row`, `col`
-        (its image coordinates at window offset kh, kw) and `inside` (mask & inside the image).
-        Returns (row, col) as index variables; the caller closes the two loops."""
+        (its image coordinates at window offset kh, kw) and the mask `self.inside` (`mask` and
+        inside the image). Returns (row, col, kh, kw) as index variables; the caller closes
+        the two loops."""
         (height, width), (kh_size, kw_size) = image_hw, self.kernel_size
         (sh, sw), (ph, pw) = self.stride, self.padding
         kh = self.loop(f"k{row}", kh_size)
-        i = define(self.w, row, oh * sh - ph + kh, height)
+        i = self.define(row, oh * sh - ph + kh, height)
+        if ph:  # without padding a window never leaves the image
+            self.w.emit(f"{row}_inside = {mask} & ({row} >= 0) & ({row} < {height})")
+            mask = f"{row}_inside"
         kw = self.loop(f"k{col}", kw_size)
-        j = define(self.w, col, ow * sw - pw + kw, width)
-        bounds = "".join(f" & ({v} >= 0) & ({v} < {size})" for v, size, pad in ((row, height, ph), (col, width, pw))
-                         if pad)
-        self.w.emit(f"inside = {mask}{bounds}")
-        self.w.mask = "inside"
+        j = self.define(col, ow * sw - pw + kw, width)
+        if pw:
+            self.w.emit(f"inside = {mask} & ({col} >= 0) & ({col} < {width})")
+            mask = "inside"
+        self.inside = self.w.mask = mask
         return i, j, kh, kw
+
+    def read(self, node, coords) -> str:
+        """`node` at `coords` under the current mask, as a block (a value the same in every
+        lane, such as a one-element load, is spread over the block)."""
+        value = self.w.value(node, coords)
+        if value in self.w.uniform:
+            value = self.w.assign(f"tl.zeros([{self.block}], tl.float32) + {value}", "u")
+        return value
 
     def end_loops(self, count: int) -> None:
         self.w.indent -= count
 
     def masked(self, value: str, fill: str) -> str:
-        """`value` where `inside` holds, `fill` elsewhere."""
+        """`value` where the window's mask holds, `fill` elsewhere."""
         if fill == "0.0" and value in self.w.masked_loads:  # a masked load reads 0.0 there already
             return value
-        return self.w.assign(f"tl.where(inside, {value}, {fill})", "t")
+        return self.w.assign(f"tl.where({self.inside}, {value}, {fill})", "t")
 
     def argmax_window(self, x, image_hw, oh, ow, mask: str, gather=None) -> None:
         """Loop over the window at (oh, ow), keeping in `best` its maximum and in `arg` the
@@ -92,13 +110,14 @@ class PoolKernel:
         if gather is not None:
             w.emit(f"picked = tl.zeros([{self.block}], tl.float32)")
         i, j, kh, kw = self.window(image_hw, oh, ow, "jh", "jw", mask)
-        value = w.value(x, self.plane + [i, j])
-        w.emit(f"take = inside & ((found == 0) | ({value} > best) | (({value} != {value}) & (best == best)))")
+        value = self.read(x, self.plane + [i, j])
+        # the first maximum; a NaN beats any number; the first position inside if all are -inf
+        w.emit(f"take = {self.inside} & ((found == 0) | (~({value} <= best) & (best == best)))")
         w.emit(f"best = tl.where(take, {value}, best)")
         w.emit(f"arg = tl.where(take, {w.index(kh * self.kernel_size[1] + kw)}, arg)")
         if gather is not None:
-            w.emit(f"picked = tl.where(take, {w.value(gather, self.plane + [i, j])}, picked)")
-        w.emit("found = tl.where(inside, 1, found)")
+            w.emit(f"picked = tl.where(take, {self.read(gather, self.plane + [i, j])}, picked)")
+        w.emit(f"found = tl.where({self.inside}, 1, found)")
         self.end_loops(2)
 
     def covering_windows(self, ih, iw, out_hw):
@@ -111,7 +130,7 @@ class PoolKernel:
         for o, d, c, i, size, k, s, p in (("oh", "dh", "ch", ih, out_hw[0], kh_size, sh, ph),
                                           ("ow", "dw", "cw", iw, out_hw[1], kw_size, sw, pw)):
             back = self.loop(c, -(-k // s))  # windows start every s pixels: ceil(k / s) of them hold a pixel
-            coords.append(define(w, o, FloorDiv(i + p, s) - back, size))
+            coords.append(self.define(o, FloorDiv(i + p, s) - back, size))
             w.emit(f"{d} = {w.index(i + p)} - {o} * {s}")
             terms += [f"({o} >= 0)", f"({o} < {size})", f"({d} < {k})"]
         w.emit("covers = xmask & " + " & ".join(terms))
@@ -141,7 +160,7 @@ def emit_max_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
     oh, ow = p.position("oh", "ow")
     p.w.emit(f"acc = tl.full([{p.block}], float('-inf'), tl.float32)")
     i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
-    value = p.w.value(x, p.plane + [i, j])
+    value = p.read(x, p.plane + [i, j])
     if any(p.padding):  # padding reads -inf
         value = p.masked(value, "float('-inf')")
     p.w.emit(f"acc = tl.maximum(acc, {value}, propagate_nan=tl.PropagateNan.ALL)")
@@ -165,7 +184,7 @@ def emit_avg_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
     oh, ow = p.position("oh", "ow")
     p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
     i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
-    p.w.emit(f"acc += {p.masked(p.w.value(x, p.plane + [i, j]), '0.0')}")
+    p.w.emit(f"acc += {p.masked(p.read(x, p.plane + [i, j]), '0.0')}")
     p.end_loops(2)
     (kh, kw) = p.kernel_size
     return p.finish(p.w.assign(f"acc / {kh * kw}", "r"), _describe(name, root))
@@ -181,7 +200,7 @@ def emit_max_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSo
     p.argmax_window(x, x.shape[2:], oh, ow, "covers")
     p.w.emit(f"mine = covers & (arg == dh * {p.kernel_size[1]} + dw)")
     p.w.mask = "mine"
-    p.w.emit(f"acc += tl.where(mine, {p.w.value(grad, p.plane + [oh, ow])}, 0.0)")
+    p.w.emit(f"acc += tl.where(mine, {p.read(grad, p.plane + [oh, ow])}, 0.0)")
     p.end_loops(2)
     return p.finish("acc", _describe(name, root))
 
@@ -193,7 +212,7 @@ def emit_avg_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSo
     ih, iw = p.position("ih", "iw")
     p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
     oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
-    p.w.emit(f"acc += tl.where(covers, {p.w.value(grad, p.plane + [oh, ow])}, 0.0)")
+    p.w.emit(f"acc += tl.where(covers, {p.read(grad, p.plane + [oh, ow])}, 0.0)")
     p.end_loops(2)
     (kh, kw) = p.kernel_size
     return p.finish(p.w.assign(f"acc / {kh * kw}", "r"), _describe(name, root))

@@ -21,7 +21,7 @@ def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> K
 
     w = KernelWriter(name, written - {root} - set(epilogue), names)
     xindex, rindex = index_var("xindex", xnumel), index_var("rindex", rnumel)
-    w.lanes = (xindex,)
+    w.lanes, w.block_vars = (xindex,), (xindex, rindex)
     kept_coords, reduced_coords = iter(unflatten(xindex, kept)), iter(unflatten(rindex, reduced))
     coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(source.ndim)]
 

@@ -76,6 +76,12 @@ class IndexPrinter(StrPrinter):
         simple = expr.is_Atom or isinstance(expr, (indexing.FloorDiv, indexing.ModularIndexing))
         return text if simple else f"({text})"
 
+    def _print_Pow(self, expr):
+        base, exponent = expr.args
+        if not (exponent.is_Integer and exponent > 0):
+            raise KgenError(f"index expression {expr} has a power Triton cannot take")
+        return "(" + " * ".join([self._operand(base)] * int(exponent)) + ")"  # Triton has no **
+
     def _print_FloorDiv(self, expr):
         base, div = expr.args
         return f"({self._operand(base)} // {self._operand(div)})"
@@ -97,7 +103,8 @@ class KernelWriter:
         self._cache: dict = {}
         self._count = 0
         self.mask = None  # the mask loads use, set by the template
-        self.lanes: tuple = ()  # the index variables spanning the kernel's block, set by the template
+        self.lanes: tuple = ()  # the index variables spanning the kernel's output block, set by the template
+        self.block_vars: tuple = ()  # every index variable that differs between lanes (others are per program)
         self.indent = 0
         self.computed: list = []  # nodes computed here, in order
         self.uniform: set = set()  # emitted expressions that are the same in every lane
@@ -229,9 +236,10 @@ class KernelWriter:
         self.uniform.add(text)
         return text
 
-    @staticmethod
-    def _varies(expr) -> bool:
-        return bool(sympy.sympify(expr).free_symbols & set(indexing._BOUNDS))
+    def _varies(self, expr) -> bool:
+        """Whether `expr` differs between the lanes of a block (a program id does not)."""
+        lane_vars = set(self.block_vars or indexing._BOUNDS)
+        return bool(sympy.sympify(expr).free_symbols & lane_vars)
 
     @staticmethod
     def broadcast_coords(node: Node, operand: Node, coords) -> list:

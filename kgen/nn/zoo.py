@@ -66,6 +66,10 @@ MODELS = {m.name: m for m in [
              lambda: L.Sequential(L.Linear(784, 128), L.ReLU(), L.Linear(128, 64), L.ReLU(), L.Linear(64, 10),
                                   L.LogSoftmax(dim=1)),
              "nll", lambda p: optim.SGD(p, lr=0.01, momentum=0.9), _mnist_flat, epochs=10),
+    ZooModel("cnn", "CNN conv32-pool-conv64-pool-dense10 (ReLU, softmax), Adam, on 28x28x1 MNIST",
+             lambda: L.Sequential(L.Conv2d(1, 32, 3), L.ReLU(), L.MaxPool2d(2), L.Conv2d(32, 64, 3), L.ReLU(),
+                                  L.MaxPool2d(2), L.Flatten(), L.Linear(1600, 10), L.Softmax()),
+             "sparse_categorical_crossentropy", lambda p: optim.Adam(p), _mnist, epochs=5),
 ]}
 
 

@@ -89,6 +89,9 @@ CONV_CASES = [(n, c, h, w, f, kh, kw, stride, padding, dilation)
     (1, 3, 13, 7, 4, 2, 3, (2, 1), (1, 0), (1, 2)),
     (2, 3, 8, 8, 4, 1, 1, 2, 0, 1),  # a 1x1 kernel with stride 2: some pixels are never read
     (2, 1, 7, 7, 4, 7, 7, 1, 0, 1),  # the window is the whole image
+    # sizes of 1, which index expressions simplify away
+    (1, 1, 1, 1, 1, 1, 1, 1, 0, 1), (1, 1, 5, 1, 1, 1, 1, 1, 0, 1), (1, 2, 1, 1, 1, 3, 3, 2, 1, 1),
+    (1, 1, 2, 2, 3, 2, 2, 1, 0, 1),
 ]
 
 
@@ -113,7 +116,8 @@ def _pool_cases():
             yield (n, c, h, w, k, stride, padding)
 
 
-POOL_CASES = list(_pool_cases())
+POOL_CASES = list(_pool_cases()) + [(1, 1, 1, 1, 1, None, 0), (1, 1, 1, 1, 3, 1, 1), (1, 1, 3, 3, 3, None, 0),
+                                    (1, 2, 5, 1, (3, 1), 2, (1, 0))]
 
 
 @pytest.mark.parametrize("name", ["max_pool2d", "avg_pool2d"])
