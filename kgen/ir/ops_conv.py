@@ -204,7 +204,8 @@ def _conv2d_vjp(g, node):
             ops.conv2d_weight_grad(x, g, w.shape[2:], **_conv_attrs(node.attrs)))
 
 
-register(OpDef("conv2d", "template", _infer_conv2d, _conv2d_reference, _conv2d_vjp, "conv2d", arity=2))
+register(OpDef("conv2d", "template", _infer_conv2d, _conv2d_reference, _conv2d_vjp, "conv2d", arity=2,
+               epilogue=True))  # bias and activation run in the conv kernel (fusion rule E1)
 
 
 # --- conv2d_input_grad: dT/dx --------------------------------------------------------------------

@@ -63,9 +63,10 @@ class GemmKernel:
     """The frame shared by the three templates: program ids over row and column tiles, a
     loop over the reduction in BLOCK_K steps, a float32 accumulator and its store."""
 
-    def __init__(self, name: str, root, written: set, names: dict, m, n, k):
+    def __init__(self, name: str, root, written: set, names: dict, m, n, k, epilogue=()):
         self.root, self.m, self.n, self.k = root, m, n, k
-        self.w = w = KernelWriter(name, written - {root}, names)
+        self.written, self.epilogue = written, tuple(epilogue)
+        self.w = w = KernelWriter(name, written - {root} - set(epilogue), names)
         self.bm, self.bn, self.bk = w.constexpr("BLOCK_M"), w.constexpr("BLOCK_N"), w.constexpr("BLOCK_K")
         self.M, self.N, self.K = w.int_param("M", m), w.int_param("N", n), w.int_param("K", k)
         self.rm, self.rn = index_var("rm", m), index_var("rn", n)
@@ -93,15 +94,22 @@ class GemmKernel:
             w.emit(f"acc = tl.dot({tile_a}.to({half}), {tile_b}.to({half}), acc)")
         else:
             w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
-        w.indent -= 1  # no value loaded in the loop is read after it
+        w.end_loop()
 
     def finish(self, out_coords, summary: str) -> KernelSource:
+        """Store the result (if it is written) and compute the epilogue (fusion rule E1)."""
         w, root = self.w, self.root
         w.computed.append(root)
-        w.store(root, flat_index(out_coords, root.shape), "acc", f"(rm < {self.M}) & (rn < {self.N})",
-                f"[{self.bm}, {self.bn}]")
+        offset, mask, block = flat_index(out_coords, root.shape), f"(rm < {self.M}) & (rn < {self.N})", f"[{self.bm}, {self.bn}]"
+        if root in self.written:
+            w.store(root, offset, "acc", mask, block)
+        w.provide(root, out_coords, "acc")
+        w.epilogue(root, out_coords, offset, self.epilogue, mask, block)
+        if self.epilogue:
+            summary += f" Then {len(self.epilogue)} elementwise output(s)."
+        writes = ((root,) if root in self.written else ()) + self.epilogue
         return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
-                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], (root,), _reads(w),
+                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], writes, _reads(w),
                             tuple(w.computed_in_order()), "conv", {"m": self.m, "n": self.n, "k": self.k})
 
 
@@ -113,14 +121,14 @@ def _describe(name: str, root) -> str:
 
 
 @template("conv2d")
-def emit_conv2d(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_conv2d(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     x, weight = root.inputs
     batch, channels, height, width = x.shape
     filters, _, kh_size, kw_size = weight.shape
     oh_size, ow_size = root.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     pixels = oh_size * ow_size
-    g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size)
+    g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size, epilogue)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     n = define(w, "n", FloorDiv(rm, pixels), batch, "rm")

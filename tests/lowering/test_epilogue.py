@@ -133,3 +133,13 @@ def test_transposed_weight_gradient_feeds_its_update(rng):
     assert kinds(p) == ["matmul"]
     assert_matches_reference(graph, {"x": random_array(rng, (6, 4)), "g": random_array(rng, (6, 3)),
                                      "w": random_array(rng, (3, 4))})
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 0), (2, 1)])
+def test_conv_bias_and_relu_are_one_kernel(stride, padding, rng):
+    x, w, b = kgen.tensor("x", ("N", 2, 7, 7)), kgen.tensor("w", (3, 2, 3, 3)), kgen.tensor("b", (3,))
+    conv = ops.conv2d(x, w, stride=stride, padding=padding)
+    graph, p = plan_of([x, w, b], [ops.relu(conv + ops.reshape(b, (1, 3, 1, 1)))])
+    assert kinds(p) == ["conv"] and conv not in p.plan.written
+    assert_matches_reference(graph, {"x": random_array(rng, (2, 2, 7, 7)), "w": random_array(rng, (3, 2, 3, 3)),
+                                     "b": random_array(rng, (3,))})

@@ -137,3 +137,14 @@ def test_mlp128_training_step_kernel_count():
     y = np.zeros(64, np.int32)
     step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x, y)
     assert len(step.kernels) == 18
+
+
+def test_cnn_training_step_kernel_count():
+    """Pinned: the MNIST CNN's forward, loss, backward and Adam update."""
+    spec = nn.zoo.get("cnn")
+    nn.manual_seed(0)
+    model = spec.model()
+    x = np.zeros((64, 1, 28, 28), np.float32)
+    y = np.zeros(64, np.int32)
+    step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x, y)
+    assert len(step.kernels) == 30
