@@ -19,7 +19,7 @@ from kgen.ir.node import Node
 from kgen.ir.ops_reduce import reduced_shape
 
 __all__ = [
-    "constant", "size_constant", "iota", "cast",
+    "constant", "size_constant", "iota", "rand", "dropout", "cast",
     "add", "sub", "mul", "div", "neg", "stop_gradient", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "pow", "where", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "sum", "mean", "max", "matmul", "reshape", "transpose", "permute", "swap_last",
@@ -51,6 +51,27 @@ def size_constant(expr, dtype=dtypes.float32) -> Node:
     expr = sympy.sympify(expr)
     value = int(expr) if expr.is_Integer else expr
     return Node("constant", (), {"value": value}, dtypes.dtype(dtype), ())
+
+
+def rand(shape, seed) -> Node:
+    """Uniform [0, 1) float32 values from Triton's counter-based generator: element i (row-
+    major) is tl.rand(seed, i), which the reference interpreter reproduces exactly."""
+    seed = seed if isinstance(seed, Node) else constant(int(seed), dtypes.int32)
+    return Node("rand", (seed,), {"shape": shapes.as_shape(shape)})
+
+
+def dropout(x, p: float, seed, training: bool = True) -> Node:
+    """Inverted dropout: each element kept with probability 1 - p (where rand(seed) >= p)
+    and scaled by 1 / (1 - p). The same seed gives the same mask, in the forward and in
+    its gradient alike."""
+    if not 0.0 <= p <= 1.0:
+        raise KgenError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    keep = greater_equal(rand(x.shape, seed), p)
+    return where(keep, x * (1.0 / (1.0 - p)), 0.0)
 
 
 def iota(shape, axis: int, dtype=dtypes.int32) -> Node:

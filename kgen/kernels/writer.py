@@ -221,6 +221,10 @@ class KernelWriter:
                 text = f"({text} * 1.0)"
             return self.uniform_(text) if not self._varies(coord) else text
         self.computed.append(node)
+        if node.opdef.lower == "philox":  # tl.rand at the element's flat index: the reference's counter
+            seed = self.value(node.inputs[0], [])
+            offset = self.index(indexing.flat_index(coords, node.shape))
+            return self.assign(f"tl.rand({seed}, {offset})")
         kind = node.opdef.kind
         if kind == "view":
             return self.value(node.inputs[0], node.opdef.lower(node, list(coords)))

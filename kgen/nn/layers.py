@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from kgen import ops
+from kgen.function import shared
 from kgen.nn.module import Module
 
 _rng = np.random.default_rng(0)
@@ -81,6 +82,28 @@ class MaxPool2d(Module):
 class AvgPool2d(MaxPool2d):
     def forward(self, x):
         return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Dropout(Module):
+    """torch.nn.Dropout: in training, zero each element with probability p and scale the
+    rest by 1/(1-p); in evaluation, the identity. Each training step draws a fresh mask:
+    the layer's seed is device state that the step advances."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = p
+        object.__setattr__(self, "seed", shared(np.int32(_rng.integers(0, 2**31 - 1)), name=f"dropout{id(self):x}_seed"))
+        object.__setattr__(self, "_state_updates", [])
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            object.__setattr__(self, "_state_updates", [])
+            return x
+        object.__setattr__(self, "_state_updates", [(self.seed, self.seed + 1)])
+        return ops.dropout(x, self.p, self.seed)
+
+    def extra_repr(self):
+        return f"p={self.p}"
 
 
 class ReLU(Module):

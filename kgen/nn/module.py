@@ -47,6 +47,11 @@ class Module:
         for name, m in self._modules.items():
             yield from m.named_parameters(prefix + name + ".")
 
+    def state_updates(self) -> list:
+        """(shared, new value) pairs a training step must apply besides the optimizer's,
+        e.g. a dropout layer's seed; collected from every submodule after a forward."""
+        return [u for m in self.modules() for u in getattr(m, "_state_updates", [])]
+
     def parameters(self) -> list:
         return [p for _, p in self.named_parameters()]
 

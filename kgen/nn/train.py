@@ -47,7 +47,7 @@ def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=()):
     loss = loss_fn(prediction, y)
     grads = grad(loss, optimizer.params)
     outputs = [loss] + [accuracy(prediction, y) for m in metrics if m == "accuracy"]
-    return function([x, y], outputs, updates=optimizer.updates(grads))
+    return function([x, y], outputs, updates=optimizer.updates(grads) + model.state_updates())
 
 
 def eval_step(model, loss_fn, x_example, y_example, metrics=()):

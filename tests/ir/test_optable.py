@@ -435,6 +435,17 @@ def test_stop_gradient_is_the_identity_without_a_gradient(rng):
     assert_close(g, a.astype(np.float64))  # d/dx of c*x with c = x held constant
 
 
+def test_rand_is_uniform_deterministic_and_shaped():
+    seed = kgen.tensor("seed", (), "int32")
+    node = ops.rand((40, 50), seed)
+    (a,), _ = run([node], {"seed": np.int32(5)}, [seed])
+    (b,), _ = run([node], {"seed": np.int32(5)}, [seed])
+    (c,), _ = run([node], {"seed": np.int32(6)}, [seed])
+    assert a.shape == (40, 50) and 0 <= a.min() and a.max() < 1
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and abs(a.mean() - 0.5) < 0.02
+
+
 def test_permute_is_torch_permute(rng):
     x = kgen.tensor("x", (2, 3, 4))
     a = random_array(rng, (2, 3, 4))
@@ -886,8 +897,8 @@ def test_matmul_lowering_names_its_template():
 # --- coverage -------------------------------------------------------------------------------------
 TESTED_PRIMITIVES = (set(UNARY) | set(BINARY) | set(COMPARISONS) | set(REDUCTIONS)
                      | {"where", "cast", "matmul", "reshape", "transpose", "broadcast_to", "iota", "constant",
-                        "input", "stop_gradient"})
-TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
+                        "input", "stop_gradient", "rand"})
+TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "dropout", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
                     "softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse",
                     "binary_cross_entropy"}
 
