@@ -24,7 +24,6 @@ import sympy
 
 from kgen.ir import dtypes, shapes
 from kgen.kernels.matmul import _tile
-from kgen.kernels.pointwise import _reads
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering import indexing
@@ -109,7 +108,7 @@ class GemmKernel:
             summary += f" Then {len(self.epilogue)} elementwise output(s)."
         writes = ((root,) if root in self.written else ()) + self.epilogue
         return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
-                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], writes, _reads(w),
+                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], writes, w.reads(),
                             tuple(w.computed_in_order()), "conv", {"m": self.m, "n": self.n, "k": self.k})
 
 

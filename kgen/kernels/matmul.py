@@ -8,7 +8,6 @@ operands go to tensor cores with float32 accumulation."""
 from __future__ import annotations
 
 from kgen.ir import dtypes, shapes
-from kgen.kernels.pointwise import _reads
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering.indexing import flat_index, index_var, unflatten
@@ -75,5 +74,5 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=()) -> Kern
                + (f", then {len(epilogue)} elementwise output(s)." if epilogue else "."))
     writes = ((root,) if root in written else ()) + tuple(epilogue)
     return KernelSource(name, "matmul", w.function(summary), w.ordered_params(),
-                        [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], writes, _reads(w),
+                        [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], writes, w.reads(),
                         tuple(w.computed_in_order()), "matmul", {"m": m, "n": n, "k": k})

@@ -23,9 +23,5 @@ def emit_pointwise(name: str, roots: list, written: set, names: dict) -> KernelS
         w.store(root, xindex, value, "xmask", f"[{block}]")  # outputs are row-major: offset = xindex
     summary = f"kgen {name}: pointwise over {shapes.format_shape(shape)}, writes {len(roots)} output(s)."
     return KernelSource(name, "pointwise", w.function(summary), w.ordered_params(),
-                        [(numel, "XBLOCK")], tuple(roots), _reads(w), tuple(w.computed_in_order()),
+                        [(numel, "XBLOCK")], tuple(roots), w.reads(), tuple(w.computed_in_order()),
                         "pointwise", {"x": numel})
-
-
-def _reads(w: KernelWriter) -> tuple:
-    return tuple(p.node for p in w.ordered_params() if p.kind == "in")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from kgen.ir import shapes
 from kgen.kernels.conv import define
-from kgen.kernels.pointwise import _reads
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering.indexing import FloorDiv, ModularIndexing, index_var
@@ -142,7 +141,7 @@ class PoolKernel:
         w.computed.append(root)
         w.store(root, self.xindex, value, "xmask", f"[{self.block}]")
         return KernelSource(w.name, "pool", w.function(summary), w.ordered_params(), [(self.numel, "XBLOCK")],
-                            (root,), _reads(w), tuple(w.computed_in_order()), "pool", {"x": self.numel})
+                            (root,), w.reads(), tuple(w.computed_in_order()), "pool", {"x": self.numel})
 
 
 def _describe(name: str, root) -> str:

@@ -6,7 +6,6 @@ any set of axes, so a reduction never needs its input transposed first."""
 from __future__ import annotations
 
 from kgen.ir import shapes
-from kgen.kernels.pointwise import _reads
 from kgen.kernels.writer import KernelSource, KernelWriter, compute_type
 from kgen.lowering.indexing import index_var, unflatten
 
@@ -56,5 +55,5 @@ def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> K
                + (f", then {len(epilogue)} elementwise output(s)." if epilogue else "."))
     writes = ((root,) if root in written else ()) + tuple(epilogue)
     return KernelSource(name, "reduction", w.function(summary), w.ordered_params(),
-                        [(xnumel, "XBLOCK")], writes, _reads(w), tuple(w.computed_in_order()),
+                        [(xnumel, "XBLOCK")], writes, w.reads(), tuple(w.computed_in_order()),
                         "reduction", {"x": xnumel, "r": rnumel})

@@ -3,6 +3,7 @@ tensors, on a CUDA GPU when there is one, otherwise on CPU tensors under Triton'
 interpreter."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from kgen.autotune import configs
@@ -99,7 +100,6 @@ class Program:
             tensor = value
         else:
             try:
-                import numpy as np
                 array = np.asarray(value)
             except Exception as e:
                 raise InputError(f"{what}: expected an array or tensor, got {type(value).__name__}") from e

@@ -268,6 +268,10 @@ class KernelWriter:
     def constexpr(self, name: str) -> str:
         return self._param(("constexpr", name), lambda: Param(name, "constexpr"))
 
+    def reads(self) -> tuple:
+        """The buffers the kernel reads, in parameter order."""
+        return tuple(p.node for p in self.ordered_params() if p.kind == "in")
+
     def ordered_params(self) -> list:
         order = {"in": 0, "out": 1, "int": 2, "constexpr": 3}
         return sorted(self.params, key=lambda p: order[p.kind])
