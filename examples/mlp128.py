@@ -10,7 +10,6 @@ import argparse
 
 import numpy as np
 
-import kgen
 from kgen import nn
 
 

@@ -19,7 +19,6 @@ from kgen.errors import CheckError, KgenError
 from kgen.ir import dtypes
 from kgen.ir.graph import Graph
 from kgen.ir.reference import bind_inputs, evaluate
-from kgen.lowering.fusion import is_in_memory_source
 
 TOLERANCE = {dtypes.float32: 1e-4, dtypes.float16: 1e-2, dtypes.bfloat16: 4e-2,
              dtypes.int32: 0.0, dtypes.int64: 0.0, dtypes.bool_: 0.0}

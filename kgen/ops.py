@@ -16,7 +16,6 @@ import sympy
 from kgen.errors import DTypeError, KgenError, ShapeError
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
-from kgen.ir.ops_reduce import reduced_shape
 
 __all__ = [
     "constant", "size_constant", "iota", "rand", "dropout", "cast",

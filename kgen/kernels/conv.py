@@ -37,7 +37,7 @@ def define(w: KernelWriter, name: str, expr, bound, like: str, scalars=()):
     pointers of masked loads must be blocks."""
     expr = indexing.simplify(expr)
     text = w.index(expr)
-    if not (expr.free_symbols & set(indexing._BOUNDS)) - set(scalars):
+    if not indexing.index_vars(expr) - set(scalars):
         text = f"{like} * 0 + {text}"
     w.emit(f"{name} = {text}")
     return index_var(name, bound)

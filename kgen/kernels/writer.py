@@ -242,8 +242,8 @@ class KernelWriter:
 
     def _varies(self, expr) -> bool:
         """Whether `expr` differs between the lanes of a block (a program id does not)."""
-        lane_vars = set(self.block_vars or indexing._BOUNDS)
-        return bool(sympy.sympify(expr).free_symbols & lane_vars)
+        used = indexing.index_vars(expr)
+        return bool(used & set(self.block_vars)) if self.block_vars else bool(used)
 
     @staticmethod
     def broadcast_coords(node: Node, operand: Node, coords) -> list:

@@ -97,6 +97,11 @@ def _cost(node: Node, written: set) -> tuple:
     return len(loads), len(nodes)
 
 
+def _too_costly(node: Node, written: set) -> bool:
+    loads, ops = _cost(node, written)
+    return loads > RECOMPUTE_LOADS or ops > RECOMPUTE_OPS
+
+
 def _shared_values(graph: Graph, written: set) -> set:
     """R5: elementwise values computed by several kernels and too costly to recompute."""
     while True:
@@ -105,8 +110,7 @@ def _shared_values(graph: Graph, written: set) -> set:
             for node in fused_nodes(root, written):
                 if node is not root and node.opdef.kind == "elementwise":
                     kernels_of.setdefault(node, set()).add(root)
-        costly = {n for n, roots in kernels_of.items() if len(roots) > 1
-                  and (lambda c: c[0] > RECOMPUTE_LOADS or c[1] > RECOMPUTE_OPS)(_cost(n, written))}
+        costly = {n for n, roots in kernels_of.items() if len(roots) > 1 and _too_costly(n, written)}
         if not costly:
             return written
         # Write the earliest ones first: writing a value changes what later ones cost.

@@ -36,6 +36,11 @@ def index_var(name: str, bound) -> sympy.Dummy:
     return var
 
 
+def index_vars(expr) -> set:
+    """The index variables (as made by `index_var`) that `expr` depends on."""
+    return {s for s in sympy.sympify(expr).free_symbols if s in _BOUNDS}
+
+
 class FloorDiv(sympy.Function):
     is_integer = True
     is_nonnegative = True

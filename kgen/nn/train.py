@@ -8,8 +8,6 @@ one compiled step serves every batch size (the last, smaller batch included).
 from __future__ import annotations
 
 import time
-from typing import Optional
-
 import numpy as np
 
 from kgen import ops

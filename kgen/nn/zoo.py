@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from kgen.errors import KgenError
-from kgen.nn import data, layers as L, losses, optim
+from kgen.nn import data, layers as L, optim
 
 
 @dataclass(frozen=True)
