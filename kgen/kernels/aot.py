@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kgen.autotune import configs
 from kgen.errors import KgenError
 from kgen.ir import shapes
+from kgen.kernels.launch import default_config
 from kgen.kernels.loader import load_module
 
 TARGETS = {"sm_75": 75, "sm_80": 80, "sm_86": 86, "sm_89": 89, "sm_90": 90, "sm_100": 100, "sm_120": 120}
@@ -56,7 +56,6 @@ def compile_program(program, targets=("sm_80", "sm_90"), sizes=None) -> list:
             sizes.setdefault(name, 64)
     out = []
     for kernel in program.kernels:
-        dims = {k: shapes.evaluate(v, sizes) for k, v in kernel.dims.items()}
-        config = configs.choose(kernel.config_rule, dims, interpreted=False)
+        config = default_config(kernel, sizes, interpreted=False)
         out.extend(compile_kernel(program.source, kernel, t, config) for t in targets)
     return out

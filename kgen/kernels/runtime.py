@@ -6,19 +6,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kgen.autotune import configs
 from kgen.errors import InputError
 from kgen.ir import shapes
+from kgen.kernels.launch import plan_launch
 from kgen.kernels.loader import interpreting, load_module
 from kgen.lowering.fusion import is_in_memory_source
 
 
 def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 class Program:
@@ -58,15 +54,9 @@ class Program:
         """Run one kernel; `env` maps nodes to tensors and must hold its inputs and outputs."""
         key = (kernel.name, tuple(sorted(sizes.items())))
         if key not in self._launch_cache:
-            dims = {k: shapes.evaluate(v, sizes) for k, v in kernel.dims.items()}
-            config = configs.choose(kernel.config_rule, dims, self.interpreted)
-            grid = tuple(_cdiv(shapes.evaluate(n, sizes), config[block]) if block else shapes.evaluate(n, sizes)
-                         for n, block in kernel.grid)
-            ints = {p.name: shapes.evaluate(p.expr, sizes) for p in kernel.params if p.kind == "int"}
-            if self.interpreted:
-                config = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
-            self._launch_cache[key] = (grid, ints, config)
-        grid, ints, config = self._launch_cache[key]
+            self._launch_cache[key] = plan_launch(kernel, sizes, self.interpreted)
+        launch = self._launch_cache[key]
+        grid, ints, config = launch.grid, launch.ints, launch.config
         if any(g == 0 for g in grid):
             return
         args = [env[p.node] if p.kind in ("in", "out") else ints[p.name]

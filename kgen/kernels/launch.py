@@ -1,0 +1,49 @@
+"""How one generated kernel is launched at concrete sizes: its config (block sizes and, on a
+GPU, num_warps/num_stages), its grid, and the values of its integer arguments.
+
+Everything that launches or compiles a kernel (the runtime, AOT compilation, artifacts, the
+autotuner) goes through `plan_launch`, so a grid rule or a config family is written once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kgen.autotune import configs
+from kgen.ir import shapes
+
+
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Launch:
+    grid: tuple  # programs per grid axis
+    ints: dict  # integer argument name -> value
+    config: dict  # constexprs, plus num_warps / num_stages on a GPU
+
+    @property
+    def constexprs(self) -> dict:
+        return {k: v for k, v in self.config.items() if k not in ("num_warps", "num_stages")}
+
+
+def kernel_dims(kernel, sizes: dict) -> dict:
+    """The kernel's named extents (kernel.dims) at concrete sizes."""
+    return {k: shapes.evaluate(v, sizes) for k, v in kernel.dims.items()}
+
+
+def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
+    """The untuned config of `kernel` at `sizes`: the config family's rule of thumb."""
+    return configs.choose(kernel.config_rule, kernel_dims(kernel, sizes), interpreted)
+
+
+def plan_launch(kernel, sizes: dict, interpreted: bool, config: dict = None) -> Launch:
+    """The launch of `kernel` at `sizes` (size name -> int) with `config` (default: the
+    config family's choice). On the interpreter num_warps/num_stages are dropped."""
+    if config is None:
+        config = default_config(kernel, sizes, interpreted)
+    if interpreted:
+        config = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
+    grid = tuple(cdiv(shapes.evaluate(n, sizes), config[block]) if block else shapes.evaluate(n, sizes)
+                 for n, block in kernel.grid)
+    ints = {p.name: shapes.evaluate(p.expr, sizes) for p in kernel.params if p.kind == "int"}
+    return Launch(grid, ints, dict(config))
