@@ -8,6 +8,7 @@ from __future__ import annotations
 from kgen.kernels import matmul  # noqa: F401  (registers its template)
 from kgen.kernels import conv  # noqa: F401  (registers its templates)
 from kgen.kernels import pool  # noqa: F401  (registers its templates)
+from kgen.kernels.combo import combine
 from kgen.kernels.pointwise import emit_pointwise
 from kgen.kernels.reduction import emit_reduction
 from kgen.kernels.templates import lookup as template
@@ -23,20 +24,27 @@ import triton.language as tl
 '''
 
 
-def generate(plan: FusionPlan) -> list:
-    """A KernelSource per kernel group, in launch order."""
+def _emit(name: str, group, plan: FusionPlan):
     names = plan.graph.names()
+    anchor = group.anchor
+    extra = {"epilogue": group.epilogue} if group.epilogue else {}
+    if group.kind == "pointwise":
+        return emit_pointwise(f"{name}_pointwise", group.roots, plan.written, names)
+    if group.kind == "reduction":
+        return emit_reduction(f"{name}_reduction_{anchor.op}", anchor, plan.written, names, **extra)
+    return template(anchor.opdef.lower)(f"{name}_{anchor.opdef.lower}", anchor, plan.written, names, **extra)
+
+
+def generate(plan: FusionPlan) -> list:
+    """A KernelSource per launch, in launch order: a group's kernel, or a combo kernel
+    running a launch's independent groups (fusion rule L1)."""
     kernels = []
-    for i, group in enumerate(plan.groups):
-        anchor = group.anchor
-        extra = {"epilogue": group.epilogue} if group.epilogue else {}
-        if group.kind == "pointwise":
-            kernels.append(emit_pointwise(f"k{i}_pointwise", group.roots, plan.written, names))
-        elif group.kind == "reduction":
-            kernels.append(emit_reduction(f"k{i}_reduction_{anchor.op}", anchor, plan.written, names, **extra))
+    for i, launch in enumerate(plan.launches):
+        if len(launch) == 1:
+            kernels.append(_emit(f"k{i}", plan.groups[launch[0]], plan))
         else:
-            emit = template(anchor.opdef.lower)
-            kernels.append(emit(f"k{i}_{anchor.opdef.lower}", anchor, plan.written, names, **extra))
+            parts = [_emit(f"k{i}{chr(ord('a') + j)}", plan.groups[g], plan) for j, g in enumerate(launch)]
+            kernels.append(combine(f"k{i}_combo", parts))
     return kernels
 
 

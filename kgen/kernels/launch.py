@@ -32,7 +32,17 @@ def kernel_dims(kernel, sizes: dict) -> dict:
 
 
 def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
-    """The untuned config of `kernel` at `sizes`: the config family's rule of thumb."""
+    """The untuned config of `kernel` at `sizes`: the config family's rule of thumb. A combo
+    kernel's is its parts' configs under their `p<i>_` prefixes, with the most warps any
+    part wants and the fewest stages."""
+    if kernel.parts:
+        parts = [default_config(part, sizes, interpreted) for part in kernel.parts]
+        config = {f"p{i}_{k}": v for i, c in enumerate(parts) for k, v in c.items()
+                  if k not in ("num_warps", "num_stages")}
+        if not interpreted:
+            config["num_warps"] = max(c.get("num_warps", 4) for c in parts)
+            config["num_stages"] = min(c.get("num_stages", 3) for c in parts)
+        return config
     return configs.choose(kernel.config_rule, kernel_dims(kernel, sizes), interpreted)
 
 
@@ -43,7 +53,8 @@ def plan_launch(kernel, sizes: dict, interpreted: bool, config: dict = None) -> 
         config = default_config(kernel, sizes, interpreted)
     if interpreted:
         config = {k: v for k, v in config.items() if k not in ("num_warps", "num_stages")}
-    grid = tuple(cdiv(shapes.evaluate(n, sizes), config[block]) if block else shapes.evaluate(n, sizes)
+    bound = {**sizes, **config}  # a combo's grid counts programs with its parts' block sizes
+    grid = tuple(cdiv(shapes.evaluate(n, sizes), config[block]) if block else shapes.evaluate(n, bound)
                  for n, block in kernel.grid)
     ints = {p.name: shapes.evaluate(p.expr, sizes) for p in kernel.params if p.kind == "int"}
     return Launch(grid, ints, dict(config))

@@ -51,6 +51,7 @@ class KernelSource:
     nodes: tuple  # every IR node it computes
     config_rule: str  # which config family picks its block sizes (kgen.autotune.configs)
     dims: dict = field(default_factory=dict)  # named extents for config choice, e.g. {"x": expr}
+    parts: tuple = ()  # a combo kernel's parts (kgen.kernels.combo), each a KernelSource
 
 
 def compute_type(dt) -> str:

@@ -30,6 +30,13 @@ Each written value roots a kernel, and kernels then merge:
   E3  a pointwise kernel that reads another's outputs at the    (`_fuse_epilogues`)
       same elements joins it (a momentum update, then the
       parameter update that reads it)
+
+and kernels then share launches:
+
+  L1  kernels that do not depend on each other, directly or     (`_launches`)
+      not, run in one launch (a combo kernel, kgen.kernels.combo),
+      each at the earliest launch its inputs allow; a step then
+      takes as many launches as its longest chain of kernels
 """
 from __future__ import annotations
 
@@ -56,7 +63,8 @@ class KernelGroup:
 class FusionPlan:
     graph: Graph
     written: set  # every node that lives in memory (inputs included)
-    groups: list  # KernelGroup, in launch order
+    groups: list  # KernelGroup, in dependency order
+    launches: list = field(default_factory=list)  # per launch, the indices of the groups it runs (L1)
 
 
 def is_in_memory_source(node: Node) -> bool:
@@ -249,6 +257,18 @@ def _launch_order(groups: list, written: set) -> list:
     return order
 
 
+def _launches(groups: list, written: set) -> list:
+    """L1: each group (in dependency order) goes to the launch after the latest one it reads."""
+    deps = _dependencies(groups, written)
+    level = []
+    for gi in range(len(groups)):
+        level.append(1 + max((level[d] for d in deps[gi]), default=-1))
+    launches = [[] for _ in range(max(level, default=-1) + 1)]
+    for gi, lv in enumerate(level):
+        launches[lv].append(gi)
+    return launches
+
+
 def _kind(node: Node) -> str:
     kind = node.opdef.kind
     return kind if kind in ("reduction", "template") else "pointwise"
@@ -259,5 +279,5 @@ def fuse(graph: Graph) -> FusionPlan:
     roots = [n for n in graph.nodes if n in written and not is_in_memory_source(n)]
     groups = [KernelGroup(_kind(r), [r], r if _kind(r) != "pointwise" else None) for r in roots]
     groups, written = _fuse_epilogues(groups, written, graph)
-    groups = _merge_pointwise(groups, written)
-    return FusionPlan(graph, written, _launch_order(groups, written))
+    groups = _launch_order(_merge_pointwise(groups, written), written)
+    return FusionPlan(graph, written, groups, _launches(groups, written))
