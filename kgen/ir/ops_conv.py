@@ -236,7 +236,8 @@ def _conv2d_input_grad_vjp(c, node):
 
 
 register(OpDef("conv2d_input_grad", "template", _infer_conv2d_input_grad, _conv2d_input_grad_reference,
-               _conv2d_input_grad_vjp, "conv2d_input_grad", arity=2))
+               _conv2d_input_grad_vjp, "conv2d_input_grad", arity=2,
+               epilogue=True))
 
 
 # --- conv2d_weight_grad: dT/dw -------------------------------------------------------------------
@@ -267,7 +268,8 @@ def _conv2d_weight_grad_vjp(c, node):
 
 
 register(OpDef("conv2d_weight_grad", "template", _infer_conv2d_weight_grad, _conv2d_weight_grad_reference,
-               _conv2d_weight_grad_vjp, "conv2d_weight_grad", arity=2))
+               _conv2d_weight_grad_vjp, "conv2d_weight_grad", arity=2,
+               epilogue=True))
 
 
 # --- max_pool2d (the templates of kgen/kernels/pool.py from here on) -----------------------------
@@ -292,7 +294,8 @@ def _max_pool2d_vjp(g, node):
 
 
 register(OpDef("max_pool2d", "template", _infer_pool, _max_pool2d_reference, _max_pool2d_vjp,
-               "max_pool2d", arity=1))
+               "max_pool2d", arity=1,
+               epilogue=True))
 
 
 # --- max_pool2d_grad: g routed to each window's argmax -------------------------------------------
@@ -319,7 +322,8 @@ def _max_pool2d_grad_vjp(c, node):
 
 
 register(OpDef("max_pool2d_grad", "template", _infer_max_pool2d_grad, _max_pool2d_grad_reference,
-               _max_pool2d_grad_vjp, "max_pool2d_grad", arity=2))
+               _max_pool2d_grad_vjp, "max_pool2d_grad", arity=2,
+               epilogue=True))
 
 
 # --- max_pool2d_gather: t read at each window's argmax -------------------------------------------
@@ -344,7 +348,8 @@ def _max_pool2d_gather_vjp(c, node):
 
 
 register(OpDef("max_pool2d_gather", "template", _infer_max_pool2d_gather, _max_pool2d_gather_reference,
-               _max_pool2d_gather_vjp, "max_pool2d_gather", arity=2))
+               _max_pool2d_gather_vjp, "max_pool2d_gather", arity=2,
+               epilogue=True))
 
 
 # --- avg_pool2d ----------------------------------------------------------------------------------
@@ -360,7 +365,8 @@ def _avg_pool2d_vjp(g, node):
 
 
 register(OpDef("avg_pool2d", "template", _infer_pool, _avg_pool2d_reference, _avg_pool2d_vjp,
-               "avg_pool2d", arity=1))
+               "avg_pool2d", arity=1,
+               epilogue=True))
 
 
 # --- avg_pool2d_grad -----------------------------------------------------------------------------
@@ -386,4 +392,5 @@ def _avg_pool2d_grad_vjp(c, node):
 
 
 register(OpDef("avg_pool2d_grad", "template", _infer_avg_pool2d_grad, _avg_pool2d_grad_reference,
-               _avg_pool2d_grad_vjp, "avg_pool2d_grad", arity=1))
+               _avg_pool2d_grad_vjp, "avg_pool2d_grad", arity=1,
+               epilogue=True))

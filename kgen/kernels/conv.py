@@ -145,13 +145,14 @@ def emit_conv2d(name: str, root, written: set, names: dict, epilogue=()) -> Kern
 
 
 @template("conv2d_input_grad")
-def emit_conv2d_input_grad(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     grad, weight = root.inputs
     batch, channels, height, width = root.shape
     filters, _, kh_size, kw_size = weight.shape
     oh_size, ow_size = grad.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
-    g = GemmKernel(name, root, written, names, batch * height * width, channels, filters * kh_size * kw_size)
+    g = GemmKernel(name, root, written, names, batch * height * width, channels, filters * kh_size * kw_size,
+                   epilogue)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     n = define(w, "n", FloorDiv(rm, height * width), batch, "rm")
@@ -175,14 +176,14 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict) -> Kernel
 
 
 @template("conv2d_weight_grad")
-def emit_conv2d_weight_grad(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     x, grad = root.inputs
     batch, channels, height, width = x.shape
     filters, _, kh_size, kw_size = root.shape
     oh_size, ow_size = grad.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     pixels = oh_size * ow_size
-    g = GemmKernel(name, root, written, names, filters, channels * kh_size * kw_size, batch * pixels)
+    g = GemmKernel(name, root, written, names, filters, channels * kh_size * kw_size, batch * pixels, epilogue)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     g.begin_loop()

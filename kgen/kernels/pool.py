@@ -23,16 +23,16 @@ from kgen.ir import shapes
 from kgen.kernels.conv import define
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
-from kgen.lowering.indexing import FloorDiv, ModularIndexing, index_var
+from kgen.lowering.indexing import FloorDiv, ModularIndexing, index_var, unflatten
 
 
 class PoolKernel:
     """The frame shared by the templates: lanes over the elements written, each lane's
     (n, c) plane and (row, column) in it, and the store."""
 
-    def __init__(self, name: str, root, written: set, names: dict):
-        self.root = root
-        self.w = w = KernelWriter(name, written - {root}, names)
+    def __init__(self, name: str, root, written: set, names: dict, epilogue=()):
+        self.root, self.written, self.epilogue = root, written, tuple(epilogue)
+        self.w = w = KernelWriter(name, written - {root} - set(epilogue), names)
         self.numel = shapes.numel(root.shape)
         self.xindex = xindex = index_var("xindex", self.numel)
         w.lanes = (xindex,)
@@ -137,11 +137,19 @@ class PoolKernel:
         return coords
 
     def finish(self, value: str, summary: str) -> KernelSource:
-        w, root = self.w, self.root
+        """Store the result (if it is written) and compute the epilogue (fusion rule E1)."""
+        w, root, block = self.w, self.root, f"[{self.block}]"
         w.computed.append(root)
-        w.store(root, self.xindex, value, "xmask", f"[{self.block}]")
+        if root in self.written:
+            w.store(root, self.xindex, value, "xmask", block)
+        coords = unflatten(self.xindex, root.shape)
+        w.provide(root, coords, value)
+        w.epilogue(root, coords, self.xindex, self.epilogue, "xmask", block)
+        if self.epilogue:
+            summary += f" Then {len(self.epilogue)} elementwise output(s)."
+        writes = ((root,) if root in self.written else ()) + self.epilogue
         return KernelSource(w.name, "pool", w.function(summary), w.ordered_params(), [(self.numel, "XBLOCK")],
-                            (root,), w.reads(), tuple(w.computed_in_order()), "pool", {"x": self.numel})
+                            writes, w.reads(), tuple(w.computed_in_order()), "pool", {"x": self.numel})
 
 
 def _describe(name: str, root) -> str:
@@ -152,9 +160,9 @@ def _describe(name: str, root) -> str:
 
 
 @template("max_pool2d")
-def emit_max_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_max_pool2d(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     (x,) = root.inputs
-    p = PoolKernel(name, root, written, names)
+    p = PoolKernel(name, root, written, names, epilogue)
     oh, ow = p.position("oh", "ow")
     p.w.emit(f"acc = tl.full([{p.block}], float('-inf'), tl.float32)")
     i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
@@ -167,18 +175,18 @@ def emit_max_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
 
 
 @template("max_pool2d_gather")
-def emit_max_pool2d_gather(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_max_pool2d_gather(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     t, x = root.inputs
-    p = PoolKernel(name, root, written, names)
+    p = PoolKernel(name, root, written, names, epilogue)
     oh, ow = p.position("oh", "ow")
     p.argmax_window(x, x.shape[2:], oh, ow, "xmask", gather=t)
     return p.finish("picked", _describe(name, root))
 
 
 @template("avg_pool2d")
-def emit_avg_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_avg_pool2d(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     (x,) = root.inputs
-    p = PoolKernel(name, root, written, names)
+    p = PoolKernel(name, root, written, names, epilogue)
     oh, ow = p.position("oh", "ow")
     p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
     i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
@@ -189,9 +197,9 @@ def emit_avg_pool2d(name: str, root, written: set, names: dict) -> KernelSource:
 
 
 @template("max_pool2d_grad")
-def emit_max_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_max_pool2d_grad(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     grad, x = root.inputs
-    p = PoolKernel(name, root, written, names)
+    p = PoolKernel(name, root, written, names, epilogue)
     ih, iw = p.position("ih", "iw")
     p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
     oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
@@ -204,9 +212,9 @@ def emit_max_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSo
 
 
 @template("avg_pool2d_grad")
-def emit_avg_pool2d_grad(name: str, root, written: set, names: dict) -> KernelSource:
+def emit_avg_pool2d_grad(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     (grad,) = root.inputs
-    p = PoolKernel(name, root, written, names)
+    p = PoolKernel(name, root, written, names, epilogue)
     ih, iw = p.position("ih", "iw")
     p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
     oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
