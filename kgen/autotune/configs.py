@@ -26,6 +26,11 @@ def choose(rule: str, dims: dict, interpreted: bool) -> dict:
             return {"RBLOCK": rblock, "XBLOCK": min(next_pow2(x), max(1, INTERPRETER_MAX_BLOCK // rblock))}
         rblock = min(next_pow2(r), 1024)
         return {"RBLOCK": rblock, "XBLOCK": max(1, min(next_pow2(x), 4096 // rblock)), "num_warps": 4}
+    if rule == "rows":  # a row kernel (kgen.kernels.reduction.emit_rows): RBLOCK holds a whole row
+        x, rblock = dims["x"], next_pow2(dims["r"])
+        if interpreted:
+            return {"RBLOCK": rblock, "XBLOCK": min(next_pow2(x), max(1, INTERPRETER_MAX_BLOCK // rblock))}
+        return {"RBLOCK": rblock, "XBLOCK": max(1, min(next_pow2(x), 2048 // rblock)), "num_warps": 4}
     if rule == "matmul":
         m, n, k = dims["m"], dims["n"], dims["k"]
         if interpreted:  # tiles of up to 64K elements; tall ones when N and K are small

@@ -80,9 +80,11 @@ _unary("sigmoid", _sigmoid, lambda n, a: f"tl.sigmoid({a})", lambda g, n: (g * n
 
 _NAN = "propagate_nan=tl.PropagateNan.ALL"  # NaN wins, as in NumPy and torch
 
+# relu's gradient reads its output (out > 0 exactly where x > 0): the next layer reads that
+# value anyway, so the pre-activation never has to be written for the backward pass.
 _unary("relu", lambda a: np.maximum(a, 0).astype(a.dtype),
        lambda n, a: f"tl.maximum({a}, 0, {_NAN})" if n.dtype.is_float else f"tl.maximum({a}, 0)",
-       lambda g, n: (_ops().where(n.inputs[0] > 0, g, 0.0),), floats_only=False)
+       lambda g, n: (_ops().where(n > 0, g, 0.0),), floats_only=False)
 
 
 # --- binary --------------------------------------------------------------------------------

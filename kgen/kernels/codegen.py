@@ -10,7 +10,8 @@ from kgen.kernels import conv  # noqa: F401  (registers its templates)
 from kgen.kernels import pool  # noqa: F401  (registers its templates)
 from kgen.kernels.combo import combine
 from kgen.kernels.pointwise import emit_pointwise
-from kgen.kernels.reduction import emit_reduction
+from kgen.ir import shapes
+from kgen.kernels.reduction import emit_reduction, emit_rows
 from kgen.kernels.templates import lookup as template
 from kgen.lowering.fusion import FusionPlan
 
@@ -24,12 +25,18 @@ import triton.language as tl
 '''
 
 
+def _over_rows(root, reduction) -> bool:
+    return not shapes.dims_equal(shapes.numel(root.shape), shapes.numel(reduction.shape))
+
+
 def _emit(name: str, group, plan: FusionPlan):
     names = plan.graph.names()
     anchor = group.anchor
     extra = {"epilogue": group.epilogue} if group.epilogue else {}
     if group.kind == "pointwise":
         return emit_pointwise(f"{name}_pointwise", group.roots, plan.written, names)
+    if group.kind == "reduction" and (group.rows or any(_over_rows(r, anchor) for r in group.epilogue)):
+        return emit_rows(f"{name}_rows", [anchor] + group.rows, plan.written, names, **extra)
     if group.kind == "reduction":
         return emit_reduction(f"{name}_reduction_{anchor.op}", anchor, plan.written, names, **extra)
     return template(anchor.opdef.lower)(f"{name}_{anchor.opdef.lower}", anchor, plan.written, names, **extra)

@@ -1,5 +1,11 @@
-"""The reduction template: each program owns XBLOCK outputs and loops over the reduced
-elements RBLOCK at a time, with the reduction's elementwise producers fused into the loop.
+"""The reduction templates, with the reduction's elementwise producers fused into them.
+
+- emit_reduction: each program owns XBLOCK outputs and loops over the reduced elements
+  RBLOCK at a time.
+- emit_rows (fusion rule R6): a row kernel. Each program holds XBLOCK whole rows (RBLOCK
+  covers a row) and computes several reductions over them in turn, each able to read the
+  ones before it (softmax: the max, then the sum of exp(x - max)), then an epilogue over
+  the rows or over the reduced values (cross-entropy's gradient, the per-row loss).
 
 The kept axes flatten to `xindex` and the reduced axes to `rindex`, in any order and over
 any set of axes, so a reduction never needs its input transposed first."""
@@ -7,30 +13,84 @@ from __future__ import annotations
 
 from kgen.ir import shapes
 from kgen.kernels.writer import KernelSource, KernelWriter, compute_type
-from kgen.lowering.indexing import index_var, unflatten
+from kgen.lowering.indexing import flat_index, index_var, unflatten
+
+
+def _frame(w: KernelWriter, source, axes):
+    """The (xindex, rindex) coordinates of `source`'s elements and their extents."""
+    kept = [d for i, d in enumerate(source.shape) if i not in axes]
+    reduced = [source.shape[a] for a in axes]
+    xnumel, rnumel = shapes.numel(kept), shapes.numel(reduced)
+    xindex, rindex = index_var("xindex", xnumel), index_var("rindex", rnumel)
+    w.lanes, w.block_vars = (xindex,), (xindex, rindex)
+    kept_coords, reduced_coords = iter(unflatten(xindex, kept)), iter(unflatten(rindex, reduced))
+    coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(source.ndim)]
+    return xindex, coords, xnumel, rnumel
+
+
+def _finish(w: KernelWriter, root, acc: str, result: str, rn: str) -> None:
+    """Collapse the accumulator block `acc` along the reduced axis into `result` ([XBLOCK, 1])."""
+    rule = root.opdef.lower
+    w.emit(f"{result} = tl.{rule.finish}({acc}, axis=1)[:, None]")
+    if rule.nan_aware_finish and root.dtype.is_float:
+        w.emit(f"{result} = tl.where(tl.sum(({acc} != {acc}).to(tl.int32), axis=1)[:, None] > 0, "
+               f"float('nan'), {result})")
+    if rule.scale_by_count:
+        w.emit(f"{result} = {result} / {rn}")
+    w.computed.append(root)
+
+
+def emit_rows(name: str, reductions: list, written: set, names: dict, epilogue=()) -> KernelSource:
+    """A row kernel computing `reductions` (one input shape and axes; RBLOCK >= a row), in
+    order, then `epilogue`: roots over the rows, or over the reduced values."""
+    first = reductions[0]
+    source, axes = first.inputs[0], first.attrs["axes"]
+    w = KernelWriter(name, written - set(reductions) - set(epilogue), names)
+    xindex, coords, xnumel, rnumel = _frame(w, source, axes)
+    xb, rb = w.constexpr("XBLOCK"), w.constexpr("RBLOCK")
+    xn, rn = w.int_param("xnumel", xnumel), w.int_param("rnumel", rnumel)
+    w.emit(f"xindex = tl.program_id(0) * {xb} + tl.arange(0, {xb})[:, None]")
+    w.emit(f"xmask = xindex < {xn}")
+    w.emit(f"rindex = tl.arange(0, {rb})[None, :]")
+    w.emit(f"mask = xmask & (rindex < {rn})")
+    for i, root in enumerate(reductions):
+        rule = root.opdef.lower
+        w.mask = "mask"
+        value = w.value(root.inputs[0], coords)
+        acc, result = f"acc{i}", f"result{i}"
+        w.emit(f"{acc} = tl.full([{xb}, {rb}], {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
+        w.emit(f"{acc} = tl.where(mask, {rule.combine.format(acc=acc, x=value)}, {acc})")
+        _finish(w, root, acc, result, rn)
+        if root in written:
+            w.store(root, xindex, result, "xmask", f"[{xb}, 1]")
+        w.provide(root, unflatten(xindex, root.shape), result)
+    for root in sorted(epilogue, key=lambda n: n.id):
+        if shapes.dims_equal(shapes.numel(root.shape), xnumel):  # over the reduced values
+            w.epilogue(first, unflatten(xindex, first.shape), xindex, [root], "xmask", f"[{xb}, 1]")
+        else:  # over the rows
+            w.mask = "mask"
+            offset = flat_index(coords, root.shape)
+            w.store(root, offset, w.root_value(root, coords), "mask", f"[{xb}, {rb}]")
+    summary = (f"kgen {name}: a row kernel over the rows of {shapes.format_shape(source.shape)} along axes "
+               f"{tuple(axes)}: " + ", ".join(r.op for r in reductions)
+               + (f", then {len(epilogue)} elementwise output(s)." if epilogue else "."))
+    writes = tuple(r for r in reductions if r in written) + tuple(epilogue)
+    return KernelSource(name, "reduction", w.function(summary), w.ordered_params(),
+                        [(xnumel, "XBLOCK")], writes, w.reads(), tuple(w.computed_in_order()),
+                        "rows", {"x": xnumel, "r": rnumel})
 
 
 def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
     (source,) = root.inputs
     axes = root.attrs["axes"]
     rule = root.opdef.lower
-    kept = [d for i, d in enumerate(source.shape) if i not in axes]
-    reduced = [source.shape[a] for a in axes]
-    xnumel, rnumel = shapes.numel(kept), shapes.numel(reduced)
-
     w = KernelWriter(name, written - {root} - set(epilogue), names)
-    xindex, rindex = index_var("xindex", xnumel), index_var("rindex", rnumel)
-    w.lanes, w.block_vars = (xindex,), (xindex, rindex)
-    kept_coords, reduced_coords = iter(unflatten(xindex, kept)), iter(unflatten(rindex, reduced))
-    coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(source.ndim)]
-
-    acc_type = compute_type(root.dtype)
-    init = rule.init[root.dtype.name]
+    xindex, coords, xnumel, rnumel = _frame(w, source, axes)
     xb, rb = w.constexpr("XBLOCK"), w.constexpr("RBLOCK")
     xn, rn = w.int_param("xnumel", xnumel), w.int_param("rnumel", rnumel)
     w.emit(f"xindex = tl.program_id(0) * {xb} + tl.arange(0, {xb})[:, None]")
     w.emit(f"xmask = xindex < {xn}")
-    w.emit(f"acc = tl.full([{xb}, {rb}], {init}, {acc_type})")
+    w.emit(f"acc = tl.full([{xb}, {rb}], {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
     w.emit(f"for roffset in range(0, {rn}, {rb}):")
     w.indent += 1
     w.emit(f"rindex = roffset + tl.arange(0, {rb})[None, :]")
@@ -39,12 +99,7 @@ def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> K
     value = w.value(source, coords)
     w.emit(f"acc = tl.where(mask, {rule.combine.format(acc='acc', x=value)}, acc)")
     w.end_loop()
-    w.emit(f"result = tl.{rule.finish}(acc, axis=1)[:, None]")
-    if rule.nan_aware_finish and root.dtype.is_float:
-        w.emit("result = tl.where(tl.sum((acc != acc).to(tl.int32), axis=1)[:, None] > 0, float('nan'), result)")
-    if rule.scale_by_count:
-        w.emit(f"result = result / {rn}")
-    w.computed.append(root)
+    _finish(w, root, "acc", "result", rn)
     if root in written:
         w.store(root, xindex, "result", "xmask", f"[{xb}, 1]")
     out_coords = unflatten(xindex, root.shape)

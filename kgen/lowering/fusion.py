@@ -14,7 +14,13 @@ only for one of these reasons, each applied below by the function named with it:
       scalar constants, sizes and iota are computed in place
   R5  an elementwise value read by several kernels is written   (`_shared_values`)
       once, unless recomputing it costs at most RECOMPUTE_LOADS
-      buffer loads and RECOMPUTE_OPS ops
+      buffer loads and RECOMPUTE_OPS ops (a row kernel, R6,
+      counts as one kernel)
+  R6  reductions over the same rows (one input shape, one set  (`_row_classes`,
+      of axes, at most ROW_MAX elements per row) run in one      `_row_groups`)
+      row kernel that holds each row in registers: softmax,
+      log_softmax and cross-entropy with its gradient are one
+      kernel; a reduction read only inside it is not written
 
 Each written value roots a kernel, and kernels then merge:
 
@@ -49,6 +55,7 @@ from kgen.ir.node import Node
 
 RECOMPUTE_LOADS = 2
 RECOMPUTE_OPS = 8
+ROW_MAX = 1024  # R6: the longest row a row kernel holds in registers
 
 
 @dataclass
@@ -57,6 +64,7 @@ class KernelGroup:
     roots: list  # the values this kernel writes
     anchor: Optional[Node] = None  # the reduction/template node a non-pointwise kernel computes
     epilogue: list = field(default_factory=list)  # pointwise roots computed after the anchor (E1)
+    rows: list = field(default_factory=list)  # a row kernel's reductions after the anchor (R6)
 
 
 @dataclass
@@ -110,14 +118,41 @@ def _too_costly(node: Node, written: set) -> bool:
     return loads > RECOMPUTE_LOADS or ops > RECOMPUTE_OPS
 
 
+def row_signature(node: Node):
+    """R6: what a reduction's rows are (its input shape and axes), or None when it cannot
+    run in a row kernel (its rows are longer than ROW_MAX, or of symbolic length)."""
+    if node.opdef.kind != "reduction":
+        return None
+    (source,) = node.inputs
+    axes = tuple(sorted(node.attrs["axes"]))
+    length = shapes.numel([source.shape[a] for a in axes])
+    if not isinstance(length, int) or length > ROW_MAX:
+        return None
+    return tuple(source.shape), axes
+
+
+def _row_classes(graph: Graph, written: set) -> dict:
+    """R6, as R5 counts kernels: each root that would run in a row kernel -> that kernel's
+    key (its rows). A reduction goes by its rows; an elementwise root that reads one and is
+    over its rows or over its result would be that kernel's epilogue (E1)."""
+    key = {n: row_signature(n) for n in graph.nodes if row_signature(n) is not None}
+    for root in (n for n in graph.nodes if n in written and n.opdef.kind == "elementwise"):
+        for node in fused_nodes(root, written - {root}):
+            for i in node.inputs:
+                if i in key and (_same_shape(root, i.inputs[0]) or shapes.dims_equal(
+                        shapes.numel(root.shape), shapes.numel(i.shape))):
+                    key[root] = key[i]
+    return key
+
+
 def _shared_values(graph: Graph, written: set) -> set:
     """R5: elementwise values computed by several kernels and too costly to recompute."""
     while True:
-        kernels_of = {}
+        kernels_of, rows = {}, _row_classes(graph, written)
         for root in (n for n in graph.nodes if n in written and not is_in_memory_source(n)):
             for node in fused_nodes(root, written):
                 if node is not root and node.opdef.kind == "elementwise":
-                    kernels_of.setdefault(node, set()).add(root)
+                    kernels_of.setdefault(node, set()).add(rows.get(root, root))
         costly = {n for n, roots in kernels_of.items() if len(roots) > 1 and _too_costly(n, written)}
         if not costly:
             return written
@@ -126,8 +161,41 @@ def _shared_values(graph: Graph, written: set) -> set:
         written = written | {first}
 
 
+def _depends_through_others(node: Node, members: list, written: set) -> bool:
+    """Whether `node` reads one of `members` through a value another kernel writes."""
+    stack, seen = [i for n in fused_nodes(node, written - {node}) for i in n.inputs if i in written], set()
+    while stack:
+        value = stack.pop()
+        if value in seen or value in members or is_in_memory_source(value):
+            continue
+        seen.add(value)
+        reads = [i for n in fused_nodes(value, written - {value}) for i in n.inputs if i in written]
+        if any(r in members for r in reads):
+            return True
+        stack.extend(reads)
+    return False
+
+
+def _row_groups(graph: Graph, written: set) -> list:
+    """R6: the reductions of each row kernel, in graph order. A reduction joins the first
+    row kernel over its rows that it does not reach through another kernel (which would
+    make a cycle)."""
+    groups = []
+    for node in graph.nodes:
+        signature = row_signature(node)
+        if signature is None:
+            continue
+        for members in groups:
+            if row_signature(members[0]) == signature and not _depends_through_others(node, members, written):
+                members.append(node)
+                break
+        else:
+            groups.append([node])
+    return groups
+
+
 def _group_nodes(group: KernelGroup, written: set) -> list:
-    tops = group.roots + ([group.anchor] if group.anchor is not None else [])
+    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows
     return [n for t in tops for n in fused_nodes(t, written - {t})]
 
 
@@ -180,15 +248,56 @@ def _takes_epilogue(node: Optional[Node]) -> bool:
 
 
 def _resident(group: KernelGroup) -> list:
-    """The values a kernel holds over its elements: its anchor and epilogue outputs, or a
-    pointwise kernel's outputs."""
-    return [group.anchor] + group.epilogue if group.anchor is not None else list(group.roots)
+    """The values a kernel holds over its elements: its anchor (and a row kernel's other
+    reductions) and epilogue outputs, or a pointwise kernel's outputs."""
+    if group.anchor is None:
+        return list(group.roots)
+    return [group.anchor] + group.rows + group.epilogue
+
+
+def _fits_rows(group: KernelGroup, root: Node, nodes: list) -> bool:
+    """E1's shape condition in a row kernel: `root` is over the rows or over the reduced
+    values, and reaches the kernel's values only through elementwise ops over either,
+    reshapes between the reduced shapes, and broadcasts of a reduced value over the rows."""
+    source = group.anchor.inputs[0]
+    reduced = shapes.numel(group.anchor.shape)
+
+    def over_reduced(n):
+        return shapes.dims_equal(shapes.numel(n.shape), reduced)
+
+    def kept(n):  # the keepdims shape of the reduction: broadcast over the rows as is
+        return n.ndim == source.ndim and all(d == 1 or shapes.dims_equal(d, e) for d, e in zip(n.shape, source.shape))
+
+    if not (_same_shape(root, source) or over_reduced(root)):
+        return False
+    derived = set(_resident(group))
+    for node in sorted(nodes, key=lambda n: n.id):
+        if node in derived or not any(i in derived for i in node.inputs):
+            continue
+        ins = [i for i in node.inputs if i in derived]
+        if node.opdef.kind == "elementwise" and _same_shape(node, source):
+            ok = all(_same_shape(i, source) or (over_reduced(i) and kept(i)) for i in ins)
+        elif node.opdef.kind == "elementwise" or node.op == "reshape":
+            ok = over_reduced(node) and all(_same_shape(i, node) or node.op == "reshape" for i in ins)
+        else:
+            ok = node.op == "broadcast_to" and _same_shape(node, source) and kept(ins[0])
+        if not ok:
+            return False
+        derived.add(node)
+    return True
 
 
 def _can_host(group: KernelGroup, root: Node) -> bool:
     if group.kind == "pointwise":
         return _same_shape(group.roots[0], root)
     return _takes_epilogue(group.anchor)
+
+
+def _fits(group: KernelGroup, root: Node, nodes: list) -> bool:
+    if group.rows or (group.anchor is not None and group.anchor.opdef.kind == "reduction"
+                      and _same_shape(root, group.anchor.inputs[0]) and row_signature(group.anchor)):
+        return _fits_rows(group, root, nodes)
+    return _keeps_elements_in_place(_resident(group), root, nodes)
 
 
 def _fuse_epilogues(groups: list, written: set, graph: Graph) -> tuple:
@@ -200,7 +309,7 @@ def _fuse_epilogues(groups: list, written: set, graph: Graph) -> tuple:
         reads = {i for n in nodes for i in n.inputs if i in written}
         hosts = [g for g in groups if g is not group and _can_host(g, root)
                  and any(r in reads for r in _resident(g))
-                 and _keeps_elements_in_place(_resident(g), root, nodes)]
+                 and _fits(g, root, nodes)]
         if not hosts:
             continue
         host = max(hosts, key=lambda g: max(n.id for n in _resident(g)))  # the latest producer
@@ -216,7 +325,8 @@ def _fuse_epilogues(groups: list, written: set, graph: Graph) -> tuple:
     outputs = set(graph.outputs)
     for host in groups:
         others = [n for g in groups if g is not host for n in _group_nodes(g, written)]
-        held = [host.anchor] if host.epilogue else (host.roots[:-1] if host.kind == "pointwise" else [])
+        held = ([host.anchor] if host.epilogue else []) + host.rows if host.anchor is not None \
+            else (host.roots[:-1] if host.kind == "pointwise" else [])
         for value in held:
             if value not in outputs and not any(value in n.inputs for n in others):
                 written = written - {value}
@@ -276,8 +386,11 @@ def _kind(node: Node) -> str:
 
 def fuse(graph: Graph) -> FusionPlan:
     written = _shared_values(graph, _must_write(graph))
-    roots = [n for n in graph.nodes if n in written and not is_in_memory_source(n)]
-    groups = [KernelGroup(_kind(r), [r], r if _kind(r) != "pointwise" else None) for r in roots]
+    rows = {members[0]: members for members in _row_groups(graph, written)}
+    in_rows = {n for members in rows.values() for n in members[1:]}
+    roots = [n for n in graph.nodes if n in written and not is_in_memory_source(n) and n not in in_rows]
+    groups = [KernelGroup(_kind(r), [r] + rows.get(r, [r])[1:], r if _kind(r) != "pointwise" else None,
+                          rows=rows.get(r, [r])[1:]) for r in roots]
     groups, written = _fuse_epilogues(groups, written, graph)
     groups = _launch_order(_merge_pointwise(groups, written), written)
     return FusionPlan(graph, written, groups, _launches(groups, written))

@@ -14,8 +14,9 @@ import kgen
 from kgen import ops
 from kgen.kernels.combo import flatten
 from kgen.ir.graph import format_node
-from kgen.lowering.fusion import RECOMPUTE_LOADS, RECOMPUTE_OPS, fuse
+from kgen.lowering.fusion import RECOMPUTE_LOADS, RECOMPUTE_OPS, ROW_MAX, fuse
 from kgen.lowering.passes import cse
+from conftest import assert_matches_reference, random_array
 
 
 def compile_(inputs, outputs):
@@ -146,8 +147,9 @@ def test_symbolic_same_shape_outputs_merge():
 
 def test_dependent_pointwise_kernels_merge_vertically():
     """Rule E3: the product reads e where e's kernel holds it, so it joins that kernel
-    (after the row sum it also needs), and e is not read back from memory."""
-    x = kgen.tensor("x", (4, 6))
+    (after the row sum it also needs), and e is not read back from memory. (The rows have
+    symbolic length, so no row kernel holds them: R6.)"""
+    x = kgen.tensor("x", (4, "M"))
     e = ops.exp(x)
     p = compile_([x], [e, ops.sum(x, 1, keepdims=True) * e])
     assert kinds(p) == ["reduction", "pointwise"]
@@ -155,10 +157,13 @@ def test_dependent_pointwise_kernels_merge_vertically():
 
 
 def test_softmax_kernels():
-    x = kgen.tensor("x", (4, 6))
+    x = kgen.tensor("x", (4, "M"))  # rows of any length: two looping reductions, then the division
     p = compile_([x], [ops.softmax(x)])
     assert kinds(p) == ["reduction", "reduction", "pointwise"]
     assert [k.roots[0].op for k in p.kernels] == ["max", "sum", "div"]
+    x = kgen.tensor("x", (4, 6))  # short rows: one row kernel (R6)
+    p = compile_([x], [ops.softmax(x)])
+    assert kinds(p) == ["reduction"] and [k.roots[0].op for k in p.kernels] == ["div"]
 
 
 def test_cheap_shared_value_is_recomputed():
@@ -353,3 +358,48 @@ def test_kernel_names_are_unique_and_ordered():
     assert [int(re.match(r"k(\d+)_", n).group(1)) for n in names] == list(range(len(names)))
     for k in p.kernels:
         assert k.name.startswith(f"k{names.index(k.name)}_{k.kind}")
+
+
+# --- R6: row kernels ---------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 5, 33])
+def test_cross_entropy_and_its_gradient_are_one_row_kernel(n, rng):
+    """log_softmax, the per-row loss and d(loss)/d(logits): one kernel holding each row."""
+    logits, y = kgen.tensor("logits", ("N", 10)), kgen.tensor("y", ("N",), "int32")
+    loss = ops.cross_entropy(logits, y)
+    (grad,) = kgen.grad(loss, [logits])
+    p = compile_([logits, y], [grad])
+    assert kinds(p) == ["reduction"] and p.kernels[0].config_rule == "rows"
+    assert len([n for n in p.kernels[0].nodes if n.opdef.kind == "reduction"]) >= 2
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    assert_matches_reference(p.graph, {"logits": random_array(rng, (n, 10)), "y": labels})
+
+
+def test_softmax_over_a_middle_axis_is_one_row_kernel(rng):
+    x = kgen.tensor("x", (3, 7, 4))
+    p = compile_([x], [ops.softmax(x, axis=1)])
+    assert kinds(p) == ["reduction"]
+    assert_matches_reference(p.graph, {"x": random_array(rng, (3, 7, 4))})
+
+
+def test_long_rows_use_looping_reductions(rng):
+    """Rows longer than ROW_MAX (or of symbolic length) are not held in registers."""
+    x = kgen.tensor("x", (3, ROW_MAX + 1))
+    p = compile_([x], [ops.softmax(x, axis=1)])
+    assert len(flatten(p.kernels)) > 1 and all(k.config_rule != "rows" for k in flatten(p.kernels))
+    assert_matches_reference(p.graph, {"x": random_array(rng, (3, ROW_MAX + 1))})
+
+
+# --- L1: combo launches --------------------------------------------------------------------
+def test_independent_kernels_share_one_launch(rng):
+    a, b = kgen.tensor("a", ("N", 6)), kgen.tensor("b", (6, 5))
+    p = compile_([a, b], [a @ b, ops.sum(a, 0), ops.max(a, 1)])
+    assert len(p.kernels) == 1 and p.kernels[0].kind == "combo"
+    assert sorted(k.kind for k in p.kernels[0].parts) == ["matmul", "reduction", "reduction"]
+    assert_matches_reference(p.graph, {"a": random_array(rng, (9, 6)), "b": random_array(rng, (6, 5))})
+
+
+def test_launch_count_is_the_longest_chain_of_kernels():
+    x, w1, w2 = kgen.tensor("x", ("N", 4)), kgen.tensor("w1", (4, 4)), kgen.tensor("w2", (4, 4))
+    h = x @ w1
+    p = compile_([x, w1, w2], [h @ w2, ops.sum(x, 0)])
+    assert [len(launch) for launch in p.plan.launches] == [2, 1]

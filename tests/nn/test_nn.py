@@ -136,7 +136,9 @@ def test_mlp128_training_step_kernel_count():
     x = np.zeros((64, 784), np.float32)
     y = np.zeros(64, np.int32)
     step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x, y)
-    assert len(step.kernels) == 18
+    assert len(step.kernels) == 7  # issue target: at most 8
+    # forward matmuls (bias and relu in their epilogues), the loss row kernel, then the backward
+    assert [k.kind for k in step.kernels[:4]] == ["matmul", "matmul", "matmul", "reduction"]
 
 
 def test_cnn_training_step_kernel_count():
@@ -147,4 +149,4 @@ def test_cnn_training_step_kernel_count():
     x = np.zeros((64, 1, 28, 28), np.float32)
     y = np.zeros(64, np.int32)
     step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x, y)
-    assert len(step.kernels) == 30
+    assert len(step.kernels) == 11  # issue target: at most 12
