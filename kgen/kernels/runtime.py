@@ -8,6 +8,7 @@ import torch
 
 from kgen.errors import InputError
 from kgen.ir import shapes
+from kgen.kernels import cudagraph
 from kgen.kernels.launch import plan_launch
 from kgen.kernels.loader import interpreting, load_module
 from kgen.lowering.fusion import is_in_memory_source
@@ -20,7 +21,7 @@ def default_device() -> torch.device:
 class Program:
     """A compiled graph: its kernels in launch order, ready to run on torch tensors."""
 
-    def __init__(self, graph, plan, kernels, source: str, device=None):
+    def __init__(self, graph, plan, kernels, source: str, device=None, cuda_graphs=None):
         self.graph = graph
         self.plan = plan
         self.kernels = kernels
@@ -31,6 +32,8 @@ class Program:
         self._constants = {n: torch.as_tensor(n.attrs["value"]).to(self.device)
                            for n in graph.nodes if n.op == "constant" and n.shape != ()}
         self._launch_cache = {}
+        self.cuda_graphs = cudagraph.enabled(self.device, cuda_graphs)  # replay repeated steps
+        self.graphs = cudagraph.GraphCache(self)  # (see kgen/kernels/cudagraph.py)
 
     @property
     def module(self):
@@ -68,9 +71,14 @@ class Program:
         else:
             fn[grid](*args, **config)
 
-    def run(self, tensors: dict, poison: bool = False) -> list:
+    def run(self, tensors: dict, poison: bool = False, graphs: bool = True) -> list:
         """Run every kernel; `tensors` maps each graph input node to a tensor on the
-        program's device. Returns the outputs (fresh tensors)."""
+        program's device. Returns the outputs (fresh tensors). With `cuda_graphs` on, a
+        repeated step replays a CUDA graph; `graphs=False` launches plainly (capture does)."""
+        if graphs and self.cuda_graphs and not poison:
+            outputs = self.graphs.run(tensors)
+            if outputs is not None:
+                return outputs
         sizes = self.bind_sizes(tensors)
         env = dict(tensors)
         env.update(self._constants)
