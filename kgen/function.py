@@ -103,7 +103,10 @@ class Function:
         results = self.outputs + [new for _, new in self.updates]
         self.shared = _free_shared(results, self.inputs)
         self.graph = Graph(self.inputs + self.shared, results)
-        self.program = compile(self.graph, device or default_device())
+        position = {id(node): i for i, node in enumerate(self.inputs + self.shared)}
+        in_place = {len(self.outputs) + k: position[id(var)] for k, (var, _) in enumerate(self.updates)
+                    if id(var) in position}  # its new value may overwrite it (kgen.lowering.buffers)
+        self.program = compile(self.graph, device or default_device(), updates=in_place)
 
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args):

@@ -11,6 +11,7 @@ from kgen.ir import shapes
 from kgen.kernels import cudagraph
 from kgen.kernels.launch import plan_launch
 from kgen.kernels.loader import interpreting, load_module
+from kgen.lowering.buffers import plan_buffers
 from kgen.lowering.fusion import is_in_memory_source
 
 
@@ -21,9 +22,10 @@ def default_device() -> torch.device:
 class Program:
     """A compiled graph: its kernels in launch order, ready to run on torch tensors."""
 
-    def __init__(self, graph, plan, kernels, source: str, device=None, cuda_graphs=None):
+    def __init__(self, graph, plan, kernels, source: str, device=None, cuda_graphs=None, buffers=None):
         self.graph = graph
         self.plan = plan
+        self.buffers = buffers if buffers is not None else plan_buffers(plan)
         self.kernels = kernels
         self.source = source
         self.device = torch.device(device) if device is not None else default_device()
@@ -82,11 +84,17 @@ class Program:
         sizes = self.bind_sizes(tensors)
         env = dict(tensors)
         env.update(self._constants)
-        for node in self.plan.written:
-            if node not in env and not is_in_memory_source(node):
-                env[node] = self.allocate(node, sizes)
-                if poison and node.dtype.is_float:
-                    env[node].fill_(float("nan"))
+        plan = self.buffers
+        slots = [self.allocate(first, sizes) for first in plan.slots]
+        env.update({node: slots[si].view(slots[si].shape if node.shape == plan.slots[si].shape else
+                                         [shapes.evaluate(d, sizes) for d in node.shape])
+                    for node, si in plan.slot_of.items()})
+        env.update({node: self.allocate(node, sizes) for node in plan.fresh})
+        if poison:
+            for t in slots + [env[n] for n in plan.fresh]:
+                if t.dtype.is_floating_point:
+                    t.fill_(float("nan"))
+        env.update({new: env[old] for new, old in plan.inplace.items()})  # B3: written over old
         for kernel in self.kernels:
             self.launch(kernel, env, sizes)
         return [env[o].clone() if is_in_memory_source(o) else env[o] for o in self.graph.outputs]

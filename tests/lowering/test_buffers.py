@@ -1,0 +1,69 @@
+"""The buffer plan (kgen.lowering.buffers): slots reused by liveness, and updates written
+in place only where no kernel reads the old value afterwards."""
+import numpy as np
+import torch
+
+import kgen
+from kgen import nn, ops
+from kgen.lowering.buffers import plan_buffers
+from kgen.lowering.fusion import fuse
+from kgen.lowering.passes import optimize
+
+
+def test_every_update_of_the_mlp_training_step_is_in_place():
+    spec = nn.zoo.get("mlp128")
+    nn.manual_seed(0)
+    model = spec.model()
+    x, y = np.zeros((64, 784), np.float32), np.zeros(64, np.int32)
+    step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x, y)
+    assert len(step.program.buffers.inplace) == len(step.updates) == 12
+    assert len(step.kernels) == 7  # moving updates to later launches added none
+    before = {p.name: p.value for p in model.parameters()}
+    step(x, y)
+    assert all(p.value is before[p.name] for p in model.parameters())  # the same tensors, updated
+
+
+def test_update_read_by_a_kernel_of_its_launch_moves_to_a_later_launch(rng):
+    """w's new value is computed in the epilogue of x^T g while g @ w^T (which reads the old
+    w) runs in the same launch: the update moves one launch later and stays correct."""
+    x0, g0 = rng.standard_normal((5, 3)).astype(np.float32), rng.standard_normal((5, 4)).astype(np.float32)
+    w0 = rng.standard_normal((3, 4)).astype(np.float32)
+    w = kgen.shared(w0, "w")
+    x, g = kgen.tensor("x", ("N", 3)), kgen.tensor("g", ("N", 4))
+    dx = g @ ops.swap_last(w)
+    f = kgen.function([x, g], ops.sum(dx * dx), updates=[(w, w - 0.1 * (ops.swap_last(x) @ g))])
+    assert len(f.program.buffers.inplace) == 1
+    w_want = w0.astype(np.float64)
+    for _ in range(3):
+        loss = f(x0, g0)
+        dx_want = g0 @ w_want.T
+        np.testing.assert_allclose(float(loss), (dx_want ** 2).sum(), rtol=1e-4)
+        w_want = w_want - 0.1 * (x0.T @ g0)
+        np.testing.assert_allclose(w.value.numpy(), w_want, rtol=1e-4, atol=1e-5)
+
+
+def test_update_that_is_also_read_later_is_not_in_place():
+    """The old value is read by a kernel that must run after the update's kernel: no launch
+    exists to move the update to, so it gets a fresh buffer."""
+    w = kgen.tensor("w", (4, 4))
+    x = kgen.tensor("x", (4, 4))
+    new_w = w * 2.0
+    late = (x @ new_w) @ w  # reads old w after new_w exists
+    graph = optimize(kgen.Graph([x, w], [late, new_w]))
+    plan = fuse(graph)
+    buffers = plan_buffers(plan, {graph.outputs[1]: graph.inputs[1]})
+    assert buffers.inplace == {} and graph.outputs[1] in buffers.fresh
+
+
+def test_intermediates_reuse_dead_slots():
+    x = kgen.tensor("x", (6, 6))
+    t = x
+    for _ in range(4):  # four matmuls in a chain: each result dies after the next reads it
+        t = t @ x
+    graph = optimize(kgen.Graph([x], [t]))
+    buffers = plan_buffers(fuse(graph))
+    assert len(buffers.slot_of) == 3 and len(buffers.slots) == 2
+    p = kgen.compile(graph, device="cpu")
+    x0 = np.random.default_rng(0).standard_normal((6, 6)).astype(np.float32)
+    (got,) = p.run({graph.inputs[0]: torch.from_numpy(x0)})
+    np.testing.assert_allclose(got.numpy(), np.linalg.matrix_power(x0.astype(np.float64), 5), rtol=1e-4)
