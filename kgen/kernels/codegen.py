@@ -33,6 +33,8 @@ def _emit(name: str, group, plan: FusionPlan):
     names = plan.graph.names()
     anchor = group.anchor
     extra = {"epilogue": group.epilogue} if group.epilogue else {}
+    if group.side:
+        extra["side"] = group.side
     if group.kind == "pointwise":
         return emit_pointwise(f"{name}_pointwise", group.roots, plan.written, names)
     if group.kind == "reduction" and (group.rows or any(_over_rows(r, anchor) for r in group.epilogue)):

@@ -24,6 +24,7 @@ import sympy
 
 from kgen.ir import dtypes, shapes
 from kgen.kernels.matmul import _tile
+from kgen.kernels.side import SideReduction
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering import indexing
@@ -62,10 +63,11 @@ class GemmKernel:
     """The frame shared by the three templates: program ids over row and column tiles, a
     loop over the reduction in BLOCK_K steps, a float32 accumulator and its store."""
 
-    def __init__(self, name: str, root, written: set, names: dict, m, n, k, epilogue=()):
+    def __init__(self, name: str, root, written: set, names: dict, m, n, k, epilogue=(), side=None):
         self.root, self.m, self.n, self.k = root, m, n, k
         self.written, self.epilogue = written, tuple(epilogue)
-        self.w = w = KernelWriter(name, written - {root} - set(epilogue), names)
+        side_writes = (side[0], *side[1]) if side else ()
+        self.w = w = KernelWriter(name, written - {root} - set(epilogue) - set(side_writes), names)
         self.bm, self.bn, self.bk = w.constexpr("BLOCK_M"), w.constexpr("BLOCK_N"), w.constexpr("BLOCK_K")
         self.M, self.N, self.K = w.int_param("M", m), w.int_param("N", n), w.int_param("K", k)
         self.rm, self.rn = index_var("rm", m), index_var("rn", n)
@@ -73,9 +75,17 @@ class GemmKernel:
         w.lanes = (self.rm, self.rn)
         w.emit(f"rm = (tl.program_id(0) * {self.bm} + tl.arange(0, {self.bm}))[:, None]")
         w.emit(f"rn = (tl.program_id(1) * {self.bn} + tl.arange(0, {self.bn}))[None, :]")
+        self.side = None
+        if side:  # fusion rule E4 (kgen.kernels.side)
+            reduction, side_epilogue, rows = side
+            self.side = SideReduction(w, reduction, side_epilogue, rows, self.rm if rows else self.rn,
+                                      self.ka if rows else self.kb, self.bm if rows else self.bn, self.bk,
+                                      self.M if rows else self.N, self.K, 1 if rows else 0)
 
     def begin_loop(self) -> None:
         w = self.w
+        if self.side:
+            self.side.begin()
         w.emit(f"acc = tl.zeros([{self.bm}, {self.bn}], tl.float32)")
         w.emit(f"for koffset in range(0, {self.K}, {self.bk}):")
         w.indent += 1
@@ -93,6 +103,8 @@ class GemmKernel:
             w.emit(f"acc = tl.dot({tile_a}.to({half}), {tile_b}.to({half}), acc)")
         else:
             w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
+        if self.side:
+            self.side.accumulate()
         w.end_loop()
 
     def finish(self, out_coords, summary: str) -> KernelSource:
@@ -104,9 +116,12 @@ class GemmKernel:
             w.store(root, offset, "acc", mask, block)
         w.provide(root, out_coords, "acc")
         w.epilogue(root, out_coords, offset, self.epilogue, mask, block)
+        side_out = self.side.finish(self.written) if self.side else ()
         if self.epilogue:
             summary += f" Then {len(self.epilogue)} elementwise output(s)."
-        writes = ((root,) if root in self.written else ()) + self.epilogue
+        if self.side:
+            summary += f" With the {self.side.root.op} of {shapes.format_shape(self.side.source.shape)} over K."
+        writes = ((root,) if root in self.written else ()) + self.epilogue + side_out
         return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
                             [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], writes, w.reads(),
                             tuple(w.computed_in_order()), "conv", {"m": self.m, "n": self.n, "k": self.k})
@@ -120,14 +135,14 @@ def _describe(name: str, root) -> str:
 
 
 @template("conv2d")
-def emit_conv2d(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
+def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     x, weight = root.inputs
     batch, channels, height, width = x.shape
     filters, _, kh_size, kw_size = weight.shape
     oh_size, ow_size = root.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     pixels = oh_size * ow_size
-    g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size, epilogue)
+    g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     n = define(w, "n", FloorDiv(rm, pixels), batch, "rm")
@@ -145,14 +160,14 @@ def emit_conv2d(name: str, root, written: set, names: dict, epilogue=()) -> Kern
 
 
 @template("conv2d_input_grad")
-def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
+def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     grad, weight = root.inputs
     batch, channels, height, width = root.shape
     filters, _, kh_size, kw_size = weight.shape
     oh_size, ow_size = grad.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     g = GemmKernel(name, root, written, names, batch * height * width, channels, filters * kh_size * kw_size,
-                   epilogue)
+                   epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     n = define(w, "n", FloorDiv(rm, height * width), batch, "rm")
@@ -176,14 +191,14 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=
 
 
 @template("conv2d_weight_grad")
-def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue=()) -> KernelSource:
+def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     x, grad = root.inputs
     batch, channels, height, width = x.shape
     filters, _, kh_size, kw_size = root.shape
     oh_size, ow_size = grad.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     pixels = oh_size * ow_size
-    g = GemmKernel(name, root, written, names, filters, channels * kh_size * kw_size, batch * pixels, epilogue)
+    g = GemmKernel(name, root, written, names, filters, channels * kh_size * kw_size, batch * pixels, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     g.begin_loop()

@@ -46,14 +46,16 @@ def _launch_of(plan: FusionPlan) -> dict:
 
 
 def _reads(group, written: set) -> set:
-    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows
+    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
+        + ([group.side[0]] if group.side else [])
     return {i for t in tops for n in fused_nodes(t, written - {t}) for i in n.inputs if i in written}
 
 
-def _reads_in_place(group, old: Node, written: set) -> bool:
+def _reads_in_place(group, old: Node, new: Node, written: set) -> bool:
     """B3's kernel condition: every value computed from `old` in this kernel is an
     elementwise op over old's shape (so each lane reads old where it writes)."""
-    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows
+    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
+        + ([group.side[0]] if group.side else [])
     nodes = {n for t in tops for n in fused_nodes(t, written - {t})}
     derived = {old}
     for node in sorted(nodes, key=lambda n: n.id):
@@ -62,7 +64,8 @@ def _reads_in_place(group, old: Node, written: set) -> bool:
                 return False
             derived.add(node)
     # a reduction or template computes its epilogue at its own elements, read flat
-    return group.anchor is None or shapes.dims_equal(shapes.numel(group.anchor.shape), shapes.numel(old.shape))
+    anchor = group.side[0] if group.side and new in group.side[1] else group.anchor
+    return anchor is None or shapes.dims_equal(shapes.numel(anchor.shape), shapes.numel(old.shape))
 
 
 def plan_buffers(plan: FusionPlan, updates: dict = None) -> BufferPlan:
@@ -87,7 +90,7 @@ def plan_buffers(plan: FusionPlan, updates: dict = None) -> BufferPlan:
                 or new.shape != old.shape or new.dtype != old.dtype:
             continue
         gi = producer[new]
-        if not _reads_in_place(plan.groups[gi], old, written):
+        if not _reads_in_place(plan.groups[gi], old, new, written):
             continue
         others = readers.get(old, set()) - {gi}
         later = max((launch[r] for r in others), default=-1) + 1  # the first launch after old's readers

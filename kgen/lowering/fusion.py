@@ -36,6 +36,11 @@ Each written value roots a kernel, and kernels then merge:
   E3  a pointwise kernel that reads another's outputs at the    (`_fuse_epilogues`)
       same elements joins it (a momentum update, then the
       parameter update that reads it)
+  E4  a reduction over a GEMM's K axis (a matmul's or a         (`_side_reductions`)
+      convolution's), kept over its rows or columns, of the
+      buffer that GEMM reads as that operand, runs in the GEMM's
+      loop with its epilogue: the bias gradient (and its
+      update) with the weight gradient, reading g once
 
 and kernels then share launches:
 
@@ -65,6 +70,7 @@ class KernelGroup:
     anchor: Optional[Node] = None  # the reduction/template node a non-pointwise kernel computes
     epilogue: list = field(default_factory=list)  # pointwise roots computed after the anchor (E1)
     rows: list = field(default_factory=list)  # a row kernel's reductions after the anchor (R6)
+    side: tuple = ()  # (reduction, its epilogue, kept over rows?) run in a GEMM's loop (E4)
 
 
 @dataclass
@@ -195,7 +201,8 @@ def _row_groups(graph: Graph, written: set) -> list:
 
 
 def _group_nodes(group: KernelGroup, written: set) -> list:
-    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows
+    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
+        + ([group.side[0]] if group.side else [])
     return [n for t in tops for n in fused_nodes(t, written - {t})]
 
 
@@ -354,6 +361,60 @@ def _merge_pointwise(groups: list, written: set) -> list:
     return groups
 
 
+def _base(node: Node) -> Node:
+    while node.opdef.kind == "view":
+        node = node.inputs[0]
+    return node
+
+
+def gemm_extents(node: Node):
+    """(M, N, K, the A operand, the B operand) of a template that is a GEMM, else None."""
+    if node.op == "matmul" and node.ndim == 2:
+        a, b = node.inputs
+        return node.shape[0], node.shape[1], a.shape[1], a, b
+    if node.op == "conv2d":  # rows N*OH*OW, cols F, over C*KH*KW (kgen.kernels.conv)
+        x, w = node.inputs
+        return shapes.numel([node.shape[0], *node.shape[2:]]), w.shape[0], shapes.numel(w.shape[1:]), x, w
+    if node.op == "conv2d_input_grad":  # rows N*H*W, cols C, over F*KH*KW
+        g, w = node.inputs
+        return shapes.numel([node.shape[0], *node.shape[2:]]), node.shape[1], \
+            shapes.numel([w.shape[0], *w.shape[2:]]), g, w
+    if node.op == "conv2d_weight_grad":  # rows F, cols C*KH*KW, over N*OH*OW
+        x, g = node.inputs
+        return node.shape[0], shapes.numel(node.shape[1:]), shapes.numel([g.shape[0], *g.shape[2:]]), g, x
+    return None
+
+
+def _side_reductions(groups: list, written: set) -> list:
+    """E4: a reduction kernel joins the GEMM kernel whose K loop reads its input buffer."""
+    for reduction in [g for g in groups if g.kind == "reduction" and not g.rows]:
+        anchor = reduction.anchor
+        (source,) = anchor.inputs
+        kept = shapes.numel(anchor.shape)
+        length = shapes.numel([source.shape[a] for a in anchor.attrs["axes"]])
+        if source not in written or any(not shapes.dims_equal(shapes.numel(r.shape), kept) for r in reduction.epilogue):
+            continue
+        deps = _dependencies(groups, written)
+        for host in (g for g in groups if g.kind == "template" and not g.side and gemm_extents(g.anchor)):
+            m, n, k, a, b = gemm_extents(host.anchor)
+            if not shapes.dims_equal(length, k):
+                continue
+            if _base(a) is source and shapes.dims_equal(kept, m):
+                rows = True
+            elif _base(b) is source and shapes.dims_equal(kept, n):
+                rows = False
+            else:
+                continue
+            i, j = groups.index(reduction), groups.index(host)
+            if _reaches(deps, i, j) or _reaches(deps, j, i):
+                continue
+            host.side = (anchor, list(reduction.epilogue), rows)
+            host.roots.extend(reduction.roots)
+            groups.remove(reduction)
+            break
+    return groups
+
+
 def _launch_order(groups: list, written: set) -> list:
     """Groups in dependency order, keeping the graph's order where it is free."""
     deps = _dependencies(groups, written)
@@ -392,5 +453,5 @@ def fuse(graph: Graph) -> FusionPlan:
     groups = [KernelGroup(_kind(r), [r] + rows.get(r, [r])[1:], r if _kind(r) != "pointwise" else None,
                           rows=rows.get(r, [r])[1:]) for r in roots]
     groups, written = _fuse_epilogues(groups, written, graph)
-    groups = _launch_order(_merge_pointwise(groups, written), written)
+    groups = _launch_order(_side_reductions(_merge_pointwise(groups, written), written), written)
     return FusionPlan(graph, written, groups, _launches(groups, written))

@@ -175,3 +175,40 @@ def test_adam_update_in_the_conv_weight_gradient(rng):
     assert kinds(p) == ["conv"] and grad not in p.plan.written
     assert_matches_reference(graph, {"x": random_array(rng, (2, 2, 6, 6)), "g": random_array(rng, (2, 3, 4, 4)),
                                      "w": random_array(rng, (3, 2, 3, 3)), "m": random_array(rng, (3, 2, 3, 3))})
+
+
+# --- E4: side reductions -----------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 9, 70])
+def test_bias_gradient_and_its_update_run_in_the_weight_gradient_matmul(n, rng):
+    x, g = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 3))
+    w, b = kgen.tensor("w", (3, 4)), kgen.tensor("b", (3,))
+    grad_w, grad_b = ops.swap_last(g) @ x, ops.sum(g, 0)
+    graph, p = plan_of([x, g, w, b], [w - 0.1 * grad_w, b - 0.1 * grad_b])
+    assert kinds(p) == ["matmul"] and grad_b not in p.plan.written
+    (kernel,) = p.kernels
+    assert kernel.reads.count(g) == 1 and kernel.text.count("tl.load(in") == 4  # g's tile is loaded once
+    assert_matches_reference(graph, {"x": random_array(rng, (n, 4)), "g": random_array(rng, (n, 3)),
+                                     "w": random_array(rng, (3, 4)), "b": random_array(rng, (3,))})
+
+
+def test_column_sums_of_the_b_operand_ride_along(rng):
+    """x^T g with the bias gradient over g's columns (the B operand)."""
+    x, g = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 3))
+    graph, p = plan_of([x, g], [ops.swap_last(x) @ g, ops.sum(g, 0)])
+    assert kinds(p) == ["matmul"]
+    assert_matches_reference(graph, {"x": random_array(rng, (11, 4)), "g": random_array(rng, (11, 3))})
+
+
+def test_conv_bias_gradient_runs_in_the_weight_gradient(rng):
+    x, g = kgen.tensor("x", ("N", 2, 6, 6)), kgen.tensor("g", ("N", 3, 4, 4))
+    grad_w = ops.conv2d_weight_grad(x, g, (3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+    grad_b = ops.sum(g, (0, 2, 3))
+    graph, p = plan_of([x, g], [grad_w, grad_b])
+    assert kinds(p) == ["conv"]
+    assert_matches_reference(graph, {"x": random_array(rng, (2, 2, 6, 6)), "g": random_array(rng, (2, 3, 4, 4))})
+
+
+def test_a_sum_over_other_axes_is_not_a_side_reduction(rng):
+    x, g = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 3))
+    graph, p = plan_of([x, g], [ops.swap_last(g) @ x, ops.sum(g, 1)])
+    assert sorted(kinds(p)) == ["matmul", "reduction"]

@@ -1,0 +1,70 @@
+"""Side reductions (fusion rule E4): a reduction over a GEMM's K axis, computed by a matmul
+or convolution kernel from the loop that already walks K.
+
+The bias gradient of a linear or conv layer is the sum of the output gradient g over the
+batch (and pixels); the weight gradient is a GEMM whose K axis is that same batch (and
+pixels), reading g tile by tile. The sum rides along: each program keeps an accumulator
+block beside its tile loads, indexed by its rows (a reduction kept over the GEMM's M) or
+its columns (over N), and the programs of the first column (row) tile store it, then run
+its epilogue (the bias's optimizer update). The value summed is the reduction's own input
+at its own coordinates, so the result is right whatever the operands are; when the input
+is the operand's buffer, the load is the tile's own (the writer computes each (node,
+coordinates) pair once) and g is read once for both gradients.
+"""
+from __future__ import annotations
+
+from kgen.kernels.writer import KernelWriter, compute_type
+from kgen.lowering.indexing import unflatten
+
+
+class SideReduction:
+    def __init__(self, w: KernelWriter, root, epilogue, rows: bool, lane, k, block: str, kblock: str,
+                 bound: str, kbound: str, other_axis: int):
+        self.w, self.root, self.epilogue, self.rows = w, root, tuple(epilogue), rows
+        self.lane, self.k = lane, k  # index variables: the kept lane (rm or rn), K's (ka or kb)
+        self.block, self.kblock, self.bound, self.kbound = block, kblock, bound, kbound
+        self.other_axis = other_axis  # the grid axis whose first programs store the result
+        (self.source,) = root.inputs
+        self.shape = f"[{block}, {kblock}]" if rows else f"[{kblock}, {block}]"
+
+    def begin(self) -> None:
+        """Before the K loop: the accumulator block."""
+        rule = self.root.opdef.lower
+        self.w.emit(f"side = tl.full({self.shape}, {rule.init[self.root.dtype.name]}, "
+                    f"{compute_type(self.root.dtype)})")
+
+    def accumulate(self) -> None:
+        """In the K loop: combine the reduction's input at (kept = lane, reduced = K)."""
+        w, root = self.w, self.root
+        axes = root.attrs["axes"]
+        kept = [d for i, d in enumerate(self.source.shape) if i not in axes]
+        reduced = [self.source.shape[a] for a in axes]
+        kept_coords, reduced_coords = iter(unflatten(self.lane, kept)), iter(unflatten(self.k, reduced))
+        coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(self.source.ndim)]
+        mask = f"({self.lane.name} < {self.bound}) & ({self.k.name} < {self.kbound})"
+        w.mask = mask
+        value = w.value(self.source, coords)
+        w.emit(f"side = tl.where({mask}, {root.opdef.lower.combine.format(acc='side', x=value)}, side)")
+
+    def finish(self, written: set) -> tuple:
+        """After the loop: collapse, store (first tiles of the other axis only), epilogue.
+        Returns the values it writes."""
+        w, root, rule = self.w, self.root, self.root.opdef.lower
+        axis, expand = (1, "[:, None]") if self.rows else (0, "[None, :]")
+        w.emit(f"side_result = tl.{rule.finish}(side, axis={axis}){expand}")
+        if rule.nan_aware_finish and root.dtype.is_float:
+            w.emit(f"side_result = tl.where(tl.sum((side != side).to(tl.int32), axis={axis}){expand} > 0, "
+                   f"float('nan'), side_result)")
+        if rule.scale_by_count:
+            w.emit(f"side_result = side_result / {self.kbound}")
+        w.computed.append(root)
+        # (a block compare: the interpreter cannot mask with a block & a scalar bool)
+        first = f"({self.lane.name} * 0 + tl.program_id({self.other_axis}) == 0)"
+        mask = f"({self.lane.name} < {self.bound}) & {first}"
+        block = f"[{self.block}, 1]" if self.rows else f"[1, {self.block}]"
+        if root in written:
+            w.store(root, self.lane, "side_result", mask, block)
+        coords = unflatten(self.lane, root.shape)
+        w.provide(root, coords, "side_result")
+        w.epilogue(root, coords, self.lane, self.epilogue, mask, block)
+        return ((root,) if root in written else ()) + self.epilogue
