@@ -31,6 +31,12 @@ def choose(rule: str, dims: dict, interpreted: bool) -> dict:
         if interpreted:
             return {"RBLOCK": rblock, "XBLOCK": min(next_pow2(x), max(1, INTERPRETER_MAX_BLOCK // rblock))}
         return {"RBLOCK": rblock, "XBLOCK": max(1, min(next_pow2(x), 2048 // rblock)), "num_warps": 4}
+    if rule == "matmul_rows":  # a matmul whose epilogue holds whole rows (fusion rule E5)
+        config = choose("matmul", dims, interpreted)
+        config["BLOCK_N"] = max(next_pow2(dims["n"]), 16)
+        if interpreted:
+            config["BLOCK_M"] = min(config["BLOCK_M"], max(16, INTERPRETER_MAX_BLOCK // max(config["BLOCK_N"], config["BLOCK_K"])))
+        return config
     if rule == "matmul":
         m, n, k = dims["m"], dims["n"], dims["k"]
         if interpreted:  # tiles of up to 64K elements; tall ones when N and K are small

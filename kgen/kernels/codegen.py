@@ -35,6 +35,8 @@ def _emit(name: str, group, plan: FusionPlan):
     extra = {"epilogue": group.epilogue} if group.epilogue else {}
     if group.side:
         extra["side"] = group.side
+    if group.row_part:
+        extra["rows"] = group.row_part
     if group.kind == "pointwise":
         return emit_pointwise(f"{name}_pointwise", group.roots, plan.written, names)
     if group.kind == "reduction" and (group.rows or any(_over_rows(r, anchor) for r in group.epilogue)):

@@ -8,6 +8,7 @@ operands go to tensor cores with float32 accumulation."""
 from __future__ import annotations
 
 from kgen.ir import dtypes, shapes
+from kgen.kernels.reduction import row_body
 from kgen.kernels.side import SideReduction
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
@@ -31,15 +32,16 @@ def _tile(w: KernelWriter, operand, coords, mask: str) -> str:
 
 
 @template("matmul")
-def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
+def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=None, rows=None) -> KernelSource:
     """`side`: (reduction, its epilogue, whether it is kept over the rows), a reduction over
-    K computed in the loop (fusion rule E4, kgen.kernels.side)."""
+    K computed in the loop (fusion rule E4, kgen.kernels.side). `rows`: (reductions, their
+    epilogue), a row kernel over the tile's whole rows (fusion rule E5; BLOCK_N >= N)."""
     a, b = root.inputs
     batch = root.shape[:-2]
     m, n, k = root.shape[-2], root.shape[-1], a.shape[-1]
     bnumel = shapes.numel(batch)
 
-    side_writes = (side[0], *side[1]) if side else ()
+    side_writes = ((side[0], *side[1]) if side else ()) + ((*rows[0], *rows[1]) if rows else ())
     w = KernelWriter(name, written - {root} - set(epilogue) - set(side_writes), names)
     bm, bn, bk = w.constexpr("BLOCK_M"), w.constexpr("BLOCK_N"), w.constexpr("BLOCK_K")
     M, N, K = w.int_param("M", m), w.int_param("N", n), w.int_param("K", k)
@@ -54,9 +56,10 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
     w.emit(f"rm = (tl.program_id(0) * {bm} + tl.arange(0, {bm}))[:, None]")
     w.emit(f"rn = (tl.program_id(1) * {bn} + tl.arange(0, {bn}))[None, :]")
     if side:
-        reduction, side_epilogue, rows = side
-        side = SideReduction(w, reduction, side_epilogue, rows, rm if rows else rn, ka if rows else kb,
-                             bm if rows else bn, bk, M if rows else N, K, 1 if rows else 0)
+        reduction, side_epilogue, over_rows = side
+        side = SideReduction(w, reduction, side_epilogue, over_rows, rm if over_rows else rn,
+                             ka if over_rows else kb, bm if over_rows else bn, bk, M if over_rows else N, K,
+                             1 if over_rows else 0)
         side.begin()
     w.emit(f"acc = tl.zeros([{bm}, {bn}], tl.float32)")
     w.emit(f"for koffset in range(0, {K}, {bk}):")
@@ -80,13 +83,20 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
         w.store(root, out_offset, "acc", out_mask, f"[{bm}, {bn}]")
     w.provide(root, out_coords, "acc")
     w.epilogue(root, out_coords, out_offset, epilogue, out_mask, f"[{bm}, {bn}]")
+    rows_out = ()
+    if rows:
+        reductions, rows_epilogue = rows
+        row_body(w, reductions, rows_epilogue, written, [rm, rn], rm, m, N, out_mask, f"rm < {M}",
+                 f"[{bm}, {bn}]", f"[{bm}, 1]")
+        rows_out = tuple(r for r in reductions if r in written) + tuple(rows_epilogue)
     side_out = side.finish(written) if side else ()
     summary = (f"kgen {name}: matmul {shapes.format_shape(a.shape)} @ {shapes.format_shape(b.shape)}"
                f" -> {shapes.format_shape(root.shape)}"
                + (f", then {len(epilogue)} elementwise output(s)" if epilogue else "")
                + (f"; with the {side.root.op} of {shapes.format_shape(side.source.shape)} over K" if side else "")
+               + (", then a row kernel over its rows: " + ", ".join(r.op for r in rows[0]) if rows else "")
                + ".")
-    writes = ((root,) if root in written else ()) + tuple(epilogue) + side_out
+    writes = ((root,) if root in written else ()) + tuple(epilogue) + rows_out + side_out
     return KernelSource(name, "matmul", w.function(summary), w.ordered_params(),
                         [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], writes, w.reads(),
-                        tuple(w.computed_in_order()), "matmul", {"m": m, "n": n, "k": k})
+                        tuple(w.computed_in_order()), "matmul_rows" if rows else "matmul", {"m": m, "n": n, "k": k})

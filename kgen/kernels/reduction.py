@@ -40,6 +40,31 @@ def _finish(w: KernelWriter, root, acc: str, result: str, rn: str) -> None:
     w.computed.append(root)
 
 
+def row_body(w: KernelWriter, reductions: list, epilogue, written: set, coords, xindex, xnumel, rn: str,
+             mask: str, xmask: str, block: str, xblock: str) -> None:
+    """The reductions of a row kernel, each over a block of whole rows at `coords` (lanes
+    `xindex` down, the row across; `mask` over both, `xmask` over rows), then its epilogue.
+    Shared by the row kernel and the matmul kernel that holds whole rows (fusion rule E5)."""
+    first = reductions[0]
+    for i, root in enumerate(reductions):
+        rule = root.opdef.lower
+        w.mask = mask
+        value = w.value(root.inputs[0], coords)
+        acc, result = f"row_acc{i}", f"row_result{i}"
+        w.emit(f"{acc} = tl.full({block}, {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
+        w.emit(f"{acc} = tl.where({mask}, {rule.combine.format(acc=acc, x=value)}, {acc})")
+        _finish(w, root, acc, result, rn)
+        if root in written:
+            w.store(root, xindex, result, xmask, xblock)
+        w.provide(root, unflatten(xindex, root.shape), result)
+    for root in sorted(epilogue, key=lambda n: n.id):
+        if shapes.dims_equal(shapes.numel(root.shape), xnumel):  # over the reduced values
+            w.epilogue(first, unflatten(xindex, first.shape), xindex, [root], xmask, xblock)
+        else:  # over the rows
+            w.mask = mask
+            w.store(root, flat_index(coords, root.shape), w.root_value(root, coords), mask, block)
+
+
 def emit_rows(name: str, reductions: list, written: set, names: dict, epilogue=()) -> KernelSource:
     """A row kernel computing `reductions` (one input shape and axes; RBLOCK >= a row), in
     order, then `epilogue`: roots over the rows, or over the reduced values."""
@@ -53,24 +78,8 @@ def emit_rows(name: str, reductions: list, written: set, names: dict, epilogue=(
     w.emit(f"xmask = xindex < {xn}")
     w.emit(f"rindex = tl.arange(0, {rb})[None, :]")
     w.emit(f"mask = xmask & (rindex < {rn})")
-    for i, root in enumerate(reductions):
-        rule = root.opdef.lower
-        w.mask = "mask"
-        value = w.value(root.inputs[0], coords)
-        acc, result = f"acc{i}", f"result{i}"
-        w.emit(f"{acc} = tl.full([{xb}, {rb}], {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
-        w.emit(f"{acc} = tl.where(mask, {rule.combine.format(acc=acc, x=value)}, {acc})")
-        _finish(w, root, acc, result, rn)
-        if root in written:
-            w.store(root, xindex, result, "xmask", f"[{xb}, 1]")
-        w.provide(root, unflatten(xindex, root.shape), result)
-    for root in sorted(epilogue, key=lambda n: n.id):
-        if shapes.dims_equal(shapes.numel(root.shape), xnumel):  # over the reduced values
-            w.epilogue(first, unflatten(xindex, first.shape), xindex, [root], "xmask", f"[{xb}, 1]")
-        else:  # over the rows
-            w.mask = "mask"
-            offset = flat_index(coords, root.shape)
-            w.store(root, offset, w.root_value(root, coords), "mask", f"[{xb}, {rb}]")
+    row_body(w, reductions, epilogue, written, coords, xindex, xnumel, rn, "mask", "xmask",
+             f"[{xb}, {rb}]", f"[{xb}, 1]")
     summary = (f"kgen {name}: a row kernel over the rows of {shapes.format_shape(source.shape)} along axes "
                f"{tuple(axes)}: " + ", ".join(r.op for r in reductions)
                + (f", then {len(epilogue)} elementwise output(s)." if epilogue else "."))

@@ -47,7 +47,7 @@ def _launch_of(plan: FusionPlan) -> dict:
 
 def _reads(group, written: set) -> set:
     tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
-        + ([group.side[0]] if group.side else [])
+        + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
     return {i for t in tops for n in fused_nodes(t, written - {t}) for i in n.inputs if i in written}
 
 
@@ -55,7 +55,7 @@ def _reads_in_place(group, old: Node, new: Node, written: set) -> bool:
     """B3's kernel condition: every value computed from `old` in this kernel is an
     elementwise op over old's shape (so each lane reads old where it writes)."""
     tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
-        + ([group.side[0]] if group.side else [])
+        + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
     nodes = {n for t in tops for n in fused_nodes(t, written - {t})}
     derived = {old}
     for node in sorted(nodes, key=lambda n: n.id):

@@ -36,6 +36,10 @@ Each written value roots a kernel, and kernels then merge:
   E3  a pointwise kernel that reads another's outputs at the    (`_fuse_epilogues`)
       same elements joins it (a momentum update, then the
       parameter update that reads it)
+  E5  a row kernel (R6) over the rows of a matmul's result,     (`_rows_into_matmul`)
+      or of its epilogue values, runs in that matmul's epilogue:
+      its tile then spans whole rows (BLOCK_N >= N), so the
+      logits, softmax and loss gradient never reach memory
   E4  a reduction over a GEMM's K axis (a matmul's or a         (`_side_reductions`)
       convolution's), kept over its rows or columns, of the
       buffer that GEMM reads as that operand, runs in the GEMM's
@@ -71,6 +75,7 @@ class KernelGroup:
     epilogue: list = field(default_factory=list)  # pointwise roots computed after the anchor (E1)
     rows: list = field(default_factory=list)  # a row kernel's reductions after the anchor (R6)
     side: tuple = ()  # (reduction, its epilogue, kept over rows?) run in a GEMM's loop (E4)
+    row_part: tuple = ()  # (reductions, their epilogue): a row kernel in a matmul's epilogue (E5)
 
 
 @dataclass
@@ -202,7 +207,7 @@ def _row_groups(graph: Graph, written: set) -> list:
 
 def _group_nodes(group: KernelGroup, written: set) -> list:
     tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
-        + ([group.side[0]] if group.side else [])
+        + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
     return [n for t in tops for n in fused_nodes(t, written - {t})]
 
 
@@ -415,6 +420,40 @@ def _side_reductions(groups: list, written: set) -> list:
     return groups
 
 
+def _rows_into_matmul(groups: list, written: set, graph: Graph) -> tuple:
+    """E5: a row kernel over rows of a 2-D matmul's values joins that matmul's epilogue when
+    it reads nothing else the matmul's kernel produces and depends on it through no other
+    kernel; the matmul's values only it read are then not written."""
+    for rows in [g for g in groups if g.kind == "reduction" and row_signature(g.anchor)]:
+        source = rows.anchor.inputs[0]
+        if source.ndim != 2 or tuple(rows.anchor.attrs["axes"]) != (1,):
+            continue
+        deps = _dependencies(groups, written)
+        reads = {i for n in _group_nodes(rows, written) for i in n.inputs if i in written}
+        for host in groups:
+            if host.kind != "template" or host.anchor.op != "matmul" or host.anchor.ndim != 2 \
+                    or host.side or host.row_part or not _same_shape(host.anchor, source):
+                continue
+            resident = set(_resident(host))
+            mine, theirs = groups.index(rows), groups.index(host)
+            if not (reads & resident) or any(r in host.roots and r not in resident for r in reads) \
+                    or any(_reaches(deps, d, theirs) for d in deps[mine] if d != theirs):
+                continue
+            host.row_part = ([rows.anchor] + rows.rows, list(rows.epilogue))
+            host.roots.extend(rows.roots)
+            groups.remove(rows)
+            others = [n for g in groups if g is not host for n in _group_nodes(g, written)]
+            for value in [host.anchor] + list(host.epilogue):
+                if value not in graph.outputs and not any(value in n.inputs for n in others):
+                    written = written - {value}
+                    if value in host.roots:
+                        host.roots.remove(value)
+                    if value in host.epilogue:
+                        host.epilogue.remove(value)
+            break
+    return groups, written
+
+
 def _launch_order(groups: list, written: set) -> list:
     """Groups in dependency order, keeping the graph's order where it is free."""
     deps = _dependencies(groups, written)
@@ -453,5 +492,6 @@ def fuse(graph: Graph) -> FusionPlan:
     groups = [KernelGroup(_kind(r), [r] + rows.get(r, [r])[1:], r if _kind(r) != "pointwise" else None,
                           rows=rows.get(r, [r])[1:]) for r in roots]
     groups, written = _fuse_epilogues(groups, written, graph)
+    groups, written = _rows_into_matmul(groups, written, graph)
     groups = _launch_order(_side_reductions(_merge_pointwise(groups, written), written), written)
     return FusionPlan(graph, written, groups, _launches(groups, written))

@@ -76,12 +76,14 @@ def test_an_anchor_read_elsewhere_is_still_written(rng):
 
 
 def test_no_epilogue_when_it_would_need_a_later_kernel(rng):
-    """h - rowsum(h) reads a reduction of h itself: fusing it into h's kernel is a cycle.
-    It runs in the row kernel of the sum instead (R6)."""
+    """h - rowsum(h) reads a reduction of h itself: as an epilogue of h's kernel (E1) it
+    would be a cycle. It runs in the row kernel of the sum (R6), which itself runs in the
+    matmul's epilogue (E5) since a tile holds h's whole rows; with rows too long for that,
+    it stays a row kernel of its own."""
     x, w = kgen.tensor("x", ("N", 3)), kgen.tensor("w", (3, 4))
     h = x @ w
     graph, p = plan_of([x, w], [h - ops.sum(h, axis=1, keepdims=True)])
-    assert kinds(p) == ["matmul", "reduction"]
+    assert kinds(p) == ["matmul"]
     assert_matches_reference(graph, {"x": random_array(rng, (6, 3)), "w": random_array(rng, (3, 4))})
 
 
@@ -212,3 +214,35 @@ def test_a_sum_over_other_axes_is_not_a_side_reduction(rng):
     x, g = kgen.tensor("x", ("N", 4)), kgen.tensor("g", ("N", 3))
     graph, p = plan_of([x, g], [ops.swap_last(g) @ x, ops.sum(g, 1)])
     assert sorted(kinds(p)) == ["matmul", "reduction"]
+
+
+# --- E5: a row kernel in a matmul's epilogue ------------------------------------------------
+@pytest.mark.parametrize("n", [1, 7, 40])
+def test_cross_entropy_and_its_gradient_in_the_logits_matmul(n, rng):
+    """logits = h @ w + b; the loss rows and d(loss)/d(logits) in the matmul's epilogue:
+    the logits never reach memory."""
+    h, w, b = kgen.tensor("h", ("N", 6)), kgen.tensor("w", (6, 5)), kgen.tensor("b", (5,))
+    y = kgen.tensor("y", ("N",), "int32")
+    logits = h @ w + b
+    loss = ops.cross_entropy(logits, y)
+    (grad,) = kgen.grad(loss, [logits])
+    graph, p = plan_of([h, w, b, y], [loss, grad])
+    assert kinds(p)[0] == "matmul" and flatten(p.kernels)[0].config_rule == "matmul_rows"
+    over_logits = [n for n in p.plan.written if n.shape == logits.shape and n.op != "input"]
+    assert over_logits == [p.graph.outputs[1]]  # only the gradient is written
+    assert_matches_reference(graph, {"h": random_array(rng, (n, 6)), "w": random_array(rng, (6, 5)),
+                                     "b": random_array(rng, (5,)), "y": rng.integers(0, 5, n).astype(np.int32)})
+
+
+def test_softmax_of_a_matmul_is_one_kernel(rng):
+    x, w = kgen.tensor("x", ("N", 4)), kgen.tensor("w", (4, 7))
+    graph, p = plan_of([x, w], [ops.softmax(x @ w)])
+    assert kinds(p) == ["matmul"]
+    assert_matches_reference(graph, {"x": random_array(rng, (9, 4)), "w": random_array(rng, (4, 7))})
+
+
+def test_rows_longer_than_a_row_kernel_stay_out_of_the_matmul(rng):
+    from kgen.lowering.fusion import ROW_MAX
+    x, w = kgen.tensor("x", ("N", 4)), kgen.tensor("w", (4, ROW_MAX + 3))
+    graph, p = plan_of([x, w], [ops.softmax(x @ w)])
+    assert kinds(p)[0] == "matmul" and len(kinds(p)) > 1
