@@ -17,7 +17,8 @@ from kgen.lowering.indexing import flat_index, index_var, unflatten
 
 
 def _frame(w: KernelWriter, source, axes):
-    """The (xindex, rindex) coordinates of `source`'s elements and their extents."""
+    """The (xindex, rindex) coordinates of `source`'s elements and their extents; emits the
+    program's rows (`xindex`, `xmask`) and returns the block and extent arguments too."""
     kept = [d for i, d in enumerate(source.shape) if i not in axes]
     reduced = [source.shape[a] for a in axes]
     xnumel, rnumel = shapes.numel(kept), shapes.numel(reduced)
@@ -25,18 +26,24 @@ def _frame(w: KernelWriter, source, axes):
     w.lanes, w.block_vars = (xindex,), (xindex, rindex)
     kept_coords, reduced_coords = iter(unflatten(xindex, kept)), iter(unflatten(rindex, reduced))
     coords = [next(reduced_coords) if i in axes else next(kept_coords) for i in range(source.ndim)]
-    return xindex, coords, xnumel, rnumel
+    xb, rb = w.constexpr("XBLOCK"), w.constexpr("RBLOCK")
+    xn, rn = w.int_param("xnumel", xnumel), w.int_param("rnumel", rnumel)
+    w.emit(f"xindex = tl.program_id(0) * {xb} + tl.arange(0, {xb})[:, None]")
+    w.emit(f"xmask = xindex < {xn}")
+    return xindex, coords, xnumel, rnumel, xb, rb, rn
 
 
-def _finish(w: KernelWriter, root, acc: str, result: str, rn: str) -> None:
-    """Collapse the accumulator block `acc` along the reduced axis into `result` ([XBLOCK, 1])."""
+def finish(w: KernelWriter, root, acc: str, result: str, count: str, axis: int = 1) -> None:
+    """Collapse the accumulator block `acc` of reduction `root` along `axis` into `result`
+    (kept 2-D: [BLOCK, 1] for axis 1, [1, BLOCK] for axis 0); `count` is the reduced extent."""
     rule = root.opdef.lower
-    w.emit(f"{result} = tl.{rule.finish}({acc}, axis=1)[:, None]")
+    expand = "[:, None]" if axis == 1 else "[None, :]"
+    w.emit(f"{result} = tl.{rule.finish}({acc}, axis={axis}){expand}")
     if rule.nan_aware_finish and root.dtype.is_float:
-        w.emit(f"{result} = tl.where(tl.sum(({acc} != {acc}).to(tl.int32), axis=1)[:, None] > 0, "
+        w.emit(f"{result} = tl.where(tl.sum(({acc} != {acc}).to(tl.int32), axis={axis}){expand} > 0, "
                f"float('nan'), {result})")
     if rule.scale_by_count:
-        w.emit(f"{result} = {result} / {rn}")
+        w.emit(f"{result} = {result} / {count}")
     w.computed.append(root)
 
 
@@ -53,7 +60,7 @@ def row_body(w: KernelWriter, reductions: list, epilogue, written: set, coords, 
         acc, result = f"row_acc{i}", f"row_result{i}"
         w.emit(f"{acc} = tl.full({block}, {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
         w.emit(f"{acc} = tl.where({mask}, {rule.combine.format(acc=acc, x=value)}, {acc})")
-        _finish(w, root, acc, result, rn)
+        finish(w, root, acc, result, rn)
         if root in written:
             w.store(root, xindex, result, xmask, xblock)
         w.provide(root, unflatten(xindex, root.shape), result)
@@ -71,11 +78,7 @@ def emit_rows(name: str, reductions: list, written: set, names: dict, epilogue=(
     first = reductions[0]
     source, axes = first.inputs[0], first.attrs["axes"]
     w = KernelWriter(name, written - set(reductions) - set(epilogue), names)
-    xindex, coords, xnumel, rnumel = _frame(w, source, axes)
-    xb, rb = w.constexpr("XBLOCK"), w.constexpr("RBLOCK")
-    xn, rn = w.int_param("xnumel", xnumel), w.int_param("rnumel", rnumel)
-    w.emit(f"xindex = tl.program_id(0) * {xb} + tl.arange(0, {xb})[:, None]")
-    w.emit(f"xmask = xindex < {xn}")
+    xindex, coords, xnumel, rnumel, xb, rb, rn = _frame(w, source, axes)
     w.emit(f"rindex = tl.arange(0, {rb})[None, :]")
     w.emit(f"mask = xmask & (rindex < {rn})")
     row_body(w, reductions, epilogue, written, coords, xindex, xnumel, rn, "mask", "xmask",
@@ -94,11 +97,7 @@ def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> K
     axes = root.attrs["axes"]
     rule = root.opdef.lower
     w = KernelWriter(name, written - {root} - set(epilogue), names)
-    xindex, coords, xnumel, rnumel = _frame(w, source, axes)
-    xb, rb = w.constexpr("XBLOCK"), w.constexpr("RBLOCK")
-    xn, rn = w.int_param("xnumel", xnumel), w.int_param("rnumel", rnumel)
-    w.emit(f"xindex = tl.program_id(0) * {xb} + tl.arange(0, {xb})[:, None]")
-    w.emit(f"xmask = xindex < {xn}")
+    xindex, coords, xnumel, rnumel, xb, rb, rn = _frame(w, source, axes)
     w.emit(f"acc = tl.full([{xb}, {rb}], {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
     w.emit(f"for roffset in range(0, {rn}, {rb}):")
     w.indent += 1
@@ -108,7 +107,7 @@ def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> K
     value = w.value(source, coords)
     w.emit(f"acc = tl.where(mask, {rule.combine.format(acc='acc', x=value)}, acc)")
     w.end_loop()
-    _finish(w, root, "acc", "result", rn)
+    finish(w, root, "acc", "result", rn)
     if root in written:
         w.store(root, xindex, "result", "xmask", f"[{xb}, 1]")
     out_coords = unflatten(xindex, root.shape)

@@ -13,6 +13,7 @@ coordinates) pair once) and g is read once for both gradients.
 """
 from __future__ import annotations
 
+from kgen.kernels.reduction import finish
 from kgen.kernels.writer import KernelWriter, compute_type
 from kgen.lowering.indexing import unflatten
 
@@ -49,15 +50,8 @@ class SideReduction:
     def finish(self, written: set) -> tuple:
         """After the loop: collapse, store (first tiles of the other axis only), epilogue.
         Returns the values it writes."""
-        w, root, rule = self.w, self.root, self.root.opdef.lower
-        axis, expand = (1, "[:, None]") if self.rows else (0, "[None, :]")
-        w.emit(f"side_result = tl.{rule.finish}(side, axis={axis}){expand}")
-        if rule.nan_aware_finish and root.dtype.is_float:
-            w.emit(f"side_result = tl.where(tl.sum((side != side).to(tl.int32), axis={axis}){expand} > 0, "
-                   f"float('nan'), side_result)")
-        if rule.scale_by_count:
-            w.emit(f"side_result = side_result / {self.kbound}")
-        w.computed.append(root)
+        w, root = self.w, self.root
+        finish(w, root, "side", "side_result", self.kbound, axis=1 if self.rows else 0)
         # (a block compare: the interpreter cannot mask with a block & a scalar bool)
         first = f"({self.lane.name} * 0 + tl.program_id({self.other_axis}) == 0)"
         mask = f"({self.lane.name} < {self.bound}) & {first}"
