@@ -5,6 +5,12 @@
     kgen stats MODEL [--train] [--batch B] [--json]
                                                  launches, bytes and flops per step, fused and unfused
     kgen models                                  the zoo
+    kgen tune MODEL --target sm_80,sm_90 --batch 64,512 [--tier quick|thorough] [--explain] [--cache DIR]
+                                                 tune every kernel of its training step into the cache
+    kgen compile MODEL --target sm_80,sm_90 --out DIR [--batch B ...] [--eval]
+                                                 an artifact of its training (or evaluation) step
+    kgen run DIR [--inputs FILE.npz] [--seed S] [--batch B] [--steps K]
+                                                 load an artifact and run it
 """
 from __future__ import annotations
 
@@ -65,7 +71,7 @@ def cmd_stats(args):
     unfused = unfused_stats(step.program.graph, sizes)
     result = {"model": args.model, "batch": args.batch, "train": args.train, "launches": fused["launches"],
               "bytes": fused["bytes"], "flops": fused["flops"], "kernels": fused["kernels"],
-              "unfused": unfused}
+              "unfused": unfused, "buffers": step.program.buffers.describe(sizes)}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -77,6 +83,10 @@ def cmd_stats(args):
     print(f"{'fused (kgen)':<37} {fused['launches']:>12} {fused['bytes']:>12,} {fused['flops']:>14,}")
     print(f"{'unfused (one kernel per op)':<37} {unfused['launches']:>12} {unfused['bytes']:>12,} "
           f"{unfused['flops']:>14,}")
+    b = result["buffers"]
+    print(f"buffer plan: {len(step.program.buffers.slot_of)} intermediates in {b['slots']} slots "
+          f"({b['slot_bytes']:,} B, {b['unshared_bytes']:,} B without reuse); "
+          f"{b['inplace']} of {len(step.updates)} updates written in place")
     return 0
 
 
@@ -85,6 +95,64 @@ def cmd_models(args):
     for name in nn.zoo.names():
         print(f"{name:<14} {nn.zoo.get(name).description}")
     return 0
+
+
+def cmd_compile(args):
+    from kgen.artifact.commands import compile_model
+
+    def build():
+        spec, model = _spec_and_model(args.model, args.seed)
+        x, y = _example_batch(spec, max(args.batch))
+        return _step(spec, model, x, y, train=not args.eval)
+    return compile_model(args, build)
+
+
+def cmd_run(args):
+    from kgen.artifact.commands import run_artifact
+    return run_artifact(args)
+
+
+def cmd_tune(args):
+    import warnings
+
+    from kgen.autotune import cache as tune_cache, costmodel, tuner
+    from kgen.ir import shapes
+    targets, batches = _csv(args.target, str, "--target"), _csv(args.batch, int, "--batch")
+    for target in targets:
+        costmodel.gpu(target)  # an unknown target fails before any work
+    spec, model = _spec_and_model(args.model, args.seed)
+    (x, y), _ = spec.data()
+    step = _step(spec, model, x[:batches[0]], y[:batches[0]], train=True)
+    program, cache = step.program, tune_cache.TuneCache(args.cache)
+    symbols = {s for node in program.graph.inputs for s in shapes.symbols_of(node.shape)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", tune_cache.TuneCacheWarning)
+        for batch in batches:
+            sizes = dict.fromkeys(symbols, batch)
+            inputs = {n.name: v for n, v in zip(step.inputs, (x[:batch], y[:batch]))}
+            inputs.update({s.name: s.get_value() for s in step.shared})
+            if args.explain:
+                for target in targets:
+                    for kernel in program.kernels:
+                        print(f"batch {batch}: {cache.explain(kernel, sizes, target)}")
+            results = tuner.tune_program(program, sizes, targets, args.tier, cache, inputs, args.workers,
+                                         args.force, lambda message: print(f"  {message}", file=sys.stderr,
+                                                                           flush=True))
+            print(tuner.format_results(results, f"{args.model} training step, batch {batch},"))
+    for w in caught:
+        print(f"kgen: warning: {w.message}", file=sys.stderr)
+    print(f"cache: {cache.entries_dir}")
+    return 0
+
+
+def _csv(text: str, kind, option: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise KgenError(f"{option}: expected a comma-separated list, got {text!r}")
+    return values
 
 
 def main(argv=None) -> int:
@@ -108,6 +176,34 @@ def main(argv=None) -> int:
     p.set_defaults(run=cmd_stats)
     p = sub.add_parser("models", help="list the zoo")
     p.set_defaults(run=cmd_models)
+    p = sub.add_parser("compile", help="compile a zoo model's step to an artifact (no GPU needed)")
+    p.add_argument("model")
+    p.add_argument("--target", default="sm_80,sm_90", help="comma-separated GPU targets")
+    p.add_argument("--out", required=True, help="the artifact directory to write")
+    p.add_argument("--batch", type=int, nargs="+", default=[64], help="batch sizes (shape buckets)")
+    p.add_argument("--eval", action="store_true", help="the evaluation step (default: training)")
+    p.add_argument("--train", dest="eval", action="store_false", help="the training step (the default)")
+    p.add_argument("--workers", type=int, help="compile processes (default: one per CPU core)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_compile)
+    p = sub.add_parser("run", help="load an artifact and run it")
+    p.add_argument("dir")
+    p.add_argument("--inputs", help="an .npz of the inputs (default: random, of the recorded shapes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, help="the batch size N of random inputs")
+    p.add_argument("--steps", type=int, default=1, help="calls (a training step updates its state each time)")
+    p.set_defaults(run=cmd_run)
+    p = sub.add_parser("tune", help="tune every kernel of a zoo model's training step into the autotune cache")
+    p.add_argument("model")
+    p.add_argument("--target", default="sm_80,sm_90", help="comma-separated GPU targets")
+    p.add_argument("--batch", default="64", help="comma-separated batch sizes")
+    p.add_argument("--tier", choices=("quick", "thorough"), default="quick")
+    p.add_argument("--explain", action="store_true", help="say for each kernel why the cache hits or misses")
+    p.add_argument("--cache", help="the cache directory (default: $KGEN_CACHE_DIR/tune)")
+    p.add_argument("--force", action="store_true", help="tune again what the cache has")
+    p.add_argument("--workers", type=int, help="compile processes (default: one per CPU core)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_tune)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -7,10 +7,12 @@ artifact, say) did none of that work:
     assert counters.since(before) == {}
 
 The places that do the work bump their counter: "lowerings" (kgen.compile),
-"compiles" (kgen.kernels.aot, one per kernel binary, pool workers' included), "tunings"
-(the autotuner) and "traces" (building a function's graph). "triton_compiles" counts
-every `triton.compile` call of this process (Triton's JIT included, cache hits too),
-once `watch_triton()` has installed its listener."""
+"compiles" (one per kernel binary: kgen.kernels.aot and the autotuner's compile facts,
+pool workers' included), "tunings" (the autotuner). "traces" is for building a
+function's graph (kgen.function); nothing bumps it yet, so tests that must prove "no
+tracing" also count IR node constructions. "triton_compiles" counts every
+`triton.compile` call of this process (Triton's JIT included, cache hits too), once
+`watch_triton()` has installed its listener (kgen.load does)."""
 from __future__ import annotations
 
 import importlib

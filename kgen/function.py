@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from kgen import counters
 from kgen.errors import InputError, KgenError, ShapeError
 from kgen.ir import dtypes, shapes
 from kgen.ir.graph import Graph, topological_order
@@ -93,8 +94,8 @@ class Function:
         from kgen.compiler import compile
 
         self.inputs = list(inputs)
-        self._single = isinstance(outputs, Node)
-        self.outputs = [] if outputs is None else ([outputs] if self._single else list(outputs))
+        self.single_output = isinstance(outputs, Node)  # called with one output: return it bare
+        self.outputs = [] if outputs is None else ([outputs] if self.single_output else list(outputs))
         self.updates = _check_updates(updates)
         for o in self.outputs:
             if not isinstance(o, Node):
@@ -103,6 +104,7 @@ class Function:
         results = self.outputs + [new for _, new in self.updates]
         self.shared = _free_shared(results, self.inputs)
         self.graph = Graph(self.inputs + self.shared, results)
+        counters.bump("traces")
         position = {id(node): i for i, node in enumerate(self.inputs + self.shared)}
         in_place = {len(self.outputs) + k: position[id(var)] for k, (var, _) in enumerate(self.updates)
                     if id(var) in position}  # its new value may overwrite it (kgen.lowering.buffers)
@@ -119,7 +121,7 @@ class Function:
         outputs, new_values = results[:len(self.outputs)], results[len(self.outputs):]
         for (var, _), value in zip(self.updates, new_values):
             object.__setattr__(var, "_value", value)
-        if self._single:
+        if self.single_output:
             return outputs[0]
         return outputs if self.outputs else None
 

@@ -1,0 +1,410 @@
+"""The autotuner: a config per kernel, shape bucket and target, stored in the persistent
+cache (kgen.autotune.cache) for launching code and artifacts to read (`config_for`).
+
+Without a GPU of the target (the usual case ahead of time), the offline cost model picks:
+the space (kgen.autotune.space) is ranked on estimated resources, the best few are
+compiled for their real registers, spills and shared memory (kgen.autotune.facts), and the
+best of those by the model wins; the rest of the space stays estimated, which keeps the
+compile count small. If none of them compiles, the next few are tried, then the default.
+
+On a GPU of the target, with values to run on (`Bench`): the space is compiled in a pool
+of processes, every candidate runs on the reference's values of the kernel's inputs and
+is checked against the reference (not only the winner; a candidate that fails to compile,
+launch or agree scores as infinitely slow), and is timed with triton.testing.do_bench
+(median). Matmul and conv kernels are timed beside torch's library op on equal shapes
+(cuBLAS / cuDNN), and the cost model's pick is recorded beside the measured best, so the
+model can be calibrated."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kgen import counters
+from kgen.autotune import costmodel, facts as compile_facts, space
+from kgen.autotune.cache import TuneCache, format_config
+from kgen.errors import KgenError
+from kgen.kernels.launch import default_config, kernel_dims, plan_launch
+
+COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
+ROUNDS = 3  # offline: at most this many rounds of compiles per kernel
+# Offline, a kernel is done once one of its compiled candidates can run ("quick"), or once
+# the candidate the model ranks first, compiled ones with their facts, is compiled ("thorough").
+CHASE_LEADER = {"quick": False, "thorough": True}
+TIMED = {"quick": None, "thorough": 48}  # on a GPU: candidates timed per kernel (None: all)
+
+
+@dataclass
+class TuneResult:
+    """The decision for one kernel on one target at one set of sizes."""
+    kernel: str
+    rule: str
+    target: str
+    sizes: dict
+    config: dict
+    source: str  # cost model | measured | cache | default (why)
+    predicted_us: float = None  # the cost model's time for `config`
+    measured_us: float = None
+    vendor_us: float = None  # torch's library op on equal shapes (matmul, conv)
+    model_config: dict = None  # the cost model's pick, when timings decided
+    model_measured_us: float = None  # its measured time
+    space: int = 1  # candidates in the space
+    compiled: int = 0
+    failed: int = 0
+    record: dict = field(default_factory=dict)  # what the cache stores
+
+
+def config_for(kernel, sizes: dict, target: str, cache: TuneCache = None) -> dict:
+    """The config to launch `kernel` with at `sizes` on `target`: the tuned one if the
+    cache has it, otherwise the family's default."""
+    config = (cache if cache is not None else TuneCache()).lookup(kernel, sizes, target)
+    return config if config is not None else default_config(kernel, sizes, interpreted=False)
+
+
+def device_target():
+    """The target name of this machine's CUDA device ("sm_90"), or None without one."""
+    import torch
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability()
+    return f"sm_{major}{minor}"
+
+
+def tune_program(program, sizes: dict, targets, tier: str = "quick", cache: TuneCache = None, inputs=None,
+                 workers: int = None, force: bool = False, progress=None, bench=None) -> list:
+    """Tune every kernel of `program` at `sizes` for each of `targets`; returns a
+    TuneResult per kernel and target. Kernels the cache has are not tuned again unless
+    `force`. Timings decide on a GPU of the target when `inputs` (graph input name ->
+    array) are given, or when a `bench` is; the cost model decides otherwise.
+    `progress(message)` hears about long work."""
+    cache = cache if cache is not None else TuneCache()
+    say = progress or (lambda message: None)
+    results = []
+    for target in targets:
+        costmodel.gpu(target)
+        todo, hits = [], {}
+        for kernel in program.kernels:
+            config = None if force else cache.lookup(kernel, sizes, target)
+            if config is None:
+                todo.append(kernel)
+            else:
+                hits[kernel.name] = _cached(cache, kernel, sizes, target, config)
+        measuring = None
+        if todo and (bench is not None or (inputs is not None and device_target() == target)):
+            bench = measuring = bench or Bench(program, inputs, sizes)  # one reference run for all targets
+        say(f"{target}: {len(hits)} of {len(program.kernels)} kernels cached, tuning {len(todo)} "
+            f"({'timed on this GPU' if measuring else 'cost model'}, {tier} tier)")
+        if measuring:
+            tuned = {k.name: _tune_measured(program, k, sizes, target, tier, cache, measuring, workers, say)
+                     for k in todo}
+        else:
+            tuned = _tune_offline(program, todo, sizes, target, tier, cache, workers, say)
+        for kernel in todo:
+            result = tuned[kernel.name]
+            cache.store(kernel, sizes, target, result.config, result.record)
+            counters.bump("tunings")
+        results.extend(hits.get(k.name) or tuned[k.name] for k in program.kernels)
+    return results
+
+
+def _cached(cache, kernel, sizes, target, config) -> TuneResult:
+    record = cache.record(kernel, sizes, target) or {}
+    return TuneResult(kernel.name, kernel.config_rule, target, dict(sizes), config, "cache",
+                      record.get("predicted_us"), record.get("measured_us"), record.get("vendor_us"),
+                      space=record.get("space", 1), record=record)
+
+
+# --- without a GPU: the cost model -----------------------------------------------------------------
+def _tune_offline(program, kernels, sizes, target, tier, cache, workers, say) -> dict:
+    """Rank each kernel's space; compile the best few by estimate (all kernels' compiles in
+    one pool) until each has a compiled candidate the model ranks first among them."""
+    spaces = {k.name: space.candidates(k, sizes, target, tier) for k in kernels}
+    compiled = {k.name: {} for k in kernels}  # config key -> Facts
+    open_kernels = [k for k in kernels if len(spaces[k.name]) > 1]
+    for round_ in range(ROUNDS):
+        requests = []
+        for kernel in open_kernels:
+            ranking = _ranking(kernel, sizes, target, spaces[kernel.name], compiled[kernel.name])
+            fresh = [c for _, c in ranking if costmodel.config_key(c) not in compiled[kernel.name]]
+            requests += [(kernel, c) for c in fresh[:COMPILED_PER_ROUND[tier]]]
+        if not requests:
+            break
+        say(f"{target}: compiling {len(requests)} candidates of {len(open_kernels)} kernels"
+            + (f" (round {round_ + 1})" if round_ else ""))
+        found = compile_facts.gather(program.source, requests, target, workers, cache.facts)
+        for (kernel, config), facts in zip(requests, found):
+            compiled[kernel.name][costmodel.config_key(config)] = facts
+        open_kernels = [k for k in open_kernels
+                        if not _settled(k, sizes, target, spaces[k.name], compiled[k.name], CHASE_LEADER[tier])]
+    return {k.name: _offline_result(k, sizes, target, tier, spaces[k.name], compiled[k.name]) for k in kernels}
+
+
+def _ranking(kernel, sizes, target, configs, compiled: dict) -> list:
+    resources = {key: costmodel.from_facts(f) for key, f in compiled.items() if f.ok}
+    ranking = costmodel.rank(kernel, sizes, target, configs, resources)
+    failed = {key for key, f in compiled.items() if not f.ok}
+    return [(p, c) for p, c in ranking if costmodel.config_key(c) not in failed]
+
+
+def _best_compiled(kernel, sizes, target, configs, compiled: dict):
+    """The model's best compiled candidate that can run, as (prediction, config), or None."""
+    for prediction, config in _ranking(kernel, sizes, target, configs, compiled):
+        key = costmodel.config_key(config)
+        if key in compiled and compiled[key].ok and math.isfinite(prediction.us):
+            return prediction, config
+    return None
+
+
+def _settled(kernel, sizes, target, configs, compiled: dict, chase_leader: bool) -> bool:
+    best = _best_compiled(kernel, sizes, target, configs, compiled)
+    if best is None or not chase_leader:
+        return best is not None
+    leader = _ranking(kernel, sizes, target, configs, compiled)[0][1]
+    return costmodel.config_key(leader) in compiled
+
+
+def _offline_result(kernel, sizes, target, tier, configs, compiled) -> TuneResult:
+    failed = sum(not f.ok for f in compiled.values())
+    if len(configs) == 1:
+        best, source = (costmodel.predict(kernel, sizes, target, configs[0]), configs[0]), "default (only candidate)"
+    else:
+        best, source = _best_compiled(kernel, sizes, target, configs, compiled), "cost model"
+        if best is None:
+            default = configs[0]
+            best, source = (costmodel.predict(kernel, sizes, target, default), default), "default (none compiled)"
+    prediction, config = best
+    ranking = _ranking(kernel, sizes, target, configs, compiled)
+    record = {"source": source, "tier": tier, "sizes": dict(sizes), "dims": kernel_dims(kernel, sizes),
+              "predicted_us": prediction.us, "bound": prediction.bound, "programs": prediction.programs,
+              "blocks_per_sm": prediction.blocks_per_sm, "waves": prediction.waves,
+              "resources": asdict(prediction.resources) if prediction.resources else None,
+              "space": len(configs), "compiled": len(compiled), "failed": failed,
+              "ranking": _ranking_record(ranking, compiled),
+              "failures": [{"config": dict(key), "error": f.error} for key, f in compiled.items() if not f.ok]}
+    return TuneResult(kernel.name, kernel.config_rule, target, dict(sizes), dict(config), source,
+                      prediction.us, space=len(configs), compiled=len(compiled), failed=failed, record=record)
+
+
+def _ranking_record(ranking, compiled: dict, shown: int = 8) -> list:
+    """The compiled candidates and the best estimated ones, fastest first, for the record."""
+    rows = [{"config": c, "predicted_us": p.us, "bound": p.bound, "compiled": costmodel.config_key(c) in compiled}
+            for p, c in ranking]
+    kept = [r for r in rows if r["compiled"]]
+    kept += [r for r in rows if not r["compiled"]][:max(0, shown - len(kept))]
+    return sorted(kept, key=lambda r: r["predicted_us"])
+
+
+# --- on a GPU: timings --------------------------------------------------------------------------------
+def output_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| / max(|want|, 1), as kgen.check measures it; a NaN in one and not
+    the other, or a shape that differs, is an infinite error."""
+    if got.shape != want.shape:
+        return math.inf
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    if not got.size:
+        return 0.0
+    if np.any(np.isnan(got) != np.isnan(want)):
+        return math.inf
+    diff = np.abs(np.nan_to_num(got - want, nan=0.0))
+    return float(np.max(diff / np.maximum(np.abs(np.nan_to_num(want)), 1.0)))
+
+
+def compiled_launcher(source: str, kernel, target: str, config: dict):
+    """run(grid, args) launching the AOT binary of `kernel` with `config` on the current
+    GPU: the same compile as kgen.kernels.aot (a Triton cache hit once the pool built it),
+    so what is timed is what an artifact ships. `args` are all parameters, constexprs in place."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from kgen.kernels import aot
+    from kgen.kernels.loader import load_module
+
+    job = aot.kernel_job(source, kernel, target, config)
+    fn = getattr(load_module(source, interpreted=False), kernel.name)
+    binary = triton.compile(ASTSource(fn, signature=dict(job.signature), constexprs=dict(job.constexprs)),
+                            target=GPUTarget("cuda", aot.parse_target(target), 32), options=dict(job.options))
+
+    def run(grid, args):
+        binary[tuple(grid) + (1,) * (3 - len(grid))](*args)
+    return run
+
+
+def interpreter_launcher(source: str, kernel, target: str, config: dict):
+    """run(grid, args) on Triton's interpreter (CPU tensors): the measuring path without a
+    GPU, for checking it; its times say nothing about a GPU."""
+    from kgen.kernels.loader import interpreting, load_module
+
+    fn = getattr(load_module(source, interpreted=True), kernel.name)
+    constexprs = {p.name: config[p.name] for p in kernel.params if p.kind == "constexpr"}
+    kept = [i for i, p in enumerate(kernel.params) if p.kind != "constexpr"]
+
+    def run(grid, args):
+        with interpreting():
+            fn[tuple(grid)](*[args[i] for i in kept], **constexprs)
+    return run
+
+
+def median_us(fn) -> float:
+    """The median time of `fn` on the GPU, in microseconds (triton.testing.do_bench)."""
+    import triton.testing
+    return triton.testing.do_bench(fn, return_mode="median") * 1000.0
+
+
+class Bench:
+    """Runs candidates of a program's kernels on the reference's values of their inputs,
+    checks every output against the reference, and times them (`launcher` and `timer` are
+    the GPU's by default; tests pass the interpreter's)."""
+
+    def __init__(self, program, inputs: dict, sizes: dict, launcher=compiled_launcher, timer=median_us,
+                 device=None):
+        from kgen.ir.reference import evaluate
+        graph = program.graph
+        missing = [n.name for n in graph.inputs if n.name not in inputs]
+        if missing:
+            raise KgenError(f"tuning on a GPU needs a value for every graph input: missing {', '.join(missing)}")
+        self.program, self.sizes = program, dict(sizes)
+        self.launcher, self.timer = launcher, timer
+        self.device = device if device is not None else program.device
+        self.reference = evaluate(graph, {n.name: inputs[n.name] for n in graph.inputs}, "float64")
+
+    def buffers(self, kernel) -> dict:
+        import torch
+        env = {n: torch.from_numpy(np.array(self.reference[n], order="C")).to(self.device, n.dtype.torch)
+               for n in kernel.reads}
+        for root in kernel.roots:
+            shape = [int(d) for d in np.shape(self.reference[root])]
+            env[root] = torch.empty(shape, dtype=root.dtype.torch, device=self.device)
+        return env
+
+    def score(self, kernel, config: dict, target: str) -> tuple:
+        """(microseconds, problem): infinity and why if the candidate fails to compile or
+        launch, or its outputs disagree with the reference."""
+        from kgen.check import TOLERANCE
+        try:
+            run = self.launcher(self.program.source, kernel, target, config)
+            launch = plan_launch(kernel, self.sizes, interpreted=False, config=config)
+            env = self.buffers(kernel)
+            for root in kernel.roots:
+                if root.dtype.is_float:
+                    env[root].fill_(float("nan"))
+            args = [env[p.node] if p.kind in ("in", "out") else
+                    launch.ints[p.name] if p.kind == "int" else config[p.name] for p in kernel.params]
+            run(launch.grid, args)
+            error = max((output_error(_numpy(env[r]), self.reference[r]) for r in kernel.roots), default=0.0)
+            tolerance = max(TOLERANCE[n.dtype] for n in tuple(kernel.roots) + tuple(kernel.reads) + tuple(kernel.nodes))
+            if not error <= tolerance:
+                return math.inf, f"disagrees with the reference (error {error:.2e} > {tolerance:.0e})"
+            return float(self.timer(lambda: run(launch.grid, args))), ""
+        except Exception as e:  # noqa: BLE001 (a failing candidate is scored, not fatal)
+            return math.inf, f"{type(e).__name__}: {compile_facts.last_line(e)}"
+
+    def vendor_us(self, kernel):
+        """The time of torch's library op for the kernel's matmul/conv on equal shapes, or None."""
+        case = vendor_case(kernel, self.sizes, self.device)
+        return None if case is None else float(self.timer(case))
+
+
+def _numpy(tensor) -> np.ndarray:
+    import torch
+    tensor = tensor.detach().cpu()
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
+def vendor_call(node, operands: list):
+    """torch's library op computing the matmul or conv node `node` from `operands`."""
+    import torch
+    if node.op == "matmul":
+        return torch.matmul(*operands)
+    attrs = {k: tuple(node.attrs[k]) for k in ("stride", "padding", "dilation")}
+    if node.op == "conv2d":
+        return torch.nn.functional.conv2d(*operands, **attrs)
+    if node.op == "conv2d_input_grad":
+        g, w = operands
+        size = (g.shape[0], w.shape[1]) + tuple(node.attrs["input_size"])
+        return torch.nn.grad.conv2d_input(size, w, g, **attrs)
+    if node.op == "conv2d_weight_grad":
+        x, g = operands
+        size = (g.shape[1], x.shape[1]) + tuple(node.attrs["kernel_size"])
+        return torch.nn.grad.conv2d_weight(x, size, g, **attrs)
+    raise KgenError(f"no library op for {node.op!r}: expected one of {', '.join(costmodel.DOT_OPS)}")
+
+
+def vendor_case(kernel, sizes: dict, device):
+    """A call of torch's library op on random operands shaped like the kernel's one
+    matmul/conv, or None (other families, or several such nodes)."""
+    import torch
+    from kgen.ir import shapes
+    nodes = [n for n in kernel.nodes if n.op in costmodel.DOT_OPS]
+    if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
+        return None
+    node = nodes[0]
+    operands = [torch.randn([shapes.evaluate(d, sizes) for d in i.shape], device=device).to(i.dtype.torch)
+                for i in node.inputs]
+    return lambda: vendor_call(node, operands)
+
+
+def _tune_measured(program, kernel, sizes, target, tier, cache, bench, workers, say) -> TuneResult:
+    configs = space.candidates(kernel, sizes, target, tier)
+    ranking = costmodel.rank(kernel, sizes, target, configs)
+    timed = [c for _, c in ranking[:TIMED[tier]]] if TIMED[tier] else list(configs)
+    if configs[0] not in timed:
+        timed.append(configs[0])
+    say(f"{target}: {kernel.name}: compiling and timing {len(timed)} candidates")
+    found = compile_facts.gather(program.source, [(kernel, c) for c in timed], target, workers, cache.facts)
+    times = []
+    for config, facts in zip(timed, found):
+        us, problem = bench.score(kernel, config, target) if facts.ok else (math.inf, facts.error)
+        times.append((us, problem, config))
+    resources = {costmodel.config_key(c): costmodel.from_facts(f) for c, f in zip(timed, found) if f.ok}
+    model = costmodel.rank(kernel, sizes, target, timed, resources)[0]
+    best_us, _, best = min(times, key=lambda t: t[0])
+    source = "measured"
+    if not math.isfinite(best_us):
+        best, source = configs[0], "default (no candidate ran correctly)"
+    measured = {costmodel.config_key(c): us for us, _, c in times}
+    vendor = bench.vendor_us(kernel)
+    predicted = costmodel.predict(kernel, sizes, target, best, resources.get(costmodel.config_key(best)))
+    failed = sum(not math.isfinite(us) for us, _, _ in times)
+    record = {"source": source, "tier": tier, "sizes": dict(sizes), "dims": kernel_dims(kernel, sizes),
+              "measured_us": best_us, "predicted_us": predicted.us, "vendor_us": vendor,
+              "vs_vendor": best_us / vendor if vendor and math.isfinite(best_us) else None,
+              "model_pick": model[1], "model_pick_predicted_us": model[0].us,
+              "model_pick_measured_us": measured.get(costmodel.config_key(model[1])),
+              "space": len(configs), "timed": len(timed), "failed": failed,
+              "timings": [{"config": c, "us": us, "problem": problem} for us, problem, c in times],
+              "device": _device_name(), "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return TuneResult(kernel.name, kernel.config_rule, target, dict(sizes), dict(best), source, predicted.us,
+                      best_us, vendor, dict(model[1]), record["model_pick_measured_us"], len(configs),
+                      len(timed), failed, record)
+
+
+def _device_name() -> str:
+    import torch
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu (interpreter)"
+
+
+# --- reports ----------------------------------------------------------------------------------------
+def format_results(results: list, title: str = "") -> str:
+    """A table per target: the pick, predicted and measured time, and what decided."""
+    lines = []
+    for target in dict.fromkeys(r.target for r in results):
+        rows = [r for r in results if r.target == target]
+        lines.append(f"{title}{' ' if title else ''}on {target} ({costmodel.gpu(target).name})")
+        lines.append(f"  {'kernel':<22} {'rule':<12} {'predicted':>10} {'measured':>10} {'vendor':>9}  "
+                     f"{'decided by':<30} config")
+        for r in rows:
+            decided = r.source if r.source != "cost model" else f"cost model ({r.compiled} of {r.space} compiled)"
+            if r.source == "measured":
+                decided = f"timing ({r.compiled} of {r.space} timed)"
+            lines.append(f"  {r.kernel:<22} {r.rule:<12} {_us(r.predicted_us):>10} {_us(r.measured_us):>10} "
+                         f"{_us(r.vendor_us):>9}  {decided:<30} {format_config(r.config)}")
+    return "\n".join(lines)
+
+
+def _us(value) -> str:
+    if value is None:
+        return "-"
+    return "failed" if not math.isfinite(value) else f"{value:.1f} us"

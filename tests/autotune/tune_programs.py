@@ -1,0 +1,87 @@
+"""Small programs with one kernel of each config family, for the autotuner's tests."""
+from __future__ import annotations
+
+import kgen
+from kgen import ops
+
+
+def pointwise():
+    x = kgen.tensor("x", ("N", 40))
+    return kgen.Graph([x], [ops.relu(x) * 2.0 + 1.0])
+
+
+def column_sum():
+    x = kgen.tensor("x", ("N", 40))
+    return kgen.Graph([x], [ops.sum(ops.exp(x), 0)])
+
+
+def row_sum():
+    x = kgen.tensor("x", ("N", 40))
+    return kgen.Graph([x], [ops.sum(ops.exp(x), 1)])
+
+
+def softmax_rows():
+    x = kgen.tensor("x", ("N", 40))
+    return kgen.Graph([x], [ops.softmax(x, 1)])
+
+
+def matmul_fp32():
+    x, w, b = kgen.tensor("x", ("N", 40)), kgen.tensor("w", (40, 24)), kgen.tensor("b", (24,))
+    return kgen.Graph([x, w, b], [ops.relu(x @ w + b)])
+
+
+def matmul_fp16():
+    a, b = kgen.tensor("a", ("N", 64), "float16"), kgen.tensor("b", (64, 48), "float16")
+    return kgen.Graph([a, b], [a @ b])
+
+
+def matmul_softmax():
+    """A matmul whose epilogue reduces whole rows ("matmul_rows" when fusion gives the
+    epilogue the rows)."""
+    x, w = kgen.tensor("x", ("N", 40)), kgen.tensor("w", (40, 24))
+    return kgen.Graph([x, w], [ops.softmax(x @ w, 1)])
+
+
+def conv2d():
+    x, w = kgen.tensor("x", ("N", 3, 10, 10)), kgen.tensor("w", (4, 3, 3, 3))
+    return kgen.Graph([x, w], [ops.conv2d(x, w, padding=1)])
+
+
+def conv2d_input_grad():
+    g, w = kgen.tensor("g", ("N", 4, 10, 10)), kgen.tensor("w", (4, 3, 3, 3))
+    return kgen.Graph([g, w], [ops.conv2d_input_grad(g, w, (10, 10), padding=1)])
+
+
+def conv2d_weight_grad():
+    x, g = kgen.tensor("x", ("N", 3, 10, 10)), kgen.tensor("g", ("N", 4, 10, 10))
+    return kgen.Graph([x, g], [ops.conv2d_weight_grad(x, g, (3, 3), padding=1)])
+
+
+def max_pool():
+    x = kgen.tensor("x", ("N", 3, 10, 10))
+    return kgen.Graph([x], [ops.max_pool2d(x, 2)])
+
+
+def avg_pool():
+    x = kgen.tensor("x", ("N", 3, 10, 10))
+    return kgen.Graph([x], [ops.avg_pool2d(x, 2)])
+
+
+def two_reductions():
+    """Two independent reductions: one launch when fusion combines them (a "combo")."""
+    x = kgen.tensor("x", ("N", 40))
+    return kgen.Graph([x], [ops.sum(x, 0), ops.max(x, 1)])
+
+
+PROGRAMS = {f.__name__: f for f in (pointwise, column_sum, row_sum, softmax_rows, matmul_fp32, matmul_fp16,
+                                    matmul_softmax, conv2d, conv2d_input_grad, conv2d_weight_grad, max_pool, avg_pool,
+                                    two_reductions)}
+
+_compiled = {}
+
+
+def program(name: str):
+    """The compiled program `name` (compiled once per test process)."""
+    if name not in _compiled:
+        _compiled[name] = kgen.compile(PROGRAMS[name](), device="cpu")
+    return _compiled[name]
