@@ -160,3 +160,21 @@ def test_unknown_target_is_an_error():
     with pytest.raises(kgen.KgenError, match="unknown target 'sm_42'"):
         aot.compile_program(program, targets=("sm_42",))
     assert aot.parse_target("sm_90") == 90
+
+
+@pytest.mark.parametrize("model", ["mlp128", "cnn"])
+def test_zoo_training_steps_compile_for_gpus(model):
+    """Every launch of the zoo's training steps (combo kernels, row kernels, a row kernel in
+    a matmul epilogue, bias gradients in the weight-gradient GEMMs) builds for both targets."""
+    from kgen import nn
+    spec = nn.zoo.get(model)
+    nn.manual_seed(0)
+    net = spec.model()
+    (x, y), _ = spec.data()
+    step = nn.train_step(net, nn.losses.get(spec.loss), spec.optimizer(net.parameters()), x[:64], y[:64])
+    binaries = aot.compile_program(step.program, targets=TARGETS, sizes={"N": 64})
+    assert sorted((b.kernel, b.target) for b in binaries) == sorted(
+        (k.name, t) for k in step.kernels for t in TARGETS)
+    assert {k.kind for k in step.kernels} >= {"matmul", "combo"}
+    for b in binaries:
+        assert b.cubin and b.shared_bytes <= 227 * 1024
