@@ -118,6 +118,37 @@ def _cached(cache, kernel, sizes, target, config) -> TuneResult:
 
 # --- without a GPU: the cost model -----------------------------------------------------------------
 def _tune_offline(program, kernels, sizes, target, tier, cache, workers, say) -> dict:
+    """The cost model's pick for each kernel; a combo kernel's parts are tuned as kernels of
+    their own (their sources are full kernels) and their picks joined (`_combo_result`)."""
+    parts = [part for kernel in kernels for part in kernel.parts]
+    source = program.source + "".join("\n\n" + part.text for part in parts)
+    singles = [k for k in kernels if not k.parts] + parts
+    results = _tune_offline_kernels(source, singles, sizes, target, tier, cache, workers, say)
+    for combo in (k for k in kernels if k.parts):
+        results[combo.name] = _combo_result(combo, [results[p.name] for p in combo.parts], sizes, target)
+    return results
+
+
+def _combo_result(combo, parts: list, sizes, target) -> TuneResult:
+    """A combo kernel's config from its parts' picks: each under its `p<i>_` prefix, with
+    the most warps any part wants and the fewest stages (one launch has one of each). The
+    predicted time is the parts' sum, an upper bound (they share the GPU)."""
+    config = {f"p{i}_{k}": v for i, r in enumerate(parts) for k, v in r.config.items()
+              if k not in ("num_warps", "num_stages")}
+    config["num_warps"] = max(r.config.get("num_warps", 4) for r in parts)
+    config["num_stages"] = min(r.config.get("num_stages", 3) for r in parts)
+    predicted = sum(r.predicted_us or 0.0 for r in parts)
+    record = {"source": "parts tuned alone", "sizes": dict(sizes), "predicted_us": predicted,
+              "space": sum(r.space for r in parts), "compiled": sum(r.compiled for r in parts),
+              "failed": sum(r.failed for r in parts),
+              "parts": [{"kernel": r.kernel, "rule": r.rule, "config": r.config, "source": r.source,
+                         "predicted_us": r.predicted_us} for r in parts]}
+    return TuneResult(combo.name, combo.config_rule, target, dict(sizes), config, "parts tuned alone",
+                      predicted, space=record["space"], compiled=record["compiled"], failed=record["failed"],
+                      record=record)
+
+
+def _tune_offline_kernels(source, kernels, sizes, target, tier, cache, workers, say) -> dict:
     """Rank each kernel's space; compile the best few by estimate (all kernels' compiles in
     one pool) until each has a compiled candidate the model ranks first among them."""
     spaces = {k.name: space.candidates(k, sizes, target, tier) for k in kernels}
@@ -133,7 +164,7 @@ def _tune_offline(program, kernels, sizes, target, tier, cache, workers, say) ->
             break
         say(f"{target}: compiling {len(requests)} candidates of {len(open_kernels)} kernels"
             + (f" (round {round_ + 1})" if round_ else ""))
-        found = compile_facts.gather(program.source, requests, target, workers, cache.facts)
+        found = compile_facts.gather(source, requests, target, workers, cache.facts)
         for (kernel, config), facts in zip(requests, found):
             compiled[kernel.name][costmodel.config_key(config)] = facts
         open_kernels = [k for k in open_kernels

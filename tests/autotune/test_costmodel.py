@@ -42,10 +42,15 @@ def test_cost_model_picks_a_legal_config(name, n, target, tmp_path):
     limits = costmodel.gpu(target)
     for kernel, result in zip(prog.kernels, results):
         configs = space.candidates(kernel, sizes, target, "quick")
-        assert result.config in configs
-        assert result.source == "cost model" if len(configs) > 1 else result.source.startswith("default")
+        if kernel.parts:  # a combo: each part's pick is from its own space (test_tune_combo.py)
+            assert result.source == "parts tuned alone"
+            for part, pick in zip(kernel.parts, result.record["parts"]):
+                assert pick["config"] in space.candidates(part, sizes, target, "quick")
+        else:
+            assert result.config in configs
+            assert result.source == "cost model" if len(configs) > 1 else result.source.startswith("default")
         assert math.isfinite(result.predicted_us) and result.predicted_us > costmodel.LAUNCH_US
-        if len(configs) > 1:
+        if len(configs) > 1 and not kernel.parts:
             assert 1 <= result.compiled <= tuner.COMPILED_PER_ROUND["quick"] * tuner.ROUNDS
         binary = aot.compile_kernel(prog.source, kernel, target, result.config)  # it compiles
         warps = result.config.get("num_warps", 4)
