@@ -5,6 +5,7 @@ dimension and a compiled graph serves every value of `N`.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Iterable, Sequence, Union
 
@@ -46,8 +47,15 @@ def as_shape(shape: Iterable) -> Shape:
     return tuple(as_dim(d) for d in shape)
 
 
+@functools.lru_cache(maxsize=8192)
 def dims_equal(a: Dim, b: Dim) -> bool:
-    return a == b or sympy.simplify(sympy.sympify(a) - b) == 0
+    """Whether two dims are equal for every binding of their symbols (cached: fusion asks
+    the same questions many times, and sympy's simplify is slow)."""
+    if a == b:
+        return True
+    if isinstance(a, int) and isinstance(b, int):
+        return False
+    return sympy.simplify(sympy.sympify(a) - b) == 0
 
 
 def numel(shape: Sequence[Dim]) -> Dim:
