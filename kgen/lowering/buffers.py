@@ -9,8 +9,8 @@ writes it to the last launch that reads it. The plan gives each one a storage sl
       run at once, so a slot is free only after the launch that last reads it)
   B3  an update `new` of a parameter or optimizer state `old` (a kgen.function update) is
       written in place, into `old`'s tensor, when nothing reads `old` after `new`'s kernel
-      starts and that kernel reads `old` only elementwise at the elements it writes (an
-      optimizer update in a gradient's epilogue reads w[i] and writes w[i] in one lane).
+      starts and that kernel reads `old` only to compute `new`, elementwise at the elements
+      it writes (an optimizer update in a gradient's epilogue reads w[i], then writes w[i]).
       When another kernel of the same launch reads `old` (the input gradient reads the
       weight the weight gradient updates), the updating kernel moves to a later launch if
       one exists before anything that reads its results (no launch is added)
@@ -52,11 +52,17 @@ def _reads(group, written: set) -> set:
 
 
 def _reads_in_place(group, old: Node, new: Node, written: set) -> bool:
-    """B3's kernel condition: every value computed from `old` in this kernel is an
-    elementwise op over old's shape (so each lane reads old where it writes)."""
+    """B3's kernel condition: `old` is read only in computing `new`, and every value
+    computed from it is an elementwise op over old's shape (so each lane reads old where it
+    writes new, before it writes)."""
     tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
         + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
     nodes = {n for t in tops for n in fused_nodes(t, written - {t})}
+    # Only new's own computation reads old: the kernel stores each root once it has
+    # computed it, so another root reading old could load it after new overwrote it.
+    own = set(fused_nodes(new, written - {new}))
+    if any(old in n.inputs and n not in own for n in nodes):
+        return False
     derived = {old}
     for node in sorted(nodes, key=lambda n: n.id):
         if any(i in derived for i in node.inputs):

@@ -67,3 +67,65 @@ def test_intermediates_reuse_dead_slots():
     x0 = np.random.default_rng(0).standard_normal((6, 6)).astype(np.float32)
     (got,) = p.run({graph.inputs[0]: torch.from_numpy(x0)})
     np.testing.assert_allclose(got.numpy(), np.linalg.matrix_power(x0.astype(np.float64), 5), rtol=1e-4)
+
+
+# --- in-place updates against the reference, step after step ------------------------------
+def _steps_match_reference(f, args, steps=3):
+    """Call `f` `steps` times; each time its outputs and the new shared values must equal
+    the reference interpreter run on the values the shared variables had before the call."""
+    inputs = f.inputs + f.shared
+    for _ in range(steps):
+        values = [np.asarray(a) for a in args] + [s.value.numpy().copy() for s in f.shared]
+        want = kgen.reference.run(f.graph, values)
+        got = f(*args)
+        got = [] if got is None else ([got] if f.single_output else list(got))
+        for g, w in zip(got, want[:len(got)]):
+            np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=1e-4, atol=1e-5)
+        for (var, _), w in zip(f.updates, want[len(f.outputs):]):
+            np.testing.assert_allclose(var.value.numpy().astype(np.float64), w, rtol=1e-4, atol=1e-5)
+    assert len(inputs) == len(f.graph.inputs)
+
+
+def test_tied_weights_update_in_place_after_both_reads(rng):
+    """W is read by the encoder (x @ W) and the decoder (h @ W^T), forward and backward: its
+    update may only overwrite it once every reader has run."""
+    w = kgen.shared(rng.standard_normal((5, 3)).astype(np.float32) * 0.5, "w")
+    x = kgen.tensor("x", ("N", 5))
+    h = ops.tanh(x @ w)
+    loss = ops.mean((h @ ops.swap_last(w) - x) ** 2)
+    (gw,) = kgen.grad(loss, [w])
+    f = kgen.function([x], loss, updates=[(w, w - 0.1 * gw)])
+    assert len(f.program.buffers.inplace) == 1
+    _steps_match_reference(f, [rng.standard_normal((7, 5)).astype(np.float32)])
+
+
+def test_momentum_and_parameter_updates_that_read_each_other(rng):
+    w = kgen.shared(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    v = kgen.shared(np.zeros((4, 3), np.float32), "v")
+    x, y = kgen.tensor("x", ("N", 4)), kgen.tensor("y", ("N", 3))
+    loss = ops.mean((x @ w - y) ** 2)
+    (gw,) = kgen.grad(loss, [w])
+    v_new = 0.9 * v + gw
+    f = kgen.function([x, y], loss, updates=[(v, v_new), (w, w - 0.05 * v_new)])
+    assert len(f.program.buffers.inplace) == 2
+    _steps_match_reference(f, [rng.standard_normal((6, 4)).astype(np.float32),
+                               rng.standard_normal((6, 3)).astype(np.float32)])
+
+
+def test_swapped_updates_are_not_written_over_each_other(rng):
+    """a <- b, b <- a (a swap): each new value is an old value the other update reads."""
+    a = kgen.shared(rng.standard_normal((3,)).astype(np.float32), "a")
+    b = kgen.shared(rng.standard_normal((3,)).astype(np.float32), "b")
+    f = kgen.function([], None, updates=[(a, b * 2.0), (b, a * 3.0)])
+    assert f.program.buffers.inplace == {}  # each kernel root would overwrite what the other reads
+    before_a, before_b = a.value.numpy().copy(), b.value.numpy().copy()
+    f()
+    np.testing.assert_allclose(a.value.numpy(), 2 * before_b)
+    np.testing.assert_allclose(b.value.numpy(), 3 * before_a)
+
+
+def test_an_update_that_is_also_an_output(rng):
+    w = kgen.shared(rng.standard_normal((2, 2)).astype(np.float32), "w")
+    new_w = w * 0.5
+    f = kgen.function([], [new_w, ops.sum(w)], updates=[(w, new_w)])
+    _steps_match_reference(f, [])
