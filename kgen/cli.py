@@ -7,7 +7,7 @@
     kgen models                                  the zoo
     kgen tune MODEL --target sm_80,sm_90 --batch 64,512 [--tier quick|thorough] [--explain] [--cache DIR]
                                                  tune every kernel of its training step into the cache
-    kgen compile MODEL --target sm_80,sm_90 --out DIR [--batch B ...] [--eval]
+    kgen compile MODEL --target sm_80,sm_90 --out DIR [--batch B ...] [--eval] [--archive]
                                                  an artifact of its training (or evaluation) step
     kgen run DIR [--inputs FILE.npz] [--seed S] [--batch B] [--steps K]
                                                  load an artifact and run it
@@ -180,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("--target", default="sm_80,sm_90", help="comma-separated GPU targets")
     p.add_argument("--out", required=True, help="the artifact directory to write")
+    p.add_argument("--archive", action="store_true", help="also write it as one file, DIR.tar (kgen.load reads either)")
     p.add_argument("--batch", type=int, nargs="+", default=[64], help="batch sizes (shape buckets)")
     p.add_argument("--eval", action="store_true", help="the evaluation step (default: training)")
     p.add_argument("--train", dest="eval", action="store_false", help="the training step (the default)")

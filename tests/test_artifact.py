@@ -351,3 +351,33 @@ def test_kgen_compile_and_run(tmp_path, capsys):
     (out / mf.SOURCE).write_text("damaged")
     assert main(["run", str(out)]) == 2
     assert "kernels.py" in capsys.readouterr().err
+
+
+# --- one file -------------------------------------------------------------------------------
+def test_archive_round_trip_in_a_fresh_process(graph_artifact, tmp_path):
+    graph, path = graph_artifact
+    tar = kgen.artifact.pack(path, tmp_path / "art.tar")
+    result = run_fresh(tar, graph_inputs(), calls=0, tmp_path=tmp_path)
+    assert result["counters"] == {}
+    rows = dict(graph_inputs(), x=graph_inputs()["x"][:37])
+    for got, want in zip(result["runs"][0], kgen.reference.run(graph, rows)):
+        np.testing.assert_allclose(np.array(got), want, rtol=1e-5, atol=1e-5)
+
+
+def test_damaged_archives_are_clear_errors(graph_artifact, tmp_path):
+    import tarfile
+    _, path = graph_artifact
+    tar = kgen.artifact.pack(path, tmp_path / "art.tar")
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(tar.read_bytes()[:5000])
+    with pytest.raises(kgen.ArtifactError, match="truncated"):
+        kgen.load(truncated)
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as t:
+        t.add(path / "manifest.json", arcname="../manifest.json")
+    with pytest.raises(kgen.ArtifactError, match="not a plain file inside"):
+        kgen.load(evil)
+    garbage = tmp_path / "garbage.tar"
+    garbage.write_bytes(b"not a tar at all" * 100)
+    with pytest.raises(kgen.ArtifactError, match="garbage.tar"):
+        kgen.load(garbage)

@@ -27,6 +27,9 @@ def compile_model(args, build_step) -> int:
                                 pool=pool)
     done = time.perf_counter()
     print(describe(path))
+    if args.archive:
+        from kgen.artifact.archive import pack
+        print(f"archived as {pack(path)}")
     print(f"built (data, tracing, lowering) in {built - start:.2f} s, compiled and written in "
           f"{done - built:.2f} s")
     return 0

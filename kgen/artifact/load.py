@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from kgen import counters
-from kgen.artifact import gpu
+from kgen.artifact import archive, gpu
 from kgen.artifact import manifest as mf
 from kgen.artifact.expr import SizeExpr
 from kgen.artifact.rules import LaunchRule
@@ -35,9 +35,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def load(path, device=None) -> "Artifact":
-    """The artifact at `path`, ready to call. `device`: a torch device (default: the CUDA
-    GPU if there is one, else the CPU, where kernels run on Triton's interpreter)."""
-    directory = Path(path)
+    """The artifact at `path` (its directory, or one archive of it), ready to call.
+    `device`: a torch device (default: the CUDA GPU if there is one, else the CPU, where
+    kernels run on Triton's interpreter)."""
+    directory = archive.unpack(path) if archive.is_archive(path) else Path(path)
     counters.watch_triton()
     manifest = mf.read(directory)
     files = mf.check_files(directory, manifest)
