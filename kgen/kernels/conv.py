@@ -28,6 +28,7 @@ from kgen.kernels.side import SideReduction
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering import indexing
+from kgen.lowering.fusion import gemm_extents
 from kgen.lowering.indexing import FloorDiv, ModularIndexing, flat_index, index_var
 
 
@@ -63,8 +64,10 @@ class GemmKernel:
     """The frame shared by the three templates: program ids over row and column tiles, a
     loop over the reduction in BLOCK_K steps, a float32 accumulator and its store."""
 
-    def __init__(self, name: str, root, written: set, names: dict, m, n, k, epilogue=(), side=None):
-        self.root, self.m, self.n, self.k = root, m, n, k
+    def __init__(self, name: str, root, written: set, names: dict, epilogue=(), side=None):
+        self.root = root
+        m, n, k, _, _ = gemm_extents(root)  # the GEMM's extents, as fusion sees them (E4)
+        self.m, self.n, self.k = m, n, k
         self.written, self.epilogue = written, tuple(epilogue)
         side_writes = (side[0], *side[1]) if side else ()
         self.w = w = KernelWriter(name, written - {root} - set(epilogue) - set(side_writes), names)
@@ -142,7 +145,7 @@ def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=No
     oh_size, ow_size = root.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     pixels = oh_size * ow_size
-    g = GemmKernel(name, root, written, names, batch * pixels, filters, channels * kh_size * kw_size, epilogue, side)
+    g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     n = define(w, "n", FloorDiv(rm, pixels), batch, "rm")
@@ -166,8 +169,7 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=
     filters, _, kh_size, kw_size = weight.shape
     oh_size, ow_size = grad.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
-    g = GemmKernel(name, root, written, names, batch * height * width, channels, filters * kh_size * kw_size,
-                   epilogue, side)
+    g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     n = define(w, "n", FloorDiv(rm, height * width), batch, "rm")
@@ -198,7 +200,7 @@ def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue
     oh_size, ow_size = grad.shape[2:]
     (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
     pixels = oh_size * ow_size
-    g = GemmKernel(name, root, written, names, filters, channels * kh_size * kw_size, batch * pixels, epilogue, side)
+    g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
     g.begin_loop()
