@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from kgen.ir import shapes
 from kgen.ir.node import Node
-from kgen.lowering.fusion import FusionPlan, fused_nodes, is_in_memory_source
+from kgen.lowering.fusion import FusionPlan, fused_nodes, group_nodes, group_reads, is_in_memory_source
 
 
 @dataclass
@@ -45,19 +45,11 @@ def _launch_of(plan: FusionPlan) -> dict:
     return {g: li for li, launch in enumerate(plan.launches) for g in launch}
 
 
-def _reads(group, written: set) -> set:
-    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
-        + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
-    return {i for t in tops for n in fused_nodes(t, written - {t}) for i in n.inputs if i in written}
-
-
 def _reads_in_place(group, old: Node, new: Node, written: set) -> bool:
     """B3's kernel condition: `old` is read only in computing `new`, and every value
     computed from it is an elementwise op over old's shape (so each lane reads old where it
     writes new, before it writes)."""
-    tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
-        + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
-    nodes = {n for t in tops for n in fused_nodes(t, written - {t})}
+    nodes = set(group_nodes(group, written))
     # Only new's own computation reads old: the kernel stores each root once it has
     # computed it, so another root reading old could load it after new overwrote it.
     own = set(fused_nodes(new, written - {new}))
@@ -84,7 +76,7 @@ def plan_buffers(plan: FusionPlan, updates: dict = None) -> BufferPlan:
     producer = {r: gi for gi, g in enumerate(plan.groups) for r in g.roots}
     readers = {}
     for gi, group in enumerate(plan.groups):
-        for value in _reads(group, written):
+        for value in group_reads(group, written):
             readers.setdefault(value, set()).add(gi)
     outputs = list(graph.outputs)
     out = BufferPlan()

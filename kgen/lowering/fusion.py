@@ -205,10 +205,17 @@ def _row_groups(graph: Graph, written: set) -> list:
     return groups
 
 
-def _group_nodes(group: KernelGroup, written: set) -> list:
+def group_nodes(group: KernelGroup, written: set) -> list:
+    """Every node a kernel group computes (its roots, anchor, row and side reductions, and
+    what they fuse, down to buffers)."""
     tops = group.roots + ([group.anchor] if group.anchor is not None else []) + group.rows \
         + ([group.side[0]] if group.side else []) + (list(group.row_part[0]) if group.row_part else [])
     return [n for t in tops for n in fused_nodes(t, written - {t})]
+
+
+def group_reads(group: KernelGroup, written: set) -> set:
+    """The buffers a kernel group reads."""
+    return {i for n in group_nodes(group, written) for i in n.inputs if i in written}
 
 
 def _dependencies(groups: list, written: set) -> list:
@@ -216,7 +223,7 @@ def _dependencies(groups: list, written: set) -> list:
     producer = {root: gi for gi, g in enumerate(groups) for root in g.roots}
     deps = []
     for gi, g in enumerate(groups):
-        reads = {i for n in _group_nodes(g, written) for i in n.inputs if i in written}
+        reads = group_reads(g, written)
         deps.append({producer[r] for r in reads if r in producer} - {gi})
     return deps
 
@@ -336,7 +343,7 @@ def _fuse_epilogues(groups: list, written: set, graph: Graph) -> tuple:
 
     outputs = set(graph.outputs)
     for host in groups:
-        others = [n for g in groups if g is not host for n in _group_nodes(g, written)]
+        others = [n for g in groups if g is not host for n in group_nodes(g, written)]
         held = ([host.anchor] if host.epilogue else []) + host.rows if host.anchor is not None \
             else (host.roots[:-1] if host.kind == "pointwise" else [])
         for value in held:
@@ -429,7 +436,7 @@ def _rows_into_matmul(groups: list, written: set, graph: Graph) -> tuple:
         if source.ndim != 2 or tuple(rows.anchor.attrs["axes"]) != (1,):
             continue
         deps = _dependencies(groups, written)
-        reads = {i for n in _group_nodes(rows, written) for i in n.inputs if i in written}
+        reads = group_reads(rows, written)
         for host in groups:
             if host.kind != "template" or host.anchor.op != "matmul" or host.anchor.ndim != 2 \
                     or host.side or host.row_part or not _same_shape(host.anchor, source):
@@ -442,7 +449,7 @@ def _rows_into_matmul(groups: list, written: set, graph: Graph) -> tuple:
             host.row_part = ([rows.anchor] + rows.rows, list(rows.epilogue))
             host.roots.extend(rows.roots)
             groups.remove(rows)
-            others = [n for g in groups if g is not host for n in _group_nodes(g, written)]
+            others = [n for g in groups if g is not host for n in group_nodes(g, written)]
             for value in [host.anchor] + list(host.epilogue):
                 if value not in graph.outputs and not any(value in n.inputs for n in others):
                     written = written - {value}
