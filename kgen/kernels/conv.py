@@ -137,13 +137,24 @@ def _describe(name: str, root) -> str:
             f"padding {a['padding']}, dilation {a['dilation']}; an implicit GEMM.")
 
 
+def _geometry(root) -> tuple:
+    """A convolution's sizes, whichever of its three ops `root` is: batch, image height and
+    width, window height and width, output height and width, stride, padding, dilation."""
+    if root.op == "conv2d":
+        image, weight, out = root.inputs[0].shape, root.inputs[1].shape, root.shape
+    elif root.op == "conv2d_input_grad":
+        image, weight, out = root.shape, root.inputs[1].shape, root.inputs[0].shape
+    else:  # conv2d_weight_grad
+        image, weight, out = root.inputs[0].shape, root.shape, root.inputs[1].shape
+    a = root.attrs
+    return (image[0], image[2], image[3], weight[2], weight[3], out[2], out[3],
+            a["stride"], a["padding"], a["dilation"])
+
+
 @template("conv2d")
 def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     x, weight = root.inputs
-    batch, channels, height, width = x.shape
-    filters, _, kh_size, kw_size = weight.shape
-    oh_size, ow_size = root.shape[2:]
-    (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
+    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = _geometry(root)
     pixels = oh_size * ow_size
     g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
@@ -165,10 +176,7 @@ def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=No
 @template("conv2d_input_grad")
 def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     grad, weight = root.inputs
-    batch, channels, height, width = root.shape
-    filters, _, kh_size, kw_size = weight.shape
-    oh_size, ow_size = grad.shape[2:]
-    (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
+    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = _geometry(root)
     g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
@@ -195,10 +203,7 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=
 @template("conv2d_weight_grad")
 def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     x, grad = root.inputs
-    batch, channels, height, width = x.shape
-    filters, _, kh_size, kw_size = root.shape
-    oh_size, ow_size = grad.shape[2:]
-    (sh, sw), (ph, pw), (dh, dw) = root.attrs["stride"], root.attrs["padding"], root.attrs["dilation"]
+    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = _geometry(root)
     pixels = oh_size * ow_size
     g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
