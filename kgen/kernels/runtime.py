@@ -86,8 +86,7 @@ class Program:
         env.update(self._constants)
         plan = self.buffers
         slots = [self.allocate(first, sizes) for first in plan.slots]
-        env.update({node: slots[si].view(slots[si].shape if node.shape == plan.slots[si].shape else
-                                         [shapes.evaluate(d, sizes) for d in node.shape])
+        env.update({node: slots[si].view([shapes.evaluate(d, sizes) for d in node.shape])
                     for node, si in plan.slot_of.items()})
         env.update({node: self.allocate(node, sizes) for node in plan.fresh})
         if poison:
