@@ -1,7 +1,14 @@
 """Block sizes and launch options for each template, chosen from the concrete sizes of a
 launch. On Triton's interpreter every program and every op costs Python time, so the
 choice there is the fewest, largest programs (see TRITON_NOTES.md); on a GPU it is a
-conventional default until the autotuner picks better."""
+conventional default until the autotuner picks better.
+
+GEMM defaults on a GPU depend on the dot. A float32 dot is exact (input_precision="ieee"):
+FMA products, where each thread holds its whole BLOCK_K slice of both operand tiles in
+registers, so its tiles are at most 64x64 with BLOCK_K 16. Larger ones spill: with Triton
+3.9 for sm_90, cnn's conv at 128x64x32 on 4 warps spills 504 B per thread, and ptxas takes
+three times as long to compile it as at 64x64x16, which spills nothing. A half-precision
+dot runs on tensor cores from shared memory and takes the usual 32-deep K steps."""
 from __future__ import annotations
 
 INTERPRETER_MAX_BLOCK = 1 << 16
@@ -11,9 +18,9 @@ def next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def choose(rule: str, dims: dict, interpreted: bool) -> dict:
+def choose(rule: str, dims: dict, interpreted: bool, half_dot: bool = False) -> dict:
     """Constexprs (and num_warps/num_stages on a GPU) for a kernel of config family `rule`
-    given its concrete extents `dims`."""
+    given its concrete extents `dims`; `half_dot`: a GEMM whose dot takes 16-bit floats."""
     if rule == "pointwise":
         x = dims["x"]
         if interpreted:
@@ -32,7 +39,7 @@ def choose(rule: str, dims: dict, interpreted: bool) -> dict:
             return {"RBLOCK": rblock, "XBLOCK": min(next_pow2(x), max(1, INTERPRETER_MAX_BLOCK // rblock))}
         return {"RBLOCK": rblock, "XBLOCK": max(1, min(next_pow2(x), 2048 // rblock)), "num_warps": 4}
     if rule == "matmul_rows":  # a matmul whose epilogue holds whole rows (fusion rule E5)
-        config = choose("matmul", dims, interpreted)
+        config = choose("matmul", dims, interpreted, half_dot)
         config["BLOCK_N"] = max(next_pow2(dims["n"]), 16)
         if interpreted:
             config["BLOCK_M"] = min(config["BLOCK_M"], max(16, INTERPRETER_MAX_BLOCK // max(config["BLOCK_N"], config["BLOCK_K"])))
@@ -43,11 +50,14 @@ def choose(rule: str, dims: dict, interpreted: bool) -> dict:
             block_n, block_k = min(max(next_pow2(n), 16), 256), min(max(next_pow2(k), 16), 256)
             block_m = min(max(next_pow2(m), 16), INTERPRETER_MAX_BLOCK // max(block_n, block_k))
             return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
-        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32 if half_dot else 16, "num_warps": 4, "num_stages": 3}
     if rule == "conv":  # implicit GEMMs (kgen.kernels.conv): extents m x n over k
         m, n, k = dims["m"], dims["n"], dims["k"]
         if interpreted:
             return interpreted_gemm_tiles(m, n, k)
+        if not half_dot:
+            return {"BLOCK_M": min(max(next_pow2(m), 16), 64), "BLOCK_N": min(max(next_pow2(n), 16), 64),
+                    "BLOCK_K": 16, "num_warps": 4, "num_stages": 3}
         return {"BLOCK_M": min(max(next_pow2(m), 16), 128 if n <= 64 else 64),
                 "BLOCK_N": min(max(next_pow2(n), 16), 128), "BLOCK_K": min(max(next_pow2(k), 16), 32),
                 "num_warps": 4, "num_stages": 3}

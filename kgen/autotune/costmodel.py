@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from kgen.errors import KgenError
 from kgen.ir import shapes
-from kgen.kernels.launch import kernel_dims, plan_launch
+from kgen.kernels.launch import dot_operand, half_dot, kernel_dims, plan_launch
 from kgen.lowering.stats import node_flops
 
 
@@ -71,7 +71,6 @@ WARPS_TO_HIDE_LATENCY = 8  # resident warps per SM that keep its units busy
 SM_BANDWIDTH_SHARE = 4.0  # an SM draws at most this multiple of its even share of HBM bandwidth
 TILE_FOR_FULL_FMA = 64  # float32 accumulators per thread (8x8) that make FMA dots compute-bound
 TILE_FOR_FULL_MMA = 128 * 128  # output tile at which tensor-core dots reach their peak
-DOT_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")
 GEMM_RULES = ("matmul", "conv", "matmul_rows")
 
 
@@ -99,14 +98,12 @@ def _buffer_bytes(node, sizes) -> int:
 
 def kernel_work(kernel, sizes: dict) -> Work:
     """The Work of `kernel` at `sizes`, counted as kgen.lowering.stats counts it."""
-    dots = [n for n in kernel.nodes if n.op in DOT_OPS]
-    operand = dots[0].inputs[0].dtype if dots else None
-    half = operand is not None and operand.is_float and operand.bits == 16
+    operand = dot_operand(kernel)
     return Work(bytes=sum(_buffer_bytes(n, sizes) for n in tuple(kernel.reads) + tuple(kernel.roots)),
                 flops=sum(node_flops(n, sizes) for n in kernel.nodes),
                 loads=len(kernel.reads),
-                dot=None if not dots else ("fp16" if half else "fp32"),
-                dot_bytes=max(1, operand.bits // 8) if dots else 4)
+                dot=None if operand is None else ("fp16" if half_dot(kernel) else "fp32"),
+                dot_bytes=max(1, operand.bits // 8) if operand is not None else 4)
 
 
 # --- resources: compiled, or estimated ---------------------------------------------------------

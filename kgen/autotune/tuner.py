@@ -26,7 +26,7 @@ from kgen import counters
 from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
-from kgen.kernels.launch import default_config, kernel_dims, plan_launch
+from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
 
 COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
 ROUNDS = 3  # offline: at most this many rounds of compiles per kernel
@@ -360,7 +360,7 @@ def vendor_call(node, operands: list):
         x, g = operands
         size = (g.shape[1], x.shape[1]) + tuple(node.attrs["kernel_size"])
         return torch.nn.grad.conv2d_weight(x, size, g, **attrs)
-    raise KgenError(f"no library op for {node.op!r}: expected one of {', '.join(costmodel.DOT_OPS)}")
+    raise KgenError(f"no library op for {node.op!r}: expected one of {', '.join(DOT_OPS)}")
 
 
 def vendor_case(kernel, sizes: dict, device):
@@ -368,7 +368,7 @@ def vendor_case(kernel, sizes: dict, device):
     matmul/conv, or None (other families, or several such nodes)."""
     import torch
     from kgen.ir import shapes
-    nodes = [n for n in kernel.nodes if n.op in costmodel.DOT_OPS]
+    nodes = [n for n in kernel.nodes if n.op in DOT_OPS]
     if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
         return None
     node = nodes[0]

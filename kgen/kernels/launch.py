@@ -26,6 +26,21 @@ class Launch:
         return {k: v for k, v in self.config.items() if k not in ("num_warps", "num_stages")}
 
 
+DOT_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")  # the GEMM templates' ops
+
+
+def dot_operand(kernel):
+    """The dtype of the operands of the kernel's dot (its GEMM template's), or None."""
+    return next((n.inputs[0].dtype for n in kernel.nodes if n.op in DOT_OPS), None)
+
+
+def half_dot(kernel) -> bool:
+    """Whether the kernel's dot takes 16-bit float operands (tensor cores); float32 dots are
+    exact FMA products (input_precision="ieee")."""
+    operand = dot_operand(kernel)
+    return operand is not None and operand.is_float and operand.bits == 16
+
+
 def kernel_dims(kernel, sizes: dict) -> dict:
     """The kernel's named extents (kernel.dims) at concrete sizes."""
     return {k: shapes.evaluate(v, sizes) for k, v in kernel.dims.items()}
@@ -43,7 +58,7 @@ def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
             config["num_warps"] = max(c.get("num_warps", 4) for c in parts)
             config["num_stages"] = min(c.get("num_stages", 3) for c in parts)
         return config
-    return configs.choose(kernel.config_rule, kernel_dims(kernel, sizes), interpreted)
+    return configs.choose(kernel.config_rule, kernel_dims(kernel, sizes), interpreted, half_dot(kernel))
 
 
 def plan_launch(kernel, sizes: dict, interpreted: bool, config: dict = None) -> Launch:
