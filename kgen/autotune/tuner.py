@@ -13,7 +13,11 @@ is checked against the reference (not only the winner; a candidate that fails to
 launch or agree scores as infinitely slow), and is timed with triton.testing.do_bench
 (median). Matmul and conv kernels are timed beside torch's library op on equal shapes
 (cuBLAS / cuDNN), and the cost model's pick is recorded beside the measured best, so the
-model can be calibrated."""
+model can be calibrated.
+
+A combo kernel (several independent kernels in one launch) is tuned through its parts,
+each a kernel of its own, and their picks are joined. On a GPU the joined config is then
+timed and checked as the one launch it is, beside the combo's default config."""
 from __future__ import annotations
 
 import math
@@ -97,8 +101,7 @@ def tune_program(program, sizes: dict, targets, tier: str = "quick", cache: Tune
         say(f"{target}: {len(hits)} of {len(program.kernels)} kernels cached, tuning {len(todo)} "
             f"({'timed on this GPU' if measuring else 'cost model'}, {tier} tier)")
         if measuring:
-            tuned = {k.name: _tune_measured(program, k, sizes, target, tier, cache, measuring, workers, say)
-                     for k in todo}
+            tuned = _tune_measured(program, todo, sizes, target, tier, cache, measuring, workers, say)
         else:
             tuned = _tune_offline(program, todo, sizes, target, tier, cache, workers, say)
         for kernel in todo:
@@ -117,12 +120,17 @@ def _cached(cache, kernel, sizes, target, config) -> TuneResult:
 
 
 # --- without a GPU: the cost model -----------------------------------------------------------------
+def _singles(program, kernels) -> tuple:
+    """(source, kernels) to tune one by one: the plain kernels and the parts of the combo
+    kernels, whose sources are full kernels, appended to the program's source."""
+    parts = [part for kernel in kernels for part in kernel.parts]
+    return program.source + "".join("\n\n" + part.text for part in parts), [k for k in kernels if not k.parts] + parts
+
+
 def _tune_offline(program, kernels, sizes, target, tier, cache, workers, say) -> dict:
     """The cost model's pick for each kernel; a combo kernel's parts are tuned as kernels of
-    their own (their sources are full kernels) and their picks joined (`_combo_result`)."""
-    parts = [part for kernel in kernels for part in kernel.parts]
-    source = program.source + "".join("\n\n" + part.text for part in parts)
-    singles = [k for k in kernels if not k.parts] + parts
+    their own and their picks joined (`_combo_result`)."""
+    source, singles = _singles(program, kernels)
     results = _tune_offline_kernels(source, singles, sizes, target, tier, cache, workers, say)
     for combo in (k for k in kernels if k.parts):
         results[combo.name] = _combo_result(combo, [results[p.name] for p in combo.parts], sizes, target)
@@ -142,7 +150,7 @@ def _combo_result(combo, parts: list, sizes, target) -> TuneResult:
               "space": sum(r.space for r in parts), "compiled": sum(r.compiled for r in parts),
               "failed": sum(r.failed for r in parts),
               "parts": [{"kernel": r.kernel, "rule": r.rule, "config": r.config, "source": r.source,
-                         "predicted_us": r.predicted_us} for r in parts]}
+                         "predicted_us": r.predicted_us, "measured_us": r.measured_us} for r in parts]}
     return TuneResult(combo.name, combo.config_rule, target, dict(sizes), config, "parts tuned alone",
                       predicted, space=record["space"], compiled=record["compiled"], failed=record["failed"],
                       record=record)
@@ -310,12 +318,13 @@ class Bench:
             env[root] = torch.empty(shape, dtype=root.dtype.torch, device=self.device)
         return env
 
-    def score(self, kernel, config: dict, target: str) -> tuple:
+    def score(self, kernel, config: dict, target: str, source: str = None) -> tuple:
         """(microseconds, problem): infinity and why if the candidate fails to compile or
-        launch, or its outputs disagree with the reference."""
+        launch, or its outputs disagree with the reference. `source`: the module holding
+        `kernel` (default: the program's)."""
         from kgen.check import TOLERANCE
         try:
-            run = self.launcher(self.program.source, kernel, target, config)
+            run = self.launcher(source or self.program.source, kernel, target, config)
             launch = plan_launch(kernel, self.sizes, interpreted=False, config=config)
             env = self.buffers(kernel)
             for root in kernel.roots:
@@ -377,17 +386,47 @@ def vendor_case(kernel, sizes: dict, device):
     return lambda: vendor_call(node, operands)
 
 
-def _tune_measured(program, kernel, sizes, target, tier, cache, bench, workers, say) -> TuneResult:
+def _tune_measured(program, kernels, sizes, target, tier, cache, bench, workers, say) -> dict:
+    """The measured best of each kernel. A combo kernel's parts are timed as kernels of
+    their own and their picks joined (`_combo_result`); the joined config is then timed and
+    checked as the launch it is, beside the combo's default config, and the faster wins."""
+    source, singles = _singles(program, kernels)
+    results = {k.name: _tune_measured_kernel(source, k, sizes, target, tier, cache, bench, workers, say)
+               for k in singles}
+    for combo in (k for k in kernels if k.parts):
+        joined = _combo_result(combo, [results[p.name] for p in combo.parts], sizes, target)
+        results[combo.name] = _measured_combo(program, combo, joined, sizes, target, bench, say)
+    return results
+
+
+def _measured_combo(program, combo, joined: TuneResult, sizes, target, bench, say) -> TuneResult:
+    default = default_config(combo, sizes, interpreted=False)
+    candidates = [joined.config] + ([default] if default != joined.config else [])
+    say(f"{target}: {combo.name}: timing the parts' joined picks" + (" and the default" if len(candidates) > 1 else ""))
+    times = [(*bench.score(combo, config, target), config) for config in candidates]
+    best_us, _, best = min(times, key=lambda t: t[0])
+    source = "measured, parts joined" if best is joined.config else "measured, the default"
+    if not math.isfinite(best_us):
+        best, source = default, "default (no candidate ran correctly)"
+    record = dict(joined.record, source=source, measured_us=best_us, device=_device_name(),
+                  timings=[{"config": c, "us": us, "problem": problem} for us, problem, c in times],
+                  when=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return TuneResult(combo.name, combo.config_rule, target, dict(sizes), dict(best), source, joined.predicted_us,
+                      best_us, space=joined.space, compiled=joined.compiled + len(candidates),
+                      failed=joined.failed + sum(not math.isfinite(us) for us, _, _ in times), record=record)
+
+
+def _tune_measured_kernel(source, kernel, sizes, target, tier, cache, bench, workers, say) -> TuneResult:
     configs = space.candidates(kernel, sizes, target, tier)
     ranking = costmodel.rank(kernel, sizes, target, configs)
     timed = [c for _, c in ranking[:TIMED[tier]]] if TIMED[tier] else list(configs)
     if configs[0] not in timed:
         timed.append(configs[0])
     say(f"{target}: {kernel.name}: compiling and timing {len(timed)} candidates")
-    found = compile_facts.gather(program.source, [(kernel, c) for c in timed], target, workers, cache.facts)
+    found = compile_facts.gather(source, [(kernel, c) for c in timed], target, workers, cache.facts)
     times = []
     for config, facts in zip(timed, found):
-        us, problem = bench.score(kernel, config, target) if facts.ok else (math.inf, facts.error)
+        us, problem = bench.score(kernel, config, target, source) if facts.ok else (math.inf, facts.error)
         times.append((us, problem, config))
     resources = {costmodel.config_key(c): costmodel.from_facts(f) for c, f in zip(timed, found) if f.ok}
     model = costmodel.rank(kernel, sizes, target, timed, resources)[0]
