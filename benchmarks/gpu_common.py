@@ -38,6 +38,7 @@ class Bench:
     smoke: bool
     device: torch.device
     compile_modes: tuple = ()
+    tune_tier: str = None  # kgen's autotuner tier on a GPU ("quick", "thorough"), or None: defaults
 
     @property
     def cuda(self) -> bool:
@@ -80,6 +81,17 @@ class Bench:
             end.synchronize()
             times.append(start.elapsed_time(end) / steps)
         return statistics.median(times)
+
+    def tune(self, tunable, *inputs):
+        """Tune kgen's kernels on this GPU at the shapes of `inputs` with the run's tier, as
+        torch.compile's max-autotune tunes its own; `tunable` is a Program (inputs: one
+        dict, as `run` takes it) or a compiled step / kgen.Function (its inputs, in order).
+        Seconds spent, or None where nothing was tuned (no GPU, or --tune none)."""
+        if not self.cuda or not self.tune_tier:
+            return None
+        start = time.perf_counter()
+        tunable.tune(*inputs, tier=self.tune_tier, progress=lambda message: print(f"  tune {message}", flush=True))
+        return time.perf_counter() - start
 
     def seconds(self, fn):
         """(fn's result, wall seconds it took, the device's work included)."""

@@ -38,6 +38,7 @@ def measure(bench, program, layer, batch: int) -> dict:
     name, channels, side, filters = layer
     x, w = bench.randn(batch, channels, side, side), bench.randn(filters, channels, 3, 3)
     inputs = bind(program, x=x, w=w)
+    tune_s = bench.tune(program, inputs)
     flops = 2 * batch * filters * (side - 2) ** 2 * channels * 9
     precision = kgen_precision(program)
     kgen_ms = bench.time_ms(lambda: program.run(inputs))
@@ -45,7 +46,7 @@ def measure(bench, program, layer, batch: int) -> dict:
         torch_ms = bench.time_ms(lambda: F.conv2d(x, w))
     with torch_tf32(True):
         tf32_ms = bench.time_ms(lambda: F.conv2d(x, w))
-    return {"layer": name, "batch": batch, "input": [batch, channels, side, side], "filters": filters,
+    return {"layer": name, "kgen_tune_s": tune_s, "batch": batch, "input": [batch, channels, side, side], "filters": filters,
             "kgen_precision": precision, "kgen_ms": kgen_ms, "torch_ms": torch_ms, "torch_tf32_ms": tf32_ms,
             "fraction_of_torch": ratio(torch_ms, kgen_ms), "kgen_tflops": flops / (kgen_ms * 1e-3) / 1e12,
             "torch_tflops": flops / (torch_ms * 1e-3) / 1e12}

@@ -33,11 +33,12 @@ def linear_relu_program(device):
 def measure(bench, program, m: int, n: int, k: int) -> dict:
     x, w, b = bench.randn(m, k), bench.randn(k, n), bench.randn(n)
     inputs = bind(program, x=x, w=w, b=b)
+    tune_s = bench.tune(program, inputs)
     precision = kgen_precision(program)
     kgen_ms = bench.time_ms(lambda: program.run(inputs))
     with torch_tf32(precision == "tf32"):
         eager_ms = bench.time_ms(lambda: torch.relu(x @ w + b))
-    return {"shape": f"{m}x{n}x{k}", "m": m, "n": n, "k": k, "kernels": len(program.kernels),
+    return {"shape": f"{m}x{n}x{k}", "kgen_tune_s": tune_s, "m": m, "n": n, "k": k, "kernels": len(program.kernels),
             "kgen_precision": precision, "kgen_ms": kgen_ms, "eager_ms": eager_ms,
             "speedup_vs_eager": ratio(eager_ms, kgen_ms)}
 

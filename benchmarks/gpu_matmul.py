@@ -37,6 +37,7 @@ def measure(bench, program, dtype: str, m: int, n: int, k: int) -> dict:
     torch_dtype = getattr(torch, dtype)
     a, b = bench.randn(m, k, dtype=torch_dtype), bench.randn(k, n, dtype=torch_dtype)
     inputs = bind(program, a=a, b=b)
+    tune_s = bench.tune(program, inputs)
     precision = kgen_precision(program) if dtype == "float32" else dtype
     tflops = lambda ms: 2 * m * n * k / (ms * 1e-3) / 1e12  # noqa: E731
     kgen_ms = bench.time_ms(lambda: program.run(inputs))
@@ -47,7 +48,7 @@ def measure(bench, program, dtype: str, m: int, n: int, k: int) -> dict:
         with torch_tf32(True):
             tf32_ms = bench.time_ms(lambda: torch.matmul(a, b))
     fraction = ratio(tflops(kgen_ms), tflops(torch_ms))
-    return {"dtype": dtype, "shape": f"{m}x{n}x{k}", "m": m, "n": n, "k": k, "kgen_precision": precision,
+    return {"dtype": dtype, "kgen_tune_s": tune_s, "shape": f"{m}x{n}x{k}", "m": m, "n": n, "k": k, "kgen_precision": precision,
             "kgen_ms": kgen_ms, "torch_ms": torch_ms, "torch_tf32_ms": tf32_ms, "kgen_tflops": tflops(kgen_ms),
             "torch_tflops": tflops(torch_ms), "torch_tf32_tflops": tf32_ms and tflops(tf32_ms),
             "fraction_of_torch": fraction, "pass_90pct_torch": at_least(fraction, 0.9)}

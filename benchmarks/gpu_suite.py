@@ -4,6 +4,10 @@
     python benchmarks/gpu_suite.py --only matmul,train_step --compile-modes default
     python benchmarks/gpu_suite.py --smoke --out /tmp/r    every section at tiny sizes, for CI
 
+On a GPU, kgen's kernels are tuned (timed, checked against the reference) before they are
+timed, in the --tune tier, as torch.compile's max-autotune tunes torch's; each row says
+how long that took (kgen_tune_s).
+
 Sections (benchmarks/gpu_<name>.py): pointwise (fused bandwidth vs copy), matmul (vs
 torch.matmul), conv (vs cuDNN), epilogue (matmul+bias+relu vs eager), train_step (mlp128
 and cnn vs torch eager and torch.compile, kgen with and without CUDA graphs), compile_load
@@ -58,6 +62,9 @@ def parse_args(argv):
                         help="directory for the JSON result (default: benchmarks/results)")
     parser.add_argument("--only", type=_names(SECTIONS), default=list(SECTIONS),
                         help=f"comma-separated sections (default: all of {', '.join(SECTIONS)})")
+    parser.add_argument("--tune", choices=("quick", "thorough", "none"), default="quick",
+                        help="tune kgen's kernels on the GPU before timing them, as max-autotune tunes "
+                             "torch's (default: quick; picks are kept in the autotune cache)")
     parser.add_argument("--compile-modes", type=_names(COMPILE_MODES, empty=True), default=list(COMPILE_MODES),
                         help="torch.compile modes to compare, comma-separated ('' for none)")
     return parser.parse_args(argv)
@@ -105,7 +112,8 @@ def main(argv=None) -> int:
         return 2
     import triton
 
-    bench = Bench(smoke=args.smoke, device=default_device(), compile_modes=() if args.smoke else tuple(args.compile_modes))
+    bench = Bench(smoke=args.smoke, device=default_device(), compile_modes=() if args.smoke else tuple(args.compile_modes),
+                  tune_tier=None if args.tune == "none" else args.tune)
     print(f"gpu_suite on {device_name()} ({bench.device}); timer: {bench.timer}"
           + ("; SMOKE RUN: the figures exercise the code, they measure nothing" if args.smoke else ""))
     results = {"suite": "gpu_suite", "date": str(datetime.date.today()), "device": device_name(),
@@ -113,7 +121,7 @@ def main(argv=None) -> int:
                "versions": {"kgen": kgen.__version__, "torch": torch.__version__, "triton": triton.__version__,
                             "cuda": torch.version.cuda},
                "cuda_graphs": cudagraph.enabled(bench.device), "env": {cudagraph.ENV: os.environ.get(cudagraph.ENV)},
-               "compile_modes": list(bench.compile_modes), "sections": {}}
+               "compile_modes": list(bench.compile_modes), "kgen_tune_tier": bench.tune_tier, "sections": {}}
     for name in args.only:
         results["sections"][name] = run_section(name, SECTIONS[name], bench)
     results["targets"] = target_results(results["sections"])

@@ -112,10 +112,11 @@ class Setup:
 def measure(bench, name: str, batch: int) -> dict:
     setup = Setup(bench, name, batch)
     program = setup.kgen.program
+    tune_s = bench.tune(setup.kgen, setup.x, setup.y)
     eager = setup.torch_step(bench.device)
     for _ in range(bench.pick(3, 2)):  # plain, captured, replayed on a GPU; the same steps in torch
         kgen_loss, torch_loss = float(setup.kgen_step()), float(eager())
-    row = {"model": name, "batch": batch, "kernels": len(program.kernels), "kgen_cuda_graphs": program.cuda_graphs,
+    row = {"model": name, "batch": batch, "kgen_tune_s": tune_s, "kernels": len(program.kernels), "kgen_cuda_graphs": program.cuda_graphs,
            "loss_kgen": kgen_loss, "loss_torch": torch_loss,
            "losses_agree": bool(abs(kgen_loss - torch_loss) <= 1e-2 * max(1.0, abs(torch_loss)))}
     row["kgen_graphs_ms"] = bench.time_steps_ms(setup.kgen_step)

@@ -112,9 +112,7 @@ class Function:
 
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args):
-        if len(args) != len(self.inputs):
-            names = ", ".join(i.name for i in self.inputs)
-            raise InputError(f"this function takes {len(self.inputs)} inputs ({names}), got {len(args)}")
+        self._check_arity(args)
         tensors = {node: self.program.to_tensor(value, node) for node, value in zip(self.inputs, args)}
         tensors.update({s: s.value for s in self.shared})
         results = self.program.run(tensors)
@@ -124,6 +122,20 @@ class Function:
         if self.single_output:
             return outputs[0]
         return outputs if self.outputs else None
+
+    def tune(self, *args, tier: str = "quick", cache=None, progress=None) -> list:
+        """Tune this function's kernels on its GPU at the shapes of `args` (its inputs, in
+        order, with the shared variables' current values); later calls launch with the
+        picks. See Program.tune."""
+        self._check_arity(args)
+        values = {node.name: value for node, value in zip(self.inputs, args)}
+        values.update({s.name: s.value for s in self.shared})
+        return self.program.tune(values, tier=tier, cache=cache, progress=progress)
+
+    def _check_arity(self, args) -> None:
+        if len(args) != len(self.inputs):
+            names = ", ".join(i.name for i in self.inputs)
+            raise InputError(f"this function takes {len(self.inputs)} inputs ({names}), got {len(args)}")
 
     # --- looking inside --------------------------------------------------------------------
     @property

@@ -31,6 +31,7 @@ from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
 from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
+from kgen.kernels.runtime import to_numpy
 
 COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
 ROUNDS = 3  # offline: at most this many rounds of compiles per kernel
@@ -333,7 +334,7 @@ class Bench:
             args = [env[p.node] if p.kind in ("in", "out") else
                     launch.ints[p.name] if p.kind == "int" else config[p.name] for p in kernel.params]
             run(launch.grid, args)
-            error = max((output_error(_numpy(env[r]), self.reference[r]) for r in kernel.roots), default=0.0)
+            error = max((output_error(to_numpy(env[r]), self.reference[r]) for r in kernel.roots), default=0.0)
             tolerance = max(TOLERANCE[n.dtype] for n in tuple(kernel.roots) + tuple(kernel.reads) + tuple(kernel.nodes))
             if not error <= tolerance:
                 return math.inf, f"disagrees with the reference (error {error:.2e} > {tolerance:.0e})"
@@ -345,12 +346,6 @@ class Bench:
         """The time of torch's library op for the kernel's matmul/conv on equal shapes, or None."""
         case = vendor_case(kernel, self.sizes, self.device)
         return None if case is None else float(self.timer(case))
-
-
-def _numpy(tensor) -> np.ndarray:
-    import torch
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
 
 
 def vendor_call(node, operands: list):

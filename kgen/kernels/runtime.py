@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kgen.errors import InputError
+from kgen.errors import InputError, KgenError
 from kgen.ir import shapes
 from kgen.kernels import cudagraph
-from kgen.kernels.launch import plan_launch
+from kgen.kernels.launch import Launch, plan_launch
 from kgen.kernels.loader import interpreting, load_module
 from kgen.lowering.buffers import plan_buffers
 from kgen.lowering.fusion import is_in_memory_source
@@ -34,6 +34,7 @@ class Program:
         self._constants = {n: torch.as_tensor(n.attrs["value"]).to(self.device)
                            for n in graph.nodes if n.op == "constant" and n.shape != ()}
         self._launch_cache = {}
+        self.tune_cache = None  # on a GPU: the autotune cache configs are read from (None: the default one)
         self.cuda_graphs = cudagraph.enabled(self.device, cuda_graphs)  # replay repeated steps
         self.graphs = cudagraph.GraphCache(self)  # (see kgen/kernels/cudagraph.py)
 
@@ -54,13 +55,61 @@ class Program:
         shape = [shapes.evaluate(d, sizes) for d in node.shape]
         return torch.empty(shape, dtype=node.dtype.torch, device=self.device)
 
+    @property
+    def target(self):
+        """The GPU target this program launches on ("sm_90"), or None on the interpreter."""
+        if self.interpreted:
+            return None
+        major, minor = torch.cuda.get_device_capability(self.device)
+        return f"sm_{major}{minor}"
+
     # --- launching -------------------------------------------------------------------------
-    def launch(self, kernel, env: dict, sizes: dict) -> None:
-        """Run one kernel; `env` maps nodes to tensors and must hold its inputs and outputs."""
+    def launch_plan(self, kernel, sizes: dict) -> Launch:
+        """How `kernel` launches at `sizes`, planned once per sizes: on the interpreter with
+        the config family's default; on a GPU with the config the autotune cache holds for
+        this device's target (`Program.tune`, `kgen tune`), else the default."""
         key = (kernel.name, tuple(sorted(sizes.items())))
         if key not in self._launch_cache:
-            self._launch_cache[key] = plan_launch(kernel, sizes, self.interpreted)
-        launch = self._launch_cache[key]
+            config = None
+            if not self.interpreted:
+                from kgen.autotune.tuner import config_for
+                config = config_for(kernel, sizes, self.target, self.tune_cache)
+            self._launch_cache[key] = plan_launch(kernel, sizes, self.interpreted, config)
+        return self._launch_cache[key]
+
+    def tune(self, inputs: dict, tier: str = "quick", cache=None, workers: int = None, force: bool = False,
+             progress=None) -> list:
+        """Tune every kernel on this program's GPU at the sizes of `inputs` (graph input, by
+        node as `run` takes them or by name -> array or tensor): candidates are compiled,
+        checked against the reference and timed, and the fastest are kept in the autotune
+        cache, which later launches read. Returns the tuner's results (TuneResult per kernel)."""
+        if self.interpreted:
+            raise KgenError("Program.tune times kernels on a CUDA GPU, and this program runs on the CPU "
+                            "(Triton's interpreter, which ignores GPU configs). Without a GPU, "
+                            "`kgen tune MODEL --target sm_90` ranks configs with the cost model for artifacts.")
+        from kgen.autotune import tuner
+        from kgen.autotune.cache import TuneCache
+        named = {getattr(key, "name", key): value for key, value in inputs.items()}
+        missing = [n.name for n in self.graph.inputs if n.name not in named]
+        if missing:
+            raise InputError(f"Program.tune: expected a value for every graph input, missing {', '.join(missing)}")
+        arrays = {n.name: to_numpy(named[n.name]) for n in self.graph.inputs}
+        sizes = {}
+        for node in self.graph.inputs:
+            shapes.bind_shape(node.shape, arrays[node.name].shape, sizes, f"input {node.name!r}")
+        if cache is not None:
+            self.tune_cache = cache
+        elif self.tune_cache is None:
+            self.tune_cache = TuneCache()
+        results = tuner.tune_program(self, sizes, [self.target], tier, self.tune_cache, arrays, workers, force,
+                                     progress)
+        self._launch_cache.clear()  # launch with the new picks,
+        self.graphs = cudagraph.GraphCache(self)  # and capture again with them
+        return results
+
+    def launch(self, kernel, env: dict, sizes: dict) -> None:
+        """Run one kernel; `env` maps nodes to tensors and must hold its inputs and outputs."""
+        launch = self.launch_plan(kernel, sizes)
         grid, ints, config = launch.grid, launch.ints, launch.config
         if any(g == 0 for g in grid):
             return
@@ -121,3 +170,11 @@ class Program:
         if tensor.dtype != node.dtype.torch:
             raise InputError(f"{what}: expected dtype {node.dtype}, got {str(tensor.dtype).replace('torch.', '')}")
         return tensor.to(self.device).contiguous()
+
+
+def to_numpy(value) -> np.ndarray:
+    """An input value as a NumPy array (bfloat16 tensors widened to float32)."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return np.asarray(value)
