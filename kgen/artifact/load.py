@@ -28,7 +28,9 @@ from kgen.artifact import manifest as mf
 from kgen.artifact.expr import SizeExpr
 from kgen.artifact.rules import LaunchRule
 from kgen.errors import InputError, KgenError, ShapeError
+from kgen.ir import dtypes
 from kgen.kernels.loader import interpreting, load_module
+from kgen.kernels.splitk import ScratchBuffers, scratch_numel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
           "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
@@ -74,6 +76,13 @@ class Kernel:
         self.name = entry["name"]
         self.params = entry["params"]
         self.rule = LaunchRule(entry)
+        constexprs = {p["name"] for p in self.params if p["kind"] == "constexpr"}
+        self.scratch = {p["name"]: (int(p["numel"]), p["per"], dtypes.dtype(p["dtype"]).torch, bool(p["zeroed"]))
+                        for p in self.params if p["kind"] == "scratch"}  # kgen.kernels.splitk
+        for name, (_, per, _, _) in self.scratch.items():
+            if per is not None and per not in constexprs:
+                raise KgenError(f"kernel {self.name} scratch parameter {name} is sized by {per!r}, not a constexpr")
+        self.buffers = artifact.scratch
         configs = entry["configs"].get(artifact.config_set)
         if configs is None:
             raise KgenError(f"kernel {self.name} has no configs for {artifact.config_set}")
@@ -100,8 +109,8 @@ class Kernel:
     def launch(self, planned: "Planned", env: dict) -> None:
         if any(g == 0 for g in planned.grid):
             return
-        args = [env[p["buffer"]] if p["kind"] in ("in", "out") else planned.ints[p["name"]]
-                for p in self.params if p["kind"] != "constexpr"]
+        args = [env[p["buffer"]] if p["kind"] in ("in", "out") else planned.ints[p["name"]] if p["kind"] == "int"
+                else self._scratch(p["name"], planned.config) for p in self.params if p["kind"] != "constexpr"]
         constexprs = _constexprs(planned.config)
         if self.mode == "binary":  # every parameter in order; the launcher drops constexprs
             values = iter(args)
@@ -112,6 +121,11 @@ class Kernel:
         else:
             with interpreting():
                 self.function[planned.grid](*args, **constexprs)
+
+
+    def _scratch(self, name: str, config: dict) -> torch.Tensor:
+        numel, per, dtype, zeroed = self.scratch[name]
+        return self.buffers.get(self.name, name, scratch_numel(numel, per, config), dtype, zeroed)
 
 
 @dataclass(frozen=True)
@@ -149,6 +163,7 @@ class Artifact:
                            for key, b in self.buffers.items() if b.kind == "constant"}
         self.state = {i["name"]: self._stored_tensor(i["value"], self.buffers[i["buffer"]])
                       for i in self.inputs if i["role"] == "state"}
+        self.scratch = ScratchBuffers(self.device)  # split-K workspaces and counters, kept between calls
         self.kernels = [Kernel(entry, self) for entry in manifest["kernels"]]
         self._check_references()
         self._plans = {}

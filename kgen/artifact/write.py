@@ -195,6 +195,8 @@ def _describe_kernel(program, kernel, key_of, targets, buckets, cache):
             param["buffer"] = key_of[p.node]
         elif p.kind == "int":
             param["expr"] = str(sympy.sympify(p.expr))
+        elif p.kind == "scratch":  # kgen.kernels.splitk: elements (times constexpr `per`), kept zeroed or not
+            param.update(dtype=p.dtype.name, numel=p.numel, per=p.per, zeroed=p.zeroed)
         params.append(param)
     grid = [{"extent": str(sympy.sympify(extent)), "block": block} for extent, block in kernel.grid]
     entry = {"name": kernel.name, "kind": kernel.kind, "config_rule": kernel.config_rule,

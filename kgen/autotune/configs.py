@@ -69,6 +69,25 @@ def choose(rule: str, dims: dict, interpreted: bool, half_dot: bool = False) -> 
     raise ValueError(f"no config rule {rule!r}")
 
 
+SPLIT_PROGRAMS = 256  # split-K's default aims at this many programs (two waves of an H100's 132 SMs)
+SPLIT_MIN_STEPS = 8  # ... with at least this many BLOCK_K steps per slice
+
+
+def split_k(dims: dict, config: dict, interpreted: bool) -> int:
+    """SPLIT_K for a GEMM that may split its K (kgen.kernels.splitk) with tiles `config`:
+    on the interpreter 1 (the fewest programs); on a GPU, slices enough to give the GPU
+    SPLIT_PROGRAMS programs, each at least SPLIT_MIN_STEPS K steps long, within the
+    workspace's bound (a power of two)."""
+    from kgen.kernels.splitk import max_split
+    if interpreted:
+        return 1
+    m, n, k = dims["m"], dims["n"], dims["k"]
+    tiles = -(-m // config["BLOCK_M"]) * -(-n // config["BLOCK_N"])
+    wanted = next_pow2(-(-SPLIT_PROGRAMS // tiles))
+    longest = max(1, k // (config["BLOCK_K"] * SPLIT_MIN_STEPS))
+    return max(1, min(wanted, 1 << (longest.bit_length() - 1), max_split(m, n)))
+
+
 def interpreted_gemm_tiles(m: int, n: int, k: int) -> dict:
     """GEMM tiles for the interpreter: the fewest program x K-step iterations, no tile (or
     gathered index block) over INTERPRETER_MAX_BLOCK elements; ties go to smaller tiles."""

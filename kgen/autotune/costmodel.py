@@ -206,16 +206,19 @@ def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: 
     if rule in GEMM_RULES:
         m, n, k = dims["m"], dims["n"], dims["k"]
         bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+        split = config.get("SPLIT_K", 1)  # split-K (kgen.kernels.splitk): slices of K per tile
         tiles_m, tiles_n = -(-m // bm), -(-n // bn)
-        batch = max(1, programs // max(1, tiles_m * tiles_n))
+        batch = max(1, programs // max(1, tiles_m * tiles_n * split))
         rereads = batch * work.dot_bytes * (m * k * (tiles_n - 1) + k * n * (tiles_m - 1))
+        if split > 1:  # each slice's partial tile written and read back (from L2), plus its counter
+            rereads += 2 * split * (m * n * 4 + tiles_m * tiles_n * 4)
         if work.dot == "fp16":
             efficiency = min(1.0, math.sqrt(bm * bn / TILE_FOR_FULL_MMA))
             if target == "sm_90" and not (bm >= 64 and config.get("num_warps", 4) % 4 == 0):
                 efficiency *= 0.6  # no warpgroup MMA (wgmma): Hopper's older mma.sync path
         else:
             efficiency = min(1.0, math.sqrt(bm * bn / threads / TILE_FOR_FULL_FMA))
-        return _Loop(-(-k // bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency)
+        return _Loop(-(-(-(-k // split)) // bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency)
     if rule == "reduction":
         return _Loop(steps=-(-dims["r"] // config["RBLOCK"]))
     return _Loop()

@@ -32,6 +32,7 @@ from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
 from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
 from kgen.kernels.runtime import to_numpy
+from kgen.kernels.splitk import ScratchBuffers
 
 COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
 ROUNDS = 3  # offline: at most this many rounds of compiles per kernel
@@ -331,8 +332,10 @@ class Bench:
             for root in kernel.roots:
                 if root.dtype.is_float:
                     env[root].fill_(float("nan"))
-            args = [env[p.node] if p.kind in ("in", "out") else
-                    launch.ints[p.name] if p.kind == "int" else config[p.name] for p in kernel.params]
+            scratch = ScratchBuffers(self.device)  # fresh: counters at zero
+            args = [env[p.node] if p.kind in ("in", "out") else launch.ints[p.name] if p.kind == "int" else
+                    scratch.get(kernel.name, p.name, launch.scratch[p.name], p.dtype.torch, p.zeroed)
+                    if p.kind == "scratch" else config[p.name] for p in kernel.params]
             run(launch.grid, args)
             error = max((output_error(to_numpy(env[r]), self.reference[r]) for r in kernel.roots), default=0.0)
             tolerance = max(TOLERANCE[n.dtype] for n in tuple(kernel.roots) + tuple(kernel.reads) + tuple(kernel.nodes))

@@ -18,7 +18,7 @@ import textwrap
 import sympy
 
 from kgen.ir import shapes
-from kgen.kernels.writer import KernelSource, Param
+from kgen.kernels.writer import PARAM_ORDER, KernelSource, Param
 
 # Names a generated kernel body uses without defining them.
 _GLOBALS = {"tl", "triton", "range", "min", "max", "float", "int"}
@@ -81,6 +81,10 @@ def combine(name: str, parts: list) -> KernelSource:
                 rename[p.name] = shared_param((p.kind, p.node), lambda: Param(f"{p.kind}{count}", p.kind, p.node))
             elif p.kind == "int" and p.name.startswith("s_"):  # a size: the same in every part
                 rename[p.name] = shared_param(("int", p.name), lambda: Param(p.name, "int", expr=p.expr))
+            elif p.kind == "scratch":
+                rename[p.name] = shared_param((p.kind, prefix + p.name), lambda: Param(
+                    prefix + p.name, p.kind, dtype=p.dtype, numel=p.numel, per=p.per and prefix + p.per,
+                    zeroed=p.zeroed))
             else:
                 rename[p.name] = shared_param((p.kind, prefix + p.name),
                                               lambda: Param(prefix + p.name, p.kind, expr=p.expr))
@@ -91,7 +95,12 @@ def combine(name: str, parts: list) -> KernelSource:
 
         # The part's programs: its grid axes, flattened with axis 0 fastest.
         counts, programs = [], sympy.Integer(1)
+        constexprs = {p.name for p in part.params if p.kind == "constexpr"}
         for axis, (extent, block) in enumerate(part.grid):
+            if str(extent) in constexprs:  # an axis of as many programs as a constexpr says (split-K's)
+                counts.append(rename[str(extent)])
+                programs *= shapes.size_symbol(rename[str(extent)])
+                continue
             count = shared_param(("int", f"{prefix}grid{axis}"),
                                  lambda: Param(f"{prefix}grid{axis}", "int", expr=sympy.sympify(extent)))
             block_name = rename[block] if block else None
@@ -114,8 +123,7 @@ def combine(name: str, parts: list) -> KernelSource:
         lines.append(f"start += {prefix}programs")
         dims.update({prefix + k: v for k, v in part.dims.items()})
 
-    order = {"in": 0, "out": 1, "int": 2, "constexpr": 3}
-    params.sort(key=lambda p: order[p.kind])
+    params.sort(key=lambda p: PARAM_ORDER[p.kind])
     args = ", ".join(p.name + (": tl.constexpr" if p.kind == "constexpr" else "") for p in params)
     summary = f"kgen {name}: {len(parts)} independent kernels in one launch."
     doc = ['"""' + summary] + docs + ['"""']

@@ -25,6 +25,7 @@ import sympy
 from kgen.ir import dtypes, shapes
 from kgen.kernels.matmul import _tile
 from kgen.kernels.side import SideReduction
+from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering import indexing
@@ -78,6 +79,8 @@ class GemmKernel:
         w.lanes = (self.rm, self.rn)
         w.emit(f"rm = (tl.program_id(0) * {self.bm} + tl.arange(0, {self.bm}))[:, None]")
         w.emit(f"rn = (tl.program_id(1) * {self.bn} + tl.arange(0, {self.bn}))[None, :]")
+        self.split = SplitK(w, m, n, self.M, self.N, self.K, self.bm, self.bn, self.bk) \
+            if splittable(m, n, k, 1) else None
         self.side = None
         if side:  # fusion rule E4 (kgen.kernels.side)
             reduction, side_epilogue, rows = side
@@ -90,7 +93,8 @@ class GemmKernel:
         if self.side:
             self.side.begin()
         w.emit(f"acc = tl.zeros([{self.bm}, {self.bn}], tl.float32)")
-        w.emit(f"for koffset in range(0, {self.K}, {self.bk}):")
+        loop = self.split.loop_range() if self.split else f"range(0, {self.K}, {self.bk})"
+        w.emit(f"for koffset in {loop}:")
         w.indent += 1
         w.emit(f"ka = koffset + tl.arange(0, {self.bk})[None, :]")
         w.emit(f"kb = koffset + tl.arange(0, {self.bk})[:, None]")
@@ -113,20 +117,27 @@ class GemmKernel:
     def finish(self, out_coords, summary: str) -> KernelSource:
         """Store the result (if it is written) and compute the epilogue (fusion rule E1)."""
         w, root = self.w, self.root
+        if self.side:
+            self.side.collapse()
+        if self.split:
+            self.split.gather("acc", self.side)
         w.computed.append(root)
         offset, mask, block = flat_index(out_coords, root.shape), f"(rm < {self.M}) & (rn < {self.N})", f"[{self.bm}, {self.bn}]"
         if root in self.written:
             w.store(root, offset, "acc", mask, block)
         w.provide(root, out_coords, "acc")
         w.epilogue(root, out_coords, offset, self.epilogue, mask, block)
-        side_out = self.side.finish(self.written) if self.side else ()
+        side_out = self.side.write(self.written) if self.side else ()
         if self.epilogue:
             summary += f" Then {len(self.epilogue)} elementwise output(s)."
         if self.side:
             summary += f" With the {self.side.root.op} of {shapes.format_shape(self.side.source.shape)} over K."
+        if self.split:
+            summary += " K may split over SPLIT_K programs per tile (kgen.kernels.splitk)."
         writes = ((root,) if root in self.written else ()) + self.epilogue + side_out
         return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
-                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")], writes, w.reads(),
+                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")] + ([GRID_AXIS] if self.split else []),
+                            writes, w.reads(),
                             tuple(w.computed_in_order()), "conv", {"m": self.m, "n": self.n, "k": self.k})
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from kgen.autotune import configs
 from kgen.ir import shapes
+from kgen.kernels.splitk import scratch_numel
 
 
 def cdiv(a: int, b: int) -> int:
@@ -20,6 +21,7 @@ class Launch:
     grid: tuple  # programs per grid axis
     ints: dict  # integer argument name -> value
     config: dict  # constexprs, plus num_warps / num_stages on a GPU
+    scratch: dict = None  # scratch argument name -> elements (kgen.kernels.splitk)
 
     @property
     def constexprs(self) -> dict:
@@ -58,7 +60,11 @@ def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
             config["num_warps"] = max(c.get("num_warps", 4) for c in parts)
             config["num_stages"] = min(c.get("num_stages", 3) for c in parts)
         return config
-    return configs.choose(kernel.config_rule, kernel_dims(kernel, sizes), interpreted, half_dot(kernel))
+    dims = kernel_dims(kernel, sizes)
+    config = configs.choose(kernel.config_rule, dims, interpreted, half_dot(kernel))
+    if any(p.name == "SPLIT_K" for p in kernel.params):  # a GEMM that may split K (kgen.kernels.splitk)
+        config["SPLIT_K"] = configs.split_k(dims, config, interpreted)
+    return config
 
 
 def plan_launch(kernel, sizes: dict, interpreted: bool, config: dict = None) -> Launch:
@@ -72,4 +78,5 @@ def plan_launch(kernel, sizes: dict, interpreted: bool, config: dict = None) -> 
     grid = tuple(cdiv(shapes.evaluate(n, sizes), config[block]) if block else shapes.evaluate(n, bound)
                  for n, block in kernel.grid)
     ints = {p.name: shapes.evaluate(p.expr, sizes) for p in kernel.params if p.kind == "int"}
-    return Launch(grid, ints, dict(config))
+    scratch = {p.name: scratch_numel(p.numel, p.per, config) for p in kernel.params if p.kind == "scratch"}
+    return Launch(grid, ints, dict(config), scratch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from kgen.ir import dtypes, shapes
 from kgen.kernels.reduction import row_body
 from kgen.kernels.side import SideReduction
+from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering.indexing import flat_index, index_var, unflatten
@@ -52,7 +53,9 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
     w.block_vars = (rm, rn, ka, kb)  # bindex is one value per program
     batch_coords = unflatten(bindex, batch)
 
-    w.emit("bindex = tl.program_id(2)")
+    split = SplitK(w, m, n, M, N, K, bm, bn, bk) if not batch and splittable(m, n, k, 1) else None
+    if not split:  # (a split GEMM is unbatched: grid axis 2 walks its slices)
+        w.emit("bindex = tl.program_id(2)")
     w.emit(f"rm = (tl.program_id(0) * {bm} + tl.arange(0, {bm}))[:, None]")
     w.emit(f"rn = (tl.program_id(1) * {bn} + tl.arange(0, {bn}))[None, :]")
     if side:
@@ -62,7 +65,7 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
                              1 if over_rows else 0)
         side.begin()
     w.emit(f"acc = tl.zeros([{bm}, {bn}], tl.float32)")
-    w.emit(f"for koffset in range(0, {K}, {bk}):")
+    w.emit(f"for koffset in {split.loop_range() if split else f'range(0, {K}, {bk})'}:")
     w.indent += 1
     w.emit(f"ka = koffset + tl.arange(0, {bk})[None, :]")
     w.emit(f"kb = koffset + tl.arange(0, {bk})[:, None]")
@@ -76,6 +79,10 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
     if side:
         side.accumulate()
     w.end_loop()
+    if side:
+        side.collapse()
+    if split:
+        split.gather("acc", side)
     w.computed.append(root)
     out_coords, out_mask = batch_coords + [rm, rn], f"(rm < {M}) & (rn < {N})"
     out_offset = flat_index(out_coords, root.shape)
@@ -89,14 +96,14 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
         row_body(w, reductions, rows_epilogue, written, [rm, rn], rm, m, N, out_mask, f"rm < {M}",
                  f"[{bm}, {bn}]", f"[{bm}, 1]")
         rows_out = tuple(r for r in reductions if r in written) + tuple(rows_epilogue)
-    side_out = side.finish(written) if side else ()
+    side_out = side.write(written) if side else ()
     summary = (f"kgen {name}: matmul {shapes.format_shape(a.shape)} @ {shapes.format_shape(b.shape)}"
                f" -> {shapes.format_shape(root.shape)}"
                + (f", then {len(epilogue)} elementwise output(s)" if epilogue else "")
                + (f"; with the {side.root.op} of {shapes.format_shape(side.source.shape)} over K" if side else "")
                + (", then a row kernel over its rows: " + ", ".join(r.op for r in rows[0]) if rows else "")
-               + ".")
+               + ("; K may split over SPLIT_K programs per tile (kgen.kernels.splitk)" if split else "") + ".")
     writes = ((root,) if root in written else ()) + tuple(epilogue) + rows_out + side_out
     return KernelSource(name, "matmul", w.function(summary), w.ordered_params(),
-                        [(m, "BLOCK_M"), (n, "BLOCK_N"), (bnumel, None)], writes, w.reads(),
+                        [(m, "BLOCK_M"), (n, "BLOCK_N"), GRID_AXIS if split else (bnumel, None)], writes, w.reads(),
                         tuple(w.computed_in_order()), "matmul_rows" if rows else "matmul", {"m": m, "n": n, "k": k})

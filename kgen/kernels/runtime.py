@@ -11,6 +11,7 @@ from kgen.ir import shapes
 from kgen.kernels import cudagraph
 from kgen.kernels.launch import Launch, plan_launch
 from kgen.kernels.loader import interpreting, load_module
+from kgen.kernels.splitk import ScratchBuffers
 from kgen.lowering.buffers import plan_buffers
 from kgen.lowering.fusion import is_in_memory_source
 
@@ -34,6 +35,8 @@ class Program:
         self._constants = {n: torch.as_tensor(n.attrs["value"]).to(self.device)
                            for n in graph.nodes if n.op == "constant" and n.shape != ()}
         self._launch_cache = {}
+        self._pinned = {}  # kernel name -> the config it launches with (`pin_config`)
+        self.scratch = ScratchBuffers(self.device)  # split-K workspaces and counters (kgen.kernels.splitk)
         self.tune_cache = None  # on a GPU: the autotune cache configs are read from (None: the default one)
         self.cuda_graphs = cudagraph.enabled(self.device, cuda_graphs)  # replay repeated steps
         self.graphs = cudagraph.GraphCache(self)  # (see kgen/kernels/cudagraph.py)
@@ -65,17 +68,37 @@ class Program:
 
     # --- launching -------------------------------------------------------------------------
     def launch_plan(self, kernel, sizes: dict) -> Launch:
-        """How `kernel` launches at `sizes`, planned once per sizes: on the interpreter with
-        the config family's default; on a GPU with the config the autotune cache holds for
-        this device's target (`Program.tune`, `kgen tune`), else the default."""
+        """How `kernel` launches at `sizes`, planned once per sizes: with its pinned config
+        if it has one (`pin_config`); else on the interpreter with the config family's
+        default, and on a GPU with the config the autotune cache holds for this device's
+        target (`Program.tune`, `kgen tune`), else the default."""
         key = (kernel.name, tuple(sorted(sizes.items())))
         if key not in self._launch_cache:
-            config = None
-            if not self.interpreted:
+            config = self._pinned.get(kernel.name)
+            if config is None and not self.interpreted:
                 from kgen.autotune.tuner import config_for
                 config = config_for(kernel, sizes, self.target, self.tune_cache)
             self._launch_cache[key] = plan_launch(kernel, sizes, self.interpreted, config)
         return self._launch_cache[key]
+
+    def pin_config(self, kernel_name: str, config) -> None:
+        """Launch kernel `kernel_name` with `config` (its constexprs, and num_warps /
+        num_stages for a GPU) at every size from now on, whatever the cache or the default
+        say; None unpins it."""
+        from kgen.autotune.cache import check_config
+        kernel = next((k for k in self.kernels if k.name == kernel_name), None)
+        if kernel is None:
+            raise KgenError(f"pin_config: no kernel {kernel_name!r}: expected one of "
+                            f"{', '.join(k.name for k in self.kernels)}")
+        problem = config is not None and check_config(kernel, config)
+        if problem:
+            raise KgenError(f"pin_config: kernel {kernel_name}: {problem}")
+        if config is None:
+            self._pinned.pop(kernel_name, None)
+        else:
+            self._pinned[kernel_name] = dict(config)
+        self._launch_cache.clear()
+        self.graphs = cudagraph.GraphCache(self)  # captured with the old configs
 
     def tune(self, inputs: dict, tier: str = "quick", cache=None, workers: int = None, force: bool = False,
              progress=None) -> list:
@@ -113,8 +136,9 @@ class Program:
         grid, ints, config = launch.grid, launch.ints, launch.config
         if any(g == 0 for g in grid):
             return
-        args = [env[p.node] if p.kind in ("in", "out") else ints[p.name]
-                for p in kernel.params if p.kind != "constexpr"]
+        args = [env[p.node] if p.kind in ("in", "out") else
+                self.scratch.get(kernel.name, p.name, launch.scratch[p.name], p.dtype.torch, p.zeroed)
+                if p.kind == "scratch" else ints[p.name] for p in kernel.params if p.kind != "constexpr"]
         fn = getattr(self.module, kernel.name)
         if self.interpreted:
             with interpreting():

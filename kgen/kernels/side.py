@@ -47,18 +47,31 @@ class SideReduction:
         value = w.value(self.source, coords)
         w.emit(f"side = tl.where({mask}, {root.opdef.lower.combine.format(acc='side', x=value)}, side)")
 
-    def finish(self, written: set) -> tuple:
-        """After the loop: collapse, store (first tiles of the other axis only), epilogue.
-        Returns the values it writes."""
-        w, root = self.w, self.root
-        finish(w, root, "side", "side_result", self.kbound, axis=1 if self.rows else 0)
+    result = "side_result"  # the collapsed reduction's variable
+
+    def collapse(self) -> None:
+        """After the loop: collapse the accumulator block into `result`."""
+        finish(self.w, self.root, "side", self.result, self.kbound, axis=1 if self.rows else 0)
+
+    def store_mask(self) -> str:
+        """The lanes that store the result: in bounds, in the first tiles of the other axis."""
         # (a block compare: the interpreter cannot mask with a block & a scalar bool)
         first = f"({self.lane.name} * 0 + tl.program_id({self.other_axis}) == 0)"
-        mask = f"({self.lane.name} < {self.bound}) & {first}"
+        return f"({self.lane.name} < {self.bound}) & {first}"
+
+    def combine(self, a: str, b: str) -> str:
+        """Two collapsed partial results of the reduction combined (split-K's slices)."""
+        return self.root.opdef.lower.combine.format(acc=a, x=b)
+
+    def write(self, written: set) -> tuple:
+        """Store the collapsed result (first tiles of the other axis only) and compute its
+        epilogue. Returns the values it writes."""
+        w, root = self.w, self.root
+        mask = self.store_mask()
         block = f"[{self.block}, 1]" if self.rows else f"[1, {self.block}]"
         if root in written:
-            w.store(root, self.lane, "side_result", mask, block)
+            w.store(root, self.lane, self.result, mask, block)
         coords = unflatten(self.lane, root.shape)
-        w.provide(root, coords, "side_result")
+        w.provide(root, coords, self.result)
         w.epilogue(root, coords, self.lane, self.epilogue, mask, block)
         return ((root,) if root in written else ()) + self.epilogue

@@ -25,17 +25,27 @@ from kgen.lowering import indexing
 
 @dataclass
 class Param:
-    """One kernel argument: a buffer pointer ("in"/"out"), a size or an int expression of
-    sizes ("int"), or a block size ("constexpr")."""
+    """One kernel argument: a buffer pointer ("in"/"out"), a scratch buffer the launcher
+    provides ("scratch", kgen.kernels.splitk), a size or an int expression of sizes
+    ("int"), or a block size ("constexpr")."""
     name: str
     kind: str
     node: Optional[Node] = None
     expr: object = None  # sympy expression (for "int")
+    dtype: object = None  # a scratch buffer's element type (a kgen dtype)
+    numel: int = 0  # a scratch buffer's elements, times the value of constexpr `per` if it has one
+    per: Optional[str] = None
+    zeroed: bool = False  # a scratch buffer that must hold zeros at launch (and is left so)
 
     def signature(self) -> str:
         if self.kind in ("in", "out"):
             return "*" + self.node.dtype.signature
+        if self.kind == "scratch":
+            return "*" + self.dtype.signature
         return "i32" if self.kind == "int" else "constexpr"
+
+
+PARAM_ORDER = {"in": 0, "out": 1, "scratch": 2, "int": 3, "constexpr": 4}  # a kernel's parameters, in order
 
 
 @dataclass
@@ -127,6 +137,12 @@ class KernelWriter:
 
     def size_param(self, symbol: str) -> str:
         return self._param(("size", symbol), lambda: Param(f"s_{symbol}", "int", expr=sympy.Symbol(symbol, integer=True, positive=True)))
+
+    def scratch_param(self, name: str, dtype, numel: int, per: str = None, zeroed: bool = False) -> str:
+        """A scratch buffer of `numel` elements (times constexpr `per`'s value), which the
+        launcher keeps between launches (zeros at first if `zeroed`)."""
+        return self._param(("scratch", name), lambda: Param(name, "scratch", dtype=dtype, numel=int(numel), per=per,
+                                                            zeroed=zeroed))
 
     def int_param(self, name: str, expr) -> str:
         """An int argument computed at launch from the sizes (a numel, a matrix extent)."""
@@ -274,8 +290,7 @@ class KernelWriter:
         return tuple(p.node for p in self.ordered_params() if p.kind == "in")
 
     def ordered_params(self) -> list:
-        order = {"in": 0, "out": 1, "int": 2, "constexpr": 3}
-        return sorted(self.params, key=lambda p: order[p.kind])
+        return sorted(self.params, key=lambda p: PARAM_ORDER[p.kind])
 
     def function(self, summary: str) -> str:
         """The kernel's source: a self-contained @triton.jit function whose docstring names
