@@ -36,7 +36,7 @@ from kgen.errors import KgenError
 from kgen.kernels.launch import kernel_dims
 from kgen.kernels.loader import atomic_write, cache_dir
 
-FORMAT = 1
+FORMAT = 2  # 2: GEMM configs hold GROUP_M (and SPLIT_K where they may split)
 KEY_PARTS = {"kernel": "kernel source", "bucket": "shape bucket", "dtypes": "dtypes", "target": "target",
              "triton": "triton version", "kgen": "kgen version"}
 LAUNCH_OPTIONS = {"num_warps": (1, 2, 4, 8, 16, 32), "num_stages": tuple(range(1, 9))}

@@ -69,6 +69,7 @@ def choose(rule: str, dims: dict, interpreted: bool, half_dot: bool = False) -> 
     raise ValueError(f"no config rule {rule!r}")
 
 
+GROUP_M = 8  # row tiles a GEMM walks together (kgen.kernels.matmul.emit_tile_ids), Triton's usual
 SPLIT_PROGRAMS = 256  # split-K's default aims at this many programs (two waves of an H100's 132 SMs)
 SPLIT_MIN_STEPS = 8  # ... with at least this many BLOCK_K steps per slice
 

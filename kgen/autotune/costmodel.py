@@ -15,7 +15,8 @@ What it uses, per candidate:
               uses: FMA for float32 dots, which kgen computes exactly, tensor cores for
               half-precision ones; scaled by how well the tile and the resident warps feed it),
               memory time (compulsory bytes at HBM bandwidth, GEMM tile re-reads and spills at
-              L2 bandwidth; an SM draws bandwidth only as fast as its bytes in flight allow,
+              L2 bandwidth, the re-reads at HBM bandwidth when the operands overflow L2 and the
+              tiles are not walked in groups (GROUP_M 1); an SM draws bandwidth only as fast as its bytes in flight allow,
               Little's law) and a latency floor (one memory latency per loop step that
               pipelining does not overlap)
 
@@ -51,17 +52,18 @@ class GPU:
     tf32_tflops: float  # tensor cores (unused today: kgen's float32 dots are exact, "ieee")
     fp16_tflops: float  # tensor cores, float32 accumulation
     memory_latency_ns: float
+    l2_bytes: int  # L2 cache size
 
 
 GPUS = {
     "sm_80": GPU("A100 SXM4 80GB", sms=108, max_threads_per_sm=2048, max_blocks_per_sm=32,
                  registers_per_sm=65536, max_registers_per_thread=255, shared_per_sm=167936,
                  max_shared_per_block=166912, hbm_gbps=2039, l2_gbps=4800, fp32_tflops=19.5,
-                 tf32_tflops=156, fp16_tflops=312, memory_latency_ns=550),
+                 tf32_tflops=156, fp16_tflops=312, memory_latency_ns=550, l2_bytes=40 << 20),
     "sm_90": GPU("H100 SXM5 80GB", sms=132, max_threads_per_sm=2048, max_blocks_per_sm=32,
                  registers_per_sm=65536, max_registers_per_thread=255, shared_per_sm=233472,
                  max_shared_per_block=232448, hbm_gbps=3352, l2_gbps=7000, fp32_tflops=66.9,
-                 tf32_tflops=494.7, fp16_tflops=989.4, memory_latency_ns=600),
+                 tf32_tflops=494.7, fp16_tflops=989.4, memory_latency_ns=600, l2_bytes=50 << 20),
 }
 
 LAUNCH_US = 2.5  # host launch plus kernel start, paid once per launch
@@ -192,12 +194,14 @@ class Prediction:
 @dataclass(frozen=True)
 class _Loop:
     """The loop of one program: steps, loads in flight (pipelining depth), extra bytes
-    read through L2 (GEMM tiles read again by other programs) and how well the tile
+    read again (GEMM tiles read by other programs too: through L2, or from HBM when the
+    operands overflow L2 and the tiles are not walked in groups) and how well the tile
     feeds the arithmetic units (0..1)."""
     steps: int = 1
     depth: int = 1
     l2_bytes: float = 0.0
     tile_efficiency: float = 1.0
+    rereads_from_hbm: bool = False
 
 
 def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: int) -> _Loop:
@@ -218,7 +222,9 @@ def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: 
                 efficiency *= 0.6  # no warpgroup MMA (wgmma): Hopper's older mma.sync path
         else:
             efficiency = min(1.0, math.sqrt(bm * bn / threads / TILE_FOR_FULL_FMA))
-        return _Loop(-(-(-(-k // split)) // bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency)
+        overflow = config.get("GROUP_M", 1) == 1 and (m * k + k * n) * work.dot_bytes > gpu(target).l2_bytes
+        return _Loop(-(-(-(-k // split)) // bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency,
+                     overflow)
     if rule == "reduction":
         return _Loop(steps=-(-dims["r"] // config["RBLOCK"]))
     return _Loop()
@@ -243,10 +249,11 @@ def predict(kernel, sizes: dict, target: str, config: dict, resources: Resources
     loop = _loop(kernel, sizes, config, work, target, programs)
     threads = 32 * warps
     flops = work.flops / programs
-    hbm = work.bytes / programs
+    rereads = loop.l2_bytes / programs
+    hbm = work.bytes / programs + (rereads if loop.rereads_from_hbm else 0.0)
     spills = 2 * resources.spill_bytes * threads * loop.steps  # stored and loaded again each step
-    l2 = loop.l2_bytes / programs + spills
-    in_flight = (hbm + loop.l2_bytes / programs) / loop.steps * loop.depth
+    l2 = (0.0 if loop.rereads_from_hbm else rereads) + spills
+    in_flight = (work.bytes / programs + rereads) / loop.steps * loop.depth
     peak = {"fp16": g.fp16_tflops, "fp32": g.fp32_tflops}.get(work.dot, g.fp32_tflops) * 1e12 / g.sms
     latency = g.memory_latency_ns * 1e-9
 

@@ -8,16 +8,17 @@ constexprs plus num_warps / num_stages, with the same keys as the family's defau
     pointwise, pool   XBLOCK, num_warps
     reduction         XBLOCK, RBLOCK, num_warps
     rows              XBLOCK, num_warps (RBLOCK holds a whole row: it stays the default's)
-    matmul, conv      BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages, and SPLIT_K where
-                      the GEMM may split its K (kgen.kernels.splitk)
-    matmul_rows       BLOCK_M, BLOCK_K, num_warps, num_stages (BLOCK_N holds whole rows: the default's)
+    matmul, conv      BLOCK_M, BLOCK_N, BLOCK_K, GROUP_M, num_warps, num_stages, and SPLIT_K
+                      where the GEMM may split its K (kgen.kernels.splitk)
+    matmul_rows       BLOCK_M, BLOCK_K, GROUP_M, num_warps, num_stages (BLOCK_N holds whole rows)
 
 Two tiers: "quick", a handful of proven shapes clamped to the problem, and "thorough", the
-cartesian product of every power of two in range. SPLIT_K is 1 or the default rule's split
-for the tile (quick), or any of 1, 4, 16, 64 and that split (thorough), at most what the
-workspace holds. There is no GROUP size: the templates walk their output tiles in plain
-program order. A family the space does not know ("combo" kernels, several kernels in one
-launch, tuned through their parts, or a new template) gets its default config only.
+cartesian product of every power of two in range. GEMMs take GROUP_M 8 (quick) or 1 and 8
+(thorough: row tiles walked together, kgen.kernels.matmul.emit_tile_ids). SPLIT_K is 1 or
+the default rule's split for the tile (quick), or any of 1, 4, 16, 64 and that split
+(thorough), at most what the workspace holds. A family the space does not know ("combo"
+kernels, several kernels in one launch, tuned through their parts, or a new template)
+gets its default config only.
 
 Every space lists the default config first and keeps candidates that respect the target's
 limits: at most 1024 threads, shared memory within the per-block maximum, an estimated
@@ -29,7 +30,7 @@ from __future__ import annotations
 import itertools
 
 from kgen.autotune import costmodel
-from kgen.autotune.configs import next_pow2, split_k
+from kgen.autotune.configs import GROUP_M, next_pow2, split_k
 from kgen.errors import KgenError
 from kgen.kernels.launch import default_config, kernel_dims
 from kgen.kernels.splitk import max_split
@@ -93,14 +94,16 @@ def _gemm(dims: dict, tier: str, default: dict):
         shapes = itertools.product(tiles, tiles, (16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3, 4, 5))
     for bm, bn, bk, warps, stages in shapes:
         bm, bn, bk = (min(b, cap) for b, cap in zip((bm, bn, bk), caps))
-        config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "num_warps": warps, "num_stages": stages}
-        if "SPLIT_K" not in default:
-            yield config
-            continue
-        most, rule = max_split(dims["m"], dims["n"]), split_k(dims, config, interpreted=False)
-        for split in sorted({1, rule} | ({4, 16, 64} if tier == "thorough" else set())):
-            if split <= most:
-                yield dict(config, SPLIT_K=split)
+        for group in ((GROUP_M,) if tier == "quick" else (1, GROUP_M)):
+            config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "num_warps": warps,
+                      "num_stages": stages}
+            if "SPLIT_K" not in default:
+                yield config
+                continue
+            most, rule = max_split(dims["m"], dims["n"]), split_k(dims, config, interpreted=False)
+            for split in sorted({1, rule} | ({4, 16, 64} if tier == "thorough" else set())):
+                if split <= most:
+                    yield dict(config, SPLIT_K=split)
 
 
 def _gemm_rows(dims: dict, tier: str, default: dict):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import sympy
 
 from kgen.ir import dtypes, shapes
-from kgen.kernels.matmul import _tile
+from kgen.kernels.matmul import _tile, emit_tile_ids
 from kgen.kernels.side import SideReduction
 from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
@@ -77,8 +77,7 @@ class GemmKernel:
         self.rm, self.rn = index_var("rm", m), index_var("rn", n)
         self.ka, self.kb = index_var("ka", k), index_var("kb", k)
         w.lanes = (self.rm, self.rn)
-        w.emit(f"rm = (tl.program_id(0) * {self.bm} + tl.arange(0, {self.bm}))[:, None]")
-        w.emit(f"rn = (tl.program_id(1) * {self.bn} + tl.arange(0, {self.bn}))[None, :]")
+        emit_tile_ids(w, self.M, self.N, self.bm, self.bn)
         self.split = SplitK(w, m, n, self.M, self.N, self.K, self.bm, self.bn, self.bk) \
             if splittable(m, n, k, 1) else None
         self.side = None
@@ -86,7 +85,7 @@ class GemmKernel:
             reduction, side_epilogue, rows = side
             self.side = SideReduction(w, reduction, side_epilogue, rows, self.rm if rows else self.rn,
                                       self.ka if rows else self.kb, self.bm if rows else self.bn, self.bk,
-                                      self.M if rows else self.N, self.K, 1 if rows else 0)
+                                      self.M if rows else self.N, self.K, "pid_n" if rows else "pid_m")
 
     def begin_loop(self) -> None:
         w = self.w

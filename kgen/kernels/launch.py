@@ -62,7 +62,10 @@ def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
         return config
     dims = kernel_dims(kernel, sizes)
     config = configs.choose(kernel.config_rule, dims, interpreted, half_dot(kernel))
-    if any(p.name == "SPLIT_K" for p in kernel.params):  # a GEMM that may split K (kgen.kernels.splitk)
+    names = {p.name for p in kernel.params if p.kind == "constexpr"}
+    if "GROUP_M" in names:  # a GEMM's grouped tile order (kgen.kernels.matmul.emit_tile_ids)
+        config["GROUP_M"] = configs.GROUP_M
+    if "SPLIT_K" in names:  # a GEMM that may split K (kgen.kernels.splitk)
         config["SPLIT_K"] = configs.split_k(dims, config, interpreted)
     return config
 

@@ -16,6 +16,22 @@ from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering.indexing import flat_index, index_var, unflatten
 
 
+def emit_tile_ids(w: KernelWriter, M: str, N: str, bm: str, bn: str) -> None:
+    """`pid_m`, `pid_n`: the output tile of this program, in grouped order. Programs start
+    in launch order (grid axis 0 fastest); GROUP_M row tiles at a time are walked down
+    their rows, column by column, so programs running together share their A rows and B
+    columns in L2 rather than each reading its own. GROUP_M = 1 walks the rows one by one."""
+    group = w.constexpr("GROUP_M")
+    w.emit(f"tiles_m, tiles_n = tl.cdiv({M}, {bm}), tl.cdiv({N}, {bn})")
+    w.emit("launched = tl.program_id(0) + tl.program_id(1) * tiles_m")
+    w.emit(f"first_m = launched // ({group} * tiles_n) * {group}")
+    w.emit(f"group_rows = tl.minimum(tiles_m - first_m, {group})")
+    w.emit(f"pid_m = first_m + launched % ({group} * tiles_n) % group_rows")
+    w.emit(f"pid_n = launched % ({group} * tiles_n) // group_rows")
+    w.emit(f"rm = (pid_m * {bm} + tl.arange(0, {bm}))[:, None]")
+    w.emit(f"rn = (pid_n * {bn} + tl.arange(0, {bn}))[None, :]")
+
+
 def _operand_coords(operand, batch_coords, rows, cols):
     lead = len(batch_coords) - (operand.ndim - 2)
     batch = [0 if d == 1 else batch_coords[lead + i] for i, d in enumerate(operand.shape[:-2])]
@@ -56,13 +72,12 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
     split = SplitK(w, m, n, M, N, K, bm, bn, bk) if not batch and splittable(m, n, k, 1) else None
     if not split:  # (a split GEMM is unbatched: grid axis 2 walks its slices)
         w.emit("bindex = tl.program_id(2)")
-    w.emit(f"rm = (tl.program_id(0) * {bm} + tl.arange(0, {bm}))[:, None]")
-    w.emit(f"rn = (tl.program_id(1) * {bn} + tl.arange(0, {bn}))[None, :]")
+    emit_tile_ids(w, M, N, bm, bn)
     if side:
         reduction, side_epilogue, over_rows = side
         side = SideReduction(w, reduction, side_epilogue, over_rows, rm if over_rows else rn,
                              ka if over_rows else kb, bm if over_rows else bn, bk, M if over_rows else N, K,
-                             1 if over_rows else 0)
+                             "pid_n" if over_rows else "pid_m")
         side.begin()
     w.emit(f"acc = tl.zeros([{bm}, {bn}], tl.float32)")
     w.emit(f"for koffset in {split.loop_range() if split else f'range(0, {K}, {bk})'}:")

@@ -20,11 +20,11 @@ from kgen.lowering.indexing import unflatten
 
 class SideReduction:
     def __init__(self, w: KernelWriter, root, epilogue, rows: bool, lane, k, block: str, kblock: str,
-                 bound: str, kbound: str, other_axis: int):
+                 bound: str, kbound: str, other_tile: str):
         self.w, self.root, self.epilogue, self.rows = w, root, tuple(epilogue), rows
         self.lane, self.k = lane, k  # index variables: the kept lane (rm or rn), K's (ka or kb)
         self.block, self.kblock, self.bound, self.kbound = block, kblock, bound, kbound
-        self.other_axis = other_axis  # the grid axis whose first programs store the result
+        self.other_tile = other_tile  # the tile index (pid_m or pid_n) whose first tiles store the result
         (self.source,) = root.inputs
         self.shape = f"[{block}, {kblock}]" if rows else f"[{kblock}, {block}]"
 
@@ -56,7 +56,7 @@ class SideReduction:
     def store_mask(self) -> str:
         """The lanes that store the result: in bounds, in the first tiles of the other axis."""
         # (a block compare: the interpreter cannot mask with a block & a scalar bool)
-        first = f"({self.lane.name} * 0 + tl.program_id({self.other_axis}) == 0)"
+        first = f"({self.lane.name} * 0 + {self.other_tile} == 0)"
         return f"({self.lane.name} < {self.bound}) & {first}"
 
     def combine(self, a: str, b: str) -> str:

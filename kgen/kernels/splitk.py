@@ -91,7 +91,7 @@ class SplitK:
             lane, side_mask = side.lane.name, side.store_mask()
             w.emit(f"tl.store({side_ws} + split * {extent} + {lane}, {side.result}, mask={side_mask})")
         w.emit("tl.debug_barrier()  # every lane's partial stored before the count")
-        w.emit(f"tile = tl.program_id(0) * tl.cdiv({self.N}, {self.bn}) + tl.program_id(1)")
+        w.emit("tile = pid_m * tiles_n + pid_n")
         w.emit(f'done = tl.atomic_add({self.counters} + tile, 1, sem="acq_rel", scope="gpu")')
         w.emit(f"last = done == {split} - 1")
         w.emit("if last:")

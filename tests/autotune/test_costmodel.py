@@ -122,7 +122,7 @@ def test_occupancy_counts_registers_in_warp_units_and_shared_memory():
 
 def test_spills_and_oversized_blocks_are_penalised():
     kernel = program("matmul_fp32").kernels[0]
-    sizes, config = {"N": 4096}, {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}
+    sizes, config = {"N": 4096}, {"BLOCK_M": 64, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
     clean = costmodel.Resources(128, 0, 16384, 128, True)
     spilling = costmodel.Resources(255, 512, 16384, 383, True)
     assert costmodel.predict(kernel, sizes, "sm_90", config, spilling).us > \
@@ -134,7 +134,7 @@ def test_spills_and_oversized_blocks_are_penalised():
 
 def test_big_half_precision_matmul_is_compute_bound_near_tensor_core_peak():
     kernel = program("matmul_fp16").kernels[0]
-    sizes, config = {"N": 1 << 20}, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3}
+    sizes, config = {"N": 1 << 20}, {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
     prediction = costmodel.predict(kernel, sizes, "sm_90", config)
     ideal = 2 * (1 << 20) * 48 * 64 / (costmodel.gpu("sm_90").fp16_tflops * 1e12) * 1e6
     assert prediction.bound in ("compute", "memory") and prediction.us >= ideal
@@ -157,8 +157,8 @@ def test_registers_and_spills_from_the_cubin_equal_cuobjdumps(tmp_path):
     prog = program("matmul_fp16")
     kernel = prog.kernels[0]
     # 128x128 fp16 accumulators on 4 warps spill a little on sm_90 (ptxas: 255 registers)
-    for config in ({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "num_warps": 2, "num_stages": 2},
-                   {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 4, "num_stages": 3}):
+    for config in ({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 2, "num_stages": 2},
+                   {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}):
         binary = aot.compile_kernel(prog.source, kernel, "sm_90", config)
         path = tmp_path / "k.cubin"
         path.write_bytes(binary.cubin)

@@ -26,7 +26,7 @@ def test_a_gpu_program_launches_with_the_cached_config(tmp_path, monkeypatch):
     (kernel,) = program.kernels
     cache = TuneCache(tmp_path)
     program.tune_cache = cache
-    tuned = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "num_warps": 2, "num_stages": 4}
+    tuned = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 8, "num_warps": 2, "num_stages": 4}
     cache.store(kernel, {"N": 256}, "sm_90", tuned, {"source": "test"})
 
     assert program.launch_plan(kernel, {"N": 256}).config == tuned
@@ -40,7 +40,7 @@ def test_an_interpreted_program_ignores_the_cache(tmp_path):
     (kernel,) = program.kernels
     cache = TuneCache(tmp_path)
     program.tune_cache = cache
-    cache.store(kernel, {"N": 8}, "sm_90", {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "num_warps": 2,
+    cache.store(kernel, {"N": 8}, "sm_90", {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 8, "num_warps": 2,
                                           "num_stages": 4}, {"source": "test"})
     assert program.launch_plan(kernel, {"N": 8}).config == default_config(kernel, {"N": 8}, interpreted=True)
     assert program.target is None

@@ -28,7 +28,8 @@ def test_round_trip_and_shape_buckets(tmp_path):
     kernel, cache = _pointwise(), TuneCache(tmp_path)
     assert cache.lookup(kernel, {"N": 64}, "sm_90") is None
     path = cache.store(kernel, {"N": 64}, "sm_90", CONFIG, {"source": "cost model", "predicted_us": 3.5})
-    assert path.parent == tmp_path / "v1" and json.loads(path.read_text())["format"] == 1
+    assert path.parent == tmp_path / f"v{tune_cache.FORMAT}"
+    assert json.loads(path.read_text())["format"] == tune_cache.FORMAT
     assert cache.lookup(kernel, {"N": 64}, "sm_90") == CONFIG
     # 40 elements a row: 64 rows and 100 rows fall in the bucket of 4096 elements, 51 rows in 2048's
     assert TuneCache(tmp_path).lookup(kernel, {"N": 100}, "sm_90") == CONFIG
@@ -78,7 +79,7 @@ def test_two_processes_writing_at_once_leave_a_valid_cache(tmp_path):
             p.join(60)
     assert [p.exitcode for p in writers] == [0, 0]
     cache = TuneCache(tmp_path)
-    files = sorted((tmp_path / "v1").iterdir())
+    files = sorted((tmp_path / f"v{tune_cache.FORMAT}").iterdir())
     assert len(files) == 6 and all(f.suffix == ".json" for f in files)  # no temporary files left
     with warnings.catch_warnings():
         warnings.simplefilter("error", TuneCacheWarning)

@@ -25,7 +25,7 @@ def test_tune_fills_the_cache_then_hits_and_explains_misses(tmp_path, capsys, mo
     assert kernel_rows and all("cost model" in row or "default" in row or "parts tuned alone" in row
                                  for row in kernel_rows)
     assert "tuning" in out.err  # progress
-    entries = list((tmp_path / "v1").glob("*.json"))
+    entries = list((tmp_path / f"v{tune_cache.FORMAT}").glob("*.json"))
     assert len(entries) == len(kernel_rows)
 
     assert main(args + ["--explain"]) == 0

@@ -59,10 +59,10 @@ def test_a_family_the_space_does_not_know_gets_its_default_only(monkeypatch):
 def test_heavy_spills_and_oversized_tiles_are_pruned():
     kernel, sizes = program("matmul_fp32").kernels[0], {"N": 4096}
     work = costmodel.kernel_work(kernel, sizes)
-    spilling = {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 4, "num_stages": 3}
+    spilling = {"BLOCK_M": 256, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}
     assert not space.fits(kernel, spilling, "sm_90", work)  # ptxas takes minutes on this one
     assert spilling not in space.candidates(kernel, sizes, "sm_90", "thorough")
-    too_many_threads = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "num_warps": 16, "num_stages": 2}
+    too_many_threads = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 16, "GROUP_M": 8, "num_warps": 16, "num_stages": 2}
     assert not space.fits(kernel, too_many_threads, "sm_90", work)
 
 

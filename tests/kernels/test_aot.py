@@ -129,10 +129,10 @@ def test_aot_after_interpreted_runs_of_a_gradient_program(rng):
 def test_compile_kernel_with_explicit_config():
     program = kgen.compile(matmul_fp32())
     (kernel,) = program.kernels
-    config = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "num_warps": 2, "num_stages": 2}
+    config = {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 8, "num_warps": 2, "num_stages": 2}
     b = aot.compile_kernel(program.source, kernel, "sm_80", config)
     assert b.kernel == kernel.name and b.target == "sm_80"
-    assert b.constexprs == {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16}
+    assert b.constexprs == {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "GROUP_M": 8}
     assert b.num_warps == 2
     assert b.shared_bytes >= 0
     assert ".target sm_80" in b.ptx

@@ -175,3 +175,32 @@ def test_pinning_a_config_is_checked():
     kernel = program.kernels[0]
     with pytest.raises(kgen.KgenError, match="expected the constexprs"):
         program.pin_config(kernel.name, {"BLOCK_Q": 4})
+
+
+@pytest.mark.parametrize("group", [1, 2, 8])
+def test_grouped_tile_order_covers_every_tile_once(group, rng):
+    """Small tiles (7 x 5 of them for the matmul, a partial last group) walked in groups
+    of GROUP_M row tiles, with and without a split, and side reductions stored by the
+    first tiles: outputs equal the reference."""
+    a, b = kgen.tensor("a", ("N", 70)), kgen.tensor("b", (70, 100))
+    graph = kgen.Graph([a, b], [ops.relu(ops.matmul(ops.transpose(b), ops.transpose(a)))])
+    program = kgen.compile(graph, device="cpu")
+    (kernel,) = program.kernels
+    values = {"a": random_array(rng, (20, 70)), "b": random_array(rng, (70, 100))}
+    want = kgen.reference.run(graph, values)
+    tensors = {n: program.to_tensor(values[n.name], n) for n in program.graph.inputs}
+    config = dict(default_config(kernel, {"N": 20}, interpreted=True), BLOCK_M=16, BLOCK_N=16, GROUP_M=group)
+    program.pin_config(kernel.name, config)
+    np.testing.assert_allclose(program.run(tensors)[0].numpy(), want[0], rtol=1e-4, atol=1e-4)
+
+    graph = weight_gradients()
+    program = kgen.compile(graph, device="cpu")
+    values = inputs(rng, 37)
+    for kernel in program.kernels:
+        config = default_config(kernel, {"N": 37}, interpreted=True)
+        tiles = {k: 16 for k in config if k.endswith(("BLOCK_M", "BLOCK_N"))}
+        program.pin_config(kernel.name, dict(config, **tiles, **{k: group for k in config if k.endswith("GROUP_M")},
+                                             **{k: 2 for k in config if k.endswith("SPLIT_K")}))
+    tensors = {n: program.to_tensor(values[n.name], n) for n in program.graph.inputs}
+    for got, expected in zip(program.run(tensors), kgen.reference.run(graph, values)):
+        np.testing.assert_allclose(got.numpy(), expected, rtol=1e-4, atol=1e-4)
