@@ -8,8 +8,11 @@ block beside its tile loads, indexed by its rows (a reduction kept over the GEMM
 its columns (over N), and the programs of the first column (row) tile store it, then run
 its epilogue (the bias's optimizer update). The value summed is the reduction's own input
 at its own coordinates, so the result is right whatever the operands are; when the input
-is the operand's buffer, the load is the tile's own (the writer computes each (node,
-coordinates) pair once) and g is read once for both gradients.
+is the operand's buffer at the same coordinates, the load is the tile's own (the writer
+computes each (node, coordinates) pair once): so in the matmul template. The convolution
+weight gradient spells g's coordinates differently and loads the tile again for the sum,
+a hit in L1; handing it the tile's own load keeps that live past the dot, and made cnn's
+second weight gradient spill on sm_90 (Triton 3.9), so it does not.
 """
 from __future__ import annotations
 
