@@ -11,6 +11,7 @@ from kgen.autotune.tuner import output_error
 from kgen.check import TOLERANCE
 from kgen.ir import dtypes
 from kgen.kernels.runtime import to_numpy
+from gpu_fixtures import device, on_gpu, size  # noqa: F401 (fixtures)
 
 
 def pointwise(n):

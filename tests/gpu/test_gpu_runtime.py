@@ -14,6 +14,7 @@ from kgen import nn
 from kgen.artifact.gpu import device_target
 from kgen.autotune.cache import TuneCache
 from kgen.kernels.runtime import to_numpy
+from gpu_fixtures import device, on_gpu, size  # noqa: F401 (fixtures)
 
 EXAMPLE = {"mlp128": (784,), "cnn": (1, 28, 28)}
 

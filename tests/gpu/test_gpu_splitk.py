@@ -13,6 +13,7 @@ from kgen import ops
 from kgen.autotune.tuner import output_error
 from kgen.kernels.launch import default_config
 from kgen.kernels.runtime import to_numpy
+from gpu_fixtures import device, on_gpu, size  # noqa: F401 (fixtures)
 
 
 def weight_gradients():

@@ -7,7 +7,10 @@ graphs, timed tuning and the zoo's training steps on a CUDA GPU, against the ref
 
 Without a GPU (and without KGEN_TEST_DEVICE) every test here is skipped: CI has no GPU.
 The interpreter run checks the tests themselves; what only a GPU has (cubins, CUDA graphs,
-timing, memory ordering across programs) is checked where `on_gpu` holds."""
+timing, memory ordering across programs) is checked where `on_gpu` holds.
+
+The fixtures live here rather than in a conftest.py, which would shadow tests/conftest.py
+for the test modules that import from it; each test module imports them."""
 from __future__ import annotations
 
 import os
