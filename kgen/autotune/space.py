@@ -40,9 +40,12 @@ REGISTER_PRUNE = 320  # estimated registers per thread above which a config is d
 LAUNCH_OPTIONS = ("num_warps", "num_stages")
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): small tiles for small problems (more
-# programs where there is no split-K), the usual Triton shapes for large ones.
+# programs), the usual Triton shapes for large ones (tensor-core dots), and 16-deep K steps
+# for exact float32 dots, whose FMA operands sit in registers: with Triton 3.9 on sm_90,
+# 32x64x16/4, 128x64x16/8 and 128x128x16/8 warps compile without spilling.
 _QUICK_GEMM = ((16, 32, 64, 2, 3), (32, 32, 32, 2, 3), (32, 64, 32, 4, 3), (64, 64, 32, 4, 3), (64, 64, 64, 4, 3),
-               (64, 128, 32, 4, 4), (128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3))
+               (64, 128, 32, 4, 4), (128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+               (32, 64, 16, 4, 3), (128, 64, 16, 8, 3), (128, 128, 16, 8, 3))
 _POW2 = [1 << e for e in range(15)]
 
 

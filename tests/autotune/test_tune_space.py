@@ -25,7 +25,7 @@ def test_spaces_hold_legal_candidates_default_first(name, n):
     thorough = space.candidates(kernel, sizes, "sm_90", "thorough")
     default = default_config(kernel, sizes, interpreted=False)
     assert quick[0] == thorough[0] == default
-    assert 2 <= len(quick) <= 16 and len(thorough) > len(quick)
+    assert 2 <= len(quick) <= (32 if "SPLIT_K" in names else 16) and len(thorough) > len(quick)  # a handful
     for configs, target in ((quick, "sm_80"), (thorough, "sm_90")):
         assert len({costmodel.config_key(c) for c in configs}) == len(configs)
         work = costmodel.kernel_work(kernel, sizes)
