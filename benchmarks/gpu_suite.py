@@ -13,6 +13,8 @@ torch.matmul), conv (vs cuDNN), epilogue (matmul+bias+relu vs eager), train_step
 and cnn vs torch eager and torch.compile, kgen with and without CUDA graphs), compile_load
 (compile, AOT and artifact load times). Prints a table per section and the issue's targets
 as pass/FAIL, and writes OUT/DATE-DEVICE-gpu_suite.json (OUT defaults to benchmarks/results).
+Sections an earlier run wrote there (same day, device and versions) and this one did not
+measure are kept: the suite can be run in parts (--only), each within a time limit.
 
 Without a CUDA GPU it stops with exit status 2, unless --smoke: then kgen runs on Triton's
 interpreter on CPU tensors against torch eager only (no torch.compile), timed by the wall
@@ -90,7 +92,26 @@ def run_section(name, module, bench) -> dict:
         print(error, file=sys.stderr)
     if rows:
         print(table(module.COLUMNS, rows), flush=True)
-    return {"title": module.TITLE, "rows": rows, "error": error, "seconds": time.perf_counter() - start}
+    return {"title": module.TITLE, "rows": rows, "error": error, "seconds": time.perf_counter() - start,
+            "when": datetime.datetime.now().isoformat(timespec="seconds")}
+
+
+def merge_earlier(path: Path, results: dict) -> list:
+    """Sections of an earlier run written to `path` (the same day and device), kept where
+    this run did not measure them again, so a suite split over several calls (each within
+    a time limit) ends in one result. Only a run of the same kind (smoke or not) and the
+    same versions merges; another is replaced. Returns the sections taken over."""
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(earlier, dict) or earlier.get("smoke") != results["smoke"] \
+            or earlier.get("versions") != results["versions"] or not isinstance(earlier.get("sections"), dict):
+        return []
+    kept = [name for name in earlier["sections"] if name in SECTIONS and name not in results["sections"]]
+    results["sections"] = {name: earlier["sections"][name] for name in kept} | results["sections"]
+    results["runs"] = earlier.get("runs", []) + results["runs"]
+    return kept
 
 
 def target_results(sections: dict) -> list:
@@ -121,15 +142,20 @@ def main(argv=None) -> int:
                "versions": {"kgen": kgen.__version__, "torch": torch.__version__, "triton": triton.__version__,
                             "cuda": torch.version.cuda},
                "cuda_graphs": cudagraph.enabled(bench.device), "env": {cudagraph.ENV: os.environ.get(cudagraph.ENV)},
-               "compile_modes": list(bench.compile_modes), "kgen_tune_tier": bench.tune_tier, "sections": {}}
+               "compile_modes": list(bench.compile_modes), "kgen_tune_tier": bench.tune_tier, "sections": {},
+               "runs": [{"when": datetime.datetime.now().isoformat(timespec="seconds"), "only": args.only,
+                         "compile_modes": list(bench.compile_modes), "kgen_tune_tier": bench.tune_tier}]}
     for name in args.only:
         results["sections"][name] = run_section(name, SECTIONS[name], bench)
+    path = args.out / f"{results['date']}-{device_slug()}-gpu_suite.json"
+    kept = merge_earlier(path, results)
+    if kept:
+        print(f"\nkept from an earlier run today: {', '.join(kept)}")
     results["targets"] = target_results(results["sections"])
     if results["targets"]:
         print("\n== targets (the issue's) and checks")
         print(table([("section", "section", "{}"), ("case", "case", "{}"), ("target", "target", "{}"),
                      ("pass", "result", "{}")], results["targets"]))
-    path = args.out / f"{results['date']}-{device_slug()}-gpu_suite.json"
     atomic_write(path, json.dumps(results, indent=2, default=str) + "\n")
     print(f"\nwrote {path}")
     failed = [name for name, r in results["sections"].items() if r["error"]]

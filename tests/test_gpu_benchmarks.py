@@ -86,3 +86,15 @@ def test_table_and_target_checks():
     assert lines[0].split() == ["name", "value", "result"]
     assert lines[2].split() == ["one", "1.3", "pass"] and lines[3].split() == ["two", "-", "FAIL"]
     assert at_least(0.95, 0.9) is True and at_least(0.5, 0.9) is False and at_least(None, 0.9) is None
+
+
+def test_a_suite_run_in_parts_ends_in_one_result(tmp_path):
+    """Sections measured by an earlier run (same day, device, versions) are kept."""
+    for only in ("pointwise", "epilogue"):
+        done = run_suite("--smoke", "--only", only, "--out", str(tmp_path))
+        assert done.returncode == 0, done.stderr[-3000:]
+    (path,) = tmp_path.glob("*-gpu_suite.json")
+    result = json.loads(path.read_text())
+    assert set(result["sections"]) == {"pointwise", "epilogue"} and len(result["runs"]) == 2
+    assert "kept from an earlier run today: pointwise" in done.stdout
+    assert {t["section"] for t in result["targets"]} == {"pointwise"}  # (epilogue states no target)
