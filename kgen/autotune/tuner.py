@@ -393,11 +393,11 @@ def _tune_measured(program, kernels, sizes, target, tier, cache, bench, workers,
                for k in singles}
     for combo in (k for k in kernels if k.parts):
         joined = _combo_result(combo, [results[p.name] for p in combo.parts], sizes, target)
-        results[combo.name] = _measured_combo(program, combo, joined, sizes, target, bench, say)
+        results[combo.name] = _measured_combo(combo, joined, sizes, target, bench, say)
     return results
 
 
-def _measured_combo(program, combo, joined: TuneResult, sizes, target, bench, say) -> TuneResult:
+def _measured_combo(combo, joined: TuneResult, sizes, target, bench, say) -> TuneResult:
     default = default_config(combo, sizes, interpreted=False)
     candidates = [joined.config] + ([default] if default != joined.config else [])
     say(f"{target}: {combo.name}: timing the parts' joined picks" + (" and the default" if len(candidates) > 1 else ""))

@@ -97,8 +97,7 @@ class Program:
             self._pinned.pop(kernel_name, None)
         else:
             self._pinned[kernel_name] = dict(config)
-        self._launch_cache.clear()
-        self.graphs = cudagraph.GraphCache(self)  # captured with the old configs
+        self._replan()
 
     def tune(self, inputs: dict, tier: str = "quick", cache=None, workers: int = None, force: bool = False,
              progress=None) -> list:
@@ -117,18 +116,20 @@ class Program:
         if missing:
             raise InputError(f"Program.tune: expected a value for every graph input, missing {', '.join(missing)}")
         arrays = {n.name: to_numpy(named[n.name]) for n in self.graph.inputs}
-        sizes = {}
-        for node in self.graph.inputs:
-            shapes.bind_shape(node.shape, arrays[node.name].shape, sizes, f"input {node.name!r}")
+        sizes = self.bind_sizes({n: arrays[n.name] for n in self.graph.inputs})
         if cache is not None:
             self.tune_cache = cache
         elif self.tune_cache is None:
             self.tune_cache = TuneCache()
         results = tuner.tune_program(self, sizes, [self.target], tier, self.tune_cache, arrays, workers, force,
                                      progress)
-        self._launch_cache.clear()  # launch with the new picks,
-        self.graphs = cudagraph.GraphCache(self)  # and capture again with them
+        self._replan()
         return results
+
+    def _replan(self) -> None:
+        """Plan launches afresh (configs changed), and capture CUDA graphs afresh with them."""
+        self._launch_cache.clear()
+        self.graphs = cudagraph.GraphCache(self)
 
     def launch(self, kernel, env: dict, sizes: dict) -> None:
         """Run one kernel; `env` maps nodes to tensors and must hold its inputs and outputs."""
