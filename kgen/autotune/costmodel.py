@@ -18,7 +18,8 @@ What it uses, per candidate:
               L2 bandwidth, the re-reads at HBM bandwidth when the operands overflow L2 and the
               tiles are not walked in groups (GROUP_M 1); an SM draws bandwidth only as fast as its bytes in flight allow,
               Little's law) and a latency floor (one memory latency per loop step that
-              pipelining does not overlap)
+              pipelining does not overlap); a split-K GEMM adds its tail, the tile's last
+              program reading every slice's partial alone
 
 Every constant below is a stated guess or a datasheet figure; the tuner records the model's
 pick beside the measured best whenever a GPU times the same candidates, so the model can be
@@ -269,6 +270,10 @@ def predict(kernel, sizes: dict, target: str, config: dict, resources: Resources
     full, rest = divmod(programs, g.sms * resident)
     waves = [(full, wave(resident, g.sms))] + ([(1, wave(-(-rest // g.sms), min(rest, g.sms)))] if rest else [])
     seconds = sum(count * max(parts.values()) for count, parts in waves if count)
+    split = config.get("SPLIT_K", 1)
+    if split > 1:  # split-K's tail: a tile's last program reads every slice's partial tile alone
+        tile_bytes = 4 * config["BLOCK_M"] * config["BLOCK_N"]
+        seconds += split * tile_bytes / (SM_BANDWIDTH_SHARE * g.l2_gbps * 1e9 / g.sms)
     slowest = max(waves, key=lambda w: max(w[1].values()) if w[0] else -1)[1]
     bound = max(slowest, key=slowest.get)
     return Prediction(LAUNCH_US + seconds * 1e6, programs, resident, full + (1 if rest else 0), bound,

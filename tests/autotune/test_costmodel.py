@@ -190,3 +190,17 @@ def test_compile_facts_of_several_candidates_come_from_a_process_pool(tmp_path):
     alone = [tuner.compile_facts.compile_one(aot.kernel_job(prog.source, k, "sm_90", c)) for k, c in requests]
     assert [vars(f) for f in pooled] == [dict(a, error="") for a in alone]
     assert pooled[0].registers < pooled[2].registers  # more elements per thread, more registers
+
+
+def test_split_k_pays_for_a_long_k_over_few_tiles_and_its_tail_bounds_it():
+    """A weight gradient with one output tile and K = N*100: the model predicts the
+    default split far faster than no split, and charges a split beyond need for the last
+    program's serial read of every slice's partial."""
+    kernel, sizes = program("conv2d_weight_grad").kernels[0], {"N": 4096}
+    default = space.candidates(kernel, sizes, "sm_90", "quick")[0]
+    assert default["SPLIT_K"] > 1
+    split = costmodel.predict(kernel, sizes, "sm_90", default).us
+    unsplit = costmodel.predict(kernel, sizes, "sm_90", dict(default, SPLIT_K=1)).us
+    assert 10 * split < unsplit
+    tails = [costmodel.predict(kernel, sizes, "sm_90", dict(default, SPLIT_K=s)).us for s in (256, 4096)]
+    assert tails[1] > tails[0]
