@@ -79,7 +79,7 @@ def split_k(dims: dict, config: dict, interpreted: bool) -> int:
     on the interpreter 1 (the fewest programs); on a GPU, slices enough to give the GPU
     SPLIT_PROGRAMS programs, each at least SPLIT_MIN_STEPS K steps long, within the
     workspace's bound (a power of two)."""
-    from kgen.kernels.splitk import max_split
+    from kgen.kernels.splitk import max_split  # (here: importing kgen.kernels imports this module)
     if interpreted:
         return 1
     m, n, k = dims["m"], dims["n"], dims["k"]
