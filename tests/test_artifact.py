@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import kgen
 from kgen import nn
@@ -381,3 +382,19 @@ def test_damaged_archives_are_clear_errors(graph_artifact, tmp_path):
     garbage.write_bytes(b"not a tar at all" * 100)
     with pytest.raises(kgen.ArtifactError, match="garbage.tar"):
         kgen.load(garbage)
+
+
+def test_a_misaligned_input_is_copied_before_the_binaries_see_it(tmp_path):
+    """Binaries assume 16-byte aligned buffers (kgen.kernels.aot.aligned_params): an input
+    that is a view 4 bytes into its storage is copied first, and the result is right."""
+    x = kgen.tensor("x", ("N", 16))
+    graph = kgen.Graph([x], [kgen.ops.relu(x) * 2.0])
+    kgen.compile_artifact(kgen.compile(graph), tmp_path / "a", targets=("sm_90",), sizes={"N": 4})
+    artifact = kgen.load(tmp_path / "a")
+    storage = torch.arange(65, dtype=torch.float32) - 32.0
+    view = storage[1:].view(4, 16)
+    assert view.data_ptr() % 16 == 4
+    tensor = artifact.as_tensor(view, artifact.inputs[0])
+    assert tensor.data_ptr() % 16 == 0 and torch.equal(tensor, view)
+    (out,) = artifact.run({"x": view})
+    np.testing.assert_array_equal(out.numpy(), np.maximum(view.numpy(), 0) * 2.0)

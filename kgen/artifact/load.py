@@ -29,6 +29,7 @@ from kgen.artifact.expr import SizeExpr
 from kgen.artifact.rules import LaunchRule
 from kgen.errors import InputError, KgenError, ShapeError
 from kgen.ir import dtypes
+from kgen.kernels import aot
 from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.splitk import ScratchBuffers, scratch_numel
 
@@ -306,7 +307,10 @@ class Artifact:
             else:
                 raise InputError(f"{what}: expected dtype {buffer.dtype_name}, got "
                                  f"{str(tensor.dtype).replace('torch.', '')}")
-        return tensor.to(self.device).contiguous()
+        tensor = tensor.to(self.device).contiguous()
+        if tensor.data_ptr() % aot.ALIGN:  # a view into a storage: the binaries assume aligned buffers
+            tensor = tensor.clone()
+        return tensor
 
     # --- running ---------------------------------------------------------------------------------
     def bind_sizes(self, tensors: dict) -> dict:

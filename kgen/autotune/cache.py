@@ -33,6 +33,7 @@ from pathlib import Path
 
 from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
+from kgen.kernels.aot import ALIGN
 from kgen.kernels.launch import kernel_dims
 from kgen.kernels.loader import atomic_write, cache_dir
 
@@ -308,7 +309,7 @@ class FactsCache:
 
     def path(self, source_hash: str, target: str, config: dict) -> tuple:
         key = {"kernel": source_hash, "target": target, "config": dict(config),
-               "triton": versions()["triton"]}
+               "triton": versions()["triton"], "align": ALIGN}
         return key, self.directory / f"{hashlib.sha256(_canonical(key).encode()).hexdigest()[:32]}.json"
 
     def get(self, source_hash: str, target: str, config: dict):

@@ -256,17 +256,9 @@ def compiled_launcher(source: str, kernel, target: str, config: dict):
     """run(grid, args) launching the AOT binary of `kernel` with `config` on the current
     GPU: the same compile as kgen.kernels.aot (a Triton cache hit once the pool built it),
     so what is timed is what an artifact ships. `args` are all parameters, constexprs in place."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from kgen.kernels import aot
-    from kgen.kernels.loader import load_module
 
-    job = aot.kernel_job(source, kernel, target, config)
-    fn = getattr(load_module(source, interpreted=False), kernel.name)
-    binary = triton.compile(ASTSource(fn, signature=dict(job.signature), constexprs=dict(job.constexprs)),
-                            target=GPUTarget("cuda", aot.parse_target(target), 32), options=dict(job.options))
+    binary = aot.triton_compile(aot.kernel_job(source, kernel, target, config))
 
     def run(grid, args):
         binary[tuple(grid) + (1,) * (3 - len(grid))](*args)

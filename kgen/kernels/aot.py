@@ -42,6 +42,32 @@ class CompileJob:
     constexprs: tuple  # (name, value)
     options: tuple  # (name, value): num_warps, num_stages
     target: str
+    aligned: tuple = ()  # indices of the parameters compiled as multiples of ALIGN (`aligned_params`)
+
+
+ALIGN = 16  # bytes a pointer, and the factor an int argument, may be assumed a multiple of
+
+
+def aligned_params(kernel) -> tuple:
+    """The parameters a binary may assume multiples of ALIGN, as Triton's JIT specializes
+    them at a call (without it, loads and stores stay 4 bytes wide): every buffer pointer
+    (kgen allocates buffers aligned; an artifact copies a misaligned input first) and every
+    int argument that is a multiple of ALIGN at any sizes (784*N, a static 2048), not one
+    that varies between calls (N). Their indices, in parameter order."""
+    return tuple(i for i, p in enumerate(kernel.params)
+                 if p.kind in ("in", "out", "scratch") or (p.kind == "int" and _always_multiple(p.expr, ALIGN)))
+
+
+def _always_multiple(expr, factor: int) -> bool:
+    import sympy
+    expr = sympy.expand(sympy.sympify(expr))
+    if expr.is_Integer:
+        return int(expr) % factor == 0
+    try:
+        coefficients = sympy.Poly(expr, *sorted(expr.free_symbols, key=str)).coeffs()
+    except sympy.PolynomialError:
+        return False
+    return all(c.is_Integer and int(c) % factor == 0 for c in coefficients)
 
 
 def parse_target(target: str) -> int:
@@ -57,20 +83,26 @@ def kernel_job(source: str, kernel, target: str, config: dict) -> CompileJob:
     constexprs = tuple((p.name, config[p.name]) for p in kernel.params if p.kind == "constexpr")
     signature = tuple((p.name, p.signature()) for p in kernel.params)
     options = (("num_warps", config.get("num_warps", 4)), ("num_stages", config.get("num_stages", 3)))
-    return CompileJob(source, kernel.name, signature, constexprs, options, target)
+    return CompileJob(source, kernel.name, signature, constexprs, options, target, aligned_params(kernel))
 
 
-def compile_job(job: CompileJob) -> Binary:
-    import json
-
+def triton_compile(job: CompileJob):
+    """Triton's CompiledKernel for `job` (a cache hit once it was compiled)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     fn = getattr(load_module(job.source, interpreted=False), job.kernel)
+    attrs = {(i,): [["tt.divisibility", ALIGN]] for i in job.aligned}
+    source = ASTSource(fn, signature=dict(job.signature), constexprs=dict(job.constexprs), attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", parse_target(job.target), 32), options=dict(job.options))
+
+
+def compile_job(job: CompileJob) -> Binary:
+    import json
+
     constexprs = dict(job.constexprs)
-    compiled = triton.compile(ASTSource(fn, signature=dict(job.signature), constexprs=constexprs),
-                              target=GPUTarget("cuda", parse_target(job.target), 32), options=dict(job.options))
+    compiled = triton_compile(job)
     counters.bump("compiles")
     metadata = json.loads(json.dumps(compiled.metadata._asdict(), default=vars))
     resources = cubin_resources(compiled.asm["cubin"], job.kernel)

