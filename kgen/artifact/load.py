@@ -31,6 +31,7 @@ from kgen.errors import InputError, KgenError, ShapeError
 from kgen.ir import dtypes
 from kgen.kernels import aot
 from kgen.kernels.loader import interpreting, load_module
+from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers, scratch_numel
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -267,7 +268,7 @@ class Artifact:
         return self._run(tensors)
 
     def get_state(self, name: str) -> np.ndarray:
-        return _numpy(self._state_tensor(name))
+        return to_numpy(self._state_tensor(name)).copy()
 
     def set_state(self, name: str, value) -> None:
         self._state_tensor(name)
@@ -391,8 +392,3 @@ class Artifact:
 
 def _bound(sizes: dict) -> str:
     return f" with {', '.join(f'{k}={v}' for k, v in sorted(sizes.items()))}" if sizes else ""
-
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy().copy()

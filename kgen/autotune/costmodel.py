@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from kgen.errors import KgenError
 from kgen.ir import shapes
-from kgen.kernels.launch import dot_operand, half_dot, kernel_dims, plan_launch
+from kgen.kernels.launch import cdiv, dot_operand, half_dot, kernel_dims, plan_launch
 from kgen.lowering.stats import node_flops
 
 
@@ -224,7 +224,7 @@ def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: 
         else:
             efficiency = min(1.0, math.sqrt(bm * bn / threads / TILE_FOR_FULL_FMA))
         overflow = config.get("GROUP_M", 1) == 1 and (m * k + k * n) * work.dot_bytes > gpu(target).l2_bytes
-        return _Loop(-(-(-(-k // split)) // bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency,
+        return _Loop(cdiv(cdiv(k, split), bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency,
                      overflow)
     if rule == "reduction":
         return _Loop(steps=-(-dims["r"] // config["RBLOCK"]))
