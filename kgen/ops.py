@@ -22,7 +22,8 @@ __all__ = [
     "add", "sub", "mul", "div", "neg", "stop_gradient", "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu",
     "maximum", "minimum", "pow", "where", "less", "less_equal", "greater", "greater_equal",
     "equal", "not_equal", "sum", "mean", "max", "matmul", "reshape", "transpose", "permute", "swap_last",
-    "broadcast_to", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot", "softmax",
+    "broadcast_to", "expand_dims", "squeeze", "flatten", "sum_to", "getitem", "slice_strided", "pad_strided",
+    "pad", "concatenate", "stack", "split", "one_hot", "softmax",
     "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
     "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_grad",
     "max_pool2d_gather", "avg_pool2d", "avg_pool2d_grad",
@@ -280,6 +281,133 @@ def flatten(x, start_dim: int = 1) -> Node:
     """Collapse the axes from `start_dim` on (torch.flatten(x, start_dim))."""
     start = shapes.check_axis(start_dim, builtins.max(x.ndim, 1), "flatten: start_dim")
     return reshape(x, x.shape[:start] + (shapes.numel(x.shape[start:]),))
+
+
+# --- slicing, padding and joining (views: no copies) ------------------------------------------
+def slice_strided(x: Node, start, step, shape) -> Node:
+    """The primitive slice: output coordinate c reads x at start + step*c on each axis."""
+    start, step, shape = tuple(int(b) for b in start), tuple(int(s) for s in step), shapes.as_shape(shape)
+    if len(shape) == x.ndim and builtins.all(b == 0 and s == 1 and shapes.dims_equal(d, n)
+                                             for b, s, d, n in zip(start, step, shape, x.shape)):
+        return x
+    return Node("slice", (x,), {"start": start, "step": step, "shape": shape})
+
+
+def pad_strided(x: Node, low, step, shape) -> Node:
+    """The primitive pad (slice's transpose): a zero tensor of `shape` holding x at low +
+    step*c on each axis."""
+    low, step, shape = tuple(int(b) for b in low), tuple(int(s) for s in step), shapes.as_shape(shape)
+    if len(shape) == x.ndim and builtins.all(b == 0 and s == 1 and shapes.dims_equal(d, n)
+                                             for b, s, d, n in zip(low, step, shape, x.shape)):
+        return x
+    return Node("pad", (x,), {"low": low, "step": step, "shape": shape})
+
+
+def _static_dim(x: Node, axis: int, what: str) -> int:
+    d = x.shape[axis]
+    if not isinstance(d, int):
+        raise ShapeError(f"{what}: axis {axis} of {x.type_str()} has the symbolic size {d}, and {what} "
+                         f"needs a static size there (a symbolic axis can only be taken whole, with ':')")
+    return d
+
+
+def getitem(x: Node, index) -> Node:
+    """NumPy basic indexing: ints, slices with a positive step, None and `...` (x[i], x[:, 2:5],
+    x[..., ::2]). A view: the kernel that reads it loads straight from x."""
+    index = index if isinstance(index, tuple) else (index,)
+    if builtins.sum(1 for i in index if i is Ellipsis) > 1:
+        raise ShapeError(f"indexing {x.type_str()}: at most one '...' in {index}")
+    used = builtins.sum(1 for i in index if i is not None and i is not Ellipsis)
+    if used > x.ndim:
+        raise ShapeError(f"indexing {x.type_str()}: {used} indices for {x.ndim} axes")
+    at = index.index(Ellipsis) if Ellipsis in index else len(index)
+    index = index[:at] + (slice(None),) * (x.ndim - used) + index[at + 1:]
+    start, step, shape, dropped, added, axis = [], [], [], [], [], 0
+    for i in index:
+        if i is None:
+            added.append(len(shape) - len(dropped) + len(added))
+            continue
+        n = x.shape[axis]
+        if isinstance(i, slice):
+            if i.step is not None and i.step < 1:
+                raise ShapeError(f"indexing {x.type_str()}: axis {axis} needs a positive step, got {i.step}")
+            if i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1)):
+                start.append(0), step.append(1), shape.append(n)
+            else:
+                b, e, s = i.indices(_static_dim(x, axis, "indexing"))
+                start.append(b), step.append(s), shape.append(builtins.max(0, -(-(e - b) // s)))
+        elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
+            n = _static_dim(x, axis, "indexing")
+            if not -n <= i < n:
+                raise ShapeError(f"indexing {x.type_str()}: index {i} is out of range for axis {axis} of size {n}")
+            start.append(int(i) % n), step.append(1), shape.append(1)
+            dropped.append(axis)
+        else:
+            raise ShapeError(f"indexing {x.type_str()}: expected ints, slices, None or '...', got {i!r}")
+        axis += 1
+    out = slice_strided(x, start, step, shape)
+    if dropped or added:
+        kept = [d for a, d in enumerate(shape) if a not in dropped]
+        for at in added:
+            kept.insert(at, 1)
+        out = reshape(out, kept)
+    return out
+
+
+def pad(x: Node, pad_width) -> Node:
+    """np.pad(x, pad_width) with zeros: pad_width is an int, a (before, after) pair, or one
+    pair per axis."""
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2)).tolist() if x.ndim else []
+    if any(not isinstance(w, numbers.Integral) or w < 0 for pair in widths for w in pair):
+        raise ShapeError(f"pad: widths must be ints >= 0, got {pad_width!r}")
+    shape = []
+    for axis, (before, after) in enumerate(widths):
+        shape.append(x.shape[axis] if before == after == 0 else _static_dim(x, axis, "pad") + before + after)
+    return pad_strided(x, [w[0] for w in widths], [1] * x.ndim, shape)
+
+
+def concatenate(xs, axis: int = 0) -> Node:
+    """np.concatenate / torch.cat: the tensors joined along `axis`, whose size must be static.
+    Built as a sum of pads, so each element is read from the one tensor that holds it."""
+    xs = _operands(*xs) if xs else []
+    if not xs:
+        raise ShapeError("concatenate: expected at least one tensor")
+    first = xs[0]
+    axis = shapes.check_axis(axis, builtins.max(first.ndim, 1), "concatenate: axis")
+    for k, x in enumerate(xs):
+        if x.ndim != first.ndim or not builtins.all(
+                shapes.dims_equal(a, b) for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis):
+            raise ShapeError(f"concatenate: tensor {k} is {x.type_str()}, which does not match "
+                             f"{first.type_str()} off axis {axis}")
+    sizes = [_static_dim(x, axis, "concatenate") for x in xs]
+    total = builtins.sum(sizes)
+    shape = first.shape[:axis] + (total,) + first.shape[axis + 1:]
+    out, offset = None, 0
+    for x, size in zip(xs, sizes):
+        low = [0] * x.ndim
+        low[axis] = offset
+        placed = pad_strided(x, low, [1] * x.ndim, shape)
+        out = placed if out is None else add(out, placed)
+        offset += size
+    return out
+
+
+def stack(xs, axis: int = 0) -> Node:
+    """np.stack / torch.stack: the tensors joined along a new axis."""
+    if not xs:
+        raise ShapeError("stack: expected at least one tensor")
+    axis = shapes.check_axis(axis, xs[0].ndim + 1, "stack: axis")
+    return concatenate([expand_dims(x, axis) for x in xs], axis)
+
+
+def split(x: Node, sections: int, axis: int = 0) -> list:
+    """np.split(x, sections, axis) with an int: `sections` equal views along `axis`."""
+    axis = shapes.check_axis(axis, x.ndim, "split: axis")
+    n = _static_dim(x, axis, "split")
+    if sections < 1 or n % sections:
+        raise ShapeError(f"split: axis {axis} of {x.type_str()} does not divide into {sections} equal parts")
+    size = n // sections
+    return [getitem(x, (slice(None),) * axis + (slice(k * size, (k + 1) * size),)) for k in range(sections)]
 
 
 # --- composites built from primitives --------------------------------------------------------

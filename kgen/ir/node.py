@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 
-from kgen.errors import KgenError
+from kgen.errors import DTypeError, KgenError
 from kgen.ir import dtypes, shapes
 from kgen.ir.optable import lookup
 
@@ -88,6 +88,11 @@ class Node:
     def __matmul__(self, o): return _ops().matmul(self, o)
     def __rmatmul__(self, o): return _ops().matmul(o, self)
     def __neg__(self): return _ops().neg(self)
+    def __getitem__(self, index): return _ops().getitem(self, index)
+
+    def __iter__(self):
+        raise DTypeError(f"{self.type_str()} is symbolic and cannot be iterated: index it (x[i]) or use "
+                         f"kgen.ops.split")
     def __abs__(self): return _ops().abs(self)
     def __lt__(self, o): return _ops().less(self, o)
     def __le__(self, o): return _ops().less_equal(self, o)

@@ -1,5 +1,6 @@
-"""Op table entries for views: reshape, transpose and broadcast_to. expand_dims, squeeze
-and flatten are reshapes (kgen.ops builds them so).
+"""Op table entries for views: reshape, transpose, broadcast_to, slice and pad. expand_dims,
+squeeze and flatten are reshapes; indexing, concatenate and stack are slices and pads
+(kgen.ops builds them so).
 
 A view never copies: its lowering maps the coordinates at which its output is read to the
 coordinates of its input (sympy expressions), so the kernel that reads a view loads straight
@@ -11,7 +12,7 @@ import numpy as np
 
 from kgen.errors import ShapeError
 from kgen.ir import shapes
-from kgen.ir.optable import OpDef, register
+from kgen.ir.optable import Guarded, OpDef, register
 
 
 def _ops():
@@ -87,3 +88,76 @@ register(OpDef("broadcast_to", "view", _infer_broadcast,
                lambda node, a, shape: np.broadcast_to(a[0], shape),
                lambda g, n: (_ops().sum_to(g, n.inputs[0].shape),),
                _broadcast_coords, arity=1))
+
+
+# --- slice ---------------------------------------------------------------------------------
+# Output coordinate c reads input coordinate start + step*c on each axis (a strided window).
+def _infer_slice(inputs, attrs):
+    (x,) = inputs
+    start, step, shape = attrs["start"], attrs["step"], shapes.as_shape(attrs["shape"])
+    if not len(start) == len(step) == len(shape) == x.ndim:
+        raise ShapeError(f"slice: start {start}, step {step} and shape {shape} need one entry per axis "
+                         f"of {shapes.format_shape(x.shape)}")
+    for axis, (b, s, d, n) in enumerate(zip(start, step, shape, x.shape)):
+        if s < 1 or b < 0:
+            raise ShapeError(f"slice: axis {axis} needs start >= 0 and step >= 1, got start {b}, step {s}")
+        whole = b == 0 and s == 1 and shapes.dims_equal(d, n)
+        if not whole and not (isinstance(d, int) and isinstance(n, int) and (d == 0 or b + s * (d - 1) < n)):
+            raise ShapeError(f"slice: axis {axis} of {shapes.format_shape(x.shape)} cannot give {d} elements "
+                             f"from {b} in steps of {s}")
+    return x.dtype, shape
+
+
+def _slice_reference(node, a, shape):
+    return a[0][tuple(slice(b, b + s * d, s) for b, s, d in zip(node.attrs["start"], node.attrs["step"], shape))]
+
+
+def _slice_coords(node, coords):
+    return [b + s * c for b, s, c in zip(node.attrs["start"], node.attrs["step"], coords)]
+
+
+register(OpDef("slice", "view", _infer_slice, _slice_reference,
+               lambda g, n: (_ops().pad_strided(g, n.attrs["start"], n.attrs["step"], n.inputs[0].shape),),
+               _slice_coords, arity=1))
+
+
+# --- pad -----------------------------------------------------------------------------------
+# slice's transpose: output coordinate c holds input coordinate (c - low) / step where that is
+# a whole number inside the input, and zero elsewhere. A guarded view: the kernel that reads
+# it loads the input under the guard (kgen.kernels.writer), so no zeros are ever written.
+def _infer_pad(inputs, attrs):
+    (x,) = inputs
+    low, step, shape = attrs["low"], attrs["step"], shapes.as_shape(attrs["shape"])
+    if not len(low) == len(step) == len(shape) == x.ndim:
+        raise ShapeError(f"pad: low {low}, step {step} and shape {shape} need one entry per axis "
+                         f"of {shapes.format_shape(x.shape)}")
+    for axis, (b, s, d, n) in enumerate(zip(low, step, shape, x.shape)):
+        whole = b == 0 and s == 1 and shapes.dims_equal(d, n)
+        if s < 1 or b < 0 or not whole and not (
+                isinstance(d, int) and isinstance(n, int) and (n == 0 or b + s * (n - 1) < d)):
+            raise ShapeError(f"pad: axis {axis} cannot place {shapes.format_dim(n)} elements from {b} "
+                             f"in steps of {s} inside {shapes.format_dim(d)}")
+    return x.dtype, shape
+
+
+def _pad_reference(node, a, shape):
+    out = np.zeros(shape, a[0].dtype)
+    out[tuple(slice(b, b + s * n, s) for b, s, n in zip(node.attrs["low"], node.attrs["step"], a[0].shape))] = a[0]
+    return out
+
+
+def _pad_coords(node, coords):
+    from kgen.lowering.indexing import FloorDiv
+    mapped, conditions = [], []
+    for c, b, s, d, n in zip(coords, node.attrs["low"], node.attrs["step"], node.shape, node.inputs[0].shape):
+        if b == 0 and s == 1 and shapes.dims_equal(d, n):
+            mapped.append(c)
+            continue
+        mapped.append(FloorDiv(c - b, s) if s > 1 else c - b)
+        conditions.append((c, b, s, n))
+    return Guarded(mapped, conditions)
+
+
+register(OpDef("pad", "view", _infer_pad, _pad_reference,
+               lambda g, n: (_ops().slice_strided(g, n.attrs["low"], n.attrs["step"], n.inputs[0].shape),),
+               _pad_coords, arity=1))

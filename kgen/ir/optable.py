@@ -8,9 +8,9 @@ An entry holds everything the pipeline needs to know about an op, side by side:
   written with kgen.ops so gradients are IR like everything else;
 - `lower`: how codegen computes it. For an elementwise op, a function of the operands'
   Triton expressions returning one; for a reduction, a `Reduction`; for a view, a function
-  mapping output coordinates to input coordinates; for a "template" op (matmul, conv,
-  pooling: a kernel of its own that reads its operands from memory), the name of its
-  template in kgen.kernels.templates.
+  mapping output coordinates to input coordinates (or a `Guarded` mapping, for pad); for a
+  "template" op (matmul, conv, pooling: a kernel of its own that reads its operands from
+  memory), the name of its template in kgen.kernels.templates.
 
 The entries themselves live in ops_*.py next to this file, one block per op.
 """
@@ -48,6 +48,15 @@ class Reduction:
     finish: str  # tl.<finish>(acc, axis=...) collapses the reduced block
     scale_by_count: bool = False  # mean: divide the sum by the reduced element count
     nan_aware_finish: bool = False  # tl.<finish> may drop NaN: the template restores it
+
+
+@dataclass(frozen=True)
+class Guarded:
+    """A view's mapping that holds only where its conditions do, the view being zero
+    elsewhere (pad). A condition (expr, low, step, count) holds where low <= expr <
+    low + step*(count-1) + 1 and expr - low is a multiple of step."""
+    coords: list
+    conditions: list
 
 
 TABLE: dict[str, OpDef] = {}

@@ -3,7 +3,8 @@
 The writer computes IR nodes *at coordinates*: `value(node, coords)` returns a Triton
 expression for `node`'s elements at `coords` (sympy expressions of the kernel's index
 variables). A buffer (a node the fusion plan writes to memory, or an input) becomes a load at
-its simplified flat index; a view maps the coordinates and reads its input; an elementwise op
+its simplified flat index; a view maps the coordinates and reads its input (a pad reads it
+under a guard, and is zero outside); an elementwise op
 reads its operands at the broadcast coordinates and applies its op table lowering. Each
 (node, coordinates) pair is computed once per kernel.
 
@@ -20,6 +21,7 @@ from sympy.printing.str import StrPrinter
 from kgen.errors import KgenError
 from kgen.ir import dtypes
 from kgen.ir.node import Node
+from kgen.ir.optable import Guarded
 from kgen.lowering import indexing
 
 
@@ -120,6 +122,7 @@ class KernelWriter:
         self.computed: list = []  # nodes computed here, in order
         self.uniform: set = set()  # emitted expressions that are the same in every lane
         self.masked_loads: set = set()  # variables holding a load under the current mask
+        self.guard = None  # inside a pad's input: (variable, varies) of the lanes it holds (see `_guarded`)
         self.printer = IndexPrinter(self)
 
     # --- parameters --------------------------------------------------------------------
@@ -174,7 +177,7 @@ class KernelWriter:
     # --- values at coordinates -----------------------------------------------------------
     def value(self, node: Node, coords) -> str:
         coords = tuple(indexing.simplify(c) for c in coords)
-        key = (node, coords)
+        key = (node, coords) if self.guard is None else (node, coords, self.guard[0])
         if key not in self._cache:
             self._cache[key] = self.load(node, coords, self.mask) if node in self.buffers else self._compute(node, coords)
         return self._cache[key]
@@ -209,16 +212,20 @@ class KernelWriter:
     def load(self, node: Node, coords, mask: Optional[str]) -> str:
         offset = indexing.flat_index(coords, node.shape)
         ptr = self.input_param(node)
+        index = self.index(offset)
         uniform = not self._varies(offset)
+        if self.guard is not None:  # lanes outside a pad's input read element 0 instead
+            index = f"tl.where({self.guard[0]}, {index}, 0)"
+            uniform = uniform and not self.guard[1]
         if uniform:
-            text = f"tl.load({ptr} + {self.index(offset)})"  # one element for every lane
+            text = f"tl.load({ptr} + {index})"  # one element for every lane
         else:
             other = "0.0" if node.dtype.is_float else "0"
-            text = f"tl.load({ptr} + {self.index(offset)}, mask={mask}, other={other})"
+            text = f"tl.load({ptr} + {index}, mask={mask}, other={other})"
         if node.dtype in (dtypes.float16, dtypes.bfloat16):
             text += ".to(tl.float32)"
         var = self.assign(text, "x")
-        if not uniform and node.dtype not in (dtypes.float16, dtypes.bfloat16):
+        if not uniform and node.dtype not in (dtypes.float16, dtypes.bfloat16) and self.guard is None:
             self.masked_loads.add(var)
         return self.uniform_(var) if uniform else var
 
@@ -244,13 +251,39 @@ class KernelWriter:
             return self.assign(f"tl.rand({seed}, {offset})")
         kind = node.opdef.kind
         if kind == "view":
-            return self.value(node.inputs[0], node.opdef.lower(node, list(coords)))
+            mapped = node.opdef.lower(node, list(coords))
+            if isinstance(mapped, Guarded):
+                return self._guarded(node, mapped)
+            return self.value(node.inputs[0], mapped)
         if kind == "elementwise":
             args = [self.value(i, self.broadcast_coords(node, i, coords)) for i in node.inputs]
             var = self.assign(node.opdef.lower(node, *args))
             return self.uniform_(var) if all(a in self.uniform for a in args) else var
         raise KgenError(f"{node!r} cannot be computed inside another kernel (the fusion plan "
                         f"must write it to memory)")
+
+    def _guarded(self, node: Node, mapped: Guarded) -> str:
+        """A pad: its input where the guard holds, zero elsewhere. The input is computed
+        under the guard, so a lane outside it loads nothing from outside a buffer."""
+        terms, varies = [], False
+        for expr, low, step, count in mapped.conditions:
+            at = self.index(expr)
+            varies = varies or self._varies(expr)
+            if low:
+                terms.append(f"({at} >= {low})")
+            terms.append(f"({at} < {low + step * (count - 1) + 1})")
+            if step > 1:
+                terms.append(f"(({at} - {low}) % {step} == 0)")
+        outer = self.guard
+        guard = self.assign(" & ".join(terms + ([outer[0]] if outer else [])), "g")
+        self.guard = (guard, varies or bool(outer and outer[1]))
+        try:
+            value = self.value(node.inputs[0], mapped.coords)
+        finally:
+            self.guard, inner = outer, self.guard
+        zero = "0.0" if node.dtype.is_float else ("False" if node.dtype is dtypes.bool_ else "0")
+        var = self.assign(f"tl.where({guard}, {value}, {zero})")
+        return self.uniform_(var) if value in self.uniform and not inner[1] else var
 
     def uniform_(self, text: str) -> str:
         """Mark `text` as the same for every lane (literals, sizes, one-element loads)."""

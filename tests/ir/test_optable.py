@@ -873,6 +873,10 @@ VIEW_CASES = [
     ("broadcast_to", lambda x: ops.broadcast_to(x, (2, 3, 4)), (3, 1)),
     ("broadcast_to", lambda x: ops.broadcast_to(x, (3, 4)), (4,)),
     ("broadcast_to", lambda x: ops.broadcast_to(x, (2, 1, 4)), (1, 1, 4)),
+    ("slice", lambda x: x[1:, ::2, 2], (3, 5, 4)),
+    ("slice", lambda x: x[2:7:3], (9,)),
+    ("pad", lambda x: ops.pad(x, ((1, 2), (0, 3))), (3, 4)),
+    ("pad", lambda x: ops.pad_strided(x, (2, 0), (3, 2), (9, 5)), (3, 3)),
 ]
 
 
@@ -882,12 +886,18 @@ def test_view_coordinate_maps_agree_with_the_reference(case, rng):
     name, build, shape = VIEW_CASES[case]
     x = kgen.tensor("x", shape)
     node = build(x)
-    assert node.op == name
+    view = node.inputs[0] if node.op == "reshape" and name != "reshape" else node  # x[..., 2] drops an axis
+    assert view.op == name
     a = random_array(rng, shape)
-    out, _ = run(node, {"x": a}, [x])
+    out, _ = run(view, {"x": a}, [x])
     for idx in np.ndindex(*out.shape):
-        src = kgen.ir.TABLE[name].lower(node, [sympy.Integer(i) for i in idx])
-        assert out[idx] == a[tuple(int(c) for c in src)], (idx, src)
+        src = kgen.ir.TABLE[name].lower(view, [sympy.Integer(i) for i in idx])
+        if isinstance(src, kgen.ir.optable.Guarded):  # a pad: zero where a condition fails
+            held = all(low <= int(e) < low + step * (count - 1) + 1 and (int(e) - low) % step == 0
+                       for e, low, step, count in src.conditions)
+            assert out[idx] == (a[tuple(int(c) for c in src.coords)] if held else 0), (idx, src)
+        else:
+            assert out[idx] == a[tuple(int(c) for c in src)], (idx, src)
 
 
 def test_matmul_lowering_names_its_template():
@@ -897,10 +907,12 @@ def test_matmul_lowering_names_its_template():
 # --- coverage -------------------------------------------------------------------------------------
 TESTED_PRIMITIVES = (set(UNARY) | set(BINARY) | set(COMPARISONS) | set(REDUCTIONS)
                      | {"where", "cast", "matmul", "reshape", "transpose", "broadcast_to", "iota", "constant",
-                        "input", "stop_gradient", "rand"})
+                        "input", "stop_gradient", "rand", "slice", "pad"})
 TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "dropout", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
                     "softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse",
                     "binary_cross_entropy"}
+# slicing and joining (kgen/ops.py): against NumPy and in kernels in tests/kernels/test_slicing.py
+TESTED_FUNCTIONS |= {"getitem", "slice_strided", "pad_strided", "pad", "concatenate", "stack", "split"}
 
 
 # convolution and pooling (kgen/ir/ops_conv.py): their references are checked against torch in
@@ -914,7 +926,8 @@ def test_every_table_op_has_a_test():
 
 
 def test_every_ops_function_has_a_test():
-    assert set(ops.__all__) == (TESTED_PRIMITIVES - {"input"}) | TESTED_FUNCTIONS
+    # the slice primitive is ops.slice_strided (x[...] builds it), not a shadow of Python's slice
+    assert set(ops.__all__) == (TESTED_PRIMITIVES - {"input", "slice"}) | TESTED_FUNCTIONS
 
 
 def test_table_entries_are_well_formed():

@@ -58,9 +58,21 @@ def mixed_dtypes():
                                   ops.broadcast_to(s > 0.0, (5,)), ops.one_hot(ops.cast(i, "int32"), 4)])
 
 
+def slicing():
+    """Slices, pads and joins, guarded loads included, in pointwise, reduction and matmul
+    kernels and in a gradient."""
+    x, w = kgen.tensor("x", ("N", 6)), kgen.tensor("w", (6, 8))
+    i, f, g, o = ops.split(x @ w, 4, axis=1)
+    h = ops.sigmoid(i) * ops.tanh(g) + ops.sigmoid(f) * ops.sigmoid(o)
+    joined = ops.concatenate([h, x[:, ::3]], axis=1)
+    loss = ops.sum(ops.pad(joined, ((0, 0), (1, 1))) ** 2)
+    return kgen.Graph([x, w], [loss, ops.max(joined, axis=1), joined @ w[2:, :]] + kgen.grad(loss, [x, w]))
+
+
 SPILL_BUDGET = 16  # bytes of stack per thread: 4 registers kept in local memory, outside any loop
 
-PROGRAMS = {f.__name__: f for f in (pointwise_chain, reductions, matmul_fp32, matmul_fp16, gradient, mixed_dtypes)}
+PROGRAMS = {f.__name__: f for f in (pointwise_chain, reductions, matmul_fp32, matmul_fp16, gradient, mixed_dtypes,
+                                    slicing)}
 
 
 def _ptx_target(ptx: str) -> str:
