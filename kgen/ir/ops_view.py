@@ -9,6 +9,7 @@ from the viewed buffer (DESIGN.md rule 4).
 from __future__ import annotations
 
 import numpy as np
+import sympy
 
 from kgen.errors import ShapeError
 from kgen.ir import shapes
@@ -31,9 +32,50 @@ def _infer_reshape(inputs, attrs):
     return x.dtype, target
 
 
+def _axis_groups(out_shape, in_shape) -> list:
+    """The reshape's axes in groups that hold the same elements: ((output axes), (input
+    axes)) pairs, the coarsest split of both shapes into runs of equal products (unit axes
+    join a neighbouring run). [N*T, G] -> [N, T, G] is ((0, 1), (0,)) and ((2,), (1,))."""
+    groups, i, j = [], 0, 0
+    while i < len(out_shape) or j < len(in_shape):
+        gi, gj = [i] if i < len(out_shape) else [], [j] if j < len(in_shape) else []
+        a = out_shape[i] if gi else 1
+        b = in_shape[j] if gj else 1
+        i, j = i + bool(gi), j + bool(gj)
+        while not shapes.dims_equal(a, b):
+            if i < len(out_shape) and (j >= len(in_shape) or _smaller(a, b)):
+                a, i = a * out_shape[i], gi.append(i) or i + 1
+            elif j < len(in_shape):
+                b, j = b * in_shape[j], gj.append(j) or j + 1
+            else:
+                return [(tuple(range(len(out_shape))), tuple(range(len(in_shape))))]  # no finer split
+        while i < len(out_shape) and out_shape[i] == 1 and (j >= len(in_shape) or in_shape[j] != 1):
+            gi.append(i)
+            i += 1
+        while j < len(in_shape) and in_shape[j] == 1 and (i >= len(out_shape) or out_shape[i] != 1):
+            gj.append(j)
+            j += 1
+        groups.append((tuple(gi), tuple(gj)))
+    return groups
+
+
+def _smaller(a, b) -> bool:
+    """Whether a run's product `a` is a proper divisor of `b` (grow a's run next)."""
+    ratio = sympy.simplify(sympy.sympify(b) / a)
+    return bool(ratio.is_integer) and ratio != 1
+
+
 def _reshape_coords(node, coords):
+    """Each group of axes maps alone: a split axis becomes a sum (n*T + t), and only a
+    merged axis needs a division and a remainder."""
     from kgen.lowering.indexing import flat_index, unflatten
-    return unflatten(flat_index(coords, node.shape), node.inputs[0].shape)
+    out_shape, in_shape = node.shape, node.inputs[0].shape
+    mapped = [sympy.Integer(0)] * len(in_shape)
+    for outs, ins in _axis_groups(out_shape, in_shape):
+        flat = flat_index([coords[a] for a in outs], [out_shape[a] for a in outs])
+        for a, c in zip(ins, unflatten(flat, [in_shape[a] for a in ins]) if len(ins) > 1 else [flat]):
+            mapped[a] = c
+    return mapped
 
 
 register(OpDef("reshape", "view", _infer_reshape,

@@ -157,19 +157,39 @@ def _row_classes(graph: Graph, written: set) -> dict:
 
 
 def _shared_values(graph: Graph, written: set) -> set:
-    """R5: elementwise values computed by several kernels and too costly to recompute."""
-    while True:
-        kernels_of, rows = {}, _row_classes(graph, written)
-        for root in (n for n in graph.nodes if n in written and not is_in_memory_source(n)):
-            for node in fused_nodes(root, written):
-                if node is not root and node.opdef.kind == "elementwise":
-                    kernels_of.setdefault(node, set()).add(rows.get(root, root))
-        costly = {n for n, roots in kernels_of.items() if len(roots) > 1 and _too_costly(n, written)}
-        if not costly:
-            return written
-        # Write the earliest ones first: writing a value changes what later ones cost.
-        first = min(costly, key=lambda n: n.id)
-        written = written | {first}
+    """R5: elementwise values computed by several kernels and too costly to recompute.
+
+    One pass in creation (topological) order. Writing a value changes what later values
+    cost and which kernels compute them, but never an earlier one's: its cost is above it,
+    and the kernels that computed it through the written value become that one kernel."""
+    readers = {}
+    for node in graph.nodes:
+        for i in node.inputs:
+            readers.setdefault(i, []).append(node)
+    written, rows = set(written), _row_classes(graph, written)
+    for node in sorted(graph.nodes, key=lambda n: n.id):
+        if node in written or node.opdef.kind != "elementwise":
+            continue
+        if len(_kernels_computing(node, readers, written, rows)) > 1 and _too_costly(node, written):
+            written.add(node)
+            rows = _row_classes(graph, written)
+    return written
+
+
+def _kernels_computing(node: Node, readers: dict, written: set, rows: dict) -> set:
+    """The kernels that compute `node` (not written): the written values that read it
+    through values that are not (a row kernel's roots count as one kernel)."""
+    kernels, stack, seen = set(), list(readers.get(node, ())), set()
+    while stack:
+        reader = stack.pop()
+        if reader in seen:
+            continue
+        seen.add(reader)
+        if reader in written:
+            kernels.add(rows.get(reader, reader))
+        else:
+            stack.extend(readers.get(reader, ()))
+    return kernels
 
 
 def _depends_through_others(node: Node, members: list, written: set) -> bool:
