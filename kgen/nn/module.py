@@ -37,8 +37,8 @@ class Module:
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
-    def __call__(self, x):
-        return self.forward(x)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
 
     # --- parameters ---------------------------------------------------------------------------
     def named_parameters(self, prefix: str = "") -> Iterator[Tuple[str, SharedVariable]]:

@@ -19,6 +19,9 @@ from kgen.nn import losses, optim
 from kgen.nn.data import batches
 
 
+PROGRESS_EVERY_S = 30.0  # fit prints a progress line this often within an epoch
+
+
 def _inputs(x_example, y_example=None):
     """Symbolic inputs shaped like a batch of the data, with a symbolic batch size."""
     def spec(name, array):
@@ -100,13 +103,18 @@ class Trainer:
         """Train; returns the history (per-epoch means of loss and metrics, and val_* too)."""
         x, y = _as_arrays(x, y)
         history = {name: [] for name in self.names}
+        steps = -(-len(x) // batch_size)
         for epoch in range(epochs):
-            start = time.perf_counter()
+            start = shown = time.perf_counter()
             sums, count = np.zeros(len(self.names)), 0
-            for xb, yb in batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch):
+            for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)):
                 values = self._step("train", xb, yb)(xb, yb)
                 sums += [float(v) * len(xb) for v in values]
                 count += len(xb)
+                if verbose and time.perf_counter() - shown >= PROGRESS_EVERY_S and i + 1 < steps:
+                    shown = time.perf_counter()  # long epochs (the interpreter) show their progress
+                    print(f"epoch {epoch + 1}/{epochs}  batch {i + 1}/{steps}  loss {sums[0] / count:.4f}  "
+                          f"({shown - start:.1f}s)", flush=True)
             for name, total in zip(self.names, sums):
                 history[name].append(total / count)
             line = "  ".join(f"{n} {history[n][-1]:.4f}" for n in self.names)

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from kgen.errors import KgenError
-from kgen.nn import data, layers as L, optim
+from kgen.nn import data, layers as L, optim, recurrent as R
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,16 @@ def _mnist_flat():
 def _mnist():
     images, labels = data.load_mnist_5k()
     return data.split_mnist_5k(images, labels)
+
+
+def _mnist_rows():
+    """MNIST digits as sequences: 28 time steps (the rows), 28 features (the pixels)."""
+    (xtr, ytr), (xte, yte) = _mnist()
+    return (xtr.reshape(len(xtr), 28, 28), ytr), (xte.reshape(len(xte), 28, 28), yte)
+
+
+def _recurrent(layer):
+    return lambda: L.Sequential(layer(28, 64, batch_first=True), R.LastStep(), L.Linear(64, 10), L.Softmax())
 
 
 def _line(n=256, seed=0):
@@ -73,6 +83,12 @@ MODELS = {m.name: m for m in [
              lambda: L.Sequential(L.Conv2d(1, 32, 3), L.ReLU(), L.MaxPool2d(2), L.Conv2d(32, 64, 3), L.ReLU(),
                                   L.MaxPool2d(2), L.Flatten(), L.Linear(1600, 10), L.Softmax()),
              "sparse_categorical_crossentropy", lambda p: optim.Adam(p), _mnist, epochs=5),
+    ZooModel("lstm", "LSTM(28, 64) over MNIST rows (28 steps of 28 pixels), last state - dense10 softmax, "
+             "Adam lr 0.01", _recurrent(R.LSTM), "sparse_categorical_crossentropy", lambda p: optim.Adam(p, lr=0.01),
+             _mnist_rows, epochs=3),
+    ZooModel("gru", "GRU(28, 64) over MNIST rows (28 steps of 28 pixels), last state - dense10 softmax, "
+             "Adam lr 0.01", _recurrent(R.GRU), "sparse_categorical_crossentropy", lambda p: optim.Adam(p, lr=0.01),
+             _mnist_rows, epochs=3),
 ]}
 
 

@@ -102,6 +102,15 @@ def test_keras_style_softmax_model_with_sparse_categorical_crossentropy():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
+def test_long_epochs_show_their_progress(monkeypatch, capsys):
+    monkeypatch.setattr(nn.train, "PROGRESS_EVERY_S", 0.0)
+    model = small_mlp()
+    model.compile(optimizer="adam", loss="nll")
+    model.fit(*data(24), epochs=1, batch_size=8)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("  loss")[0] for line in lines] == ["epoch 1/1  batch 1/3", "epoch 1/1  batch 2/3", "epoch 1/1"]
+
+
 def test_load_state_dict_checks_names_and_shapes():
     model = small_mlp()
     state = model.state_dict()
@@ -123,7 +132,7 @@ def test_fit_needs_compile_and_known_names():
 
 
 def test_zoo_names_the_brief_s_models():
-    assert {"linreg", "logreg", "mlp64", "mlp128"} <= set(nn.zoo.names())
+    assert set(nn.zoo.names()) == {"linreg", "logreg", "mlp64", "mlp128", "mlp32-dropout", "cnn", "lstm", "gru"}
     with pytest.raises(kgen.KgenError, match="unknown model 'resnet'"):
         nn.zoo.get("resnet")
 

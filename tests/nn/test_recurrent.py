@@ -1,0 +1,130 @@
+"""LSTM and GRU: torch's values and gradients from the same weights (through state_dict),
+every kernel of a training step against the reference, and a loss that falls."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import kgen
+from kgen import nn, ops
+from kgen.errors import ShapeError
+
+N, T, I, H = 3, 4, 5, 6
+LAYERS = {"lstm": (nn.LSTM, torch.nn.LSTM), "gru": (nn.GRU, torch.nn.GRU)}
+
+
+def _pair(kind, batch_first, bias=True):
+    ours, theirs = LAYERS[kind]
+    nn.manual_seed(1)
+    layer = ours(I, H, bias=bias, batch_first=batch_first)
+    twin = theirs(I, H, bias=bias, batch_first=batch_first).double()
+    twin.load_state_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in layer.state_dict().items()})
+    return layer, twin
+
+
+def _run(layer, x_shape, x_value, state=None, state_values=()):
+    """The layer's output and final hidden state (and their gradients of a weighted sum
+    with respect to the input and every parameter), by the float64 reference."""
+    x = kgen.tensor("x", x_shape)
+    states = [kgen.tensor(f"s{i}", (1, "N", H)) for i in range(len(state_values))]
+    hx = tuple(states) if len(states) == 2 else (states[0] if states else None)
+    out, final = layer(x, hx)
+    h_n = final[0] if isinstance(final, tuple) else final
+    weights = kgen.tensor("wo", out.shape), kgen.tensor("wh", h_n.shape)
+    loss = ops.sum(out * weights[0]) + ops.sum(h_n * weights[1])
+    params = layer.parameters()
+    grads = kgen.grad(loss, [x] + params)
+    graph = kgen.Graph([x, *states, *weights] + params, [out, h_n] + grads)
+    rng = np.random.default_rng(0)
+    arrays = {"x": x_value, "wo": rng.normal(size=_concrete(out.shape, x_value, layer)),
+              "wh": rng.normal(size=(1, x_value.shape[0 if layer.batch_first else 1], H))}
+    arrays.update({f"s{i}": v for i, v in enumerate(state_values)})
+    arrays.update({p.name: p.get_value() for p in params})
+    return kgen.reference.run(graph, arrays), arrays
+
+
+def _concrete(shape, x_value, layer):
+    batch = x_value.shape[0 if layer.batch_first else 1]
+    return tuple(d if isinstance(d, int) else batch for d in shape)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_values_and_gradients_match_torch(kind, batch_first):
+    layer, twin = _pair(kind, batch_first)
+    rng = np.random.default_rng(2)
+    shape = ("N", T, I) if batch_first else (T, "N", I)
+    x_value = rng.normal(size=(N, T, I) if batch_first else (T, N, I))
+    got, arrays = _run(layer, shape, x_value)
+
+    x = torch.tensor(x_value, requires_grad=True)
+    out, final = twin(x)
+    h_n = final[0] if isinstance(final, tuple) else final
+    loss = (out * torch.tensor(arrays["wo"])).sum() + (h_n * torch.tensor(arrays["wh"])).sum()
+    loss.backward()
+    want = [out, h_n, x.grad] + [twin.state_dict(keep_vars=True)[name].grad for name, _ in layer.named_parameters()]
+    for name, g, w in zip(["output", "h_n", "d x"] + [f"d {n}" for n, _ in layer.named_parameters()], got, want):
+        np.testing.assert_allclose(g, w.detach().numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_initial_state_and_no_bias_match_torch(kind):
+    layer, twin = _pair(kind, batch_first=True, bias=False)
+    rng = np.random.default_rng(3)
+    x_value = rng.normal(size=(N, T, I))
+    states = [rng.normal(size=(1, N, H)) for _ in range(2 if kind == "lstm" else 1)]
+    got, _ = _run(layer, ("N", T, I), x_value, state_values=states)
+    hx = tuple(torch.tensor(s) for s in states) if kind == "lstm" else torch.tensor(states[0])
+    out, _ = twin(torch.tensor(x_value), hx)
+    np.testing.assert_allclose(got[0], out.detach().numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_training_step_kernels_match_the_reference(kind):
+    """A classifier step (forward, loss, backpropagation through time, Adam) through every
+    generated kernel, against the reference."""
+    nn.manual_seed(0)
+    model = nn.Sequential(LAYERS[kind][0](I, H, batch_first=True), nn.LastStep(), nn.Linear(H, 3), nn.Softmax())
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(7, T, I)).astype(np.float32), rng.integers(0, 3, 7)
+    step = nn.train_step(model, nn.losses.get("sparse_categorical_crossentropy"), nn.Adam(model.parameters()), x, y)
+    kgen.check(step, [x, y], strict=True)
+
+
+def test_sequence_classifier_learns():
+    """Which of two patterns a noisy sequence follows, from its last state: the loss falls."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 64)
+    ramp = np.linspace(-1, 1, T)[None, :, None]
+    x = (np.where(labels[:, None, None] == 1, ramp, -ramp) + 0.3 * rng.normal(size=(64, T, 2))).astype(np.float32)
+    nn.manual_seed(0)
+    model = nn.Sequential(nn.GRU(2, 8, batch_first=True), nn.LastStep(), nn.Linear(8, 2), nn.Softmax())
+    model.compile(nn.Adam(model.parameters(), lr=0.05), "sparse_categorical_crossentropy", ["accuracy"])
+    first = model.evaluate(x, labels, verbose=False)[0]
+    model.fit(x, labels, epochs=4, batch_size=32, verbose=False)
+    loss, accuracy = model.evaluate(x, labels, verbose=False)
+    assert loss < first / 3 and accuracy > 0.9
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: nn.LSTM(5, 6)(kgen.tensor("x", ("N", 4, 5))), r"\[time, batch, features\] with a static time length"),
+    (lambda: nn.GRU(5, 6, batch_first=True)(kgen.tensor("x", ("N", 4, 3))), "5 features, got f32"),
+    (lambda: nn.GRU(5, 6, batch_first=True)(kgen.tensor("x", ("N", 4, 5)), kgen.tensor("h", ("N", 6))),
+     r"expected h0 of shape \[1, batch, 6\]"),
+])
+def test_bad_inputs_are_clear_errors(build, message):
+    with pytest.raises(ShapeError, match=message):
+        build()
+
+
+@pytest.mark.parametrize("name, launches", [("lstm", 116), ("gru", 142)])
+def test_zoo_training_step_launch_counts(name, launches):
+    """28 steps of 28 pixels: about four launches per step (two forward, two backward),
+    independent kernels sharing launches (L1)."""
+    spec = nn.zoo.get(name)
+    nn.manual_seed(0)
+    model = spec.model()
+    (x, y), _ = spec.data()
+    step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x[:8], y[:8])
+    assert len(step.program.kernels) == launches
