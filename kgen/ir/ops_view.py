@@ -132,22 +132,31 @@ register(OpDef("broadcast_to", "view", _infer_broadcast,
                _broadcast_coords, arity=1))
 
 
-# --- slice ---------------------------------------------------------------------------------
-# Output coordinate c reads input coordinate start + step*c on each axis (a strided window).
-def _infer_slice(inputs, attrs):
-    (x,) = inputs
-    start, step, shape = attrs["start"], attrs["step"], shapes.as_shape(attrs["shape"])
-    if not len(start) == len(step) == len(shape) == x.ndim:
-        raise ShapeError(f"slice: start {start}, step {step} and shape {shape} need one entry per axis "
+# --- slice and pad: strided windows --------------------------------------------------------
+def _infer_window(op: str, x, origin, step, shape, window_in_input: bool):
+    """The checks slice and pad share: per axis, `count` elements from `origin` in steps of
+    `step` lie inside `extent`. A slice takes its output's elements from inside its input;
+    a pad places its input's elements inside its output. An axis taken whole may be
+    symbolic; any other must be static."""
+    shape = shapes.as_shape(shape)
+    if not len(origin) == len(step) == len(shape) == x.ndim:
+        raise ShapeError(f"{op}: {'start' if window_in_input else 'low'} {origin}, step {step} and shape {shape} "
+                         f"need one entry per axis "
                          f"of {shapes.format_shape(x.shape)}")
-    for axis, (b, s, d, n) in enumerate(zip(start, step, shape, x.shape)):
-        if s < 1 or b < 0:
-            raise ShapeError(f"slice: axis {axis} needs start >= 0 and step >= 1, got start {b}, step {s}")
+    for axis, (b, s, d, n) in enumerate(zip(origin, step, shape, x.shape)):
+        count, extent = (d, n) if window_in_input else (n, d)
         whole = b == 0 and s == 1 and shapes.dims_equal(d, n)
-        if not whole and not (isinstance(d, int) and isinstance(n, int) and (d == 0 or b + s * (d - 1) < n)):
-            raise ShapeError(f"slice: axis {axis} of {shapes.format_shape(x.shape)} cannot give {d} elements "
-                             f"from {b} in steps of {s}")
+        if s < 1 or b < 0 or not whole and not (isinstance(count, int) and isinstance(extent, int)
+                                                 and (count == 0 or b + s * (count - 1) < extent)):
+            raise ShapeError(f"{op}: axis {axis} cannot {'give' if window_in_input else 'place'} "
+                             f"{shapes.format_dim(count)} elements from {b} in steps of {s} "
+                             f"{'from' if window_in_input else 'inside'} {shapes.format_dim(extent)}")
     return x.dtype, shape
+
+
+# Slice: output coordinate c reads input coordinate start + step*c on each axis.
+def _infer_slice(inputs, attrs):
+    return _infer_window("slice", inputs[0], attrs["start"], attrs["step"], attrs["shape"], True)
 
 
 def _slice_reference(node, a, shape):
@@ -163,23 +172,12 @@ register(OpDef("slice", "view", _infer_slice, _slice_reference,
                _slice_coords, arity=1))
 
 
-# --- pad -----------------------------------------------------------------------------------
-# slice's transpose: output coordinate c holds input coordinate (c - low) / step where that is
-# a whole number inside the input, and zero elsewhere. A guarded view: the kernel that reads
-# it loads the input under the guard (kgen.kernels.writer), so no zeros are ever written.
+# Pad, slice's transpose: output coordinate c holds input coordinate (c - low) / step where
+# that is a whole number inside the input, and zero elsewhere. A guarded view: the kernel
+# that reads it loads the input under the guard (kgen.kernels.writer), so no zeros are ever
+# written.
 def _infer_pad(inputs, attrs):
-    (x,) = inputs
-    low, step, shape = attrs["low"], attrs["step"], shapes.as_shape(attrs["shape"])
-    if not len(low) == len(step) == len(shape) == x.ndim:
-        raise ShapeError(f"pad: low {low}, step {step} and shape {shape} need one entry per axis "
-                         f"of {shapes.format_shape(x.shape)}")
-    for axis, (b, s, d, n) in enumerate(zip(low, step, shape, x.shape)):
-        whole = b == 0 and s == 1 and shapes.dims_equal(d, n)
-        if s < 1 or b < 0 or not whole and not (
-                isinstance(d, int) and isinstance(n, int) and (n == 0 or b + s * (n - 1) < d)):
-            raise ShapeError(f"pad: axis {axis} cannot place {shapes.format_dim(n)} elements from {b} "
-                             f"in steps of {s} inside {shapes.format_dim(d)}")
-    return x.dtype, shape
+    return _infer_window("pad", inputs[0], attrs["low"], attrs["step"], attrs["shape"], False)
 
 
 def _pad_reference(node, a, shape):
