@@ -144,3 +144,19 @@ def test_symbolic_axes_are_taken_whole():
 def test_tensors_are_not_iterable():
     with pytest.raises(DTypeError, match="cannot be iterated"):
         list(kgen.tensor("x", (3,)))
+
+
+def test_stats_count_the_window_a_slice_reads():
+    """kgen stats counts a buffer read through slices (after elementwise ops too) as the
+    slices' windows, at most the whole buffer; a matmul's operands count in full."""
+    from kgen.lowering.stats import program_stats
+    x, w = kgen.tensor("x", ("N", 7)), kgen.tensor("w", (3, 2))
+
+    def bytes_read(*outputs):
+        (kernel,) = program_stats(kgen.compile(kgen.Graph([x, w], list(outputs))), {"N": 10})["kernels"]
+        return kernel["bytes_read"]
+
+    assert bytes_read((x * 2.0 + 1.0)[:, 2] + x[:, 5]) == 2 * 10 * 4  # two columns of x
+    assert bytes_read(x[:, 1:4] @ w) == (10 * 3 + 3 * 2) * 4
+    assert bytes_read((x * 2.0)[:, 2:4] + x[:, 4:6]) == 4 * 10 * 4
+    assert bytes_read(x[:, :4] + x[:, 3:7] * x[:, 0:4]) == 7 * 10 * 4  # 12 columns' worth: at most x
