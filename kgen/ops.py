@@ -16,6 +16,7 @@ import sympy
 from kgen.errors import DTypeError, KgenError, ShapeError
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
+from kgen.ir.ops_view import whole_axis
 
 __all__ = [
     "constant", "size_constant", "iota", "rand", "dropout", "cast",
@@ -284,23 +285,22 @@ def flatten(x, start_dim: int = 1) -> Node:
 
 
 # --- slicing, padding and joining (views: no copies) ------------------------------------------
+def _window(op: str, x: Node, origin, step, shape, origin_name: str) -> Node:
+    origin, step, shape = tuple(int(b) for b in origin), tuple(int(s) for s in step), shapes.as_shape(shape)
+    if len(shape) == x.ndim and builtins.all(map(whole_axis, origin, step, shape, x.shape)):
+        return x
+    return Node(op, (x,), {origin_name: origin, "step": step, "shape": shape})
+
+
 def slice_strided(x: Node, start, step, shape) -> Node:
     """The primitive slice: output coordinate c reads x at start + step*c on each axis."""
-    start, step, shape = tuple(int(b) for b in start), tuple(int(s) for s in step), shapes.as_shape(shape)
-    if len(shape) == x.ndim and builtins.all(b == 0 and s == 1 and shapes.dims_equal(d, n)
-                                             for b, s, d, n in zip(start, step, shape, x.shape)):
-        return x
-    return Node("slice", (x,), {"start": start, "step": step, "shape": shape})
+    return _window("slice", x, start, step, shape, "start")
 
 
 def pad_strided(x: Node, low, step, shape) -> Node:
     """The primitive pad (slice's transpose): a zero tensor of `shape` holding x at low +
     step*c on each axis."""
-    low, step, shape = tuple(int(b) for b in low), tuple(int(s) for s in step), shapes.as_shape(shape)
-    if len(shape) == x.ndim and builtins.all(b == 0 and s == 1 and shapes.dims_equal(d, n)
-                                             for b, s, d, n in zip(low, step, shape, x.shape)):
-        return x
-    return Node("pad", (x,), {"low": low, "step": step, "shape": shape})
+    return _window("pad", x, low, step, shape, "low")
 
 
 def _static_dim(x: Node, axis: int, what: str) -> int:
@@ -322,29 +322,28 @@ def getitem(x: Node, index) -> Node:
         raise ShapeError(f"indexing {x.type_str()}: {used} indices for {x.ndim} axes")
     at = index.index(Ellipsis) if Ellipsis in index else len(index)
     index = index[:at] + (slice(None),) * (x.ndim - used) + index[at + 1:]
-    start, step, shape, dropped, added, axis = [], [], [], [], [], 0
+    window, dropped, added = [], [], []  # window: (start, step, size) per axis of x
     for i in index:
+        axis = len(window)
         if i is None:
-            added.append(len(shape) - len(dropped) + len(added))
-            continue
-        n = x.shape[axis]
-        if isinstance(i, slice):
+            added.append(axis - len(dropped) + len(added))
+        elif isinstance(i, slice):
             if i.step is not None and i.step < 1:
                 raise ShapeError(f"indexing {x.type_str()}: axis {axis} needs a positive step, got {i.step}")
-            if i == slice(None) or (i.start in (None, 0) and i.stop is None and i.step in (None, 1)):
-                start.append(0), step.append(1), shape.append(n)
+            if i.start in (None, 0) and i.stop is None and i.step in (None, 1):
+                window.append((0, 1, x.shape[axis]))
             else:
                 b, e, s = i.indices(_static_dim(x, axis, "indexing"))
-                start.append(b), step.append(s), shape.append(builtins.max(0, -(-(e - b) // s)))
+                window.append((b, s, builtins.max(0, -(-(e - b) // s))))
         elif isinstance(i, numbers.Integral) and not isinstance(i, bool):
             n = _static_dim(x, axis, "indexing")
             if not -n <= i < n:
                 raise ShapeError(f"indexing {x.type_str()}: index {i} is out of range for axis {axis} of size {n}")
-            start.append(int(i) % n), step.append(1), shape.append(1)
+            window.append((int(i) % n, 1, 1))
             dropped.append(axis)
         else:
             raise ShapeError(f"indexing {x.type_str()}: expected ints, slices, None or '...', got {i!r}")
-        axis += 1
+    start, step, shape = zip(*window) if window else ((), (), ())
     out = slice_strided(x, start, step, shape)
     if dropped or added:
         kept = [d for a, d in enumerate(shape) if a not in dropped]

@@ -133,6 +133,11 @@ register(OpDef("broadcast_to", "view", _infer_broadcast,
 
 
 # --- slice and pad: strided windows --------------------------------------------------------
+def whole_axis(origin, step, out_dim, in_dim) -> bool:
+    """Whether a window axis takes (or places) all of its axis: the identity there."""
+    return origin == 0 and step == 1 and shapes.dims_equal(out_dim, in_dim)
+
+
 def _infer_window(op: str, x, origin, step, shape, window_in_input: bool):
     """The checks slice and pad share: per axis, `count` elements from `origin` in steps of
     `step` lie inside `extent`. A slice takes its output's elements from inside its input;
@@ -145,8 +150,7 @@ def _infer_window(op: str, x, origin, step, shape, window_in_input: bool):
                          f"of {shapes.format_shape(x.shape)}")
     for axis, (b, s, d, n) in enumerate(zip(origin, step, shape, x.shape)):
         count, extent = (d, n) if window_in_input else (n, d)
-        whole = b == 0 and s == 1 and shapes.dims_equal(d, n)
-        if s < 1 or b < 0 or not whole and not (isinstance(count, int) and isinstance(extent, int)
+        if s < 1 or b < 0 or not whole_axis(b, s, d, n) and not (isinstance(count, int) and isinstance(extent, int)
                                                  and (count == 0 or b + s * (count - 1) < extent)):
             raise ShapeError(f"{op}: axis {axis} cannot {'give' if window_in_input else 'place'} "
                              f"{shapes.format_dim(count)} elements from {b} in steps of {s} "
@@ -190,7 +194,7 @@ def _pad_coords(node, coords):
     from kgen.lowering.indexing import FloorDiv
     mapped, conditions = [], []
     for c, b, s, d, n in zip(coords, node.attrs["low"], node.attrs["step"], node.shape, node.inputs[0].shape):
-        if b == 0 and s == 1 and shapes.dims_equal(d, n):
+        if whole_axis(b, s, d, n):
             mapped.append(c)
             continue
         mapped.append(FloorDiv(c - b, s) if s > 1 else c - b)

@@ -61,11 +61,10 @@ class _Recurrent(Module):
     def _check_state(self, state, what: str, batch):
         if state is None:
             return None
-        want = (1, batch, self.hidden_size)
         if state.ndim != 3 or state.shape[0] != 1 or state.shape[2] != self.hidden_size:
             raise ShapeError(f"{type(self).__name__}: expected {what} of shape [1, batch, {self.hidden_size}] "
                              f"(one layer, one direction), got {state.type_str()}")
-        return ops.reshape(state, want[1:])
+        return ops.reshape(state, (batch, self.hidden_size))
 
     def _outputs(self, hs: list):
         """torch's `output`: every step's hidden state, stacked along the time axis."""
