@@ -13,7 +13,9 @@ writes it to the last launch that reads it. The plan gives each one a storage sl
       it writes (an optimizer update in a gradient's epilogue reads w[i], then writes w[i]).
       When another kernel of the same launch reads `old` (the input gradient reads the
       weight the weight gradient updates), the updating kernel moves to a later launch if
-      one exists before anything that reads its results (no launch is added)
+      one exists before anything that reads its results (no launch is added), and only
+      if no kernel it reads an earlier in-place update's old value from would then run
+      with or after that update's kernel
 """
 from __future__ import annotations
 
@@ -81,10 +83,15 @@ def plan_buffers(plan: FusionPlan, updates: dict = None) -> BufferPlan:
     outputs = list(graph.outputs)
     out = BufferPlan()
 
-    # B3: updates in place
-    taken = set()
+    # B3: updates in place. Invariant, kept for every pair taken: each kernel other than
+    # new's own that reads old runs in a launch before new's. A move can break it for an
+    # earlier pair (the moved kernel reads that pair's old value), so each candidate is
+    # checked against all pairs taken so far, at the launches it would leave.
+    def safe(pairs, at):
+        return all(at[r] < at[producer[n]] for n, o in pairs for r in readers.get(o, ()) if r != producer[n])
+
     for new, old in updates.items():
-        if new not in producer or old in taken or old in outputs or outputs.count(new) != 1 \
+        if new not in producer or old in out.inplace.values() or old in outputs or outputs.count(new) != 1 \
                 or new.shape != old.shape or new.dtype != old.dtype:
             continue
         gi = producer[new]
@@ -92,15 +99,19 @@ def plan_buffers(plan: FusionPlan, updates: dict = None) -> BufferPlan:
             continue
         others = readers.get(old, set()) - {gi}
         later = max((launch[r] for r in others), default=-1) + 1  # the first launch after old's readers
+        at = dict(launch)
         if later > launch[gi]:
             dependents = {r for root in plan.groups[gi].roots for r in readers.get(root, ())} - {gi}
             if later >= len(plan.launches) or any(launch[d] <= later for d in dependents):
                 continue
+            at[gi] = later
+        if not safe([*out.inplace.items(), (new, old)], at):
+            continue
+        if at[gi] != launch[gi]:
             plan.launches[launch[gi]].remove(gi)
             plan.launches[later].append(gi)
             launch[gi] = later
         out.inplace[new] = old
-        taken.add(old)
 
     # B1 and B2: outputs fresh, intermediates in reused slots, first fit by launch order
     free_after = []  # per slot: the launch after which it is free
