@@ -103,15 +103,24 @@ _binary("div", np.divide, lambda n, a, b: f"({a} / {b})",
                       unbroadcast(-g * n / n.inputs[1], n.inputs[1].shape)),
         floats_only=True)
 
+def _extremum_vjp(wins):
+    """maximum/minimum: the gradient goes to the winner, split evenly on a tie (as torch
+    and JAX do, so that maximum(x, x) has x's gradient g)."""
+    def vjp(g, n):
+        ops, (a, b) = _ops(), n.inputs
+        tie, half = ops.equal(a, b), g * 0.5
+        return (unbroadcast(ops.where(tie, half, ops.where(wins(a, b), g, 0.0)), a.shape),
+                unbroadcast(ops.where(tie, half, ops.where(wins(b, a), g, 0.0)), b.shape))
+    return vjp
+
+
 _binary("maximum", np.maximum,
         lambda n, a, b: f"tl.maximum({a}, {b}, {_NAN})" if n.dtype.is_float else f"tl.maximum({a}, {b})",
-        lambda g, n: (unbroadcast(_ops().where(n.inputs[0] >= n.inputs[1], g, 0.0), n.inputs[0].shape),
-                      unbroadcast(_ops().where(n.inputs[0] < n.inputs[1], g, 0.0), n.inputs[1].shape)))
+        _extremum_vjp(lambda a, b: a > b))
 
 _binary("minimum", np.minimum,
         lambda n, a, b: f"tl.minimum({a}, {b}, {_NAN})" if n.dtype.is_float else f"tl.minimum({a}, {b})",
-        lambda g, n: (unbroadcast(_ops().where(n.inputs[0] <= n.inputs[1], g, 0.0), n.inputs[0].shape),
-                      unbroadcast(_ops().where(n.inputs[0] > n.inputs[1], g, 0.0), n.inputs[1].shape)))
+        _extremum_vjp(lambda a, b: a < b))
 
 
 def _pow_lower(node, a, b):
@@ -130,18 +139,25 @@ def _pow_lower(node, a, b):
 
 
 def _pow_vjp(g, n):
+    """As torch: d/da is b*a**(b-1), and 0 where b == 0 (so x**0 has gradient 0 at x = 0);
+    d/db is a**b*log(a), and 0 where a == 0 and b >= 0."""
     a, b = n.inputs
     ops = _ops()
     grad_b = None
-    if not (b.op == "constant"):
-        grad_b = unbroadcast(g * n * ops.log(ops.where(a > 0, a, 1.0)), b.shape)
+    if b.op != "constant":
+        grad = g * n * ops.log(a)
+        grad_b = unbroadcast(ops.where(ops.equal(a, 0.0), ops.where(b >= 0.0, 0.0, grad), grad), b.shape)
     if b.op == "constant" and not hasattr(b.attrs["value"], "free_symbols") and b.ndim == 0:
+        if b.attrs["value"] == 0:
+            return None, grad_b
         if b.attrs["value"] == 1:
             return unbroadcast(g, a.shape), grad_b
+        if b.attrs["value"] == 0.5:  # lowered as sqrt: sqrt's rule, whose sign at -0.0 is torch's
+            return unbroadcast(g * 0.5 / n, a.shape), grad_b
         lowered = ops.constant(b.attrs["value"] - 1.0, b.dtype)  # keeps x**2 -> x*x exact
-    else:
-        lowered = b - 1.0
-    return unbroadcast(g * b * ops.pow(a, lowered), a.shape), grad_b
+        return unbroadcast(g * b * ops.pow(a, lowered), a.shape), grad_b
+    grad_a = ops.where(ops.equal(b, 0.0), 0.0, g * b * ops.pow(a, b - 1.0))
+    return unbroadcast(grad_a, a.shape), grad_b
 
 
 _binary("pow", np.power, _pow_lower, _pow_vjp, floats_only=True)
