@@ -35,6 +35,9 @@ def _reference(np_reduce):
         (x,) = arrays
         if x.dtype == np.float16:
             x = x.astype(np.float32)
+        if x.size == 0 and np_reduce is np.max:  # no element: the kernels' start value, -inf
+            lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+            return np.full(shape, lowest, x.dtype)
         return np_reduce(x, axis=node.attrs["axes"], keepdims=node.attrs["keepdims"])
     return reference
 

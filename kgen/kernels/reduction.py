@@ -64,8 +64,11 @@ def row_body(w: KernelWriter, reductions: list, epilogue, written: set, coords, 
         if root in written:
             w.store(root, xindex, result, xmask, xblock)
         w.provide(root, unflatten(xindex, root.shape), result)
+    source = first.inputs[0]
     for root in sorted(epilogue, key=lambda n: n.id):
-        if shapes.dims_equal(shapes.numel(root.shape), xnumel):  # over the reduced values
+        over_rows = root.ndim == source.ndim and all(shapes.dims_equal(a, b) for a, b in zip(root.shape, source.shape))
+        # rows of length 1 hold as many elements as the reduced values: the rows' shape decides
+        if not over_rows and shapes.dims_equal(shapes.numel(root.shape), xnumel):  # over the reduced values
             w.epilogue(first, unflatten(xindex, first.shape), xindex, [root], xmask, xblock)
         else:  # over the rows
             w.mask = mask

@@ -114,6 +114,7 @@ class KernelWriter:
         self.params: list = []
         self._param_of: dict = {}
         self._cache: dict = {}
+        self._provided: dict = {}  # (node, flat index) -> the variable a template provided (see `provide`)
         self._count = 0
         self.mask = None  # the mask loads use, set by the template
         self.lanes: tuple = ()  # the index variables spanning the kernel's output block, set by the template
@@ -179,7 +180,13 @@ class KernelWriter:
         coords = tuple(indexing.simplify(c) for c in coords)
         key = (node, coords) if self.guard is None else (node, coords, self.guard[0])
         if key not in self._cache:
-            self._cache[key] = self.load(node, coords, self.mask) if node in self.buffers else self._compute(node, coords)
+            if node in self.buffers:
+                self._cache[key] = self.load(node, coords, self.mask)
+            elif (node, indexing.flat_index(coords, node.shape)) in self._provided:
+                # a template's result read through reshapes: the same elements, other coordinates
+                self._cache[key] = self._provided[(node, indexing.flat_index(coords, node.shape))]
+            else:
+                self._cache[key] = self._compute(node, coords)
         return self._cache[key]
 
     def end_loop(self) -> None:
@@ -190,6 +197,7 @@ class KernelWriter:
     def provide(self, node: Node, coords, var: str) -> None:
         """Declare that `var` holds `node` at `coords` (a template's result, for its epilogue)."""
         self._cache[(node, tuple(indexing.simplify(c) for c in coords))] = var
+        self._provided[(node, indexing.flat_index(coords, node.shape))] = var
 
     def epilogue(self, anchor: Node, anchor_coords, offset, roots, mask: str, block_shape: str) -> None:
         """Compute and store `roots`, elementwise consumers of `anchor` (already provided at
@@ -214,9 +222,14 @@ class KernelWriter:
         ptr = self.input_param(node)
         index = self.index(offset)
         uniform = not self._varies(offset)
-        if self.guard is not None:  # lanes outside a pad's input read element 0 instead
+        if self.guard is not None:  # lanes outside a pad's input load nothing (at element 0)
             index = f"tl.where({self.guard[0]}, {index}, 0)"
+            mask = self.guard[0] if uniform or mask is None else f"({mask}) & {self.guard[0]}"
             uniform = uniform and not self.guard[1]
+            if uniform:  # one element for every lane, if the guard holds (an empty input has none)
+                text = f"tl.load({ptr} + {index}, mask={mask}, other={'0.0' if node.dtype.is_float else '0'})"
+                var = self.assign(text + (".to(tl.float32)" if node.dtype in (dtypes.float16, dtypes.bfloat16) else ""), "x")
+                return self.uniform_(var)
         if uniform:
             text = f"tl.load({ptr} + {index})"  # one element for every lane
         else:
@@ -247,8 +260,11 @@ class KernelWriter:
         self.computed.append(node)
         if node.opdef.lower == "philox":  # tl.rand at the element's flat index: the reference's counter
             seed = self.value(node.inputs[0], [])
-            offset = self.index(indexing.flat_index(coords, node.shape))
-            return self.assign(f"tl.rand({seed}, {offset})")
+            flat = indexing.flat_index(coords, node.shape)
+            if self._varies(flat):
+                return self.assign(f"tl.rand({seed}, {self.index(flat)})")
+            # one element for every lane (a one-element tensor): tl.rand takes a tensor offset
+            return self.uniform_(self.assign(f"tl.rand({seed}, tl.zeros([1], tl.int32) + {self.index(flat)})"))
         kind = node.opdef.kind
         if kind == "view":
             mapped = node.opdef.lower(node, list(coords))

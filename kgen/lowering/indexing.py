@@ -107,8 +107,8 @@ def upper_bound(expr):
     if isinstance(expr, ModularIndexing):
         return expr.args[2] - 1
     if isinstance(expr, FloorDiv):
-        inner = upper_bound(expr.args[0])
-        return None if inner is None else FloorDiv(inner, expr.args[1])
+        inner = upper_bound(expr.args[0])  # (3*N - 1) // 3 is N - 1: simplified, the bound compares
+        return None if inner is None else _simplify_atom(FloorDiv(inner, expr.args[1]))
     if expr.is_Add:
         parts = [upper_bound(a) for a in expr.args]
         return None if any(p is None for p in parts) else sympy.Add(*parts)

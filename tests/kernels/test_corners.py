@@ -1,0 +1,93 @@
+"""Sizes 0 and 1, rank corners and fused views of templates: the programs issue 10 found
+refused, crashing or killing the process, each beside its siblings (the same corner in
+the other positions a kernel can meet it), run against the reference interpreter.
+
+Each case is one program: a builder over inputs of the given shapes (a str dim is the
+symbolic N, run at N = 3). It must compile, run, and match the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import kgen
+from kgen import ops
+from conftest import random_array
+
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # empty and masked-off lanes
+
+N = 3
+
+
+def _case(build, *shapes):
+    return build, shapes
+
+
+CASES = {
+    # a reshape or squeeze of a reduction's or a matmul's result, computed in its epilogue
+    "squeeze_of_keepdims_sum_symbolic": _case(lambda x: ops.squeeze(ops.sum(x, 1, keepdims=True), 1), ("N", 7, 3)),
+    "squeeze_of_keepdims_max_symbolic": _case(lambda x: ops.exp(ops.squeeze(ops.max(x, 2, keepdims=True), 2)), ("N", 2, 5)),
+    "reshape_of_sum": _case(lambda x: ops.reshape(ops.sum(ops.exp(x), 1), (12, 5)), (4, 3, 15)),
+    "reshape_of_batched_matmul": _case(lambda a, b: ops.reshape(a @ b, (4, 2, 16)) * 2.0, (4, 8, 3), (4, 3, 4)),
+    "matmul_4d_by_1d": _case(lambda a, b: ops.matmul(a, b), (2, 2, 3, 4), (4,)),
+    "matmul_1d_by_4d": _case(lambda a, b: ops.matmul(b, a), (2, 2, 3, 4), (3,)),
+    "matmul_4d_by_1d_symbolic": _case(lambda a, b: ops.relu(ops.matmul(a, b)), ("N", 2, 3, 4), (4,)),
+    "grad_of_broadcast_to_symbolic": _case(
+        lambda x: kgen.grad(ops.sum(ops.broadcast_to(x, (3, "N", 6)) ** 2), [x])[0], ("N", 6)),
+    # one element, for the counter-based generator
+    "rand_of_one_element": _case(lambda x: x + ops.rand((1,), 1), (1,)),
+    "rand_of_a_scalar": _case(lambda x: x + ops.rand((), 5), ()),
+    "dropout_of_one_element": _case(lambda x: ops.dropout(x, 0.5, 3), (1, 1)),
+    # rows of length 1: a row kernel's outputs over the rows look like ones over its results
+    "softmax_of_matmul_with_one_column": _case(lambda a, b: ops.softmax(a @ b, -1), (4, 3), (3, 1)),
+    "log_softmax_of_one_column": _case(lambda a: ops.log_softmax(ops.exp(a), 1), (4, 1)),
+    "softmax_of_conv_with_w_1": _case(lambda x, w: ops.softmax(ops.conv2d(x, w), -1), (2, 3, 4, 1), (5, 3, 1, 1)),
+    "softmax_of_conv_with_h_1": _case(lambda x, w: ops.softmax(ops.conv2d(x, w), 2), (2, 3, 1, 4), (5, 3, 1, 1)),
+    # empty tensors
+    "concatenate_empty_first_axis_0": _case(lambda a, b: ops.concatenate([a, b], 0), (0, 5), (5, 5)),
+    "concatenate_empty_first_axis_1": _case(lambda a, b: ops.concatenate([a, b], 1), (5, 0), (5, 5)),
+    "concatenate_empty_1d": _case(lambda a, b: ops.concatenate([a, b], 0), (0,), (3,)),
+    "concatenate_empty_last": _case(lambda a, b: ops.exp(ops.concatenate([b, a], 0)), (0, 2), (3, 2)),
+    "pad_of_empty": _case(lambda a: ops.pad(a, [(1, 1), (0, 0)]), (0, 4)),
+    "softmax_of_empty_rows": _case(lambda a: ops.softmax(a, -1), (5, 0, 0)),
+    "softmax_of_no_rows": _case(lambda a: ops.softmax(a, -1), (0, 4)),
+    "max_over_empty_result": _case(lambda a: ops.max(a, 1), (0, 5)),
+    "sums_over_empty_axes": _case(lambda a: ops.sum(a, 0) + ops.mean(a, 1, keepdims=True).sum(), (0, 5)),
+    "matmul_with_no_rows": _case(lambda a, b: a @ b, (0, 5), (5, 3)),
+    "matmul_with_empty_k": _case(lambda a, b: ops.relu(a @ b) + 1.0, (4, 0), (0, 3)),
+    "conv_of_no_images": _case(lambda x, w: ops.conv2d(x, w), (0, 3, 5, 5), (2, 3, 3, 3)),
+    "pool_of_no_images": _case(lambda x: ops.max_pool2d(x, 2), (0, 3, 4, 4)),
+    "gradients_through_empty_matmul": _case(lambda a, b: ops.add(*[ops.sum(g) for g in kgen.grad(ops.sum(a @ b), [a, b])]),
+                                            (0, 5), (5, 3)),
+    "stack_of_empty": _case(lambda a, b: ops.stack([a, b], 1), (0, 3), (0, 3)),
+    "empty_slice": _case(lambda a: a[2:2] * 2.0, (4, 3)),
+}
+
+
+def _concrete(shape):
+    return tuple(N if isinstance(d, str) else d for d in shape)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_corner_matches_the_reference(name, rng):
+    build, in_shapes = CASES[name]
+    inputs = [kgen.tensor(f"a{i}", s) for i, s in enumerate(in_shapes)]
+    f = kgen.function(inputs, build(*inputs))
+    arrays = [random_array(rng, _concrete(s)) for s in in_shapes]
+    got = f(*arrays).numpy()
+    (want,) = kgen.reference.run(f.graph, arrays)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["rand_of_one_element", "concatenate_empty_first_axis_0", "pad_of_empty",
+                                  "matmul_4d_by_1d", "softmax_of_matmul_with_one_column",
+                                  "squeeze_of_keepdims_sum_symbolic"])
+def test_corner_kernels_compile_for_a_gpu(name):
+    """The code these corners take (a uniform generator offset, loads masked by a pad's
+    guard, reshaped template results, rows of one) builds for sm_90, not only interpreted."""
+    from kgen.kernels.aot import compile_program
+    build, in_shapes = CASES[name]
+    inputs = [kgen.tensor(f"a{i}", s) for i, s in enumerate(in_shapes)]
+    f = kgen.function(inputs, build(*inputs))
+    assert len(compile_program(f.program, targets=("sm_90",))) == len(f.program.kernels)
