@@ -1,26 +1,40 @@
 """The `kgen` command.
 
-    kgen train MODEL [--epochs E] [--batch B]    train a zoo model, loss and accuracy per epoch
+    kgen models                                  the zoo
+    kgen train MODEL [--epochs E] [--batch B]    train a zoo model: loss and accuracy per epoch, a final line
     kgen check MODEL [--batch B]                 every kernel of its training step vs the reference
     kgen stats MODEL [--train] [--batch B] [--json]
                                                  launches, bytes and flops per step, fused and unfused
-    kgen models                                  the zoo
-    kgen tune MODEL --target sm_80,sm_90 --batch 64,512 [--tier quick|thorough] [--explain] [--cache DIR]
+    kgen tune MODEL [--target sm_80,sm_90] [--batch 64,512] [--tier quick|thorough] [--explain] [--cache DIR]
                                                  tune every kernel of its training step into the cache
-    kgen compile MODEL --target sm_80,sm_90 --out DIR [--batch B ...] [--eval] [--archive]
+    kgen compile MODEL --out DIR [--target sm_80,sm_90] [--batch 64,512] [--eval] [--archive] [--force]
                                                  an artifact of its training (or evaluation) step
-    kgen run DIR [--inputs FILE.npz] [--seed S] [--batch B] [--steps K]
-                                                 load an artifact and run it
+    kgen run DIR [--inputs FILE.npz | --batch B] [--seed S] [--steps K] [--save FILE.npz]
+                                                 load an artifact, run it, save its state
+
+A list is comma-separated (`--batch 64,512`), and a list option may be repeated
+(`--batch 64 --batch 512`). Bad options are refused before any work, in one line naming
+the option, what was expected and what was given.
+
+Until a command runs, this module imports only the standard library and kgen.errors (and
+`import kgen` imports nothing more), so `kgen --help` answers without torch and triton.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+import time
+from pathlib import Path
 
 from kgen.errors import KgenError
 
+# The zoo's names, for help text that must not import the zoo (and with it torch);
+# tests/test_cli.py keeps this equal to kgen.nn.zoo.names().
+ZOO = ("cnn", "gru", "linreg", "logreg", "lstm", "mlp128", "mlp32-dropout", "mlp64")
+DEFAULT_TARGETS = ["sm_80", "sm_90"]
 
+
+# --- what the commands do ----------------------------------------------------------------------
 def _spec_and_model(name, seed=0):
     from kgen import nn
     spec = nn.zoo.get(name)
@@ -41,14 +55,34 @@ def _step(spec, model, x, y, train: bool):
     return nn.eval_step(model, loss, x, y)
 
 
+STEP_OUTPUTS = ["loss"]  # what _step's function returns, in order (nn.train_step / eval_step, no metrics)
+
+
+def _state_names(model, step) -> dict:
+    """The step's state (shared variables) by the model's names, where it has them: a
+    parameter's state_dict name (`0.weight`), and that name for the optimizer state kept
+    per parameter (`0.weight_m`, named after its parameter by kgen.nn.optim)."""
+    of_parameter = {p.name: name for name, p in model.named_parameters()}
+    names = {}
+    for var in step.shared:
+        owner = next((p for p in of_parameter if var.name == p or var.name.startswith(p + "_")), None)
+        if owner is not None:
+            names[var.name] = of_parameter[owner] + var.name[len(owner):]
+    return names
+
+
 def cmd_train(args):
     spec, model = _spec_and_model(args.model, args.seed)
     (xtr, ytr), (xte, yte) = spec.data()
+    epochs = args.epochs or spec.epochs
     print(f"{spec.name}: {spec.description}")
     model.compile(spec.optimizer(model.parameters()), spec.loss,
                   ["accuracy"] if spec.name not in ("linreg",) else [])
-    model.fit(xtr, ytr, epochs=args.epochs or spec.epochs, batch_size=args.batch or spec.batch_size,
-              seed=args.seed, validation_data=(xte, yte))
+    start = time.perf_counter()
+    history = model.fit(xtr, ytr, epochs=epochs, batch_size=args.batch or spec.batch_size,
+                        seed=args.seed, validation_data=(xte, yte))
+    final = "  ".join(f"{name} {values[-1]:.4f}" for name, values in history.items())
+    print(f"final: {final}  ({epochs} epoch{'s' if epochs > 1 else ''}, {time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -62,6 +96,8 @@ def cmd_check(args):
 
 
 def cmd_stats(args):
+    import json
+
     from kgen.lowering.stats import program_stats, unfused_stats
     spec, model = _spec_and_model(args.model)
     x, y = _example_batch(spec, args.batch)
@@ -98,28 +134,37 @@ def cmd_models(args):
 
 
 def cmd_compile(args):
-    from kgen.artifact.commands import compile_model
+    from kgen import nn
+    from kgen.artifact.commands import check_destination, compile_model
+
+    _check_targets(args.target)
+    check_destination(args.out, args.force, args.archive)
+    nn.zoo.get(args.model)  # an unknown model fails before the compile workers start
 
     def build():
         spec, model = _spec_and_model(args.model, args.seed)
         x, y = _example_batch(spec, max(args.batch))
-        return _step(spec, model, x, y, train=not args.eval)
+        step = _step(spec, model, x, y, train=not args.eval)
+        return step, STEP_OUTPUTS, _state_names(model, step)
     return compile_model(args, build)
 
 
 def cmd_run(args):
     from kgen.artifact.commands import run_artifact
+    if args.inputs and args.batch:
+        raise KgenError(f"--batch: sizes random inputs, but --inputs {args.inputs} gives the inputs (and their "
+                        f"batch size); expected one of the two, got both")
     return run_artifact(args)
 
 
 def cmd_tune(args):
     import warnings
 
-    from kgen.autotune import cache as tune_cache, costmodel, tuner
+    from kgen.autotune import cache as tune_cache, tuner
     from kgen.ir import shapes
-    targets, batches = _csv(args.target, str, "--target"), _csv(args.batch, int, "--batch")
-    for target in targets:
-        costmodel.gpu(target)  # an unknown target fails before any work
+    targets, batches = args.target, args.batch
+    _check_targets(targets, tuning=True)
+    _check_directory_option("--cache", args.cache)
     spec, model = _spec_and_model(args.model, args.seed)
     (x, y), _ = spec.data()
     step = _step(spec, model, x[:batches[0]], y[:batches[0]], train=True)
@@ -145,70 +190,234 @@ def cmd_tune(args):
     return 0
 
 
-def _csv(text: str, kind, option: str) -> list:
+# --- checks that need kgen (run by a command, before its work) ----------------------------------
+def _check_targets(targets: list, tuning: bool = False) -> None:
+    """Every target is one kgen compiles for (kgen.kernels.aot.TARGETS) and, to tune, one
+    the cost model has facts for (kgen.autotune.costmodel.GPUS)."""
+    from kgen.kernels.aot import TARGETS
+    known = ", ".join(TARGETS)
+    if tuning:
+        from kgen.autotune.costmodel import GPUS
+        for target in targets:
+            if target not in GPUS:
+                why = (f"{target} is a compile target, where `kgen compile` uses default configs" if target in TARGETS
+                       else f"{target!r} is no target kgen knows: it compiles for {known}")
+                raise KgenError(f"--target: cannot tune for {target!r}: expected one of {', '.join(GPUS)} (the GPUs "
+                                f"the cost model has facts for); {why}")
+    for target in targets:
+        if target not in TARGETS:
+            raise KgenError(f"--target: unknown target {target!r}: expected one of {known}")
+
+
+def _check_directory_option(option: str, path) -> None:
+    """`path` (if given) is a directory, or can become one: no file on the way to it."""
+    if path is None:
+        return
+    for place in [Path(path), *Path(path).absolute().parents]:
+        if place.exists():
+            if not place.is_dir():
+                where = "a file" if place == Path(path) else f"under the file {place}"
+                raise KgenError(f"{option}: expected a directory, got {path}, {where}")
+            return
+
+
+# --- arguments -----------------------------------------------------------------------------------
+def _integer(text: str, least: int, what: str) -> int:
     try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
+        value = int(text)
     except ValueError:
-        values = []
-    if not values:
-        raise KgenError(f"{option}: expected a comma-separated list, got {text!r}")
-    return values
+        value = None
+    if value is None or value < least:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, "a positive integer")
+
+
+def seed(text: str) -> int:
+    return _integer(text, 0, "a non-negative integer")
+
+
+def batch_list(text: str) -> list:
+    try:
+        return [positive_int(item.strip()) for item in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r} (batch sizes are "
+                                         f"positive integers, as in 64,512)") from None
+
+
+def target_list(text: str) -> list:
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r} (GPU targets, as in "
+                                         f"sm_80,sm_90)")
+    return items
+
+
+class ListOption(argparse.Action):
+    """A list option: each use gives a comma-separated list (parsed by its `type`), and
+    repeated uses add up; the default is replaced by the first use, not added to."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        before = getattr(namespace, self.dest)
+        before = [] if before is self.default else before
+        setattr(namespace, self.dest, list(dict.fromkeys([*before, *values])))
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line (`kgen train: error: argument --epochs: ...`), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _zoo_model(p) -> None:
+    p.add_argument("model", metavar="MODEL", help=f"a zoo model: {', '.join(ZOO)} (`kgen models` describes them)")
+
+
+def _batch(p, default) -> None:
+    p.add_argument("--batch", type=positive_int, default=default, metavar="B", help=f"the batch size (default: {default})")
+
+
+def _targets(p, what: str) -> None:
+    p.add_argument("--target", type=target_list, action=ListOption, default=DEFAULT_TARGETS, metavar="T,T",
+                   help=f"GPU targets, comma-separated: {what} (default: {','.join(DEFAULT_TARGETS)})")
+
+
+def _batches(p, what: str) -> None:
+    p.add_argument("--batch", type=batch_list, action=ListOption, default=[64], metavar="B,B",
+                   help=f"batch sizes, comma-separated: {what} (default: 64)")
+
+
+def _workers(p) -> None:
+    p.add_argument("--workers", type=positive_int, metavar="W", help="compile processes (default: one per CPU core)")
+
+
+def _seed(p, what="the model's initial weights") -> None:
+    p.add_argument("--seed", type=seed, default=0, metavar="S", help=f"random seed of {what} (default: 0)")
+
+
+def _command(sub, name, run, summary, description, examples):
+    p = sub.add_parser(name, help=summary, description=description,
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog="examples:\n" + "\n".join(f"  {line}" for line in examples))
+    p.set_defaults(run=run)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="kgen", formatter_class=argparse.RawDescriptionHelpFormatter,
+                    description="kgen: fused Triton kernels from a tensor IR, compiled ahead of time.",
+                    epilog=f"""examples:
+  kgen models                                           the zoo
+  kgen train mlp128 --epochs 3                          train on kgen's kernels
+  kgen check linreg --batch 8                           every kernel vs the NumPy reference
+  kgen stats mlp128 --train --json                      launches, bytes and flops per step
+  kgen tune mlp128 --target sm_80,sm_90 --batch 64,512  fill the autotune cache
+  kgen compile mlp128 --out mlp128.kgen --batch 64,512  an artifact (no GPU needed)
+  kgen run mlp128.kgen --steps 3 --save state.npz       run it, keep the trained state
+
+MODEL is a zoo name: {', '.join(ZOO)}.
+Lists are comma-separated (--batch 64,512); a list option may also be repeated.
+`kgen COMMAND --help` shows a command's options and their defaults.""")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _command(sub, "train", cmd_train, "train a zoo model",
+                 "Train a zoo model on its data with kgen's kernels: loss and accuracy per epoch (with the\n"
+                 "test set's), then a final line.",
+                 ["kgen train linreg", "kgen train mlp128 --epochs 3 --batch 128"])
+    _zoo_model(p)
+    p.add_argument("--epochs", type=positive_int, metavar="E", help="epochs (default: the zoo model's own)")
+    p.add_argument("--batch", type=positive_int, metavar="B", help="the batch size (default: the zoo model's own)")
+    _seed(p, "the initial weights and the batch order")
+
+    p = _command(sub, "check", cmd_check, "check a zoo model's training step against the reference",
+                 "Run every kernel of a zoo model's training step beside the NumPy reference interpreter\n"
+                 "and report each kernel's worst error against its dtype's tolerance (exit status 1 if any\n"
+                 "kernel is outside it).",
+                 ["kgen check linreg", "kgen check cnn --batch 2"])
+    _zoo_model(p)
+    _batch(p, 8)
+
+    p = _command(sub, "stats", cmd_stats, "launches, bytes and flops per step, fused and unfused",
+                 "Launches, bytes and flops of a zoo model's step, fused by kgen and with one kernel per op,\n"
+                 "and its buffer plan.",
+                 ["kgen stats mlp128", "kgen stats cnn --train --batch 64 --json"])
+    _zoo_model(p)
+    p.add_argument("--train", action="store_true", help="the training step (default: the evaluation step)")
+    _batch(p, 64)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = _command(sub, "models", cmd_models, "list the zoo", "The zoo's models, with what each one is.",
+                 ["kgen models"])
+
+    p = _command(sub, "tune", cmd_tune, "tune every kernel of a zoo model's training step into the autotune cache",
+                 "Tune every kernel of a zoo model's training step for each target and batch size, and keep\n"
+                 "the results in the autotune cache (`kgen compile` reads them). With no GPU, the offline\n"
+                 "cost model ranks the candidates.",
+                 ["kgen tune mlp128", "kgen tune mlp128 --target sm_90 --batch 64,512 --explain",
+                  "kgen tune cnn --tier thorough --cache /tmp/kgen-tune"])
+    _zoo_model(p)
+    _targets(p, "those the cost model has facts for")
+    _batches(p, "one tuning per size")
+    p.add_argument("--tier", choices=("quick", "thorough"), default="quick",
+                   help="how many configs to try (default: quick)")
+    p.add_argument("--explain", action="store_true", help="say for each kernel why the cache hits or misses")
+    p.add_argument("--cache", metavar="DIR", help="the cache directory (default: $KGEN_CACHE_DIR/tune)")
+    p.add_argument("--force", action="store_true", help="tune again what the cache has")
+    _workers(p)
+    _seed(p)
+
+    p = _command(sub, "compile", cmd_compile, "compile a zoo model's step to an artifact (no GPU needed)",
+                 "Compile a zoo model's training (or evaluation) step ahead of time for GPU targets and write\n"
+                 "it as an artifact directory, which `kgen run` and kgen.load() run with no tracing, lowering\n"
+                 "or tuning. An existing artifact is replaced only with --force, and atomically: the new one\n"
+                 "is written under another name and renamed into place.",
+                 ["kgen compile mlp128 --out mlp128.kgen",
+                  "kgen compile cnn --out cnn.kgen --target sm_90 --batch 64,512 --archive",
+                  "kgen compile mlp128 --out mlp128.kgen --eval --force"])
+    _zoo_model(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="the artifact directory to write")
+    _targets(p, "a binary per kernel for each")
+    _batches(p, "the shape buckets; a call takes the smallest that covers its batch")
+    p.add_argument("--eval", action="store_true", help="the evaluation step (default: training)")
+    p.add_argument("--train", dest="eval", action="store_false", help="the training step (the default)")
+    p.add_argument("--archive", action="store_true", help="also write it as one file, DIR.tar (kgen.load reads either)")
+    p.add_argument("--force", action="store_true", help="replace an artifact already at DIR (and DIR.tar)")
+    _workers(p)
+    _seed(p)
+
+    p = _command(sub, "run", cmd_run, "load an artifact and run it",
+                 "Load an artifact (a directory, or its .tar) and call it: a training step updates its state\n"
+                 "each call. Prints each output by the name the program gives it (e.g. loss).",
+                 ["kgen run mlp128.kgen", "kgen run mlp128.kgen --steps 10 --save state.npz",
+                  "kgen run linreg.kgen --inputs batch.npz"])
+    p.add_argument("dir", metavar="DIR", help="the artifact directory (or its .tar archive)")
+    p.add_argument("--inputs", metavar="FILE.npz",
+                   help="the inputs, by name or as arr_0, arr_1, ... (default: random, of the recorded shapes)")
+    p.add_argument("--batch", type=positive_int, metavar="B",
+                   help="the batch size N of random inputs (default: the artifact's smallest shape bucket)")
+    _seed(p, "the random inputs")
+    p.add_argument("--steps", type=positive_int, default=1, metavar="K",
+                   help="calls (a training step updates its state each time) (default: 1)")
+    p.add_argument("--save", metavar="FILE.npz",
+                   help="write the state after the calls (parameters and optimizer state, by name) to this .npz")
+    return parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="kgen", description="kgen: fused Triton kernels from a tensor IR")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train a zoo model")
-    p.add_argument("model")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=cmd_train)
-    p = sub.add_parser("check", help="check a zoo model's training step against the reference")
-    p.add_argument("model")
-    p.add_argument("--batch", type=int, default=8)
-    p.set_defaults(run=cmd_check)
-    p = sub.add_parser("stats", help="launches, bytes and flops per step, fused and unfused")
-    p.add_argument("model")
-    p.add_argument("--train", action="store_true", help="the training step (default: evaluation)")
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(run=cmd_stats)
-    p = sub.add_parser("models", help="list the zoo")
-    p.set_defaults(run=cmd_models)
-    p = sub.add_parser("compile", help="compile a zoo model's step to an artifact (no GPU needed)")
-    p.add_argument("model")
-    p.add_argument("--target", default="sm_80,sm_90", help="comma-separated GPU targets")
-    p.add_argument("--out", required=True, help="the artifact directory to write")
-    p.add_argument("--archive", action="store_true", help="also write it as one file, DIR.tar (kgen.load reads either)")
-    p.add_argument("--batch", type=int, nargs="+", default=[64], help="batch sizes (shape buckets)")
-    p.add_argument("--eval", action="store_true", help="the evaluation step (default: training)")
-    p.add_argument("--train", dest="eval", action="store_false", help="the training step (the default)")
-    p.add_argument("--workers", type=int, help="compile processes (default: one per CPU core)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=cmd_compile)
-    p = sub.add_parser("run", help="load an artifact and run it")
-    p.add_argument("dir")
-    p.add_argument("--inputs", help="an .npz of the inputs (default: random, of the recorded shapes)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, help="the batch size N of random inputs")
-    p.add_argument("--steps", type=int, default=1, help="calls (a training step updates its state each time)")
-    p.set_defaults(run=cmd_run)
-    p = sub.add_parser("tune", help="tune every kernel of a zoo model's training step into the autotune cache")
-    p.add_argument("model")
-    p.add_argument("--target", default="sm_80,sm_90", help="comma-separated GPU targets")
-    p.add_argument("--batch", default="64", help="comma-separated batch sizes")
-    p.add_argument("--tier", choices=("quick", "thorough"), default="quick")
-    p.add_argument("--explain", action="store_true", help="say for each kernel why the cache hits or misses")
-    p.add_argument("--cache", help="the cache directory (default: $KGEN_CACHE_DIR/tune)")
-    p.add_argument("--force", action="store_true", help="tune again what the cache has")
-    p.add_argument("--workers", type=int, help="compile processes (default: one per CPU core)")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=cmd_tune)
-    args = parser.parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help (0), or a usage error already printed (2)
+        return e.code
     try:
         return args.run(args)
     except KgenError as e:
+        print(f"kgen: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path that cannot be read or written, named in the message
         print(f"kgen: error: {e}", file=sys.stderr)
         return 2
 
