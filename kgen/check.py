@@ -19,6 +19,7 @@ from kgen.errors import CheckError, KgenError
 from kgen.ir import dtypes
 from kgen.ir.graph import Graph
 from kgen.ir.reference import bind_inputs, evaluate
+from kgen.kernels.runtime import to_numpy
 
 TOLERANCE = {dtypes.float32: 1e-4, dtypes.float16: 1e-2, dtypes.bfloat16: 4e-2,
              dtypes.int32: 0.0, dtypes.int64: 0.0, dtypes.bool_: 0.0}
@@ -89,13 +90,15 @@ def check(target, inputs, strict: bool = False) -> CheckReport:
         if len(inputs) != len(target.inputs):
             raise KgenError(f"check: the function takes {len(target.inputs)} inputs, got {len(inputs)}")
         program = target.program
-        named = {n.name: v for n, v in zip(target.inputs, inputs)}
-        named.update({s.name: s.get_value() for s in target.shared})
+        given = dict(zip(target.inputs, inputs))
+        named = {s.name: s.get_value() for s in target.shared}
     elif isinstance(target, Graph):
         program = compile(target)
-        named = {n.name: v for n, v in bind_inputs(target, inputs).items()}
+        given, named = bind_inputs(target, inputs), {}
     else:
         raise KgenError(f"check takes a kgen.function or a Graph, got {type(target).__name__}")
+    # the arguments are converted and checked as a call converts them (dtype, device, labels)
+    named.update({n.name: to_numpy(program.to_tensor(v, n)) for n, v in given.items()})
     graph = program.graph
     reference = evaluate(graph, {n.name: named[n.name] for n in graph.inputs}, "float64")
     sizes = program.bind_sizes({n: reference[n] for n in graph.inputs})

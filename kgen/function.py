@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from kgen import counters
-from kgen.errors import InputError, KgenError, ShapeError
+from kgen.errors import InputError, KgenError, ShapeError, check_arguments
 from kgen.ir import dtypes, shapes
 from kgen.ir.graph import Graph, topological_order
 from kgen.ir.node import Node
+from kgen.kernels.inputs import check_finite_on, device_problem
 from kgen.kernels.loader import atomic_write
 from kgen.kernels.runtime import default_device
 
@@ -58,6 +59,9 @@ class SharedVariable(Node):
 
 def _device_value(value, dtype, shape, name) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
+        problem = device_problem(value.device, default_device())
+        if problem:
+            raise InputError(f"shared {name!r}: {problem}")
         t = value.detach()
     else:
         array = np.asarray(value)
@@ -90,9 +94,10 @@ def shared(value, name: Optional[str] = None, dtype=None) -> SharedVariable:
 class Function:
     """A compiled kgen function; call it with the values of its inputs, in order."""
 
-    def __init__(self, inputs, outputs, updates, device=None):
+    def __init__(self, inputs, outputs, updates, device=None, check_finite=None):
         from kgen.compiler import compile
 
+        self.check_finite = check_finite  # None: as $KGEN_CHECK_FINITE says (see __call__)
         self.inputs = list(inputs)
         self.single_output = isinstance(outputs, Node)  # called with one output: return it bare
         self.outputs = [] if outputs is None else ([outputs] if self.single_output else list(outputs))
@@ -112,10 +117,15 @@ class Function:
 
     # --- calling -------------------------------------------------------------------------
     def __call__(self, *args):
+        """The outputs for `args`. Every argument is converted and checked first (kgen.kernels.
+        inputs: dtype, device, class labels), so a bad one changes nothing. With check_finite
+        on, the run stops at the first kernel writing a NaN or an infinity (NonFiniteError),
+        and the shared variables keep their values."""
         self._check_arity(args)
         tensors = {node: self.program.to_tensor(value, node) for node, value in zip(self.inputs, args)}
-        tensors.update({s: s.value for s in self.shared})
-        results = self.program.run(tensors)
+        checking = check_finite_on(self.check_finite)  # updates in place go to copies then
+        tensors.update({s: s.value.clone() if checking else s.value for s in self.shared})
+        results = self.program.run(tensors, check_finite=checking)
         outputs, new_values = results[:len(self.outputs)], results[len(self.outputs):]
         for (var, _), value in zip(self.updates, new_values):
             object.__setattr__(var, "_value", value)
@@ -154,10 +164,12 @@ class Function:
         return path
 
 
-def function(inputs: Sequence[Node], outputs=None, updates=None, device=None) -> Function:
+def function(inputs: Sequence[Node], outputs=None, updates=None, device=None, check_finite=None) -> Function:
     """Compile `outputs` (a tensor, a list, or None) and `updates` (pairs of a shared
-    variable and its new value, or a dict) of `inputs` into one program."""
-    return Function(inputs, outputs, updates, device)
+    variable and its new value, or a dict) of `inputs` into one program. `check_finite=True`
+    (or KGEN_CHECK_FINITE=1 where it is None) checks every kernel's results for NaN and
+    infinity on each call and stops at the first kernel writing one (docs/bad_inputs.md)."""
+    return Function(inputs, outputs, updates, device, check_finite)
 
 
 def _check_inputs(inputs):
@@ -210,3 +222,10 @@ def _free_shared(results, inputs) -> list:
             raise InputError(f"the outputs depend on input {node.name!r}, which is not among the "
                              f"function's inputs ({listed})")
     return found
+
+
+# A misspelt or foreign keyword (kgen.function(..., update=...)) is a kgen ArgumentError
+# naming the function and the keywords it takes, not Python's bare TypeError.
+tensor = check_arguments(tensor, "kgen.tensor")
+shared = check_arguments(shared, "kgen.shared")
+function = check_arguments(function, "kgen.function")

@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 import sympy
 
-from kgen.errors import DTypeError, KgenError, ShapeError
+from kgen.errors import DTypeError, KgenError, ShapeError, check_arguments
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
 from kgen.ir.ops_view import whole_axis
@@ -582,3 +582,10 @@ def avg_pool2d_grad(g, input_size, kernel_size, stride=None, padding=0) -> Node:
     attrs = _pool_attrs("avg_pool2d_grad", kernel_size, stride, padding)
     attrs["input_size"] = _spatial_size(input_size, "avg_pool2d_grad: input_size")
     return Node("avg_pool2d_grad", (g,), attrs)
+
+
+# An unknown keyword (conv2d(groups=2)) or a wrong count of arguments is a kgen ArgumentError
+# naming the op and the arguments it takes, for every public op (kgen.errors.check_arguments).
+for _name in __all__:
+    globals()[_name] = check_arguments(globals()[_name], f"kgen.ops.{_name}")
+del _name

@@ -31,6 +31,7 @@ from kgen.errors import InputError, KgenError, ShapeError
 from kgen.ir import dtypes
 from kgen.kernels import aot
 from kgen.kernels.loader import interpreting, load_module
+from kgen.kernels.inputs import FiniteWatch, check_finite_on, check_labels, convert_input, label_classes
 from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers, scratch_numel
 
@@ -64,6 +65,7 @@ class Buffer:
         self.dtype_name, self.dtype = entry["dtype"], DTYPES[entry["dtype"]]
         self.dims = [d if isinstance(d, int) else SizeExpr(d, f"the shape of {self.name!r}") for d in entry["shape"]]
         self.slot, self.inplace = entry.get("slot"), entry.get("inplace")  # storage shared (see write.py)
+        self.node = entry.get("node", "")  # its line in the graph text
         self.shape_text = "[" + ",".join(str(d) if isinstance(d, int) else d.text for d in self.dims) + "]"
 
     def shape(self, sizes: dict) -> tuple:
@@ -169,6 +171,7 @@ class Artifact:
         self.kernels = [Kernel(entry, self) for entry in manifest["kernels"]]
         self._check_references()
         self._plans = {}
+        self._label_classes = None
 
     def _check_references(self) -> None:
         """Every buffer a kernel, input or output names exists, and the kernels are in
@@ -230,14 +233,18 @@ class Artifact:
         names = {i["buffer"]: i["name"] for i in self.inputs}
         return {o["name"]: names[o["updates"]] for o in self.outputs if o["role"] == "update"}
 
-    def __call__(self, *args):
+    def __call__(self, *args, check_finite: bool = None):
+        """`check_finite` (default: $KGEN_CHECK_FINITE): stop at the first kernel writing a NaN
+        or an infinity (a NonFiniteError naming it), leaving the state as it was."""
         arguments = [i for i in self.inputs if i["role"] == "argument"]
         if len(args) != len(arguments):
             raise InputError(f"this artifact takes {len(arguments)} inputs ({', '.join(self.arguments)}), "
                              f"got {len(args)}")
         tensors = {i["buffer"]: self.as_tensor(v, i) for i, v in zip(arguments, args)}
-        tensors.update({i["buffer"]: self.state[i["name"]] for i in self.inputs if i["role"] == "state"})
-        results = self._run(tensors)
+        checking = check_finite_on(check_finite)  # then updates go to copies, kept only if all is finite
+        tensors.update({i["buffer"]: self.state[i["name"]].clone() if checking else self.state[i["name"]]
+                        for i in self.inputs if i["role"] == "state"})
+        results = self._run(tensors, checking)
         names = {i["buffer"]: i["name"] for i in self.inputs}
         outputs = []
         for spec, value in zip(self.outputs, results):
@@ -249,10 +256,10 @@ class Artifact:
             return outputs[0]
         return outputs if outputs else None
 
-    def run(self, inputs: dict) -> list:
+    def run(self, inputs: dict, check_finite: bool = None) -> list:
         """Every output (updates included, in manifest order) for `inputs`: name -> value,
         for every argument and any state (the rest of the state as it is now). The state is
-        not changed."""
+        not changed. `check_finite` as for a call."""
         unknown = sorted(set(inputs) - {i["name"] for i in self.inputs})
         if unknown:
             raise InputError(f"no input named {unknown[0]!r}: the inputs are "
@@ -265,7 +272,7 @@ class Artifact:
                 tensors[spec["buffer"]] = self.state[spec["name"]].clone()
             else:
                 raise InputError(f"input {spec['name']!r} is missing")
-        return self._run(tensors)
+        return self._run(tensors, check_finite_on(check_finite))
 
     def get_state(self, name: str) -> np.ndarray:
         return to_numpy(self._state_tensor(name)).copy()
@@ -284,34 +291,29 @@ class Artifact:
         return self.state[name]
 
     def as_tensor(self, value, spec: dict) -> torch.Tensor:
-        """`value` for the input `spec` as a tensor on the artifact's device (dtype checked;
-        shapes are checked when the sizes are bound)."""
+        """`value` for the input `spec` as a tensor on the artifact's device, converted and
+        checked as a kgen.function's arguments are (kgen.kernels.inputs: dtype, device, class
+        labels); shapes are checked when the sizes are bound."""
         buffer = self.buffers[spec["buffer"]]
         what = f"input {spec['name']!r}"
-        if isinstance(value, torch.Tensor):
-            tensor = value.detach()
-        else:
-            array = np.asarray(value)
-            if array.dtype.kind not in "fiub":
-                raise InputError(f"{what}: expected a numeric array, got {type(value).__name__}")
-            if array.ndim == 0 and not buffer.dims:
-                array = array.astype(np.float32 if buffer.dtype.is_floating_point else array.dtype)
-            if array.dtype == np.float64 and buffer.dtype.is_floating_point and array.ndim:
-                raise InputError(f"{what}: expected {buffer.dtype_name}, got float64 (convert with "
-                                 f".astype(np.float32) first)")
-            tensor = torch.from_numpy(np.array(array, order="C"))
-            if buffer.dtype in (torch.bfloat16, torch.float16) and tensor.dtype == torch.float32:
-                tensor = tensor.to(buffer.dtype)
-        if tensor.dtype != buffer.dtype:
-            if tensor.dtype.is_floating_point == buffer.dtype.is_floating_point and not tensor.dim():
-                tensor = tensor.to(buffer.dtype)
-            else:
-                raise InputError(f"{what}: expected dtype {buffer.dtype_name}, got "
-                                 f"{str(tensor.dtype).replace('torch.', '')}")
-        tensor = tensor.to(self.device).contiguous()
+        tensor = convert_input(value, what, buffer.dtype, self.device)
+        classes = self.label_classes.get(spec["buffer"])
+        if classes is not None:
+            check_labels(tensor, what, classes)
         if tensor.data_ptr() % aot.ALIGN:  # a view into a storage: the binaries assume aligned buffers
             tensor = tensor.clone()
         return tensor
+
+    @property
+    def label_classes(self) -> dict:
+        """Input buffer -> class count, for the inputs that are class labels, found in the
+        stored graph text as a Program finds them in its own (kgen.kernels.inputs.label_classes)."""
+        if self._label_classes is None:
+            text = self.files.get(self.manifest.get("graph_text", mf.GRAPH_TEXT), b"").decode(errors="replace")
+            by_name = label_classes(text)
+            self._label_classes = {key: by_name[b.name] for key, b in self.buffers.items()
+                                   if b.kind == "input" and b.name in by_name}
+        return self._label_classes
 
     # --- running ---------------------------------------------------------------------------------
     def bind_sizes(self, tensors: dict) -> dict:
@@ -344,8 +346,12 @@ class Artifact:
             self._plans[key] = [k.plan(sizes, bucket) for k in self.kernels]
         return self._plans[key]
 
-    def _run(self, tensors: dict) -> list:
+    def _run(self, tensors: dict, check_finite: bool = False) -> list:
         sizes = self.bind_sizes(tensors)
+        watch = None
+        if check_finite:
+            watch = FiniteWatch(self.source, [(self.buffers[i["buffer"]].node, tensors[i["buffer"]])
+                                              for i in self.inputs])
         env = dict(tensors)
         env.update(self._constants)
         slots = [torch.empty(slot.shape(sizes), dtype=slot.dtype, device=self.device) for slot in self.slots]
@@ -362,6 +368,10 @@ class Artifact:
         with torch.cuda.device(self.device) if self.device.type == "cuda" else nullcontext():
             for kernel, planned in zip(self.kernels, self._launches(sizes)):
                 kernel.launch(planned, env)
+                if watch is not None:
+                    watch.after(kernel.name, [(self.buffers[p["buffer"]].node, env[p["buffer"]])
+                                              for p in kernel.params if p["kind"] == "out"],
+                                [self.buffers[p["buffer"]].node for p in kernel.params if p["kind"] == "in"])
         return [env[o["buffer"]].clone() if self.buffers[o["buffer"]].kind != "allocated" else env[o["buffer"]]
                 for o in self.outputs]
 

@@ -35,7 +35,7 @@ from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
 from kgen.kernels.aot import ALIGN
 from kgen.kernels.launch import kernel_dims
-from kgen.kernels.loader import atomic_write, cache_dir
+from kgen.kernels.loader import atomic_write, cache_dir, check_directory
 
 FORMAT = 2  # 2: GEMM configs hold GROUP_M (and SPLIT_K where they may split)
 KEY_PARTS = {"kernel": "kernel source", "bucket": "shape bucket", "dtypes": "dtypes", "target": "target",
@@ -181,7 +181,8 @@ class TuneCache:
     """Tuned configs on disk, one JSON file per key (see the module docstring)."""
 
     def __init__(self, directory=None):
-        self.directory = Path(directory) if directory is not None else default_directory()
+        self.directory = (check_directory(directory, f"the autotune cache {directory}") if directory is not None
+                          else default_directory())
         self.entries_dir = self.directory / f"v{FORMAT}"
         self.facts = FactsCache(self.directory / "facts" / f"v{FORMAT}")
         self.problems = []  # messages about unusable entries met so far

@@ -8,7 +8,7 @@ import torch
 
 from kgen.errors import InputError, KgenError
 from kgen.ir import shapes
-from kgen.kernels import cudagraph
+from kgen.kernels import cudagraph, inputs
 from kgen.kernels.launch import Launch, plan_launch
 from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.splitk import ScratchBuffers
@@ -147,10 +147,16 @@ class Program:
         else:
             fn[grid](*args, **config)
 
-    def run(self, tensors: dict, poison: bool = False, graphs: bool = True) -> list:
+    def run(self, tensors: dict, poison: bool = False, graphs: bool = True, check_finite: bool = None) -> list:
         """Run every kernel; `tensors` maps each graph input node to a tensor on the
         program's device. Returns the outputs (fresh tensors). With `cuda_graphs` on, a
-        repeated step replays a CUDA graph; `graphs=False` launches plainly (capture does)."""
+        repeated step replays a CUDA graph; `graphs=False` launches plainly (capture does).
+        `check_finite` (default: $KGEN_CHECK_FINITE) stops at the first kernel that writes a
+        NaN or an infinity with a NonFiniteError naming it (kgen.kernels.inputs.FiniteWatch)."""
+        watch = None
+        if inputs.check_finite_on(check_finite):
+            watch = inputs.FiniteWatch(self.source, [(self.graph.line(n), tensors[n]) for n in self.graph.inputs])
+            graphs = False  # launch by launch, to look after each
         if graphs and self.cuda_graphs and not poison:
             outputs = self.graphs.run(tensors)
             if outputs is not None:
@@ -170,31 +176,28 @@ class Program:
         env.update({new: env[old] for new, old in plan.inplace.items()})  # B3: written over old
         for kernel in self.kernels:
             self.launch(kernel, env, sizes)
+            if watch is not None:
+                line = self.graph.line
+                watch.after(kernel.name, [(line(p.node), env[p.node]) for p in kernel.params if p.kind == "out"],
+                            [line(p.node) for p in kernel.params if p.kind == "in"])
         return [env[o].clone() if is_in_memory_source(o) else env[o] for o in self.graph.outputs]
 
     def to_tensor(self, value, node) -> torch.Tensor:
-        """An argument for input `node` as a tensor on this program's device (checked)."""
+        """An argument for input `node` as a tensor on this program's device, converted and
+        checked as every path converts inputs (kgen.kernels.inputs), class labels included."""
         what = f"input {node.name!r}"
-        if isinstance(value, torch.Tensor):
-            tensor = value
-        else:
-            try:
-                array = np.asarray(value)
-            except Exception as e:
-                raise InputError(f"{what}: expected an array or tensor, got {type(value).__name__}") from e
-            if array.dtype == object:
-                raise InputError(f"{what}: expected a numeric array, got {type(value).__name__}")
-            if array.ndim == 0 and node.ndim == 0 and array.dtype.kind in "fiub":
-                array = array.astype(node.dtype.numpy)  # a Python scalar for a 0-d input
-            if array.dtype.kind == "f" and array.dtype.itemsize == 8 and node.dtype.is_float and array.ndim:
-                raise InputError(f"{what}: expected {node.dtype}, got float64 (convert with "
-                                 f".astype(np.float32) first)")
-            tensor = torch.from_numpy(np.array(array, order="C"))
-            if node.dtype.torch == torch.bfloat16 and tensor.dtype == torch.float32:
-                tensor = tensor.to(torch.bfloat16)  # NumPy has no bfloat16: round float32 values
-        if tensor.dtype != node.dtype.torch:
-            raise InputError(f"{what}: expected dtype {node.dtype}, got {str(tensor.dtype).replace('torch.', '')}")
-        return tensor.to(self.device).contiguous()
+        tensor = inputs.convert_input(value, what, node.dtype.torch, self.device)
+        classes = self.label_classes.get(node.name)
+        if classes is not None:
+            inputs.check_labels(tensor, what, classes)
+        return tensor
+
+    @property
+    def label_classes(self) -> dict:
+        """Input name -> class count, for the inputs that are class labels (see inputs.label_classes)."""
+        if getattr(self, "_label_classes", None) is None:
+            self._label_classes = inputs.label_classes(str(self.graph))
+        return self._label_classes
 
 
 def to_numpy(value) -> np.ndarray:

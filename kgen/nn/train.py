@@ -8,13 +8,16 @@ one compiled step serves every batch size (the last, smaller batch included).
 from __future__ import annotations
 
 import time
+
 import numpy as np
+import torch
 
 from kgen import ops
-from kgen.errors import KgenError
+from kgen.errors import DTypeError, InputError, KgenError, OptionError, ShapeError, check_arguments
 from kgen.function import function, tensor
 from kgen.ir import dtypes
 from kgen.ir.autodiff import grad
+from kgen.kernels.inputs import check_labels, device_problem
 from kgen.nn import losses, optim
 from kgen.nn.data import batches
 
@@ -24,9 +27,10 @@ PROGRESS_EVERY_S = 30.0  # fit prints a progress line this often within an epoch
 
 def _inputs(x_example, y_example=None):
     """Symbolic inputs shaped like a batch of the data, with a symbolic batch size."""
-    def spec(name, array):
+    def spec(name, array):  # float data is float32, integer data (labels) int32 (docs/bad_inputs.md)
         array = np.asarray(array)
-        dt = dtypes.float32 if array.dtype.kind == "f" else dtypes.dtype(array.dtype)
+        kind = array.dtype.kind
+        dt = dtypes.float32 if kind == "f" else dtypes.int32 if kind in "iu" else dtypes.dtype(array.dtype)
         return tensor(name, ("N",) + array.shape[1:], dt)
     return spec("x", x_example), (spec("y", y_example) if y_example is not None else None)
 
@@ -86,13 +90,27 @@ class Trainer:
         key = (kind, np.asarray(x).shape[1:], np.asarray(x).dtype.kind,
                None if y is None else (np.asarray(y).shape[1:], np.asarray(y).dtype.kind))
         if key not in self._steps:
-            if kind == "train":
-                self._steps[key] = train_step(self.model, self.loss, self.optimizer, x, y, self.metrics)
-            elif kind == "eval":
-                self._steps[key] = eval_step(self.model, self.loss, x, y, self.metrics)
-            else:
-                self._steps[key] = predict_step(self.model, x)
+            try:
+                if kind == "train":
+                    self._steps[key] = train_step(self.model, self.loss, self.optimizer, x, y, self.metrics)
+                elif kind == "eval":
+                    self._steps[key] = eval_step(self.model, self.loss, x, y, self.metrics)
+                else:
+                    self._steps[key] = predict_step(self.model, x)
+            except (ShapeError, DTypeError) as e:  # the data does not fit the model: say which data
+                given = f"x of shape {_batch_shape(x)} ({x.dtype})"
+                given += "" if y is None else f" and y of shape {_batch_shape(y)} ({y.dtype})"
+                caller = {"train": "fit", "eval": "evaluate"}.get(kind, kind)
+                raise type(e)(f"{caller}: the model{' and its loss' if y is not None else ''} cannot take "
+                              f"{given}: {e}") from None
         return self._steps[key]
+
+    def _check_labels(self, kind: str, caller: str, x, y) -> None:
+        """All of y's class labels checked before the first step, so a bad one is named by its
+        index in y and no step has changed the model (each call checks its batch as well)."""
+        classes = self._step(kind, x[:1], y[:1]).program.label_classes.get("y")
+        if classes is not None and y.dtype.kind in "iu":
+            check_labels(torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64)), f"{caller}: y", classes)
 
     @property
     def names(self):
@@ -100,8 +118,12 @@ class Trainer:
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
             validation_data=None, verbose: bool = True) -> dict:
-        """Train; returns the history (per-epoch means of loss and metrics, and val_* too)."""
-        x, y = _as_arrays(x, y)
+        """Train; returns the history (per-epoch means of loss and metrics, and val_* too).
+        epochs=0 trains nothing and returns an empty history, as Keras does."""
+        _check_count("fit", "epochs", epochs, minimum=0)
+        _check_count("fit", "batch_size", batch_size, minimum=1)
+        x, y = _as_arrays("fit", x, y)
+        self._check_labels("train", "fit", x, y)
         history = {name: [] for name in self.names}
         steps = -(-len(x) // batch_size)
         for epoch in range(epochs):
@@ -127,7 +149,9 @@ class Trainer:
         return history
 
     def evaluate(self, x, y, batch_size: int = 256, verbose: bool = True) -> list:
-        x, y = _as_arrays(x, y)
+        _check_count("evaluate", "batch_size", batch_size, minimum=1)
+        x, y = _as_arrays("evaluate", x, y)
+        self._check_labels("eval", "evaluate", x, y)
         sums = np.zeros(len(self.names))
         for xb, yb in batches(x, y, batch_size, shuffle=False):
             sums += [float(v) * len(xb) for v in self._step("eval", xb, yb)(xb, yb)]
@@ -137,15 +161,60 @@ class Trainer:
         return result
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
-        x, _ = _as_arrays(x, None)
+        _check_count("predict", "batch_size", batch_size, minimum=1)
+        x, _ = _as_arrays("predict", x, None)
         return np.concatenate([self._step("predict", xb)(xb).cpu().numpy()
                                for xb, _ in batches(x, np.zeros(len(x)), batch_size, shuffle=False)])
 
+    # fit(epoch=3) is a kgen ArgumentError naming the keywords fit takes
+    fit = check_arguments(fit, "fit")
+    evaluate = check_arguments(evaluate, "evaluate")
+    predict = check_arguments(predict, "predict")
 
-def _as_arrays(x, y):
-    x = np.asarray(x)
-    x = x.astype(np.float32) if x.dtype == np.float64 else x
+
+def _as_arrays(caller: str, x, y):
+    """The data as NumPy arrays of samples, float64 narrowed to float32 (as Keras does);
+    integer labels keep their type: the step converts them where they fit its int32
+    (kgen.kernels.inputs), as a kgen.function and a loaded artifact do."""
+    x = _samples(caller, "x", x)
     if y is not None:
-        y = np.asarray(y)
-        y = y.astype(np.float32) if y.dtype == np.float64 else (y.astype(np.int32) if y.dtype == np.int64 else y)
+        y = _samples(caller, "y", y)
+        if len(x) != len(y):
+            raise InputError(f"{caller}: x has {len(x)} samples but y has {len(y)}; expected one label or "
+                             f"target per sample")
     return x, y
+
+
+def _samples(caller: str, name: str, value) -> np.ndarray:
+    what = f"{caller}: {name}"
+    if isinstance(value, torch.Tensor):
+        problem = device_problem(value.device, torch.device("cpu"), cuda_available=torch.cuda.is_available())
+        if problem:
+            raise InputError(f"{what}: {problem}")
+        value = value.detach().cpu()
+        value = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    if value is None or isinstance(value, (str, bytes, dict)):
+        raise InputError(f"{what}: expected an array or tensor of samples, got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what}: expected an array or tensor of samples, got a {type(value).__name__} "
+                         f"that is not one ({e})") from None
+    if array.dtype.kind not in "fiub":
+        raise InputError(f"{what}: expected a numeric array or tensor of samples, got {type(value).__name__} "
+                         f"of {array.dtype}")
+    if array.ndim == 0 or not len(array):
+        raise InputError(f"{what}: expected at least one sample (an array whose first axis counts them), "
+                         f"got shape {list(array.shape)}")
+    return array.astype(np.float32) if array.dtype == np.float64 else array
+
+
+def _check_count(caller: str, option: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        want = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise OptionError(f"{caller}: {option} must be {want}, got {value!r}")
+
+
+def _batch_shape(array) -> str:
+    """A batch's shape as the step declares it: [N,784]."""
+    return "[" + ",".join(["N"] + [str(d) for d in np.shape(array)[1:]]) + "]"
