@@ -1,0 +1,455 @@
+"""Fuzz catalog entries for elementwise ops: unary, binary (with broadcasting and Python
+scalars on either side), pow, comparisons, where and cast.
+
+Domains stay legal: log and sqrt see values >= 0.25, divisors and negative powers values
+with |x| >= 0.25, exp values <= 6; a float is cast to an integer or bool only when float32
+computes it exactly (so float32 and float64 truncate it alike).
+"""
+from __future__ import annotations
+
+import math
+
+from kgen.fuzz.catalog import (Gen, broadcast, float_pred, need, numeric_pred, register, want_float)
+from kgen.fuzz.program import BOOL, FLOAT, INTS, Illegal, Info, like
+
+FLOAT_LITERALS = (0.5, -1.5, 2.0, 0.25, 3.0, -0.75, 1.0, 0.0)
+INT_LITERALS = (2, -1, 3, 1, 0)
+
+
+def lit(c) -> str:
+    return f"({c!r})" if c < 0 else repr(c)
+
+
+def operands(step, args) -> list:
+    """The operand code strings, the step's Python scalar (if any) in its place."""
+    if "scalar" not in step:
+        return list(args)
+    c = lit(step["scalar"])
+    return [c] + list(args) if step.get("scalar_first") else list(args) + [c]
+
+
+def scalar_info(c) -> Info:
+    return Info((), FLOAT if isinstance(c, float) else "int64", c, c, abs(c), True)
+
+
+def operand_infos(step, infos) -> list:
+    if "scalar" not in step:
+        return list(infos)
+    s = scalar_info(step["scalar"])
+    return [s] + list(infos) if step.get("scalar_first") else list(infos) + [s]
+
+
+def result_dtype(step, infos) -> str:
+    """kgen's promotion: a Python scalar adopts the tensor's dtype, except that a float
+    scalar makes an integer tensor float32."""
+    tensors = [i.dtype for i in infos]
+    need(BOOL not in tensors, "no arithmetic on bools")
+    if FLOAT in tensors or isinstance(step.get("scalar"), float):
+        return FLOAT
+    return "int64" if "int64" in tensors else tensors[0]
+
+
+def literal_for(g: Gen, info: Info, nonzero=False):
+    pool = FLOAT_LITERALS if info.dtype == FLOAT else INT_LITERALS
+    return g.choice([c for c in pool if not nonzero or abs(c) >= 0.25])
+
+
+def partner(g: Gen, a: str, pred=numeric_pred) -> str:
+    """A value that broadcasts with `a`: an existing one, or a new input whose shape is a
+    suffix of a's (some dims 1) or a's with a leading dim more."""
+    shape = g.infos[a].shape
+
+    def fits(i):
+        if not pred(i):
+            return False
+        try:
+            return g.fits(broadcast(shape, i.shape))
+        except Illegal:
+            return False
+    existing = g.pick(fits)
+    if existing is not None and g.chance(0.6):
+        return existing
+    if g.chance(0.7) or len(shape) >= 4:
+        suffix = shape[g.rng.randint(0, len(shape)):]
+        new = tuple(1 if g.chance(0.3) else d for d in suffix)
+    else:
+        new = (g.dim(allow_n=N_free(shape)),) + tuple(1 if g.chance(0.3) else d for d in shape)
+    kind = "float" if g.infos[a].dtype == FLOAT or g.chance(0.7) else "int"
+    return g.new_input(new, kind, FLOAT if kind == "float" else g.choice(INTS), shared=g.chance(0.3))
+
+
+def N_free(shape) -> bool:
+    return all(isinstance(d, int) for d in shape)
+
+
+def pick_exact_first(g: Gen, pred) -> str:
+    name = g.pick(lambda i: pred(i) and i.exact) if g.chance(0.6) else None
+    return name or g.pick(pred)
+
+
+# --- unary --------------------------------------------------------------------------------------
+def _unary_infer(name):
+    def infer(step, infos, sizes):
+        (x,) = infos
+        need(x.dtype != BOOL, f"{name} of a bool")
+        if name == "neg":
+            return like(x, lo=-x.hi, hi=-x.lo, absmin=x.absmin)
+        if name == "abs":
+            return like(x, lo=x.absmin, hi=x.mag, absmin=x.absmin)
+        if name == "relu":
+            return like(x, lo=max(x.lo, 0), hi=max(x.hi, 0), absmin=x.absmin if x.lo > 0 else 0.0)
+        if name == "stop_gradient":
+            return like(x)
+        f = {"exp": math.exp, "log": math.log, "sqrt": math.sqrt, "tanh": math.tanh,
+             "sigmoid": lambda v: 1 / (1 + math.exp(-v))}[name]
+        if name in ("log", "sqrt"):
+            need(x.lo >= 0.25, f"{name} of a value that may be < 0.25")
+        if name == "exp":
+            need(x.hi <= 8, "exp may overflow")
+        lo, hi = f(x.lo), f(x.hi)
+        return Info(x.shape, FLOAT, lo, hi)
+    return infer
+
+
+def _unary_propose(name, int_ok):
+    def propose(g: Gen):
+        x = g.pick(numeric_pred if int_ok else float_pred)
+        if x is None:
+            raise Illegal("no operand")
+        if name in ("log", "sqrt"):
+            x = g.positive(g.to_float(x))
+        elif name == "exp":
+            x = g.tame(x, 6.0)
+        spell = g.choice(["fn", "op"]) if name in ("neg", "abs") else "fn"
+        g.add(name, [x], spell=spell)
+    return propose
+
+
+_TORCH_UNARY = {"neg": "torch.neg({})", "abs": "torch.abs({})", "relu": "torch.relu({})",
+                "exp": "torch.exp({})", "log": "torch.log({})", "sqrt": "torch.sqrt({})",
+                "tanh": "torch.tanh({})", "sigmoid": "torch.sigmoid({})", "stop_gradient": "{}.detach()"}
+_OP_UNARY = {"neg": "(-{})", "abs": "abs({})"}
+
+
+def _unary_kgen(name):
+    def code(step, args, infos):
+        if step.get("spell") == "op" and name in _OP_UNARY:
+            return _OP_UNARY[name].format(args[0])
+        return f"ops.{name}({args[0]})"
+    return code
+
+
+for _name, _int_ok in (("neg", True), ("abs", True), ("relu", True), ("exp", True), ("log", False),
+                       ("sqrt", False), ("tanh", True), ("sigmoid", True), ("stop_gradient", True)):
+    register(_name, _unary_propose(_name, _int_ok), _unary_infer(_name), _unary_kgen(_name),
+             lambda step, args, infos, _n=_name: _TORCH_UNARY[_n].format(args[0]))
+
+
+# --- binary -------------------------------------------------------------------------------------
+def _corners(f, a: Info, b: Info) -> tuple:
+    values = [f(x, y) for x in (a.lo, a.hi) for y in (b.lo, b.hi)]
+    return min(values), max(values)
+
+
+def _binary_infer(name):
+    def infer(step, infos, sizes):
+        a, b = operand_infos(step, infos)
+        dtype = result_dtype(step, infos)
+        shape = broadcast(a.shape, b.shape)
+        exact = a.exact and b.exact and dtype != FLOAT
+        if name in ("add", "sub"):
+            lo, hi = (a.lo + b.lo, a.hi + b.hi) if name == "add" else (a.lo - b.hi, a.hi - b.lo)
+            return Info(shape, dtype, lo, hi, 0.0, exact)
+        if name == "mul":
+            lo, hi = _corners(lambda x, y: x * y, a, b)
+            return Info(shape, dtype, lo, hi, a.absmin * b.absmin, exact)
+        if name == "div":
+            need(b.absmin >= 0.25, "a divisor that may be near 0")
+            m = a.mag / b.absmin
+            return Info(shape, FLOAT, -m if a.lo < 0 or b.lo < 0 else 0.0, m if a.hi > 0 or b.hi > 0 else 0.0,
+                        a.absmin / max(b.mag, 1e-9))
+        if name in ("maximum", "minimum"):
+            f = max if name == "maximum" else min
+            return Info(shape, dtype, f(a.lo, b.lo), f(a.hi, b.hi), 0.0, a.exact and b.exact)
+        raise AssertionError(name)
+    return infer
+
+
+def _binary_propose(name):
+    def propose(g: Gen):
+        a = g.pick(numeric_pred)
+        if a is None:
+            raise Illegal("no operand")
+        if name == "div" and not g.chance(0.2):
+            a = g.to_float(a)
+        if g.chance(0.35):
+            c = literal_for(g, g.infos[a], nonzero=(name == "div"))
+            first = g.chance(0.5)
+            if name == "div" and first:
+                a, c = g.nonzero(g.to_float(a)), abs(c) + 0.5
+            g.add(name, [a], scalar=c, scalar_first=first, spell=g.choice(["fn", "op"]))
+            return
+        b = partner(g, a)
+        if g.chance(0.5):
+            a, b = b, a
+        if name == "div":
+            b = g.nonzero(b, 0.25)
+        g.add(name, [a, b], spell=g.choice(["fn", "op"]) if name not in ("maximum", "minimum") else "fn")
+    return propose
+
+
+_SYMBOL = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+
+
+def _binary_kgen(name):
+    def code(step, args, infos):
+        a, b = operands(step, args)
+        if step.get("spell") == "op" and name in _SYMBOL:
+            return f"({a} {_SYMBOL[name]} {b})"
+        return f"ops.{name}({a}, {b})"
+    return code
+
+
+def _binary_torch(name):
+    def code(step, args, infos):
+        a, b = operands(step, args)
+        if name in _SYMBOL:
+            return f"({a} {_SYMBOL[name]} {b})"
+        if "scalar" in step:  # torch.maximum takes tensors only
+            t, c = (b, a) if step.get("scalar_first") else (a, b)
+            c = f"torch.full_like({t}, {c})"
+            a, b = (c, t) if step.get("scalar_first") else (t, c)
+        return f"torch.{name}({a}, {b})"
+    return code
+
+
+for _name in ("add", "sub", "mul", "div", "maximum", "minimum"):
+    register(_name, _binary_propose(_name), _binary_infer(_name), _binary_kgen(_name), _binary_torch(_name),
+             weight=1.5 if _name in ("add", "mul") else 1.0)
+
+
+# --- pow ------------------------------------------------------------------------------------------
+EXPONENTS = (2.0, 3.0, 0.0, 1.0, -1.0, 0.5, 1.5, -0.5, -2.0, 2.5)
+
+
+def _pow_infer(step, infos, sizes):
+    for i in infos:
+        want_float(i, "pow operand")
+    if "scalar" in step and not step.get("scalar_first"):  # x ** c
+        (x,), c = infos, step["scalar"]
+        if c == 0:
+            return Info(x.shape, FLOAT, 1.0, 1.0)
+        if float(c).is_integer() and c > 0:
+            m = x.mag ** c
+            if c % 2 == 0:
+                return Info(x.shape, FLOAT, x.absmin ** c, m)
+            return Info(x.shape, FLOAT, x.lo ** c, x.hi ** c)
+        if float(c).is_integer():
+            need(x.absmin >= 0.25, "a negative power of a value that may be near 0")
+            m = x.absmin ** c
+            return Info(x.shape, FLOAT, -m if x.lo < 0 else 0.0, m)
+        need(x.lo >= 0.25, "a fractional power of a value that may be < 0.25")
+        lo, hi = sorted((x.lo ** c, x.hi ** c))
+        return Info(x.shape, FLOAT, lo, hi)
+    if "scalar" in step:  # c ** x
+        (x,), c = infos, step["scalar"]
+        need(c > 0 and x.mag <= 4, "c ** x needs c > 0 and |x| <= 4")
+        lo, hi = sorted((c ** x.lo, c ** x.hi))
+        return Info(x.shape, FLOAT, lo, hi)
+    a, b = infos
+    need(a.lo >= 0.25 and b.mag <= 3, "a ** b needs a >= 0.25 and |b| <= 3")
+    lo, hi = _corners(lambda x, y: x ** y, a, b)
+    return Info(broadcast(a.shape, b.shape), FLOAT, lo, hi)
+
+
+def _pow_propose(g: Gen):
+    x = g.pick(float_pred)
+    if x is None:
+        raise Illegal("no operand")
+    r = g.rng.random()
+    if r < 0.6:
+        c = g.choice(EXPONENTS)
+        if not float(c).is_integer():
+            x = g.positive(x)
+        elif c < 0:
+            x = g.nonzero(x)
+        elif g.chance(0.3):
+            x = g.add("relu", [x])  # exact zeros: the edge of x ** c (and of its gradient)
+        x = g.tame(x, 3.0 if c > 2 else 4.0)
+        g.add("pow", [x], scalar=c, scalar_first=False, spell=g.choice(["fn", "op"]))
+    elif r < 0.75:
+        g.add("pow", [g.tame(x, 3.0)], scalar=g.choice([2.0, 0.5, 1.5]), scalar_first=True,
+              spell=g.choice(["fn", "op"]))
+    else:
+        b = g.tame(partner(g, x, float_pred), 2.0)
+        g.add("pow", [g.positive(x), b], spell=g.choice(["fn", "op"]))
+
+
+def _pow_kgen(step, args, infos):
+    a, b = operands(step, args)
+    return f"({a} ** {b})" if step.get("spell") == "op" else f"ops.pow({a}, {b})"
+
+
+register("pow", _pow_propose, _pow_infer, _pow_kgen, lambda step, args, infos: "({} ** {})".format(
+    *operands(step, args)), weight=1.5)
+
+
+# --- comparisons ------------------------------------------------------------------------------------
+_COMPARE = {"less": "<", "less_equal": "<=", "greater": ">", "greater_equal": ">=", "equal": None,
+            "not_equal": None}
+_TORCH_COMPARE = {"equal": "torch.eq", "not_equal": "torch.ne"}
+
+
+def _compare_infer(name):
+    def infer(step, infos, sizes):
+        a, b = operand_infos(step, infos)
+        if BOOL in (a.dtype, b.dtype):
+            need(name in ("equal", "not_equal") and a.dtype == b.dtype == BOOL, "ordering of bools")
+        return Info(broadcast(a.shape, b.shape), BOOL, 0, 1, 0.0, a.exact and b.exact)
+    return infer
+
+
+def _compare_propose(name):
+    def propose(g: Gen):
+        bools = name in ("equal", "not_equal") and g.chance(0.2)
+        pred = (lambda i: i.dtype == BOOL) if bools else numeric_pred
+        a = pick_exact_first(g, pred)
+        if a is None:
+            raise Illegal("no operand")
+        if not bools and g.chance(0.4):
+            g.add(name, [a], scalar=literal_for(g, g.infos[a]), scalar_first=g.chance(0.3),
+                  spell=g.choice(["fn", "op"]))
+            return
+        b = pick_exact_first(g, lambda i: pred(i) and _broadcasts(g, a, i))
+        if b is None:
+            b = partner(g, a)
+        g.add(name, [a, b], spell=g.choice(["fn", "op"]))
+    return propose
+
+
+def _broadcasts(g, a, info) -> bool:
+    try:
+        broadcast(g.infos[a].shape, info.shape)
+        return True
+    except Illegal:
+        return False
+
+
+def _compare_kgen(name):
+    def code(step, args, infos):
+        a, b = operands(step, args)
+        if step.get("spell") == "op" and _COMPARE[name] and not step.get("scalar_first"):
+            return f"({a} {_COMPARE[name]} {b})"
+        return f"ops.{name}({a}, {b})"
+    return code
+
+
+def _compare_torch(name):
+    def code(step, args, infos):
+        a, b = operands(step, args)
+        if _COMPARE[name]:
+            return f"({a} {_COMPARE[name]} {b})"
+        return f"{_TORCH_COMPARE[name]}({a}, {b})" if not step.get("scalar_first") else \
+            f"{_TORCH_COMPARE[name]}({b}, {a})"
+    return code
+
+
+for _name in _COMPARE:
+    register(_name, _compare_propose(_name), _compare_infer(_name), _compare_kgen(_name), _compare_torch(_name),
+             weight=0.6)
+
+
+# --- where ------------------------------------------------------------------------------------------
+def _where_infer(step, infos, sizes):
+    cond, tensors = infos[0], list(infos[1:])
+    need(cond.dtype == BOOL, "where needs a bool condition")
+    scalars = [step[k] for k in ("a", "b") if k in step]
+    need(len(tensors) + len(scalars) == 2 and tensors, "where needs two branches, one a tensor")
+    dtype = result_dtype({"scalar": scalars[0]} if scalars else {}, tensors)
+    branches = tensors + [scalar_info(c) for c in scalars]
+    return Info(broadcast(cond.shape, *(i.shape for i in branches)), dtype,
+                min(i.lo for i in branches), max(i.hi for i in branches), min(i.absmin for i in branches),
+                all(i.exact for i in branches))
+
+
+def _where_propose(g: Gen):
+    cond = g.pick(lambda i: i.dtype == BOOL)
+    if cond is None or g.chance(0.3):
+        x = pick_exact_first(g, numeric_pred)
+        if x is None:
+            raise Illegal("no operand")
+        cond = g.add(g.choice(["greater", "less", "greater_equal"]), [x],
+                     scalar=literal_for(g, g.infos[x]), scalar_first=False, spell="op")
+    a = g.pick(lambda i: i.dtype == FLOAT and _broadcasts(g, cond, i))
+    if a is None:
+        a = g.new_input(g.infos[cond].shape, "float")
+    attrs = {}
+    if g.chance(0.3):
+        attrs["b"] = g.choice(FLOAT_LITERALS)
+        ins = [cond, a]
+    else:
+        b = g.pick(lambda i: i.dtype == FLOAT and _broadcasts(g, cond, i) and _broadcasts(g, a, i))
+        ins = [cond, a, b or a]
+    if g.chance(0.5) and len(ins) == 3:
+        ins = [ins[0], ins[2], ins[1]]
+    elif g.chance(0.3) and len(ins) == 2:
+        attrs = {"a": attrs["b"]}
+    g.add("where", ins, **attrs)
+
+
+def _where_args(step, args) -> tuple:
+    cond, rest = args[0], list(args[1:])
+    if "a" in step:
+        rest.insert(0, lit(step["a"]))
+    if "b" in step:
+        rest.append(lit(step["b"]))
+    return cond, rest[0], rest[1]
+
+
+def _where_torch(step, args, infos):
+    cond, a, b = _where_args(step, args)
+    return f"torch.where({cond}, {a}, {b})"
+
+
+register("where", _where_propose, _where_infer,
+         lambda step, args, infos: "ops.where({}, {}, {})".format(*_where_args(step, args)), _where_torch)
+
+
+# --- cast ---------------------------------------------------------------------------------------------
+def _cast_infer(step, infos, sizes):
+    (x,), to = infos, step["dtype"]
+    if to == x.dtype:
+        return like(x)
+    if to == FLOAT:
+        return Info(x.shape, FLOAT, x.lo, x.hi, x.absmin, x.exact)
+    if to == BOOL:
+        need(x.exact, "a float cast to bool must be exact in float32")
+        return Info(x.shape, BOOL, 0, 1, 0.0, True)
+    need(to in INTS, f"cast to {to}")
+    if x.dtype == FLOAT:
+        need(x.exact and x.mag <= 1000, "a float cast to an integer must be exact in float32")
+        return Info(x.shape, to, math.trunc(x.lo), math.trunc(x.hi), 0.0, True)
+    return Info(x.shape, to, x.lo, x.hi, x.absmin, True, x.classes)
+
+
+def _cast_propose(g: Gen):
+    x = pick_exact_first(g, lambda i: True)
+    if x is None:
+        raise Illegal("no operand")
+    info = g.infos[x]
+    targets = [FLOAT, "int32", "int64", BOOL] if info.exact else [FLOAT]
+    to = g.choice([t for t in targets if t != info.dtype] or [FLOAT])
+    g.add("cast", [x], dtype=to, spell=g.choice(["fn", "method"]))
+
+
+_TORCH_DTYPE = {FLOAT: "torch.float64", "int32": "torch.int32", "int64": "torch.int64", BOOL: "torch.bool"}
+
+
+def _cast_kgen(step, args, infos):
+    if step.get("spell") == "method":
+        return f"{args[0]}.astype({step['dtype']!r})"
+    return f"ops.cast({args[0]}, {step['dtype']!r})"
+
+
+register("cast", _cast_propose, _cast_infer, _cast_kgen,
+         lambda step, args, infos: f"{args[0]}.to({_TORCH_DTYPE[step['dtype']]})", weight=0.8)
