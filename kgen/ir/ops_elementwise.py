@@ -193,10 +193,10 @@ def _cast_lower(node, a):
     if dst is dtypes.bool_:
         return f"({a} != 0)"
     if dst in (dtypes.float16, dtypes.bfloat16):  # round, then keep computing in float32
-        return f"{a}.to(tl.{dst.triton}).to(tl.float32)"
+        return f"tl.cast(tl.cast({a}, tl.{dst.triton}), tl.float32)"
     if src in (dtypes.float16, dtypes.bfloat16) and dst is dtypes.float32:
         return a
-    return f"{a}.to(tl.{dst.triton})"
+    return f"tl.cast({a}, tl.{dst.triton})"  # tl.cast, not .to: `a` may be a literal (0)
 
 
 def _cast_reference(node, a, shape):

@@ -58,6 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from kgen.errors import KgenError
 from kgen.ir import shapes
 from kgen.ir.graph import Graph
 from kgen.ir.node import Node
@@ -192,36 +193,43 @@ def _kernels_computing(node: Node, readers: dict, written: set, rows: dict) -> s
     return kernels
 
 
-def _depends_through_others(node: Node, members: list, written: set) -> bool:
-    """Whether `node` reads one of `members` through a value another kernel writes."""
+def _depends_through_others(node: Node, members: list, written: set, row_of: dict) -> bool:
+    """Whether `node` reads one of `members` through a value another kernel writes. A value
+    of another row kernel stands for all of that kernel's reductions (`row_of`), which run
+    together: its other reductions' reads are its reads too."""
+    def reads(value):
+        return [i for v in row_of.get(value, [value]) for n in fused_nodes(v, written - {v})
+                for i in n.inputs if i in written]
     stack, seen = [i for n in fused_nodes(node, written - {node}) for i in n.inputs if i in written], set()
     while stack:
         value = stack.pop()
         if value in seen or value in members or is_in_memory_source(value):
             continue
         seen.add(value)
-        reads = [i for n in fused_nodes(value, written - {value}) for i in n.inputs if i in written]
-        if any(r in members for r in reads):
+        found = reads(value)
+        if any(r in members for r in found):
             return True
-        stack.extend(reads)
+        stack.extend(found)
     return False
 
 
 def _row_groups(graph: Graph, written: set) -> list:
     """R6: the reductions of each row kernel, in graph order. A reduction joins the first
     row kernel over its rows that it does not reach through another kernel (which would
-    make a cycle)."""
-    groups = []
+    make a cycle), other row kernels counted whole."""
+    groups, row_of = [], {}
     for node in graph.nodes:
         signature = row_signature(node)
         if signature is None:
             continue
         for members in groups:
-            if row_signature(members[0]) == signature and not _depends_through_others(node, members, written):
+            if row_signature(members[0]) == signature and not _depends_through_others(node, members, written, row_of):
                 members.append(node)
                 break
         else:
-            groups.append([node])
+            members = [node]
+            groups.append(members)
+        row_of[node] = members
     return groups
 
 
@@ -486,11 +494,13 @@ def _launch_order(groups: list, written: set) -> list:
     deps = _dependencies(groups, written)
     order, placed = [], set()
     while len(order) < len(groups):
-        for gi, g in enumerate(groups):
-            if gi not in placed and deps[gi] <= placed:
-                order.append(g)
-                placed.add(gi)
-                break
+        ready = next((gi for gi in range(len(groups)) if gi not in placed and deps[gi] <= placed), None)
+        if ready is None:  # a fusion rule broke its own no-cycle condition: say so, do not spin
+            stuck = [groups[gi].roots[0] for gi in range(len(groups)) if gi not in placed]
+            raise KgenError(f"internal error: the fusion plan's kernels depend on each other in a cycle "
+                            f"(kernels writing {stuck[:4]}); please report this graph")
+        order.append(groups[ready])
+        placed.add(ready)
     return order
 
 

@@ -107,8 +107,17 @@ def upper_bound(expr):
     if isinstance(expr, ModularIndexing):
         return expr.args[2] - 1
     if isinstance(expr, FloorDiv):
-        inner = upper_bound(expr.args[0])  # (3*N - 1) // 3 is N - 1: simplified, the bound compares
-        return None if inner is None else _simplify_atom(FloorDiv(inner, expr.args[1]))
+        inner, div = upper_bound(expr.args[0]), expr.args[1]
+        if inner is None:
+            return None
+        # (q*d + r) // d is q + r // d, and r // d <= -1 for a negative constant r: (3*N - 1) // N
+        # is at most 2 (FloorDiv(-1, N) itself would stay unevaluated and the bound not compare)
+        terms = sympy.Add.make_args(sympy.expand(inner))
+        whole = [t for t in terms if _divides(div, t)]
+        rest = sympy.Add(*[t for t in terms if t not in whole])
+        if whole and rest.is_Integer and rest < 0:
+            return sympy.Add(*[t / div for t in whole]) - 1
+        return _simplify_atom(FloorDiv(inner, div))  # (3*N - 1) // 3 is N - 1: simplified, it compares
     if expr.is_Add:
         parts = [upper_bound(a) for a in expr.args]
         return None if any(p is None for p in parts) else sympy.Add(*parts)

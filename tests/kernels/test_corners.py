@@ -27,6 +27,13 @@ CASES = {
     # a reshape or squeeze of a reduction's or a matmul's result, computed in its epilogue
     "squeeze_of_keepdims_sum_symbolic": _case(lambda x: ops.squeeze(ops.sum(x, 1, keepdims=True), 1), ("N", 7, 3)),
     "squeeze_of_keepdims_max_symbolic": _case(lambda x: ops.exp(ops.squeeze(ops.max(x, 2, keepdims=True), 2)), ("N", 2, 5)),
+    "squeeze_of_softmax_over_a_unit_axis_symbolic": _case(lambda x: ops.squeeze(ops.softmax(x, axis=0), 0), (1, 3, "N")),
+    "reshape_of_unit_axis_sum_symbolic": _case(
+        lambda x: ops.reshape(ops.sum(x, 0, keepdims=True) * x, (-1,)), (2, "N", 3)),
+    # a cast of a literal coordinate (an iota along a unit axis is the literal 0)
+    "compare_float_with_iota_on_an_empty_view": _case(
+        lambda x: ops.cast(x[::2, ::3] >= ops.iota((2, 0), 0, "int64"), "float32"), (1, 0)),
+    "cast_of_unit_iota": _case(lambda x: x + ops.cast(ops.iota((1, 4), 0, "int32"), "float32"), (3, 1, 4)),
     "reshape_of_sum": _case(lambda x: ops.reshape(ops.sum(ops.exp(x), 1), (12, 5)), (4, 3, 15)),
     "reshape_of_batched_matmul": _case(lambda a, b: ops.reshape(a @ b, (4, 2, 16)) * 2.0, (4, 8, 3), (4, 3, 4)),
     "matmul_4d_by_1d": _case(lambda a, b: ops.matmul(a, b), (2, 2, 3, 4), (4,)),

@@ -15,7 +15,7 @@ from kgen import ops
 from kgen.kernels.combo import flatten
 from kgen.ir.graph import format_node
 from kgen.lowering.fusion import RECOMPUTE_LOADS, RECOMPUTE_OPS, ROW_MAX, fuse
-from kgen.lowering.passes import cse
+from kgen.lowering.passes import cse, optimize
 from conftest import assert_matches_reference, random_array
 
 
@@ -387,6 +387,47 @@ def test_long_rows_use_looping_reductions(rng):
     p = compile_([x], [ops.softmax(x, axis=1)])
     assert len(flatten(p.kernels)) > 1 and all(k.config_rule != "rows" for k in flatten(p.kernels))
     assert_matches_reference(p.graph, {"x": random_array(rng, (3, ROW_MAX + 1))})
+
+
+def test_row_kernels_that_would_wait_on_each_other_stay_apart(rng):
+    """Found by the fuzzer (it hung the compiler): the cross-entropy row kernel's backward
+    reduction reads the d(loss) row kernel, whose other reduction reads the forward through
+    a pointwise kernel. Each reduction alone looked free of cycles; the kernels together
+    were not. A row kernel must count another row kernel's reductions as one."""
+    x, y, cot = kgen.tensor("x", (7, 2)), kgen.tensor("y", (7,), "int32"), kgen.tensor("cot", (10, 4))
+    padded = ops.pad_strided(x, (1, 0), (1, 1), (10, 4))
+    out = ops.where(padded < 0.25, padded, ops.cross_entropy(x, y))
+    loss = ops.sum(out * cot)
+    (grad,) = kgen.grad(loss, [x])
+    p = compile_([x, y, cot], [out, loss, grad])
+    assert_acyclic(p.plan)
+    assert_matches_reference(p.graph, {"x": random_array(rng, (7, 2)), "y": rng.integers(0, 2, 7).astype(np.int32),
+                                       "cot": random_array(rng, (10, 4))})
+
+
+def assert_acyclic(plan):
+    """Every kernel group reads only groups launched before it."""
+    from kgen.lowering.fusion import _dependencies
+    deps = _dependencies(plan.groups, plan.written)
+    assert all(d < gi for gi in range(len(plan.groups)) for d in deps[gi]), deps
+
+
+def test_fusion_plans_of_random_programs_are_acyclic(monkeypatch):
+    """The siblings: the fuzzer's programs (values, gradients, updates) fused without
+    compiling; a cycle raises at once (it used to spin) and the plan is in launch order."""
+    from kgen.fuzz import analyze, generate
+    from kgen.fuzz.runner import make_state
+    from kgen.fuzz.source import module_source
+    built = {}
+    monkeypatch.setattr(kgen, "function", lambda inputs, outputs, updates: built.update(
+        graph=kgen.Graph(list(inputs) + sorted({v for v, _ in updates}, key=id),
+                         list(outputs) + [new for _, new in updates])))
+    for seed in range(2000):  # about 5 ms each; seeds 1166, 1216 and 1740 made a cycle
+        program = generate(seed)
+        ns = {"STATE": make_state(program)}
+        exec(compile(module_source(program, analyze(program)), f"<seed {seed}>", "exec"), ns)
+        ns["make_function"]()
+        assert_acyclic(fuse(optimize(built["graph"])))
 
 
 # --- L1: combo launches --------------------------------------------------------------------
