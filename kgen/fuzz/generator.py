@@ -6,7 +6,8 @@ catalog (each op equally likely, times its weight); an op's `propose` picks oper
 the values so far (recent ones more often) or makes new inputs and shared values of the
 shapes it needs, adding steps that keep its domain legal. The values nothing reads become
 the outputs (at most three, plus now and then an earlier value); most float shared values
-get an update w - lr * grad.
+get an update w - lr * grad, where the program's ops stay legal on the updated value (see
+kgen.fuzz.program.updated_info).
 """
 from __future__ import annotations
 
@@ -64,9 +65,14 @@ def _draw(seed: int, attempt: int, max_steps: int):
         outputs += [extra] if extra not in outputs else []
     program.outputs = outputs
     program.grads = rng.random() < 0.92
-    if program.grads:
-        program.updates = [[s["name"], rng.choice(LEARNING_RATES)] for s in program.shared
-                           if s["dtype"] == "float32" and rng.random() < 0.7]
+    if program.grads:  # an update is kept if the program stays legal on the updated value
+        for s in program.shared:
+            if s["dtype"] == "float32" and rng.random() < 0.7:
+                program.updates.append([s["name"], rng.choice(LEARNING_RATES)])
+                try:
+                    analyze(program)
+                except Illegal:
+                    program.updates.pop()
     program = prune(program)
     try:
         analyze(program)

@@ -149,6 +149,15 @@ def input_info(spec: dict) -> Info:
                 spec.get("classes"))
 
 
+UPDATE_REACH = 4.0  # how far an update may move a shared value (a guess: gradients are not bounded here)
+
+
+def updated_info(info: Info) -> Info:
+    """What a shared value may hold after updates: its kind's range widened, any sign, and
+    rounded differently by kgen (float32) and torch (float64)."""
+    return like(info, lo=info.lo - UPDATE_REACH, hi=info.hi + UPDATE_REACH, absmin=0.0, exact=False)
+
+
 # --- the program ------------------------------------------------------------------------------
 @dataclass
 class Program:
@@ -223,10 +232,13 @@ def analyze(program: Program) -> dict:
     sizes = Sizes(program.sizes)
     infos = {}
     uses_n = False
+    updated = {name for name, _ in program.updates}
     for spec in program.inputs + program.shared:
         if spec["name"] in infos:
             raise Illegal(f"two values named {spec['name']}")
         info = input_info(spec)
+        if spec["name"] in updated:  # the second call reads w - lr * grad: no longer in its kind's range
+            info = updated_info(info)
         if any(not isinstance(d, int) for d in info.shape):
             if spec in program.shared:
                 raise Illegal("shared values have static shapes")

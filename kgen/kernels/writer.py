@@ -180,6 +180,10 @@ class KernelWriter:
         coords = tuple(indexing.simplify(c) for c in coords)
         key = (node, coords) if self.guard is None else (node, coords, self.guard[0])
         if key not in self._cache:
+            if node not in self.buffers and any(d == 0 for d in node.shape):
+                # an empty value: no lane reads it (a pad's guard is false), and its view
+                # arithmetic may divide by its zero extent
+                return self.uniform_("0.0" if node.dtype.is_float else ("False" if node.dtype is dtypes.bool_ else "0"))
             if node in self.buffers:
                 self._cache[key] = self.load(node, coords, self.mask)
             elif (node, indexing.flat_index(coords, node.shape)) in self._provided:

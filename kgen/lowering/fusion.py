@@ -44,7 +44,9 @@ Each written value roots a kernel, and kernels then merge:
       convolution's), kept over its rows or columns, of the
       buffer that GEMM reads as that operand, runs in the GEMM's
       loop with its epilogue: the bias gradient (and its
-      update) with the weight gradient, reading g once
+      update) with the weight gradient, reading g once; not
+      when the GEMM's other extent may be 0 (no program would
+      run the reduction)
 
 and kernels then share launches:
 
@@ -426,7 +428,8 @@ def gemm_extents(node: Node):
 
 
 def _side_reductions(groups: list, written: set) -> list:
-    """E4: a reduction kernel joins the GEMM kernel whose K loop reads its input buffer."""
+    """E4: a reduction kernel joins the GEMM kernel whose K loop reads its input buffer, if
+    that kernel surely runs a program for each of its rows (its other extent is not 0)."""
     for reduction in [g for g in groups if g.kind == "reduction" and not g.rows]:
         anchor = reduction.anchor
         (source,) = anchor.inputs
@@ -445,6 +448,8 @@ def _side_reductions(groups: list, written: set) -> list:
                 rows = False
             else:
                 continue
+            if not _surely_nonempty(n if rows else m):  # no tiles across, no program runs the reduction
+                continue
             i, j = groups.index(reduction), groups.index(host)
             if _reaches(deps, i, j) or _reaches(deps, j, i):
                 continue
@@ -453,6 +458,14 @@ def _side_reductions(groups: list, written: set) -> list:
             groups.remove(reduction)
             break
     return groups
+
+
+def _surely_nonempty(extent) -> bool:
+    """Whether `extent` is at least 1 in every call (a size symbol may be 0)."""
+    try:
+        return int(extent) > 0
+    except TypeError:
+        return False
 
 
 def _rows_into_matmul(groups: list, written: set, graph: Graph) -> tuple:
