@@ -178,7 +178,7 @@ class KernelWriter:
     # --- values at coordinates -----------------------------------------------------------
     def value(self, node: Node, coords) -> str:
         coords = tuple(indexing.simplify(c) for c in coords)
-        key = (node, coords) if self.guard is None else (node, coords, self.guard[0])
+        key = self._key(node, coords)
         if key not in self._cache:
             if node not in self.buffers and any(d == 0 for d in node.shape):
                 # an empty value: no lane reads it (a pad's guard is false), and its view
@@ -200,7 +200,7 @@ class KernelWriter:
 
     def provide(self, node: Node, coords, var: str) -> None:
         """Declare that `var` holds `node` at `coords` (a template's result, for its epilogue)."""
-        self._cache[(node, tuple(indexing.simplify(c) for c in coords))] = var
+        self._cache[self._key(node, tuple(indexing.simplify(c) for c in coords))] = var
         self._provided[(node, indexing.flat_index(coords, node.shape))] = var
 
     def epilogue(self, anchor: Node, anchor_coords, offset, roots, mask: str, block_shape: str) -> None:
@@ -217,9 +217,15 @@ class KernelWriter:
     def root_value(self, node: Node, coords) -> str:
         """The value a kernel computes and stores for its root `node` (later roots that
         read it at the same coordinates reuse it)."""
-        coords = tuple(indexing.simplify(c) for c in coords)
-        self._cache[(node, coords)] = self._compute(node, coords)
-        return self._cache[(node, coords)]
+        key = self._key(node, tuple(indexing.simplify(c) for c in coords))
+        self._cache[key] = self._compute(node, key[1])
+        return self._cache[key]
+
+    def _key(self, node: Node, coords: tuple) -> tuple:
+        """What a computed value depends on besides the node: its coordinates, the mask its
+        loads took (a row's value loaded under the row-and-element mask is a block over
+        the row, not one per row) and the pad guard it was computed under."""
+        return node, coords, self.mask, self.guard[0] if self.guard is not None else None
 
     def load(self, node: Node, coords, mask: Optional[str]) -> str:
         offset = indexing.flat_index(coords, node.shape)
@@ -289,6 +295,8 @@ class KernelWriter:
         for expr, low, step, count in mapped.conditions:
             at = self.index(expr)
             varies = varies or self._varies(expr)
+            if not self._varies(expr):  # a one-element block: the interpreter's `block & scalar bool`
+                at = f"({at} + tl.zeros([1], tl.int32))"  # gives int32, which no load takes as a mask
             if low:
                 terms.append(f"({at} >= {low})")
             terms.append(f"({at} < {low + step * (count - 1) + 1})")

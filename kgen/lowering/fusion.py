@@ -314,8 +314,12 @@ def _fits_rows(group: KernelGroup, root: Node, nodes: list) -> bool:
     def over_reduced(n):
         return shapes.dims_equal(shapes.numel(n.shape), reduced)
 
-    def kept(n):  # the keepdims shape of the reduction: broadcast over the rows as is
-        return n.ndim == source.ndim and all(d == 1 or shapes.dims_equal(d, e) for d, e in zip(n.shape, source.shape))
+    axes = set(group.anchor.attrs["axes"])
+
+    def kept(n):  # the keepdims shape of the reduction: broadcast over the rows as is (a
+        # reshape of the reduced values to [1,4,1] is not [1,1,4] kept, though both broadcast)
+        return n.ndim == source.ndim and all(d == 1 if a in axes else shapes.dims_equal(d, e)
+                                             for a, (d, e) in enumerate(zip(n.shape, source.shape)))
 
     if not (_same_shape(root, source) or over_reduced(root)):
         return False

@@ -78,6 +78,25 @@ CASES = {
     "grad_of_empty_slices": _case(lambda x: kgen.grad(ops.sum(x[2:-2:3, None, 3::1] * 2.0) + ops.sum(x), [x])[0], (1, 1)),
     "grad_of_empty_reshaped_slice": _case(
         lambda x: kgen.grad(ops.sum(ops.reshape(x[:, 4:], (0, 3)) * 2.0) + ops.sum(x), [x])[0], (3, 4)),
+    # found by the fuzzer: a per-row value loaded under the row-and-element mask, then
+    # stored per row (a block where one value per row was due)
+    "row_value_read_per_element_then_per_row": _case(
+        lambda a, b, c: kgen.grad(ops.sum(ops.maximum(ops.mean(a, 1, keepdims=True), b) * c), [a, b]),
+        (7, 2), (7, 1), (7, 1)),
+    "row_value_in_both_epilogues": _case(
+        lambda a, b: [ops.exp(a - ops.max(a, 1, keepdims=True)) * b, b * 2.0 + ops.max(a, 1, keepdims=True)],
+        (5, 3), (5, 1)),
+    # a pad's guard that is the same for a whole program (a batch index): one-element blocks
+    "strided_slice_of_batched_matmul_gradients": _case(
+        lambda a, b, c: kgen.grad(ops.sum(ops.matmul(a, b)[:, ::2, :, 0:1:1] * c), [a, b]),
+        (1, 2, 2, 1), (1, 1, 1), (1, 1, 2, 1)),
+    "batch_slice_of_matmul": _case(lambda a, b: ops.relu(ops.matmul(a, b)[1::2] + 1.0), (4, 3, 2), (2, 5)),
+    # reduced values reshaped to another keepdims-like shape and broadcast over the rows:
+    # each row needs other rows' results, so it is not a row kernel's epilogue
+    "reduced_values_broadcast_transposed": _case(
+        lambda x: x * ops.reshape(ops.sum(x, 1, keepdims=True), (3, 4, 1)), (3, 4, 4)),
+    "max_over_last_axis_broadcast_over_middle": _case(
+        lambda x, g: kgen.grad(ops.sum(ops.broadcast_to(ops.max(x, 2), (1, 4, 4)) * g), [x])[0], (1, 4, 4), (1, 4, 4)),
     "stack_of_empty": _case(lambda a, b: ops.stack([a, b], 1), (0, 3), (0, 3)),
     "empty_slice": _case(lambda a: a[2:2] * 2.0, (4, 3)),
 }
@@ -103,12 +122,14 @@ def test_corner_matches_the_reference(name, rng):
 
 @pytest.mark.parametrize("name", ["rand_of_one_element", "concatenate_empty_first_axis_0", "pad_of_empty",
                                   "matmul_4d_by_1d", "softmax_of_matmul_with_one_column",
-                                  "squeeze_of_keepdims_sum_symbolic"])
+                                  "squeeze_of_keepdims_sum_symbolic", "strided_slice_of_batched_matmul_gradients",
+                                  "row_value_read_per_element_then_per_row"])
 def test_corner_kernels_compile_for_a_gpu(name):
     """The code these corners take (a uniform generator offset, loads masked by a pad's
     guard, reshaped template results, rows of one) builds for sm_90, not only interpreted."""
     from kgen.kernels.aot import compile_program
     build, in_shapes = CASES[name]
     inputs = [kgen.tensor(f"a{i}", s) for i, s in enumerate(in_shapes)]
-    f = kgen.function(inputs, build(*inputs))
+    outputs = build(*inputs)
+    f = kgen.function(inputs, list(outputs) if isinstance(outputs, (list, tuple)) else [outputs])
     assert len(compile_program(f.program, targets=("sm_90",))) == len(f.program.kernels)
