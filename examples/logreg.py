@@ -1,7 +1,7 @@
 """Logistic regression: p = sigmoid(x @ w + b), binary cross-entropy, gradient descent,
 on synthetic data drawn from a known logistic model, trained on generated Triton kernels.
 
-    python examples/logreg.py
+    python examples/logreg.py [--epochs 30] [--show-kernels] [--dump PATH]
 """
 from __future__ import annotations
 
@@ -42,12 +42,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--lr", type=float, default=1.0)
     parser.add_argument("--show-kernels", action="store_true", help="print the generated Triton source")
+    parser.add_argument("--dump", metavar="PATH", help="write the generated Triton module to PATH")
     args = parser.parse_args(argv)
 
     xs, ys = make_data()
     train, predict, w, b = build(xs.shape[1], args.lr)
     if args.show_kernels:
         print(train.source)
+    if args.dump:
+        print(f"generated module written to {train.dump(args.dump)}")
     print(f"{len(train.kernels)} kernels per step: " + ", ".join(k.name for k in train.kernels))
     order = np.random.default_rng(1)
     for epoch in range(1, args.epochs + 1):
