@@ -233,6 +233,14 @@ EXPONENTS = (2.0, 3.0, 0.0, 1.0, -1.0, 0.5, 1.5, -0.5, -2.0, 2.5)
 
 
 def _pow_infer(step, infos, sizes):
+    if len(infos) == 2 and infos[1].is_int:  # x ** k, k an integer tensor: x of any sign
+        (x, k), shape = infos, broadcast(infos[0].shape, infos[1].shape)
+        want_float(x, "pow's base")
+        need(k.classes is None and k.mag <= 5, "an integer exponent in [-5, 5]")
+        if k.lo < 0:
+            need(x.absmin >= 0.25, "a negative power of a value that may be near 0")
+        m = max(max(x.mag, 1.0) ** k.hi, (1.0 / x.absmin) ** -k.lo if k.lo < 0 else 1.0)
+        return Info(shape, FLOAT, -m, m)
     for i in infos:
         want_float(i, "pow operand")
     if "scalar" in step and not step.get("scalar_first"):  # x ** c
@@ -280,9 +288,14 @@ def _pow_propose(g: Gen):
     elif r < 0.75:
         g.add("pow", [g.tame(x, 3.0)], scalar=g.choice([2.0, 0.5, 1.5]), scalar_first=True,
               spell=g.choice(["fn", "op"]))
-    else:
+    elif r < 0.88:
         b = g.tame(partner(g, x, float_pred), 2.0)
         g.add("pow", [g.positive(x), b], spell=g.choice(["fn", "op"]))
+    else:  # an integer tensor exponent: negative bases, odd and even powers
+        shape = g.infos[x].shape
+        k = g.new_input(tuple(1 if g.chance(0.3) else d for d in shape[g.rng.randint(0, len(shape)):]), "int",
+                        g.choice(INTS))
+        g.add("pow", [g.tame(g.nonzero(x) if g.chance(0.5) else x, 2.0), k], spell=g.choice(["fn", "op"]))
 
 
 def _pow_kgen(step, args, infos):

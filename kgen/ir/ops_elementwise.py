@@ -73,8 +73,18 @@ _unary("abs", np.abs, lambda n, a: f"tl.abs({a})",
        lambda g, n: (_ops().where(n.inputs[0] > 0, g, _ops().where(n.inputs[0] < 0, -g, 0.0)),),
        floats_only=False)
 
-_unary("tanh", np.tanh, lambda n, a: f"(2.0 * tl.sigmoid(2.0 * {a}) - 1.0)",
-       lambda g, n: (g * (1.0 - n * n),))
+def _tanh_lower(n, a):
+    """tanh to a few ulps without libdevice (which Triton's interpreter lacks): (1 - e) / (1 + e)
+    with e = exp(-2|x|), and near 0, where 1 - e cancels, its series to x**7 (within 2e-9 of
+    tanh for |x| < 1/8). 2 * sigmoid(2x) - 1 lost all digits of a small x."""
+    x2 = f"({a} * {a})"
+    series = f"{a} * (1.0 + {x2} * (-0.3333333333333333 + {x2} * (0.13333333333333333 + {x2} * -0.05396825396825397)))"
+    e = f"tl.exp(-2.0 * tl.abs({a}))"
+    far = f"tl.where({a} < 0, -1.0, 1.0) * ((1.0 - {e}) / (1.0 + {e}))"
+    return f"tl.where(tl.abs({a}) < 0.125, {series}, {far})"
+
+
+_unary("tanh", np.tanh, _tanh_lower, lambda g, n: (g * (1.0 - n * n),))
 
 _unary("sigmoid", _sigmoid, lambda n, a: f"tl.sigmoid({a})", lambda g, n: (g * n * (1.0 - n),))
 
@@ -124,9 +134,9 @@ _binary("minimum", np.minimum,
 
 
 def _pow_lower(node, a, b):
-    """Small integer and one-half exponents expand exactly; others use exp2/log2 (a > 0)."""
+    """Small integer and one-half exponents expand exactly; others use exp2/log2 of |a|."""
     exponent = node.inputs[1]
-    if exponent.op == "constant" and not hasattr(exponent.attrs["value"], "free_symbols"):
+    if exponent.op == "constant" and exponent.shape == () and not hasattr(exponent.attrs["value"], "free_symbols"):
         value = float(exponent.attrs["value"])
         if value == 0:
             return f"tl.where({a} != {a}, 1.0, 1.0)"  # 1 everywhere (NaN**0 is 1), lane-shaped
@@ -135,7 +145,18 @@ def _pow_lower(node, a, b):
         if value.is_integer() and 1 <= abs(value) <= 4:
             product = " * ".join([a] * int(abs(value)))
             return f"({product})" if value > 0 else f"(1.0 / ({product}))"
-    return f"tl.exp2({b} * tl.log2({a}))"
+    # |a| ** b, then the sign and domain as NumPy and torch: a negative base (-0.0 too) with an
+    # odd exponent is negative, a finite one with a fractional exponent NaN; b == 0, a == 1 and
+    # (-1) ** inf give 1. Only tl.where joins the conditions: the interpreter cannot `&` a
+    # one-element value (a scalar input's load) with a block of bools.
+    magnitude = f"tl.exp2({b} * tl.log2(tl.abs({a})))"
+    whole = f"({b} == tl.floor({b}))"
+    odd = f"tl.where({whole}, {b} * 0.5 != tl.floor({b} * 0.5), False)"
+    negative = f"tl.where({a} == 0, 1.0 / {a} < 0, {a} < 0)"
+    signed = f"tl.where(tl.where({odd}, {negative}, False), -1.0, 1.0) * {magnitude}"
+    fractional = f"tl.where({a} < 0, tl.where({a} == float('-inf'), False, {b} != tl.floor({b})), False)"
+    one = f"tl.where({b} == 0, True, tl.where({a} == 1, True, tl.where({a} == -1, tl.abs({b}) == float('inf'), False)))"
+    return f"tl.where({one}, 1.0, tl.where({fractional}, float('nan'), {signed}))"
 
 
 def _pow_vjp(g, n):

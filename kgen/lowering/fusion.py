@@ -323,6 +323,8 @@ def _fits_rows(group: KernelGroup, root: Node, nodes: list) -> bool:
 
     if not (_same_shape(root, source) or over_reduced(root)):
         return False
+    if not _same_shape(root, source) and shapes.dims_equal(shapes.numel(source.shape), reduced):
+        return False  # rows of length 1: over the rows or over the reduced values? A kernel of its own.
     derived = set(_resident(group))
     for node in sorted(nodes, key=lambda n: n.id):
         if node in derived or not any(i in derived for i in node.inputs):

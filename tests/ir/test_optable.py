@@ -786,7 +786,7 @@ def _cast(a, dt):
     return (a if isinstance(a, _TritonArray) else np.asarray(a).view(_TritonArray)).to(dt)
 
 
-_TL = dict(cast=_cast, exp=np.exp, log=np.log, sqrt=np.sqrt, abs=np.abs, sigmoid=_sigmoid, maximum=_nan_aware(np.maximum),
+_TL = dict(cast=_cast, floor=np.floor, exp=np.exp, log=np.log, sqrt=np.sqrt, abs=np.abs, sigmoid=_sigmoid, maximum=_nan_aware(np.maximum),
            minimum=_nan_aware(np.minimum), PropagateNan=types.SimpleNamespace(ALL="all"), where=np.where, exp2=np.exp2, log2=np.log2, float32=np.float32,
            float16=np.float16, bfloat16="bfloat16", int32=np.int32, int64=np.int64, int1=np.bool_)
 

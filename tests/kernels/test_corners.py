@@ -97,6 +97,18 @@ CASES = {
         lambda x: x * ops.reshape(ops.sum(x, 1, keepdims=True), (3, 4, 1)), (3, 4, 4)),
     "max_over_last_axis_broadcast_over_middle": _case(
         lambda x, g: kgen.grad(ops.sum(ops.broadcast_to(ops.max(x, 2), (1, 4, 4)) * g), [x])[0], (1, 4, 4), (1, 4, 4)),
+    # pow of two tensors takes a negative base (an integer exponent: a sign; else NaN), and a
+    # 0-d exponent is one value for every lane; tanh keeps a small x's digits
+    "pow_of_tensors_and_tanh": _case(lambda a, b: a ** ops.cast(ops.cast(b * 3.0, "int32"), "float32") + ops.tanh(a * 1e-3),
+                                     (4, 3), (3,)),
+    "pow_with_a_scalar_tensor_exponent": _case(lambda a, b: ops.pow(a, b) * 2.0, (4, 3), ()),
+    # rows of length 1, and an output of the row kernel reshaped: over the rows or over the
+    # reduced values is ambiguous, so it takes a kernel of its own
+    "log_softmax_of_one_column_matmul_reshaped": _case(
+        lambda a, b: ops.expand_dims(ops.log_softmax(a @ b, axis=1), 0), (1, 2), (2, 1)),
+    "softmax_over_unit_rows_reshaped": _case(lambda x: ops.reshape(ops.softmax(x, 1), (1, 3, 1)) + 1.0, (3, 1)),
+    "log_softmax_of_unit_rows_symbolic_expanded": _case(
+        lambda x: ops.expand_dims(ops.log_softmax(x * 2.0, axis=1), 2), ("N", 1)),
     "stack_of_empty": _case(lambda a, b: ops.stack([a, b], 1), (0, 3), (0, 3)),
     "empty_slice": _case(lambda a: a[2:2] * 2.0, (4, 3)),
 }
@@ -123,7 +135,8 @@ def test_corner_matches_the_reference(name, rng):
 @pytest.mark.parametrize("name", ["rand_of_one_element", "concatenate_empty_first_axis_0", "pad_of_empty",
                                   "matmul_4d_by_1d", "softmax_of_matmul_with_one_column",
                                   "squeeze_of_keepdims_sum_symbolic", "strided_slice_of_batched_matmul_gradients",
-                                  "row_value_read_per_element_then_per_row"])
+                                  "row_value_read_per_element_then_per_row", "pow_of_tensors_and_tanh",
+                                  "pow_with_a_scalar_tensor_exponent", "log_softmax_of_one_column_matmul_reshaped"])
 def test_corner_kernels_compile_for_a_gpu(name):
     """The code these corners take (a uniform generator offset, loads masked by a pad's
     guard, reshaped template results, rows of one) builds for sm_90, not only interpreted."""
