@@ -98,6 +98,7 @@ def cmd_check(args):
 def cmd_stats(args):
     import json
 
+    from kgen.lowering.explain import explain, format_explanation
     from kgen.lowering.stats import program_stats, unfused_stats
     spec, model = _spec_and_model(args.model)
     x, y = _example_batch(spec, args.batch)
@@ -108,10 +109,16 @@ def cmd_stats(args):
     result = {"model": args.model, "batch": args.batch, "train": args.train, "launches": fused["launches"],
               "bytes": fused["bytes"], "flops": fused["flops"], "kernels": fused["kernels"],
               "unfused": unfused, "buffers": step.program.buffers.describe(sizes)}
+    if args.why:
+        names = [(k.name, [part.name for part in k.parts]) for k in step.program.kernels]
+        result["why"] = explain(step.program.plan, names)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{args.model} {'training' if args.train else 'evaluation'} step at batch {args.batch}")
+    if args.why:
+        print(format_explanation(result["why"]))
+        print()
     print(f"{'kernel':<26} {'kind':<10} {'read B':>12} {'written B':>12} {'flops':>14}")
     for k in fused["kernels"]:
         print(f"{k['name']:<26} {k['kind']:<10} {k['bytes_read']:>12,} {k['bytes_written']:>12,} {k['flops']:>14,}")
@@ -342,12 +349,15 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
 
     p = _command(sub, "stats", cmd_stats, "launches, bytes and flops per step, fused and unfused",
                  "Launches, bytes and flops of a zoo model's step, fused by kgen and with one kernel per op,\n"
-                 "and its buffer plan.",
-                 ["kgen stats mlp128", "kgen stats cnn --train --batch 64 --json"])
+                 "and its buffer plan. --why says, per kernel, which fusion rule writes each value it writes,\n"
+                 "which put the rest in it, and which merges a rule refused and why.",
+                 ["kgen stats mlp128", "kgen stats cnn --train --batch 64 --json", "kgen stats cnn --train --why"])
     _zoo_model(p)
     p.add_argument("--train", action="store_true", help="the training step (default: the evaluation step)")
     _batch(p, 64)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--why", action="store_true", help="the fusion decisions per kernel: rule and reason "
+                   "(R1-R6, E1-E5, L1, B3; see DESIGN.md)")
 
     p = _command(sub, "models", cmd_models, "list the zoo", "The zoo's models, with what each one is.",
                  ["kgen models"])

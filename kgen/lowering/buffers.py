@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from kgen.ir import shapes
 from kgen.ir.node import Node
-from kgen.lowering.fusion import FusionPlan, fused_nodes, group_nodes, group_reads, is_in_memory_source
+from kgen.lowering.fusion import Decision, FusionPlan, fused_nodes, group_nodes, group_reads, is_in_memory_source
 
 
 @dataclass
@@ -108,6 +108,9 @@ def plan_buffers(plan: FusionPlan, updates: dict = None) -> BufferPlan:
         if not safe([*out.inplace.items(), (new, old)], at):
             continue
         if at[gi] != launch[gi]:
+            name = plan.graph.names()
+            plan.decisions.append(Decision("B3", new, "moved", f"its kernel moved from launch {launch[gi]} to {later}, "
+                                           f"after every other reader of {name[old]}, to write it in place"))
             plan.launches[launch[gi]].remove(gi)
             plan.launches[later].append(gi)
             launch[gi] = later

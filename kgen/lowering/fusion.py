@@ -54,6 +54,10 @@ and kernels then share launches:
       not, run in one launch (a combo kernel, kgen.kernels.combo),
       each at the earliest launch its inputs allow; a step then
       takes as many launches as its longest chain of kernels
+
+Every rule that writes a value, fuses it or merges kernels, and every merge a rule
+considered and refused, leaves a `Decision` in `FusionPlan.decisions` naming the rule and
+the reason (`kgen.lowering.explain` prints them per kernel: `kgen stats MODEL --why`).
 """
 from __future__ import annotations
 
@@ -70,7 +74,35 @@ RECOMPUTE_OPS = 8
 ROW_MAX = 1024  # R6: the longest row a row kernel holds in registers
 
 
-@dataclass
+@dataclass(frozen=True)
+class Decision:
+    """One fusion decision about one value: the rule, what it did, and why."""
+    rule: str  # R1-R6, E1-E5 (kgen.lowering.fusion), B3 (kgen.lowering.buffers)
+    node: Node  # the value it is about
+    outcome: str  # OUTCOMES
+    reason: str  # one line, naming values as the graph text does (%3 relu)
+
+
+OUTCOMES = ("written", "fused", "refused", "moved")
+
+
+class Reasons:
+    """The decisions of one fusion pass, and the graph's names to word them with."""
+
+    def __init__(self, graph: Graph):
+        self.names = graph.names()
+        self.decisions = []
+
+    def __call__(self, rule: str, node: Node, outcome: str, reason: str) -> None:
+        assert outcome in OUTCOMES, outcome
+        self.decisions.append(Decision(rule, node, outcome, reason))
+
+    def name(self, node: Node) -> str:
+        """`%3 relu`, or an input's name."""
+        return self.names[node] if node.op == "input" else f"{self.names[node]} {node.op}"
+
+
+@dataclass(eq=False)  # groups are compared (and hashed) by identity
 class KernelGroup:
     kind: str  # pointwise | reduction | template
     roots: list  # the values this kernel writes
@@ -87,23 +119,30 @@ class FusionPlan:
     written: set  # every node that lives in memory (inputs included)
     groups: list  # KernelGroup, in dependency order
     launches: list = field(default_factory=list)  # per launch, the indices of the groups it runs (L1)
+    decisions: list = field(default_factory=list)  # Decision, in the order the rules made them
 
 
 def is_in_memory_source(node: Node) -> bool:
     return node.op == "input" or (node.op == "constant" and node.shape != ())
 
 
-def _must_write(graph: Graph) -> set:
+def _must_write(graph: Graph, why: Reasons) -> set:
     written = {n for n in graph.nodes if is_in_memory_source(n)}  # R4
-    written |= {o for o in graph.outputs}  # R1
+    for output in graph.outputs:  # R1
+        if output not in written:
+            why("R1", output, "written", "a graph output")
+        written.add(output)
     for node in graph.nodes:
         if node.opdef.kind in ("reduction", "template"):  # R2
+            why("R2", node, "written", f"a {node.opdef.kind}'s result: its kernel ends in a store")
             written.add(node)
         if node.opdef.kind == "template":  # R3
             for operand in node.inputs:
                 while operand.opdef.kind == "view" and operand not in written:
                     operand = operand.inputs[0]
                 if operand.opdef.kind != "source":  # constants and iota are computed in place
+                    why("R3", operand, "written", f"an operand of {why.name(node)}, a template that reads "
+                        f"its operands from memory")
                     written.add(operand)
     return written
 
@@ -125,11 +164,6 @@ def _cost(node: Node, written: set) -> tuple:
     nodes = fused_nodes(node, written)
     loads = {i for n in nodes for i in n.inputs if i in written}
     return len(loads), len(nodes)
-
-
-def _too_costly(node: Node, written: set) -> bool:
-    loads, ops = _cost(node, written)
-    return loads > RECOMPUTE_LOADS or ops > RECOMPUTE_OPS
 
 
 def row_signature(node: Node):
@@ -159,7 +193,7 @@ def _row_classes(graph: Graph, written: set) -> dict:
     return key
 
 
-def _shared_values(graph: Graph, written: set) -> set:
+def _shared_values(graph: Graph, written: set, why: Reasons) -> set:
     """R5: elementwise values computed by several kernels and too costly to recompute.
 
     One pass in creation (topological) order. Writing a value changes what later values
@@ -173,9 +207,17 @@ def _shared_values(graph: Graph, written: set) -> set:
     for node in sorted(graph.nodes, key=lambda n: n.id):
         if node in written or node.opdef.kind != "elementwise":
             continue
-        if len(_kernels_computing(node, readers, written, rows)) > 1 and _too_costly(node, written):
+        kernels = len(_kernels_computing(node, readers, written, rows))
+        if kernels < 2:
+            continue
+        loads, ops = _cost(node, written)
+        cost = f"read by {kernels} kernels; recomputing it takes {loads} loads and {ops} ops"
+        if loads > RECOMPUTE_LOADS or ops > RECOMPUTE_OPS:
+            why("R5", node, "written", f"{cost}, more than {RECOMPUTE_LOADS} and {RECOMPUTE_OPS}")
             written.add(node)
             rows = _row_classes(graph, written)
+        else:
+            why("R5", node, "fused", f"{cost}, within {RECOMPUTE_LOADS} and {RECOMPUTE_OPS}: each computes it")
     return written
 
 
@@ -215,19 +257,31 @@ def _depends_through_others(node: Node, members: list, written: set, row_of: dic
     return False
 
 
-def _row_groups(graph: Graph, written: set) -> list:
+def _row_groups(graph: Graph, written: set, why: Reasons) -> list:
     """R6: the reductions of each row kernel, in graph order. A reduction joins the first
     row kernel over its rows that it does not reach through another kernel (which would
     make a cycle), other row kernels counted whole."""
     groups, row_of = [], {}
     for node in graph.nodes:
+        if node.opdef.kind != "reduction":
+            continue
         signature = row_signature(node)
         if signature is None:
+            (source,) = node.inputs
+            length = shapes.numel([source.shape[a] for a in node.attrs["axes"]])
+            why("R6", node, "refused", f"rows of {length} elements: a row kernel holds rows of a known length, "
+                f"at most {ROW_MAX}")
             continue
         for members in groups:
-            if row_signature(members[0]) == signature and not _depends_through_others(node, members, written, row_of):
-                members.append(node)
-                break
+            if row_signature(members[0]) != signature:
+                continue
+            if _depends_through_others(node, members, written, row_of):
+                why("R6", node, "refused", f"not in the row kernel of {why.name(members[0])}: it reads that "
+                    "kernel's values through another kernel (a cycle)")
+                continue
+            why("R6", node, "fused", f"in the row kernel of {why.name(members[0])}, over the same rows")
+            members.append(node)
+            break
         else:
             members = [node]
             groups.append(members)
@@ -258,8 +312,9 @@ def _dependencies(groups: list, written: set) -> list:
     return deps
 
 
-def _reaches(deps: list, start: int, goal: int) -> bool:
-    """Whether group `start` depends, directly or not, on group `goal`."""
+def _reaches(deps, start, goal) -> bool:
+    """Whether group `start` depends, directly or not, on group `goal` (`deps`: a list by
+    group index, or a `_Dependencies` by group)."""
     stack, seen = [start], set()
     while stack:
         g = stack.pop()
@@ -269,6 +324,33 @@ def _reaches(deps: list, start: int, goal: int) -> bool:
             seen.add(g)
             stack.extend(deps[g])
     return False
+
+
+class _Dependencies:
+    """Which groups read which others' outputs, computed once per pass and kept true as the
+    pass merges groups (`absorb`). A merged group reads what its parts read and writes what
+    they wrote, so its dependencies are its parts', and its parts' readers read it."""
+
+    def __init__(self, groups: list, written: set):
+        by_index = _dependencies(groups, written)
+        self._deps = {g: {groups[d] for d in ds} for g, ds in zip(groups, by_index)}
+
+    def __getitem__(self, group: KernelGroup) -> set:
+        return self._deps[group]
+
+    def absorb(self, host: KernelGroup, part: KernelGroup) -> None:
+        """`host` now computes `part` too."""
+        self._deps[host] = (self._deps[host] | self._deps.pop(part)) - {host, part}
+        for group, deps in self._deps.items():
+            if part in deps:
+                deps.discard(part)
+                if group is not host:
+                    deps.add(host)
+
+    def waits_on_other_path(self, group: KernelGroup, host: KernelGroup) -> bool:
+        """Whether `group` reads something that needs `host` first through another group (so
+        `host` cannot compute `group`: a cycle)."""
+        return any(_reaches(self, d, host) for d in self[group] if d is not host)
 
 
 def _same_shape(a: Node, b: Node) -> bool:
@@ -355,53 +437,90 @@ def _fits(group: KernelGroup, root: Node, nodes: list) -> bool:
     return _keeps_elements_in_place(_resident(group), root, nodes)
 
 
-def _fuse_epilogues(groups: list, written: set, graph: Graph) -> tuple:
+def _epilogue_refusal(group: KernelGroup, root: Node, nodes: list) -> str:
+    """Why `group`, which writes a value `root` reads, cannot compute `root` (E1/E3), or ""."""
+    if group.kind == "pointwise" and not _same_shape(group.roots[0], root):
+        return f"its kernel runs over {list(group.roots[0].shape)}, this value over {list(root.shape)}"
+    if group.kind != "pointwise" and not _takes_epilogue(group.anchor):
+        return f"its kernel ({group.anchor.op}) takes no epilogue"
+    if not _fits(group, root, nodes):
+        return "its kernel holds its values at other elements than this value's (a reshape, broadcast or " \
+               "reduction between them)"
+    return ""
+
+
+def _fuse_epilogues(groups: list, written: set, graph: Graph, why: Reasons) -> tuple:
     """E1 and E3, then R2's exception: a value read by nothing outside its own kernel (and
     not an output) stays unwritten."""
+    deps = _Dependencies(groups, written)
     for group in [g for g in groups if g.kind == "pointwise"]:
         (root,) = group.roots
         nodes = fused_nodes(root, written - {root})
         reads = {i for n in nodes for i in n.inputs if i in written}
-        hosts = [g for g in groups if g is not group and _can_host(g, root)
-                 and any(r in reads for r in _resident(g))
-                 and _fits(g, root, nodes)]
+        hosts = []
+        for producer in (g for g in groups if g is not group and any(r in reads for r in _resident(g))):
+            refusal = _epilogue_refusal(producer, root, nodes)
+            if refusal:
+                why(_epilogue_rule(producer), root, "refused", f"not with {why.name(producer.roots[0])}: {refusal}")
+            else:
+                hosts.append(producer)
         if not hosts:
             continue
         host = max(hosts, key=lambda g: max(n.id for n in _resident(g)))  # the latest producer
-        deps = _dependencies(groups, written)
-        mine, theirs = groups.index(group), groups.index(host)
-        if any(_reaches(deps, d, theirs) for d in deps[mine] if d != theirs):
-            continue  # another input of this consumer needs the host's kernel first
+        if deps.waits_on_other_path(group, host):
+            why(_epilogue_rule(host), root, "refused", f"not with {why.name(host.roots[0])}: another of its "
+                "inputs needs that kernel first (a cycle)")
+            continue
+        why(_epilogue_rule(host), root, "fused", f"in the epilogue of {why.name(host.anchor)}, at its elements"
+            if host.anchor is not None else f"with {why.name(host.roots[0])}, reading its values at the same elements")
         host.roots.append(root)
         if host.anchor is not None:
             host.epilogue.append(root)
         groups.remove(group)
+        deps.absorb(host, group)
 
-    outputs = set(graph.outputs)
+    private = _private_values(groups, written, graph)
     for host in groups:
-        others = [n for g in groups if g is not host for n in group_nodes(g, written)]
         held = ([host.anchor] if host.epilogue else []) + host.rows if host.anchor is not None \
             else (host.roots[:-1] if host.kind == "pointwise" else [])
-        for value in held:
-            if value not in outputs and not any(value in n.inputs for n in others):
-                written = written - {value}
-                host.roots.remove(value)
+        for value in private(host, held):
+            why("R2", value, "fused", "not written: only its own kernel reads it")
+            written = written - {value}
+            host.roots.remove(value)
     return groups, written
 
 
-def _merge_pointwise(groups: list, written: set) -> list:
+def _epilogue_rule(host: KernelGroup) -> str:
+    return "E1" if host.anchor is not None else "E3"
+
+
+def _private_values(groups: list, written: set, graph: Graph):
+    """R2's exception, for the groups as they are now: `private(host, values)` lists those of
+    `values` that no other group reads and that are not graph outputs."""
+    readers, outputs = {}, set(graph.outputs)
+    for group in groups:
+        for node in group_nodes(group, written):
+            for i in node.inputs:
+                readers.setdefault(i, set()).add(group)
+    return lambda host, values: [v for v in values if v not in outputs and readers.get(v, set()) <= {host}]
+
+
+def _merge_pointwise(groups: list, written: set, why: Reasons) -> list:
     """E2: merge independent pointwise groups over one shape (horizontal fusion)."""
+    deps = _Dependencies(groups, written)
     merged = True
     while merged:
         merged = False
-        deps = _dependencies(groups, written)
         for i, a in enumerate(groups):
             for j in range(i + 1, len(groups)):
                 b = groups[j]
                 if a.kind == b.kind == "pointwise" and _same_shape(a.roots[0], b.roots[0]) \
-                        and not _reaches(deps, i, j) and not _reaches(deps, j, i):
+                        and not _reaches(deps, a, b) and not _reaches(deps, b, a):
+                    why("E2", b.roots[0], "fused", f"with {why.name(a.roots[0])}: pointwise over the same shape, "
+                        "neither reading the other")
                     groups = groups[:j] + groups[j + 1:]
                     a.roots.extend(b.roots)
+                    deps.absorb(a, b)
                     merged = True
                     break
             if merged:
@@ -433,9 +552,10 @@ def gemm_extents(node: Node):
     return None
 
 
-def _side_reductions(groups: list, written: set) -> list:
+def _side_reductions(groups: list, written: set, why: Reasons) -> list:
     """E4: a reduction kernel joins the GEMM kernel whose K loop reads its input buffer, if
     that kernel surely runs a program for each of its rows (its other extent is not 0)."""
+    deps = _Dependencies(groups, written)
     for reduction in [g for g in groups if g.kind == "reduction" and not g.rows]:
         anchor = reduction.anchor
         (source,) = anchor.inputs
@@ -443,7 +563,6 @@ def _side_reductions(groups: list, written: set) -> list:
         length = shapes.numel([source.shape[a] for a in anchor.attrs["axes"]])
         if source not in written or any(not shapes.dims_equal(shapes.numel(r.shape), kept) for r in reduction.epilogue):
             continue
-        deps = _dependencies(groups, written)
         for host in (g for g in groups if g.kind == "template" and not g.side and gemm_extents(g.anchor)):
             m, n, k, a, b = gemm_extents(host.anchor)
             if not shapes.dims_equal(length, k):
@@ -454,14 +573,20 @@ def _side_reductions(groups: list, written: set) -> list:
                 rows = False
             else:
                 continue
+            gemm = why.name(host.anchor)
             if not _surely_nonempty(n if rows else m):  # no tiles across, no program runs the reduction
+                why("E4", anchor, "refused", f"not in the K loop of {gemm}: its {'N' if rows else 'M'} extent "
+                    f"{n if rows else m} may be 0, and then no program would compute it")
                 continue
-            i, j = groups.index(reduction), groups.index(host)
-            if _reaches(deps, i, j) or _reaches(deps, j, i):
+            if _reaches(deps, reduction, host) or _reaches(deps, host, reduction):
+                why("E4", anchor, "refused", f"not in the K loop of {gemm}: one needs the other's values")
                 continue
+            why("E4", anchor, "fused", f"in the K loop of {gemm}, which reads {why.name(source)} as its "
+                f"{'A' if rows else 'B'} operand: {why.name(source)} is read once for both")
             host.side = (anchor, list(reduction.epilogue), rows)
             host.roots.extend(reduction.roots)
             groups.remove(reduction)
+            deps.absorb(host, reduction)
             break
     return groups
 
@@ -474,36 +599,44 @@ def _surely_nonempty(extent) -> bool:
         return False
 
 
-def _rows_into_matmul(groups: list, written: set, graph: Graph) -> tuple:
+def _rows_into_matmul(groups: list, written: set, graph: Graph, why: Reasons) -> tuple:
     """E5: a row kernel over rows of a 2-D matmul's values joins that matmul's epilogue when
     it reads nothing else the matmul's kernel produces and depends on it through no other
     kernel; the matmul's values only it read are then not written."""
+    deps = _Dependencies(groups, written)
     for rows in [g for g in groups if g.kind == "reduction" and row_signature(g.anchor)]:
         source = rows.anchor.inputs[0]
         if source.ndim != 2 or tuple(rows.anchor.attrs["axes"]) != (1,):
             continue
-        deps = _dependencies(groups, written)
         reads = group_reads(rows, written)
         for host in groups:
             if host.kind != "template" or host.anchor.op != "matmul" or host.anchor.ndim != 2 \
                     or host.side or host.row_part or not _same_shape(host.anchor, source):
                 continue
             resident = set(_resident(host))
-            mine, theirs = groups.index(rows), groups.index(host)
-            if not (reads & resident) or any(r in host.roots and r not in resident for r in reads) \
-                    or any(_reaches(deps, d, theirs) for d in deps[mine] if d != theirs):
+            if not (reads & resident):
                 continue
+            matmul = why.name(host.anchor)
+            if any(r in host.roots and r not in resident for r in reads):
+                why("E5", rows.anchor, "refused", f"not in the epilogue of {matmul}: it reads a value that kernel "
+                    "writes at other elements")
+                continue
+            if deps.waits_on_other_path(rows, host):
+                why("E5", rows.anchor, "refused", f"not in the epilogue of {matmul}: another of its inputs needs "
+                    "that kernel first (a cycle)")
+                continue
+            why("E5", rows.anchor, "fused", f"in the epilogue of {matmul}, whose tiles then span whole rows")
             host.row_part = ([rows.anchor] + rows.rows, list(rows.epilogue))
             host.roots.extend(rows.roots)
             groups.remove(rows)
-            others = [n for g in groups if g is not host for n in group_nodes(g, written)]
-            for value in [host.anchor] + list(host.epilogue):
-                if value not in graph.outputs and not any(value in n.inputs for n in others):
-                    written = written - {value}
-                    if value in host.roots:
-                        host.roots.remove(value)
-                    if value in host.epilogue:
-                        host.epilogue.remove(value)
+            deps.absorb(host, rows)
+            for value in _private_values(groups, written, graph)(host, [host.anchor] + list(host.epilogue)):
+                why("R2", value, "fused", "not written: only its own kernel reads it")
+                written = written - {value}
+                if value in host.roots:
+                    host.roots.remove(value)
+                if value in host.epilogue:
+                    host.epilogue.remove(value)
             break
     return groups, written
 
@@ -541,13 +674,15 @@ def _kind(node: Node) -> str:
 
 
 def fuse(graph: Graph) -> FusionPlan:
-    written = _shared_values(graph, _must_write(graph))
-    rows = {members[0]: members for members in _row_groups(graph, written)}
+    why = Reasons(graph)
+    written = _shared_values(graph, _must_write(graph, why), why)
+    rows = {members[0]: members for members in _row_groups(graph, written, why)}
     in_rows = {n for members in rows.values() for n in members[1:]}
     roots = [n for n in graph.nodes if n in written and not is_in_memory_source(n) and n not in in_rows]
     groups = [KernelGroup(_kind(r), [r] + rows.get(r, [r])[1:], r if _kind(r) != "pointwise" else None,
                           rows=rows.get(r, [r])[1:]) for r in roots]
-    groups, written = _fuse_epilogues(groups, written, graph)
-    groups, written = _rows_into_matmul(groups, written, graph)
-    groups = _launch_order(_side_reductions(_merge_pointwise(groups, written), written), written)
-    return FusionPlan(graph, written, groups, _launches(groups, written))
+    groups, written = _fuse_epilogues(groups, written, graph, why)
+    groups, written = _rows_into_matmul(groups, written, graph, why)
+    groups = _side_reductions(_merge_pointwise(groups, written, why), written, why)
+    groups = _launch_order(groups, written)
+    return FusionPlan(graph, written, groups, _launches(groups, written), why.decisions)
