@@ -30,7 +30,8 @@ from kgen import counters
 from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
-from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
+from kgen.ir.optable import TABLE
+from kgen.kernels.launch import default_config, kernel_dims, plan_launch
 from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers
 
@@ -344,30 +345,20 @@ class Bench:
 
 
 def vendor_call(node, operands: list):
-    """torch's library op computing the matmul or conv node `node` from `operands`."""
-    import torch
-    if node.op == "matmul":
-        return torch.matmul(*operands)
-    attrs = {k: tuple(node.attrs[k]) for k in ("stride", "padding", "dilation")}
-    if node.op == "conv2d":
-        return torch.nn.functional.conv2d(*operands, **attrs)
-    if node.op == "conv2d_input_grad":
-        g, w = operands
-        size = (g.shape[0], w.shape[1]) + tuple(node.attrs["input_size"])
-        return torch.nn.grad.conv2d_input(size, w, g, **attrs)
-    if node.op == "conv2d_weight_grad":
-        x, g = operands
-        size = (g.shape[1], x.shape[1]) + tuple(node.attrs["kernel_size"])
-        return torch.nn.grad.conv2d_weight(x, size, g, **attrs)
-    raise KgenError(f"no library op for {node.op!r}: expected one of {', '.join(DOT_OPS)}")
+    """torch's library op computing `node` from `operands` (the op table's `vendor`)."""
+    if node.opdef.vendor is None:
+        with_one = ", ".join(sorted(name for name, d in TABLE.items() if d.vendor))
+        raise KgenError(f"no library op for {node.op!r}: expected one of {with_one}")
+    return node.opdef.vendor(node, operands)
 
 
 def vendor_case(kernel, sizes: dict, device):
     """A call of torch's library op on random operands shaped like the kernel's one
-    matmul/conv, or None (other families, or several such nodes)."""
+    matmul/conv (its one node with a `vendor` call), or None (other families, or several
+    such nodes)."""
     import torch
     from kgen.ir import shapes
-    nodes = [n for n in kernel.nodes if n.op in DOT_OPS]
+    nodes = [n for n in kernel.nodes if n.opdef.vendor]
     if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
         return None
     node = nodes[0]

@@ -23,10 +23,17 @@ The argmax of a window is its first maximum in window order (row by row), a NaN 
 as the maximum (the first NaN), and the first position inside the image when every value
 there is -inf, as torch does on CPU. Half-precision operands accumulate in float32.
 Channel, spatial and kernel sizes must be ints; the batch size may be symbolic.
+
+Each entry also states its cost and its library twin: the three convolutions are implicit
+GEMMs (`gemm`: their extents as kgen/kernels/conv.py tiles them) of 2 flops per (output
+element of the forward conv, weight tap); a pooling op does one compare or add per window
+element of each pooled value; `vendor` is the torch call computing the same value.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from numpy.lib.stride_tricks import as_strided
 
 from kgen.errors import DTypeError, ShapeError
@@ -178,6 +185,30 @@ def _batch_channel_index(shape):
     return np.arange(n).reshape(-1, 1, 1, 1), np.arange(c).reshape(1, -1, 1, 1)
 
 
+def _conv_flops(out, weight):
+    """2 flops per (element of the forward conv's output `out`, tap of a filter of `weight`)."""
+    return 2 * shapes.numel(out.shape) * shapes.numel(weight.shape[1:])
+
+
+def _pool_flops(pooled, attrs):
+    """One compare or add per window element of each element of `pooled`."""
+    (kh, kw) = attrs["kernel_size"]
+    return shapes.numel(pooled.shape) * kh * kw
+
+
+def _torch_conv_attrs(node) -> dict:
+    return {k: tuple(node.attrs[k]) for k in CONV_ATTRS}
+
+
+def _torch_pool_args(node) -> tuple:
+    return tuple(tuple(node.attrs[k]) for k in POOL_ATTRS)
+
+
+def _torch_argmax(x, node):
+    """torch's flat index (into each H*W image) of every max_pool2d window's maximum of x."""
+    return F.max_pool2d(x, *_torch_pool_args(node), return_indices=True)[1]
+
+
 # --- conv2d: the implicit-GEMM template of kgen/kernels/conv.py ----------------------------------
 def _infer_conv2d(inputs, attrs):
     x, w = inputs
@@ -204,8 +235,15 @@ def _conv2d_vjp(g, node):
             ops.conv2d_weight_grad(x, g, w.shape[2:], **_conv_attrs(node.attrs)))
 
 
+def _conv2d_gemm(node):  # rows N*OH*OW (output pixels), cols F, over C*KH*KW
+    x, w = node.inputs
+    return shapes.numel([node.shape[0], *node.shape[2:]]), w.shape[0], shapes.numel(w.shape[1:]), x, w
+
+
 register(OpDef("conv2d", "template", _infer_conv2d, _conv2d_reference, _conv2d_vjp, "conv2d", arity=2,
-               epilogue=True))  # bias and activation run in the conv kernel (fusion rule E1)
+               epilogue=True,  # bias and activation run in the conv kernel (fusion rule E1)
+               flops=lambda node: _conv_flops(node, node.inputs[1]), gemm=_conv2d_gemm,
+               vendor=lambda node, operands: F.conv2d(*operands, **_torch_conv_attrs(node))))
 
 
 # --- conv2d_input_grad: dT/dx --------------------------------------------------------------------
@@ -235,9 +273,22 @@ def _conv2d_input_grad_vjp(c, node):
             ops.conv2d_weight_grad(c, g, w.shape[2:], **_conv_attrs(node.attrs)))
 
 
+def _conv2d_input_grad_gemm(node):  # rows N*H*W (input pixels), cols C, over F*KH*KW
+    g, w = node.inputs
+    return shapes.numel([node.shape[0], *node.shape[2:]]), node.shape[1], \
+        shapes.numel([w.shape[0], *w.shape[2:]]), g, w
+
+
+def _conv2d_input_grad_vendor(node, operands):
+    g, w = operands
+    size = (g.shape[0], w.shape[1]) + tuple(node.attrs["input_size"])
+    return torch.nn.grad.conv2d_input(size, w, g, **_torch_conv_attrs(node))
+
+
 register(OpDef("conv2d_input_grad", "template", _infer_conv2d_input_grad, _conv2d_input_grad_reference,
                _conv2d_input_grad_vjp, "conv2d_input_grad", arity=2,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _conv_flops(*node.inputs), gemm=_conv2d_input_grad_gemm,
+               vendor=_conv2d_input_grad_vendor))
 
 
 # --- conv2d_weight_grad: dT/dw -------------------------------------------------------------------
@@ -267,9 +318,21 @@ def _conv2d_weight_grad_vjp(c, node):
             ops.conv2d(x, c, **_conv_attrs(node.attrs)))
 
 
+def _conv2d_weight_grad_gemm(node):  # rows F, cols C*KH*KW, over N*OH*OW
+    x, g = node.inputs
+    return node.shape[0], shapes.numel(node.shape[1:]), shapes.numel([g.shape[0], *g.shape[2:]]), g, x
+
+
+def _conv2d_weight_grad_vendor(node, operands):
+    x, g = operands
+    size = (g.shape[1], x.shape[1]) + tuple(node.attrs["kernel_size"])
+    return torch.nn.grad.conv2d_weight(x, size, g, **_torch_conv_attrs(node))
+
+
 register(OpDef("conv2d_weight_grad", "template", _infer_conv2d_weight_grad, _conv2d_weight_grad_reference,
                _conv2d_weight_grad_vjp, "conv2d_weight_grad", arity=2,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _conv_flops(node.inputs[1], node), gemm=_conv2d_weight_grad_gemm,
+               vendor=_conv2d_weight_grad_vendor))
 
 
 # --- max_pool2d (the templates of kgen/kernels/pool.py from here on) -----------------------------
@@ -295,7 +358,8 @@ def _max_pool2d_vjp(g, node):
 
 register(OpDef("max_pool2d", "template", _infer_pool, _max_pool2d_reference, _max_pool2d_vjp,
                "max_pool2d", arity=1,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _pool_flops(node, node.attrs),
+               vendor=lambda node, operands: F.max_pool2d(*operands, *_torch_pool_args(node))))
 
 
 # --- max_pool2d_grad: g routed to each window's argmax -------------------------------------------
@@ -321,9 +385,16 @@ def _max_pool2d_grad_vjp(c, node):
     return (_ops().max_pool2d_gather(c, node.inputs[1], **_pool_attrs(node.attrs)), None)
 
 
+def _max_pool2d_grad_vendor(node, operands):
+    g, x = operands
+    return torch.ops.aten.max_pool2d_with_indices_backward(g, x, *_torch_pool_args(node), (1, 1), False,
+                                                           _torch_argmax(x, node))
+
+
 register(OpDef("max_pool2d_grad", "template", _infer_max_pool2d_grad, _max_pool2d_grad_reference,
                _max_pool2d_grad_vjp, "max_pool2d_grad", arity=2,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _pool_flops(node.inputs[0], node.attrs),
+               vendor=_max_pool2d_grad_vendor))
 
 
 # --- max_pool2d_gather: t read at each window's argmax -------------------------------------------
@@ -347,9 +418,16 @@ def _max_pool2d_gather_vjp(c, node):
     return (_ops().max_pool2d_grad(c, node.inputs[1], **_pool_attrs(node.attrs)), None)
 
 
+def _max_pool2d_gather_vendor(node, operands):
+    t, x = operands
+    index = _torch_argmax(x, node)
+    return t.flatten(2).gather(2, index.flatten(2)).reshape(index.shape)
+
+
 register(OpDef("max_pool2d_gather", "template", _infer_max_pool2d_gather, _max_pool2d_gather_reference,
                _max_pool2d_gather_vjp, "max_pool2d_gather", arity=2,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _pool_flops(node, node.attrs),
+               vendor=_max_pool2d_gather_vendor))
 
 
 # --- avg_pool2d ----------------------------------------------------------------------------------
@@ -366,7 +444,8 @@ def _avg_pool2d_vjp(g, node):
 
 register(OpDef("avg_pool2d", "template", _infer_pool, _avg_pool2d_reference, _avg_pool2d_vjp,
                "avg_pool2d", arity=1,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _pool_flops(node, node.attrs),
+               vendor=lambda node, operands: F.avg_pool2d(*operands, *_torch_pool_args(node))))
 
 
 # --- avg_pool2d_grad -----------------------------------------------------------------------------
@@ -391,6 +470,13 @@ def _avg_pool2d_grad_vjp(c, node):
     return (_ops().avg_pool2d(c, **_pool_attrs(node.attrs)),)
 
 
+def _avg_pool2d_grad_vendor(node, operands):
+    (g,) = operands
+    x = g.new_zeros(tuple(g.shape[:2]) + tuple(node.attrs["input_size"]))  # only its shape is read
+    return torch.ops.aten.avg_pool2d_backward(g, x, *_torch_pool_args(node), False, True, None)
+
+
 register(OpDef("avg_pool2d_grad", "template", _infer_avg_pool2d_grad, _avg_pool2d_grad_reference,
                _avg_pool2d_grad_vjp, "avg_pool2d_grad", arity=1,
-               epilogue=True))
+               epilogue=True, flops=lambda node: _pool_flops(node.inputs[0], node.attrs),
+               vendor=_avg_pool2d_grad_vendor))

@@ -42,9 +42,13 @@ def unbroadcast(g, shape):
     return _ops().sum_to(g, shape)
 
 
-def _unary(name, reference, lower, vjp, floats_only=True, bool_ok=False):
+def _unary(name, reference, lower, vjp, floats_only=True, bool_ok=False, flops=None):
     register(OpDef(name, "elementwise", _infer(floats_only=floats_only, bool_ok=bool_ok),
-                   lambda node, a, shape: reference(*a), vjp, lower, arity=1))
+                   lambda node, a, shape: reference(*a), vjp, lower, arity=1, flops=flops))
+
+
+def _no_flops(node):
+    return 0
 
 
 def _binary(name, reference, lower, vjp, result="same", floats_only=False, bool_ok=False):
@@ -61,7 +65,8 @@ _unary("neg", np.negative, lambda n, a: f"-{a}", lambda g, n: (-g,), floats_only
 
 # The identity, through which no gradient flows (the max subtracted for stability in
 # softmax and logsumexp: it cancels in their gradients).
-_unary("stop_gradient", lambda a: a, lambda n, a: a, lambda g, n: (None,), floats_only=False, bool_ok=True)
+_unary("stop_gradient", lambda a: a, lambda n, a: a, lambda g, n: (None,), floats_only=False, bool_ok=True,
+       flops=_no_flops)
 
 _unary("exp", np.exp, lambda n, a: f"tl.exp({a})", lambda g, n: (g * n,))
 
@@ -235,4 +240,4 @@ def _cast_vjp(g, n):
 
 
 register(OpDef("cast", "elementwise", lambda inputs, attrs: (attrs["dtype"], inputs[0].shape),
-               _cast_reference, _cast_vjp, _cast_lower, arity=1))
+               _cast_reference, _cast_vjp, _cast_lower, arity=1, flops=_no_flops))  # a conversion, no arithmetic

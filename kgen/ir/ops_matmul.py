@@ -3,6 +3,7 @@ broadcast. kgen.ops.matmul turns 1-D operands into 2-D ones as NumPy does."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from kgen.errors import DTypeError, ShapeError
 from kgen.ir import shapes
@@ -44,4 +45,22 @@ def _vjp(g, node):
     return ops.sum_to(grad_a, a.shape), ops.sum_to(grad_b, b.shape)
 
 
-register(OpDef("matmul", "template", _infer, _reference, _vjp, "matmul", arity=2, epilogue=True))
+def _flops(node):
+    """A multiply and an add per (output element, K step)."""
+    return 2 * shapes.numel(node.shape) * node.inputs[0].shape[-1]
+
+
+def _gemm(node):
+    """A 2-D matmul is one GEMM of its own extents; a batched one is several (kernels.matmul)."""
+    if node.ndim != 2:
+        return None
+    a, b = node.inputs
+    return node.shape[0], node.shape[1], a.shape[1], a, b
+
+
+def _vendor(node, operands):
+    return torch.matmul(*operands)
+
+
+register(OpDef("matmul", "template", _infer, _reference, _vjp, "matmul", arity=2, epilogue=True,
+               flops=_flops, gemm=_gemm, row_epilogue=True, vendor=_vendor))

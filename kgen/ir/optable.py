@@ -10,9 +10,24 @@ An entry holds everything the pipeline needs to know about an op, side by side:
   Triton expressions returning one; for a reduction, a `Reduction`; for a view, a function
   mapping output coordinates to input coordinates (or a `Guarded` mapping, for pad); for a
   "template" op (matmul, conv, pooling: a kernel of its own that reads its operands from
-  memory), the name of its template in kgen.kernels.templates.
+  memory), the name of its template in kgen.kernels.templates;
+- `flops(node) -> size expression`: its arithmetic, for `kgen stats` and the cost model.
+  Left None, the kind decides: an elementwise op costs one per output element, a
+  reduction one per input element, a view or source nothing;
+- `gemm(node)`, for a template that multiplies with tl.dot: (M, N, K, A operand,
+  B operand) of the one GEMM its kernel computes (fusion rule E4 and the conv templates
+  read them), or None for a node that is not one GEMM (a batched matmul). Being set is
+  what marks an op's kernel as a dot kernel (half-precision operands use tensor cores);
+- `row_epilogue`: the op's GEMM tiles are its result's rows, so a row kernel over them can
+  run in its epilogue (fusion rule E5);
+- `vendor(node, operands) -> torch.Tensor`: torch's library op computing the same value
+  from torch operands (cuBLAS, cuDNN, ...), which the tuner times beside the kernel.
 
-The entries themselves live in ops_*.py next to this file, one block per op.
+Bytes are not a per-op fact: every op reads each operand once and writes its result once
+(kgen.lowering.stats counts them from the kernels' buffers).
+
+The entries themselves live in ops_*.py next to this file, one block per op: adding an op
+is one block there, plus a template in kgen/kernels/ if it is a template op, and tests.
 """
 from __future__ import annotations
 
@@ -20,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from kgen.errors import UnknownOpError
+from kgen.ir import shapes
 
 KINDS = ("source", "elementwise", "reduction", "view", "template")
 
@@ -34,9 +50,23 @@ class OpDef:
     lower: Any = None
     arity: Optional[int] = None  # None: any number of inputs
     epilogue: bool = False  # a template whose kernel can apply elementwise consumers to its result
+    flops: Optional[Callable] = None  # node -> size expression; None: by kind (see the module docstring)
+    gemm: Optional[Callable] = None  # node -> (M, N, K, A, B) or None; set only for tl.dot templates
+    row_epilogue: bool = False  # a row kernel over the result's rows can run in its epilogue (E5)
+    vendor: Optional[Callable] = None  # (node, torch operands) -> torch's library op's result
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
+
+    def flops_of(self, node):
+        """The flops of `node` (an op of this entry) as a size expression."""
+        if self.flops is not None:
+            return self.flops(node)
+        if self.kind == "elementwise":
+            return shapes.numel(node.shape)
+        if self.kind == "reduction":
+            return shapes.numel(node.inputs[0].shape)
+        return 0
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.lowering import indexing
-from kgen.lowering.fusion import gemm_extents
 from kgen.lowering.indexing import FloorDiv, ModularIndexing, flat_index, index_var
 
 
@@ -67,7 +66,7 @@ class GemmKernel:
 
     def __init__(self, name: str, root, written: set, names: dict, epilogue=(), side=None):
         self.root = root
-        m, n, k, _, _ = gemm_extents(root)  # the GEMM's extents, as fusion sees them (E4)
+        m, n, k, _, _ = root.opdef.gemm(root)  # the GEMM's extents, from the op table, as fusion sees them (E4)
         self.m, self.n, self.k = m, n, k
         self.written, self.epilogue = written, tuple(epilogue)
         side_writes = (side[0], *side[1]) if side else ()
@@ -147,16 +146,12 @@ def _describe(name: str, root) -> str:
             f"padding {a['padding']}, dilation {a['dilation']}; an implicit GEMM.")
 
 
-def _geometry(root) -> tuple:
-    """A convolution's sizes, whichever of its three ops `root` is: batch, image height and
-    width, window height and width, output height and width, stride, padding, dilation."""
-    if root.op == "conv2d":
-        image, weight, out = root.inputs[0].shape, root.inputs[1].shape, root.shape
-    elif root.op == "conv2d_input_grad":
-        image, weight, out = root.shape, root.inputs[1].shape, root.inputs[0].shape
-    else:  # conv2d_weight_grad
-        image, weight, out = root.inputs[0].shape, root.shape, root.inputs[1].shape
+def _geometry(root, image, weight, out) -> tuple:
+    """A convolution's sizes from the forward conv's `image`, `weight` and `out` (whichever
+    of them are `root`'s operands or result): batch, image height and width, window height
+    and width, output height and width, stride, padding, dilation."""
     a = root.attrs
+    image, weight, out = image.shape, weight.shape, out.shape
     return (image[0], image[2], image[3], weight[2], weight[3], out[2], out[3],
             a["stride"], a["padding"], a["dilation"])
 
@@ -164,7 +159,8 @@ def _geometry(root) -> tuple:
 @template("conv2d")
 def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     x, weight = root.inputs
-    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = _geometry(root)
+    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = \
+        _geometry(root, x, weight, root)
     pixels = oh_size * ow_size
     g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
@@ -186,7 +182,8 @@ def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=No
 @template("conv2d_input_grad")
 def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     grad, weight = root.inputs
-    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = _geometry(root)
+    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = \
+        _geometry(root, root, weight, grad)
     g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb
 
@@ -213,7 +210,8 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=
 @template("conv2d_weight_grad")
 def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
     x, grad = root.inputs
-    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = _geometry(root)
+    batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = \
+        _geometry(root, x, root, grad)
     pixels = oh_size * ow_size
     g = GemmKernel(name, root, written, names, epilogue, side)
     w, rm, rn, ka, kb = g.w, g.rm, g.rn, g.ka, g.kb

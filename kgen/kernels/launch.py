@@ -28,12 +28,10 @@ class Launch:
         return {k: v for k, v in self.config.items() if k not in ("num_warps", "num_stages")}
 
 
-DOT_OPS = ("matmul", "conv2d", "conv2d_input_grad", "conv2d_weight_grad")  # the GEMM templates' ops
-
-
 def dot_operand(kernel):
-    """The dtype of the operands of the kernel's dot (its GEMM template's), or None."""
-    return next((n.inputs[0].dtype for n in kernel.nodes if n.op in DOT_OPS), None)
+    """The dtype of the operands of the kernel's dot (its GEMM template's, an op with a
+    `gemm` in the op table), or None."""
+    return next((n.inputs[0].dtype for n in kernel.nodes if n.opdef.gemm), None)
 
 
 def half_dot(kernel) -> bool:

@@ -535,21 +535,10 @@ def _base(node: Node) -> Node:
 
 
 def gemm_extents(node: Node):
-    """(M, N, K, the A operand, the B operand) of a template that is a GEMM, else None."""
-    if node.op == "matmul" and node.ndim == 2:
-        a, b = node.inputs
-        return node.shape[0], node.shape[1], a.shape[1], a, b
-    if node.op == "conv2d":  # rows N*OH*OW, cols F, over C*KH*KW (kgen.kernels.conv)
-        x, w = node.inputs
-        return shapes.numel([node.shape[0], *node.shape[2:]]), w.shape[0], shapes.numel(w.shape[1:]), x, w
-    if node.op == "conv2d_input_grad":  # rows N*H*W, cols C, over F*KH*KW
-        g, w = node.inputs
-        return shapes.numel([node.shape[0], *node.shape[2:]]), node.shape[1], \
-            shapes.numel([w.shape[0], *w.shape[2:]]), g, w
-    if node.op == "conv2d_weight_grad":  # rows F, cols C*KH*KW, over N*OH*OW
-        x, g = node.inputs
-        return node.shape[0], shapes.numel(node.shape[1:]), shapes.numel([g.shape[0], *g.shape[2:]]), g, x
-    return None
+    """(M, N, K, the A operand, the B operand) of a template that is one GEMM, else None
+    (the op table's `gemm`)."""
+    gemm = node.opdef.gemm
+    return gemm(node) if gemm else None
 
 
 def _side_reductions(groups: list, written: set, why: Reasons) -> list:
@@ -610,7 +599,7 @@ def _rows_into_matmul(groups: list, written: set, graph: Graph, why: Reasons) ->
             continue
         reads = group_reads(rows, written)
         for host in groups:
-            if host.kind != "template" or host.anchor.op != "matmul" or host.anchor.ndim != 2 \
+            if host.kind != "template" or not host.anchor.opdef.row_epilogue or host.anchor.ndim != 2 \
                     or host.side or host.row_part or not _same_shape(host.anchor, source):
                 continue
             resident = set(_resident(host))

@@ -1,8 +1,8 @@
 """Static cost figures of a compiled program at concrete sizes: kernel launches, bytes read
 and written (each kernel reads its input buffers once, or only the windows of them that
 its slices take, and writes its outputs once), and
-flops (2*M*N*K per matmul, 1 per element per elementwise op, 1 per input element per
-reduction); and the same figures for an unfused lowering with one kernel per op, where
+flops (each op's own count, `OpDef.flops_of`: 2*M*N*K per matmul, 1 per element per
+elementwise op, 1 per input element per reduction, ...); and the same figures for an unfused lowering with one kernel per op, where
 every op reads its operands from memory and writes its result (views stay free)."""
 from __future__ import annotations
 
@@ -18,23 +18,8 @@ def _bytes(node, sizes) -> int:
 
 
 def node_flops(node, sizes) -> int:
-    kind = node.opdef.kind
-    if node.op == "matmul":
-        return 2 * _elements(node, sizes) * shapes.evaluate(node.inputs[0].shape[-1], sizes)
-    if kind == "elementwise" and node.op not in ("cast", "stop_gradient"):
-        return _elements(node, sizes)
-    if kind == "reduction":
-        return _elements(node.inputs[0], sizes)
-    if node.op.startswith("conv2d"):  # 2 flops per (output element of the forward conv, weight tap)
-        weight = node if node.op == "conv2d_weight_grad" else node.inputs[1]
-        conv_out = node if node.op == "conv2d" else node.inputs[0 if node.op == "conv2d_input_grad" else 1]
-        taps = _elements(weight, sizes) // shapes.evaluate(weight.shape[0], sizes)
-        return 2 * _elements(conv_out, sizes) * taps
-    if "pool2d" in node.op:  # one compare or add per window element of each pooled output
-        kh, kw = node.attrs["kernel_size"]
-        pooled = node if node.op in ("max_pool2d", "avg_pool2d") else node.inputs[0]
-        return _elements(pooled, sizes) * kh * kw
-    return 0
+    """The flops of `node` at concrete sizes, as its op table entry counts them."""
+    return shapes.evaluate(node.opdef.flops_of(node), sizes)
 
 
 def _base_and_window(node, sizes):

@@ -14,7 +14,6 @@ from kgen.autotune import space, tuner
 from kgen.autotune.cache import TuneCache
 from kgen.ir import shapes
 from kgen.ir.reference import evaluate
-from kgen.kernels.launch import DOT_OPS
 
 from tune_programs import program
 
@@ -94,7 +93,7 @@ def test_the_vendor_op_computes_the_kernels_matmul_or_conv(name, rng):
     graph = prog.graph
     inputs = {n.name: rng.uniform(-1, 1, size=[shapes.evaluate(d, sizes) for d in n.shape]) for n in graph.inputs}
     reference = evaluate(graph, inputs, "float64")
-    [node] = [n for n in kernel.nodes if n.op in DOT_OPS]
+    [node] = [n for n in kernel.nodes if n.opdef.gemm]
     got = tuner.vendor_call(node, [torch.from_numpy(np.asarray(reference[i])) for i in node.inputs])
     np.testing.assert_allclose(got.numpy(), reference[node], rtol=1e-10, atol=1e-10)
     case = tuner.vendor_case(kernel, sizes, "cpu")
