@@ -182,6 +182,16 @@ def test_readme_python_snippet_runs_as_written(code, tmp_path):
                                    f"--- stderr\n{result.stderr[-3000:]}"
 
 
+def test_readme_generated_kernel_is_the_real_one():
+    """The kernel "A program" shows is the first kernel its snippet generates, as generated."""
+    body = dict(sections(README))["A program"]
+    code = next(code for language, code in fenced_blocks(body) if language == "python")
+    shown = next(code for language, code in fenced_blocks(body) if language == "text")
+    ns: dict = {}
+    exec(code.partition("\nxs = ")[0], ns)  # the program, not its run
+    assert shown.rstrip() == ns["train"].kernels[0].text.rstrip()
+
+
 def test_readme_has_the_snippets_and_commands_this_test_reads():
     assert len(python_snippets()) >= 3
     assert any(c.startswith("kgen ") for c in shell_commands())

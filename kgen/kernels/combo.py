@@ -8,12 +8,15 @@ its int arguments and local names, so the parts' bodies cannot collide. Buffers 
 arguments are shared: a buffer two parts read is one argument.
 
 The parts are written by their usual templates; this module only rewrites their source
-(with `ast`), so every template runs inside a combo unchanged.
+(with `ast`), so every template runs inside a combo unchanged. `ast` drops comments, so
+each statement's comment (the IR node it computes, kgen.kernels.writer) is put back.
 """
 from __future__ import annotations
 
 import ast
+import io
 import textwrap
+import tokenize
 
 import sympy
 
@@ -53,6 +56,27 @@ def _body(part: KernelSource) -> tuple:
     return fn, [line.strip() for line in doc.splitlines()]
 
 
+def _comments(source: str) -> dict:
+    """Line number -> the comment on that line of `source`."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {t.start[0]: t.string for t in tokens if t.type == tokenize.COMMENT}
+
+
+def _statements(tree) -> list:
+    return [n for n in ast.walk(tree) if isinstance(n, ast.stmt)]
+
+
+def _unparse(stmt: ast.stmt, comments: dict) -> list:
+    """The lines of `stmt`, each statement in it still ending with the comment its first
+    line had (`comments`, by the line numbers `stmt` was parsed at)."""
+    lines = ast.unparse(stmt).splitlines()
+    printed = _statements(ast.parse("\n".join(lines)))  # the same statements, in the same walk order
+    for old, new in zip(_statements(stmt), printed):
+        if old.lineno in comments:
+            lines[new.lineno - 1] += "  " + comments[old.lineno]
+    return lines
+
+
 def _local_names(fn: ast.FunctionDef) -> set:
     return {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)} - _GLOBALS
 
@@ -89,6 +113,7 @@ def combine(name: str, parts: list) -> KernelSource:
                 rename[p.name] = shared_param((p.kind, prefix + p.name),
                                               lambda: Param(prefix + p.name, p.kind, expr=p.expr))
         fn, doc = _body(part)
+        comments = _comments(textwrap.dedent(part.text))
         docs += [""] + [f"part {i}: {line}" if j == 0 else line for j, line in enumerate(doc) if line]
         for local in _local_names(fn) - set(rename):
             rename[local] = prefix + local
@@ -119,7 +144,7 @@ def combine(name: str, parts: list) -> KernelSource:
             lines.append(f"    {ids[a]} = " + (f"({here}) % ({c})" if a < len(counts) - 1 else here))
             stride += f" // ({c})"
         new_body = [_Rename(rename, ids).visit(stmt) for stmt in fn.body]
-        lines += ["    " + line for stmt in new_body for line in ast.unparse(stmt).splitlines()]
+        lines += ["    " + line for stmt in new_body for line in _unparse(stmt, comments)]
         lines.append(f"start += {prefix}programs")
         dims.update({prefix + k: v for k, v in part.dims.items()})
 

@@ -90,7 +90,7 @@ class GemmKernel:
         w = self.w
         if self.side:
             self.side.begin()
-        w.emit(f"acc = tl.zeros([{self.bm}, {self.bn}], tl.float32)")
+        w.emit(f"acc = tl.zeros([{self.bm}, {self.bn}], tl.float32)", w.note(self.root))
         loop = self.split.loop_range() if self.split else f"range(0, {self.K}, {self.bk})"
         w.emit(f"for koffset in {loop}:")
         w.indent += 1
@@ -105,9 +105,9 @@ class GemmKernel:
         tile_b = _tile(w, b_operand, b_coords, f"(kb < {self.K}) & (rn < {self.N}){b_mask}")
         if a_operand.dtype in (dtypes.float16, dtypes.bfloat16):  # loads widen halves; dot wants them narrow
             half = f"tl.{a_operand.dtype.triton}"
-            w.emit(f"acc = tl.dot({tile_a}.to({half}), {tile_b}.to({half}), acc)")
+            w.emit(f"acc = tl.dot({tile_a}.to({half}), {tile_b}.to({half}), acc)", w.note(self.root))
         else:
-            w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
+            w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")', w.note(self.root))
         if self.side:
             self.side.accumulate()
         w.end_loop()
@@ -118,7 +118,7 @@ class GemmKernel:
         if self.side:
             self.side.collapse()
         if self.split:
-            self.split.gather("acc", self.side)
+            self.split.gather("acc", root, self.side)
         w.computed.append(root)
         offset, mask, block = flat_index(out_coords, root.shape), f"(rm < {self.M}) & (rn < {self.N})", f"[{self.bm}, {self.bn}]"
         if root in self.written:

@@ -79,7 +79,7 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
                              ka if over_rows else kb, bm if over_rows else bn, bk, M if over_rows else N, K,
                              "pid_n" if over_rows else "pid_m")
         side.begin()
-    w.emit(f"acc = tl.zeros([{bm}, {bn}], tl.float32)")
+    w.emit(f"acc = tl.zeros([{bm}, {bn}], tl.float32)", w.note(root))
     w.emit(f"for koffset in {split.loop_range() if split else f'range(0, {K}, {bk})'}:")
     w.indent += 1
     w.emit(f"ka = koffset + tl.arange(0, {bk})[None, :]")
@@ -88,16 +88,16 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
     tile_b = _tile(w, b, _operand_coords(b, batch_coords, kb, rn), f"(kb < {K}) & (rn < {N})")
     if a.dtype in (dtypes.float16, dtypes.bfloat16):  # loads widen halves; dot wants them narrow
         tile_a, tile_b = f"{tile_a}.to(tl.{a.dtype.triton})", f"{tile_b}.to(tl.{b.dtype.triton})"
-        w.emit(f"acc = tl.dot({tile_a}, {tile_b}, acc)")
+        w.emit(f"acc = tl.dot({tile_a}, {tile_b}, acc)", w.note(root))
     else:
-        w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")')
+        w.emit(f'acc = tl.dot({tile_a}, {tile_b}, acc, input_precision="ieee")', w.note(root))
     if side:
         side.accumulate()
     w.end_loop()
     if side:
         side.collapse()
     if split:
-        split.gather("acc", side)
+        split.gather("acc", root, side)
     w.computed.append(root)
     out_coords, out_mask = batch_coords + [rm, rn], f"(rm < {M}) & (rn < {N})"
     out_offset = flat_index(out_coords, root.shape)

@@ -101,22 +101,23 @@ class PoolKernel:
 
     def argmax_window(self, x, image_hw, oh, ow, mask: str, gather=None) -> None:
         """Loop over the window at (oh, ow), keeping in `best` its maximum and in `arg` the
-        argmax's window offset (kh*KW + kw); with `gather` also `picked`, that operand there."""
-        w = self.w
-        w.emit(f"best = tl.full([{self.block}], float('-inf'), tl.float32)")
-        w.emit(f"arg = tl.zeros([{self.block}], tl.int32)")
-        w.emit(f"found = tl.zeros([{self.block}], tl.int32)")  # 1 once a position inside the image is seen
+        argmax's window offset (kh*KW + kw); with `gather` also `picked`, that operand there.
+        Each of these is a step of computing the root, and says so."""
+        w, note = self.w, self.w.note(self.root)
+        w.emit(f"best = tl.full([{self.block}], float('-inf'), tl.float32)", note)
+        w.emit(f"arg = tl.zeros([{self.block}], tl.int32)", note)
+        w.emit(f"found = tl.zeros([{self.block}], tl.int32)", note)  # 1 once a position inside the image is seen
         if gather is not None:
-            w.emit(f"picked = tl.zeros([{self.block}], tl.float32)")
+            w.emit(f"picked = tl.zeros([{self.block}], tl.float32)", note)
         i, j, kh, kw = self.window(image_hw, oh, ow, "jh", "jw", mask)
         value = self.read(x, self.plane + [i, j])
         # the first maximum; a NaN beats any number; the first position inside if all are -inf
         w.emit(f"take = {self.inside} & ((found == 0) | (~({value} <= best) & (best == best)))")
-        w.emit(f"best = tl.where(take, {value}, best)")
-        w.emit(f"arg = tl.where(take, {w.index(kh * self.kernel_size[1] + kw)}, arg)")
+        w.emit(f"best = tl.where(take, {value}, best)", note)
+        w.emit(f"arg = tl.where(take, {w.index(kh * self.kernel_size[1] + kw)}, arg)", note)
         if gather is not None:
-            w.emit(f"picked = tl.where(take, {self.read(gather, self.plane + [i, j])}, picked)")
-        w.emit(f"found = tl.where({self.inside}, 1, found)")
+            w.emit(f"picked = tl.where(take, {self.read(gather, self.plane + [i, j])}, picked)", note)
+        w.emit(f"found = tl.where({self.inside}, 1, found)", note)
         self.end_loops(2)
 
     def covering_windows(self, ih, iw, out_hw):
@@ -164,12 +165,12 @@ def emit_max_pool2d(name: str, root, written: set, names: dict, epilogue=()) -> 
     (x,) = root.inputs
     p = PoolKernel(name, root, written, names, epilogue)
     oh, ow = p.position("oh", "ow")
-    p.w.emit(f"acc = tl.full([{p.block}], float('-inf'), tl.float32)")
+    p.w.emit(f"acc = tl.full([{p.block}], float('-inf'), tl.float32)", p.w.note(root))
     i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
     value = p.read(x, p.plane + [i, j])
     if any(p.padding):  # padding reads -inf
         value = p.masked(value, "float('-inf')")
-    p.w.emit(f"acc = tl.maximum(acc, {value}, propagate_nan=tl.PropagateNan.ALL)")
+    p.w.emit(f"acc = tl.maximum(acc, {value}, propagate_nan=tl.PropagateNan.ALL)", p.w.note(root))
     p.end_loops(2)
     return p.finish("acc", _describe(name, root))
 
@@ -188,12 +189,12 @@ def emit_avg_pool2d(name: str, root, written: set, names: dict, epilogue=()) -> 
     (x,) = root.inputs
     p = PoolKernel(name, root, written, names, epilogue)
     oh, ow = p.position("oh", "ow")
-    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
+    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)", p.w.note(root))
     i, j, _, _ = p.window(x.shape[2:], oh, ow, "ih", "iw", "xmask")
-    p.w.emit(f"acc += {p.masked(p.read(x, p.plane + [i, j]), '0.0')}")
+    p.w.emit(f"acc += {p.masked(p.read(x, p.plane + [i, j]), '0.0')}", p.w.note(root))
     p.end_loops(2)
     (kh, kw) = p.kernel_size
-    return p.finish(p.w.assign(f"acc / {kh * kw}", "r"), _describe(name, root))
+    return p.finish(p.w.assign(f"acc / {kh * kw}", "r", p.w.note(root)), _describe(name, root))
 
 
 @template("max_pool2d_grad")
@@ -201,12 +202,12 @@ def emit_max_pool2d_grad(name: str, root, written: set, names: dict, epilogue=()
     grad, x = root.inputs
     p = PoolKernel(name, root, written, names, epilogue)
     ih, iw = p.position("ih", "iw")
-    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
+    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)", p.w.note(root))
     oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
     p.argmax_window(x, x.shape[2:], oh, ow, "covers")
     p.w.emit(f"mine = covers & (arg == dh * {p.kernel_size[1]} + dw)")
     p.w.mask = "mine"
-    p.w.emit(f"acc += tl.where(mine, {p.read(grad, p.plane + [oh, ow])}, 0.0)")
+    p.w.emit(f"acc += tl.where(mine, {p.read(grad, p.plane + [oh, ow])}, 0.0)", p.w.note(root))
     p.end_loops(2)
     return p.finish("acc", _describe(name, root))
 
@@ -216,9 +217,9 @@ def emit_avg_pool2d_grad(name: str, root, written: set, names: dict, epilogue=()
     (grad,) = root.inputs
     p = PoolKernel(name, root, written, names, epilogue)
     ih, iw = p.position("ih", "iw")
-    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)")
+    p.w.emit(f"acc = tl.zeros([{p.block}], tl.float32)", p.w.note(root))
     oh, ow = p.covering_windows(ih, iw, grad.shape[2:])
-    p.w.emit(f"acc += tl.where(covers, {p.read(grad, p.plane + [oh, ow])}, 0.0)")
+    p.w.emit(f"acc += tl.where(covers, {p.read(grad, p.plane + [oh, ow])}, 0.0)", p.w.note(root))
     p.end_loops(2)
     (kh, kw) = p.kernel_size
-    return p.finish(p.w.assign(f"acc / {kh * kw}", "r"), _describe(name, root))
+    return p.finish(p.w.assign(f"acc / {kh * kw}", "r", p.w.note(root)), _describe(name, root))

@@ -36,14 +36,14 @@ def _frame(w: KernelWriter, source, axes):
 def finish(w: KernelWriter, root, acc: str, result: str, count: str, axis: int = 1) -> None:
     """Collapse the accumulator block `acc` of reduction `root` along `axis` into `result`
     (kept 2-D: [BLOCK, 1] for axis 1, [1, BLOCK] for axis 0); `count` is the reduced extent."""
-    rule = root.opdef.lower
+    rule, note = root.opdef.lower, w.note(root)
     expand = "[:, None]" if axis == 1 else "[None, :]"
-    w.emit(f"{result} = tl.{rule.finish}({acc}, axis={axis}){expand}")
+    w.emit(f"{result} = tl.{rule.finish}({acc}, axis={axis}){expand}", note)
     if rule.nan_aware_finish and root.dtype.is_float:
         w.emit(f"{result} = tl.where(tl.sum(({acc} != {acc}).to(tl.int32), axis={axis}){expand} > 0, "
-               f"float('nan'), {result})")
+               f"float('nan'), {result})", note)
     if rule.scale_by_count:
-        w.emit(f"{result} = {result} / {count}")
+        w.emit(f"{result} = {result} / {count}", note)
     w.computed.append(root)
 
 
@@ -58,8 +58,8 @@ def row_body(w: KernelWriter, reductions: list, epilogue, written: set, coords, 
         w.mask = mask
         value = w.value(root.inputs[0], coords)
         acc, result = f"row_acc{i}", f"row_result{i}"
-        w.emit(f"{acc} = tl.full({block}, {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
-        w.emit(f"{acc} = tl.where({mask}, {rule.combine.format(acc=acc, x=value)}, {acc})")
+        w.emit(f"{acc} = tl.full({block}, {rule.init[root.dtype.name]}, {compute_type(root.dtype)})", w.note(root))
+        w.emit(f"{acc} = tl.where({mask}, {rule.combine.format(acc=acc, x=value)}, {acc})", w.note(root))
         finish(w, root, acc, result, rn)
         if root in written:
             w.store(root, xindex, result, xmask, xblock)
@@ -101,14 +101,14 @@ def emit_reduction(name: str, root, written: set, names: dict, epilogue=()) -> K
     rule = root.opdef.lower
     w = KernelWriter(name, written - {root} - set(epilogue), names)
     xindex, coords, xnumel, rnumel, xb, rb, rn = _frame(w, source, axes)
-    w.emit(f"acc = tl.full([{xb}, {rb}], {rule.init[root.dtype.name]}, {compute_type(root.dtype)})")
+    w.emit(f"acc = tl.full([{xb}, {rb}], {rule.init[root.dtype.name]}, {compute_type(root.dtype)})", w.note(root))
     w.emit(f"for roffset in range(0, {rn}, {rb}):")
     w.indent += 1
     w.emit(f"rindex = roffset + tl.arange(0, {rb})[None, :]")
     w.emit(f"mask = xmask & (rindex < {rn})")
     w.mask = "mask"
     value = w.value(source, coords)
-    w.emit(f"acc = tl.where(mask, {rule.combine.format(acc='acc', x=value)}, acc)")
+    w.emit(f"acc = tl.where(mask, {rule.combine.format(acc='acc', x=value)}, acc)", w.note(root))
     w.end_loop()
     finish(w, root, "acc", "result", rn)
     if root in written:

@@ -35,7 +35,7 @@ class SideReduction:
         """Before the K loop: the accumulator block."""
         rule = self.root.opdef.lower
         self.w.emit(f"side = tl.full({self.shape}, {rule.init[self.root.dtype.name]}, "
-                    f"{compute_type(self.root.dtype)})")
+                    f"{compute_type(self.root.dtype)})", self.w.note(self.root))
 
     def accumulate(self) -> None:
         """In the K loop: combine the reduction's input at (kept = lane, reduced = K)."""
@@ -48,7 +48,7 @@ class SideReduction:
         mask = f"({self.lane.name} < {self.bound}) & ({self.k.name} < {self.kbound})"
         w.mask = mask
         value = w.value(self.source, coords)
-        w.emit(f"side = tl.where({mask}, {root.opdef.lower.combine.format(acc='side', x=value)}, side)")
+        w.emit(f"side = tl.where({mask}, {root.opdef.lower.combine.format(acc='side', x=value)}, side)", w.note(root))
 
     result = "side_result"  # the collapsed reduction's variable
 

@@ -73,11 +73,11 @@ class SplitK:
         w.emit(f"kslice = tl.cdiv(tl.cdiv({self.K}, {self.split}), {self.bk}) * {self.bk}")
         return f"range(split * kslice, tl.minimum(split * kslice + kslice, {self.K}), {self.bk})"
 
-    def gather(self, acc: str, side=None) -> None:
-        """After the loop: with SPLIT_K > 1, publish this slice's `acc` (and the collapsed
-        partial of the side reduction `side`, kgen.kernels.side), and let the tile's last
-        program combine them. The rest of the kernel is emitted inside `if last:`, which
-        this leaves open."""
+    def gather(self, acc: str, root, side=None) -> None:
+        """After the loop: with SPLIT_K > 1, publish this slice's `acc` (the partial sum of
+        the GEMM node `root`; and the collapsed partial of the side reduction `side`,
+        kgen.kernels.side), and let the tile's last program combine them. The rest of the
+        kernel is emitted inside `if last:`, which this leaves open."""
         w, split = self.w, self.split
         mask = f"(rm < {self.M}) & (rn < {self.N})"
         at, size = "(rm * {} + rn)".format(self.n), self.m * self.n
@@ -96,15 +96,16 @@ class SplitK:
         w.emit(f"last = done == {split} - 1")
         w.emit("if last:")
         w.indent += 1
-        w.emit(f"{acc} = tl.load({self.ws} + {at}, mask={mask}, other=0.0, volatile=True)")
+        w.emit(f"{acc} = tl.load({self.ws} + {at}, mask={mask}, other=0.0, volatile=True)", w.note(root))
         if side:
-            w.emit(f"{side.result} = tl.load({side_ws} + {lane}, mask={side_mask}, other=0.0, volatile=True)")
+            w.emit(f"{side.result} = tl.load({side_ws} + {lane}, mask={side_mask}, other=0.0, volatile=True)",
+                   w.note(side.root))
         w.emit(f"for s in range(1, {split}):")
         w.indent += 1
-        w.emit(f"{acc} += tl.load({self.ws} + s * {size} + {at}, mask={mask}, other=0.0, volatile=True)")
+        w.emit(f"{acc} += tl.load({self.ws} + s * {size} + {at}, mask={mask}, other=0.0, volatile=True)", w.note(root))
         if side:
             partial = f"tl.load({side_ws} + s * {extent} + {lane}, mask={side_mask}, other=0.0, volatile=True)"
-            w.emit(f"{side.result} = {side.combine(side.result, partial)}")
+            w.emit(f"{side.result} = {side.combine(side.result, partial)}", w.note(side.root))
         w.indent -= 1
         w.emit(f"tl.atomic_xchg({self.counters} + tile, 0)  # ready for the next launch")
         w.indent -= 2

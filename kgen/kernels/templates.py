@@ -2,8 +2,9 @@
 
 A template is a function `emit(name, root, written, names) -> KernelSource` that writes
 the kernel computing the op node `root`, reading the buffers in `written`; `names` gives
-the graph's node names for the kernel's docstring. Op table entries name their template
-(`OpDef.lower`); a kernels module registers its templates with `@template("name")`.
+the graph's node names for the kernel's docstring and its statements' comments. Op table
+entries name their template (`OpDef.lower`); a kernels module registers its templates with
+`@template("name")`.
 """
 from __future__ import annotations
 

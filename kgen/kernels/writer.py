@@ -8,6 +8,12 @@ under a guard, and is zero outside); an elementwise op
 reads its operands at the broadcast coordinates and applies its op table lowering. Each
 (node, coordinates) pair is computed once per kernel.
 
+Every statement that computes a node ends with a comment naming it as the graph's text
+does (`v6 = tl.exp(v5)  # %4 exp`, see `note`), and every load names the buffer it
+reads (`# x`, `# %3`): a reader can follow each line back to the IR. A view costs no
+statement (it is an index expression in its readers), so the statement computing a node
+through views names that node.
+
 Half-precision values are computed in float32 inside kernels and rounded when stored.
 """
 from __future__ import annotations
@@ -156,17 +162,26 @@ class KernelWriter:
         return self._param(("int", name), lambda: Param(name, "int", expr=expr))
 
     # --- code --------------------------------------------------------------------------
-    def emit(self, line: str) -> None:
-        self.lines.append("    " * self.indent + line)
+    def emit(self, line: str, note: str = "") -> None:
+        """Add a line of code; `note` is a comment ending it (see `note`)."""
+        self.lines.append("    " * self.indent + line + (f"  # {note}" if note else ""))
 
     def fresh(self, prefix: str = "v") -> str:
         self._count += 1
         return f"{prefix}{self._count}"
 
-    def assign(self, expr: str, prefix: str = "v") -> str:
+    def assign(self, expr: str, prefix: str = "v", note: str = "") -> str:
         var = self.fresh(prefix)
-        self.emit(f"{var} = {expr}")
+        self.emit(f"{var} = {expr}", note)
         return var
+
+    def name_of(self, node: Node) -> str:
+        """`node`'s name in the graph's text form: `%3`, or an input's own name."""
+        return self.names.get(node, node.name or f"<{node.op}>")
+
+    def note(self, node: Node) -> str:
+        """The comment ending a statement that computes `node`: its name and op, `%2 relu`."""
+        return f"{self.name_of(node)} {node.op}"
 
     def index(self, expr) -> str:
         return self.printer.doprint(indexing.simplify(expr))
@@ -238,7 +253,8 @@ class KernelWriter:
             uniform = uniform and not self.guard[1]
             if uniform:  # one element for every lane, if the guard holds (an empty input has none)
                 text = f"tl.load({ptr} + {index}, mask={mask}, other={'0.0' if node.dtype.is_float else '0'})"
-                var = self.assign(text + (".to(tl.float32)" if node.dtype in (dtypes.float16, dtypes.bfloat16) else ""), "x")
+                widen = ".to(tl.float32)" if node.dtype in (dtypes.float16, dtypes.bfloat16) else ""
+                var = self.assign(text + widen, "x", self.name_of(node))
                 return self.uniform_(var)
         if uniform:
             text = f"tl.load({ptr} + {index})"  # one element for every lane
@@ -247,7 +263,7 @@ class KernelWriter:
             text = f"tl.load({ptr} + {index}, mask={mask}, other={other})"
         if node.dtype in (dtypes.float16, dtypes.bfloat16):
             text += ".to(tl.float32)"
-        var = self.assign(text, "x")
+        var = self.assign(text, "x", self.name_of(node))
         if not uniform and node.dtype not in (dtypes.float16, dtypes.bfloat16) and self.guard is None:
             self.masked_loads.add(var)
         return self.uniform_(var) if uniform else var
@@ -272,9 +288,10 @@ class KernelWriter:
             seed = self.value(node.inputs[0], [])
             flat = indexing.flat_index(coords, node.shape)
             if self._varies(flat):
-                return self.assign(f"tl.rand({seed}, {self.index(flat)})")
+                return self.assign(f"tl.rand({seed}, {self.index(flat)})", note=self.note(node))
             # one element for every lane (a one-element tensor): tl.rand takes a tensor offset
-            return self.uniform_(self.assign(f"tl.rand({seed}, tl.zeros([1], tl.int32) + {self.index(flat)})"))
+            return self.uniform_(self.assign(f"tl.rand({seed}, tl.zeros([1], tl.int32) + {self.index(flat)})",
+                                             note=self.note(node)))
         kind = node.opdef.kind
         if kind == "view":
             mapped = node.opdef.lower(node, list(coords))
@@ -283,7 +300,7 @@ class KernelWriter:
             return self.value(node.inputs[0], mapped)
         if kind == "elementwise":
             args = [self.value(i, self.broadcast_coords(node, i, coords)) for i in node.inputs]
-            var = self.assign(node.opdef.lower(node, *args))
+            var = self.assign(node.opdef.lower(node, *args), note=self.note(node))
             return self.uniform_(var) if all(a in self.uniform for a in args) else var
         raise KgenError(f"{node!r} cannot be computed inside another kernel (the fusion plan "
                         f"must write it to memory)")
@@ -303,14 +320,14 @@ class KernelWriter:
             if step > 1:
                 terms.append(f"(({at} - {low}) % {step} == 0)")
         outer = self.guard
-        guard = self.assign(" & ".join(terms + ([outer[0]] if outer else [])), "g")
+        guard = self.assign(" & ".join(terms + ([outer[0]] if outer else [])), "g", f"{self.note(node)} guard")
         self.guard = (guard, varies or bool(outer and outer[1]))
         try:
             value = self.value(node.inputs[0], mapped.coords)
         finally:
             self.guard, inner = outer, self.guard
         zero = "0.0" if node.dtype.is_float else ("False" if node.dtype is dtypes.bool_ else "0")
-        var = self.assign(f"tl.where({guard}, {value}, {zero})")
+        var = self.assign(f"tl.where({guard}, {value}, {zero})", note=self.note(node))
         return self.uniform_(var) if value in self.uniform and not inner[1] else var
 
     def uniform_(self, text: str) -> str:
@@ -355,7 +372,7 @@ class KernelWriter:
 
     def function(self, summary: str) -> str:
         """The kernel's source: a self-contained @triton.jit function whose docstring names
-        the IR nodes it computes."""
+        the IR nodes it computes (and its statements' comments say which computes which)."""
         args = ", ".join(p.name + (": tl.constexpr" if p.kind == "constexpr" else "")
                          for p in self.ordered_params())
         head = ["@triton.jit", f"def {self.name}({args}):", f'    """{summary}', ""]
