@@ -19,10 +19,9 @@ import sympy
 from sympy.printing.str import StrPrinter
 
 from kgen.errors import KgenError
-from kgen.ir import dtypes
+from kgen.ir import dtypes, indexing
 from kgen.ir.node import Node
 from kgen.ir.optable import Guarded
-from kgen.lowering import indexing
 
 
 @dataclass
