@@ -22,11 +22,11 @@ import torch
 
 from kgen import counters
 from kgen.errors import InputError, KgenError, ShapeError, check_arguments
+from kgen.files import atomic_write
 from kgen.ir import dtypes, shapes
 from kgen.ir.graph import Graph, topological_order
 from kgen.ir.node import Node
 from kgen.kernels.inputs import check_finite_on, device_problem
-from kgen.kernels.loader import atomic_write
 from kgen.kernels.runtime import default_device
 
 _shared_ids = itertools.count()

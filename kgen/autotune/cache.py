@@ -33,9 +33,9 @@ from pathlib import Path
 
 from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
+from kgen.files import atomic_write, cache_dir, check_directory
 from kgen.kernels.aot import ALIGN
 from kgen.kernels.launch import kernel_dims
-from kgen.kernels.loader import atomic_write, cache_dir, check_directory
 
 FORMAT = 2  # 2: GEMM configs hold GROUP_M (and SPLIT_K where they may split)
 KEY_PARTS = {"kernel": "kernel source", "bucket": "shape bucket", "dtypes": "dtypes", "target": "target",

@@ -33,6 +33,7 @@ from kgen.errors import KgenError
 from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
 from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers
+from kgen.tolerance import TOLERANCE, output_error
 
 COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
 ROUNDS = 3  # offline: at most this many rounds of compiles per kernel
@@ -238,20 +239,6 @@ def _ranking_record(ranking, compiled: dict, shown: int = 8) -> list:
 
 
 # --- on a GPU: timings --------------------------------------------------------------------------------
-def output_error(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| / max(|want|, 1), as kgen.check measures it; a NaN in one and not
-    the other, or a shape that differs, is an infinite error."""
-    if got.shape != want.shape:
-        return math.inf
-    got, want = got.astype(np.float64), want.astype(np.float64)
-    if not got.size:
-        return 0.0
-    if np.any(np.isnan(got) != np.isnan(want)):
-        return math.inf
-    diff = np.abs(np.nan_to_num(got - want, nan=0.0))
-    return float(np.max(diff / np.maximum(np.abs(np.nan_to_num(want)), 1.0)))
-
-
 def compiled_launcher(source: str, kernel, target: str, config: dict):
     """run(grid, args) launching the AOT binary of `kernel` with `config` on the current
     GPU: the same compile as kgen.kernels.aot (a Triton cache hit once the pool built it),
@@ -316,7 +303,6 @@ class Bench:
         """(microseconds, problem): infinity and why if the candidate fails to compile or
         launch, or its outputs disagree with the reference. `source`: the module holding
         `kernel` (default: the program's)."""
-        from kgen.check import TOLERANCE
         try:
             run = self.launcher(source or self.program.source, kernel, target, config)
             launch = plan_launch(kernel, self.sizes, interpreted=False, config=config)

@@ -21,8 +21,8 @@ import inspect
 import numpy as np
 import torch
 
-from kgen.check import TOLERANCE
 from kgen.ir import dtypes
+from kgen.tolerance import TOLERANCE
 
 KGEN_RTOL = TOLERANCE[dtypes.float32]
 SPEC_RTOL = 1e-6
