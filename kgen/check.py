@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kgen.compiler import compile
 from kgen.errors import CheckError, KgenError
+from kgen.function import Function
 from kgen.ir.graph import Graph
 from kgen.ir.reference import bind_inputs, evaluate
 from kgen.kernels.runtime import to_numpy
@@ -66,8 +68,6 @@ def check(target, inputs, strict: bool = False) -> CheckReport:
     """Check every kernel of `target` (a kgen.function or a Graph) on `inputs` (the
     function's arguments; for a graph, a mapping by input name or a sequence). With
     `strict`, raise CheckError if a kernel is out of tolerance."""
-    from kgen.compiler import compile
-    from kgen.function import Function
 
     if isinstance(target, Function):
         if len(inputs) != len(target.inputs):

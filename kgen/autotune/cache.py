@@ -31,6 +31,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import kgen
 from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
 from kgen.files import atomic_write, cache_dir, check_directory
@@ -85,7 +86,6 @@ def kernel_dtypes(kernel) -> str:
 def versions() -> dict:
     import triton
 
-    import kgen
     return {"triton": triton.__version__, "kgen": kgen.__version__}
 
 

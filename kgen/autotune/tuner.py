@@ -30,7 +30,11 @@ from kgen import counters
 from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
+from kgen.ir import shapes
+from kgen.ir.reference import evaluate
+from kgen.kernels import aot
 from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
+from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers
 from kgen.tolerance import TOLERANCE, output_error
@@ -243,7 +247,6 @@ def compiled_launcher(source: str, kernel, target: str, config: dict):
     """run(grid, args) launching the AOT binary of `kernel` with `config` on the current
     GPU: the same compile as kgen.kernels.aot (a Triton cache hit once the pool built it),
     so what is timed is what an artifact ships. `args` are all parameters, constexprs in place."""
-    from kgen.kernels import aot
 
     binary = aot.triton_compile(aot.kernel_job(source, kernel, target, config))
 
@@ -255,7 +258,6 @@ def compiled_launcher(source: str, kernel, target: str, config: dict):
 def interpreter_launcher(source: str, kernel, target: str, config: dict):
     """run(grid, args) on Triton's interpreter (CPU tensors): the measuring path without a
     GPU, for checking it; its times say nothing about a GPU."""
-    from kgen.kernels.loader import interpreting, load_module
 
     fn = getattr(load_module(source, interpreted=True), kernel.name)
     constexprs = {p.name: config[p.name] for p in kernel.params if p.kind == "constexpr"}
@@ -280,7 +282,6 @@ class Bench:
 
     def __init__(self, program, inputs: dict, sizes: dict, launcher=compiled_launcher, timer=median_us,
                  device=None):
-        from kgen.ir.reference import evaluate
         graph = program.graph
         missing = [n.name for n in graph.inputs if n.name not in inputs]
         if missing:
@@ -352,7 +353,6 @@ def vendor_case(kernel, sizes: dict, device):
     """A call of torch's library op on random operands shaped like the kernel's one
     matmul/conv, or None (other families, or several such nodes)."""
     import torch
-    from kgen.ir import shapes
     nodes = [n for n in kernel.nodes if n.op in DOT_OPS]
     if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
         return None

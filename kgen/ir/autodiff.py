@@ -21,7 +21,7 @@ def grad(y: Node, wrt, seed=None):
     """d(y)/d(wrt) as nodes. `y` must be a scalar unless a `seed` cotangent of y's shape is
     given. `wrt` is a node or a list of nodes (the result matches). A node `y` does not
     depend on gets a zero gradient."""
-    from kgen import ops
+    from kgen import ops  # at call time: kgen.ops builds on the ir (a cycle in the ir stage)
 
     single = isinstance(wrt, Node)
     wrt_list = [wrt] if single else list(wrt)
