@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import kgen  # noqa: E402
 from kgen.kernels import cudagraph  # noqa: E402
-from kgen.kernels.loader import atomic_write  # noqa: E402
+from kgen.files import atomic_write  # noqa: E402
 from kgen.kernels.runtime import default_device  # noqa: E402
 import gpu_compile_load  # noqa: E402
 import gpu_conv  # noqa: E402

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from kgen.compiler import compile
 from kgen.errors import CheckError, KgenError
-from kgen.ir import dtypes
+from kgen.function import Function
 from kgen.ir.graph import Graph
 from kgen.ir.reference import bind_inputs, evaluate
 from kgen.kernels.runtime import to_numpy
-
-TOLERANCE = {dtypes.float32: 1e-4, dtypes.float16: 1e-2, dtypes.bfloat16: 4e-2,
-             dtypes.int32: 0.0, dtypes.int64: 0.0, dtypes.bool_: 0.0}
+from kgen.tolerance import TOLERANCE, output_error
 
 
 @dataclass
@@ -60,20 +59,6 @@ class CheckReport:
         return self
 
 
-def _error(got: np.ndarray, want: np.ndarray) -> float:
-    if got.shape != want.shape:
-        return float("inf")
-    if want.dtype == np.bool_ or got.dtype == np.bool_:
-        return float(np.any(got.astype(bool) != want.astype(bool)))
-    got, want = got.astype(np.float64), want.astype(np.float64)
-    if not got.size:
-        return 0.0
-    if np.any(np.isnan(got) != np.isnan(want)):
-        return float("inf")
-    diff = np.abs(np.nan_to_num(got - want, nan=0.0, posinf=np.inf))
-    return float(np.max(diff / np.maximum(np.abs(np.nan_to_num(want)), 1.0)))
-
-
 def _tensor(array: np.ndarray, node, device) -> torch.Tensor:
     t = torch.from_numpy(np.array(array, order="C"))
     return t.to(device=device, dtype=node.dtype.torch)
@@ -83,8 +68,6 @@ def check(target, inputs, strict: bool = False) -> CheckReport:
     """Check every kernel of `target` (a kgen.function or a Graph) on `inputs` (the
     function's arguments; for a graph, a mapping by input name or a sequence). With
     `strict`, raise CheckError if a kernel is out of tolerance."""
-    from kgen.compiler import compile
-    from kgen.function import Function
 
     if isinstance(target, Function):
         if len(inputs) != len(target.inputs):
@@ -115,7 +98,7 @@ def check(target, inputs, strict: bool = False) -> CheckReport:
         for root in kernel.roots:
             got = env[root].detach().cpu()
             got = (got.float() if got.dtype == torch.bfloat16 else got).numpy()
-            error = max(error, _error(got, reference[root]))
+            error = max(error, output_error(got, reference[root]))
         # A kernel can be no more exact than the coarsest dtype it reads, computes or writes.
         tolerance = max(TOLERANCE[n.dtype] for n in kernel.roots + kernel.reads + kernel.nodes)
         rows.append(KernelCheck(kernel.name, kernel.kind, len(kernel.nodes), error, tolerance))

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import kgen
 from kgen.errors import KgenError
 
 # The zoo's names, for help text that must not import the zoo (and with it torch);
@@ -36,6 +37,7 @@ DEFAULT_TARGETS = ["sm_80", "sm_90"]
 
 # --- what the commands do ----------------------------------------------------------------------
 def _spec_and_model(name, seed=0):
+    # at run time: kgen --help imports neither torch nor triton
     from kgen import nn
     spec = nn.zoo.get(name)
     nn.manual_seed(seed)
@@ -48,6 +50,7 @@ def _example_batch(spec, batch):
 
 
 def _step(spec, model, x, y, train: bool):
+    # at run time: kgen --help imports neither torch nor triton
     from kgen import nn
     loss = nn.losses.get(spec.loss)
     if train:
@@ -87,7 +90,6 @@ def cmd_train(args):
 
 
 def cmd_check(args):
-    import kgen
     spec, model = _spec_and_model(args.model)
     x, y = _example_batch(spec, args.batch)
     report = kgen.check(_step(spec, model, x, y, train=True), [x, y])
@@ -98,6 +100,7 @@ def cmd_check(args):
 def cmd_stats(args):
     import json
 
+    # at run time: kgen --help imports neither torch nor triton
     from kgen.lowering.explain import explain, format_explanation
     from kgen.lowering.stats import program_stats, unfused_stats
     spec, model = _spec_and_model(args.model)
@@ -134,6 +137,7 @@ def cmd_stats(args):
 
 
 def cmd_models(args):
+    # at run time: kgen --help imports neither torch nor triton
     from kgen import nn
     for name in nn.zoo.names():
         print(f"{name:<14} {nn.zoo.get(name).description}")
@@ -141,6 +145,7 @@ def cmd_models(args):
 
 
 def cmd_compile(args):
+    # at run time: kgen --help imports neither torch nor triton
     from kgen import nn
     from kgen.artifact.commands import check_destination, compile_model
 
@@ -157,6 +162,7 @@ def cmd_compile(args):
 
 
 def cmd_run(args):
+    # at run time: kgen --help imports neither torch nor triton
     from kgen.artifact.commands import run_artifact
     if args.inputs and args.batch:
         raise KgenError(f"--batch: sizes random inputs, but --inputs {args.inputs} gives the inputs (and their "
@@ -167,6 +173,7 @@ def cmd_run(args):
 def cmd_tune(args):
     import warnings
 
+    # at run time: kgen --help imports neither torch nor triton
     from kgen.autotune import cache as tune_cache, tuner
     from kgen.ir import shapes
     targets, batches = args.target, args.batch
@@ -201,9 +208,11 @@ def cmd_tune(args):
 def _check_targets(targets: list, tuning: bool = False) -> None:
     """Every target is one kgen compiles for (kgen.kernels.aot.TARGETS) and, to tune, one
     the cost model has facts for (kgen.autotune.costmodel.GPUS)."""
+    # at run time: kgen --help imports neither torch nor triton
     from kgen.kernels.aot import TARGETS
     known = ", ".join(TARGETS)
     if tuning:
+        # at run time: kgen --help imports neither torch nor triton
         from kgen.autotune.costmodel import GPUS
         for target in targets:
             if target not in GPUS:

@@ -1,10 +1,13 @@
 """kgen.compile: a graph through the whole pipeline, to a runnable Program.
 
     graph -> verify -> passes -> fusion -> buffer plan -> codegen (one Triton module) -> Program
+
+The Program reads its launch configs from the autotuner (kgen.autotune.config_source).
 """
 from __future__ import annotations
 
 from kgen import counters
+from kgen.autotune.config_source import TUNED
 from kgen.ir.graph import Graph
 from kgen.ir.verify import verify
 from kgen.kernels.codegen import generate, module_source
@@ -23,4 +26,4 @@ def compile(graph: Graph, device=None, updates=None) -> Program:  # noqa: A001 (
     updates = {graph.outputs[o]: graph.inputs[i] for o, i in (updates or {}).items()}
     buffers = plan_buffers(plan, updates)  # before codegen: it may move kernels to later launches
     kernels = generate(plan)
-    return Program(graph, plan, kernels, module_source(graph, kernels), device, buffers=buffers)
+    return Program(graph, plan, kernels, module_source(graph, kernels), device, buffers=buffers, configs=TUNED)

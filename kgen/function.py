@@ -21,12 +21,13 @@ import numpy as np
 import torch
 
 from kgen import counters
+from kgen.compiler import compile
 from kgen.errors import InputError, KgenError, ShapeError, check_arguments
+from kgen.files import atomic_write
 from kgen.ir import dtypes, shapes
 from kgen.ir.graph import Graph, topological_order
 from kgen.ir.node import Node
 from kgen.kernels.inputs import check_finite_on, device_problem
-from kgen.kernels.loader import atomic_write
 from kgen.kernels.runtime import default_device
 
 _shared_ids = itertools.count()
@@ -95,8 +96,6 @@ class Function:
     """A compiled kgen function; call it with the values of its inputs, in order."""
 
     def __init__(self, inputs, outputs, updates, device=None, check_finite=None):
-        from kgen.compiler import compile
-
         self.check_finite = check_finite  # None: as $KGEN_CHECK_FINITE says (see __call__)
         self.inputs = list(inputs)
         self.single_output = isinstance(outputs, Node)  # called with one output: return it bare

@@ -10,11 +10,10 @@ import pytest
 import torch
 
 import kgen
-from kgen import nn
+from kgen import files, nn
 from kgen.artifact.commands import npz_inputs
 from kgen.autotune.cache import TuneCache
 from kgen.errors import ArgumentError, NonFiniteError, OptionError, check_arguments
-from kgen.kernels import loader
 from kgen.kernels.inputs import device_problem, label_classes
 
 
@@ -364,7 +363,7 @@ def test_cache_path_that_is_a_file(tmp_path, monkeypatch):
         kgen.function([z], kgen.ops.exp(z) * 3.671)(ONES)
     monkeypatch.setenv("KGEN_CACHE_DIR", str(a_file / "below"))
     with pytest.raises(OptionError, match=rf"KGEN_CACHE_DIR={a_file / 'below'}: .*but {a_file} is a file"):
-        loader.cache_dir()
+        files.cache_dir()
     with pytest.raises(OptionError, match=rf"the autotune cache {a_file}: expected a directory"):
         TuneCache(a_file)
     assert a_file.read_text() == "mine"
@@ -402,14 +401,14 @@ def test_a_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     target = tmp_path / "module.py"
     target.write_text("old\n")
     with pytest.raises(UnicodeEncodeError):  # fails midway through writing the temporary file
-        loader.atomic_write(target, "x = 1\n" * 10000 + "\ud800")
+        files.atomic_write(target, "x = 1\n" * 10000 + "\ud800")
     assert target.read_text() == "old\n" and leftovers(tmp_path) == []
 
     def fail(*args):
         raise OSError("disk full")
-    monkeypatch.setattr(loader.os, "replace", fail)
+    monkeypatch.setattr(files.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
-        loader.atomic_write(target, "new\n")
+        files.atomic_write(target, "new\n")
     assert target.read_text() == "old\n" and leftovers(tmp_path) == []
 
     fn, _ = log_and_divide()

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import kgen
 from kgen import ops
-from kgen.check import TOLERANCE, _error
+from kgen.tolerance import TOLERANCE, output_error
 from conftest import random_array, run_compiled
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # masked-off lanes under the interpreter
@@ -151,7 +151,7 @@ def check_program(program: Program, tolerance: float = TOLERANCE[kgen.float32]):
     want = kgen.reference.run(graph, inputs)
     for g, w, node in zip(got, want, graph.outputs):
         assert g.shape == w.shape, f"output {graph.line(node)}: shape {g.shape}, expected {w.shape}"
-        error = _error(g, w)
+        error = output_error(g, w)
         assert error <= tolerance, (f"output {graph.line(node)}: error {error:.2e} > {tolerance:.0e}\n"
                                     f"{graph}")
 

@@ -13,14 +13,18 @@ from pathlib import Path
 
 import numpy as np
 
+from kgen.artifact import manifest as mf
+from kgen.artifact.archive import pack
+from kgen.artifact.load import load
+from kgen.artifact.write import compile_artifact
 from kgen.errors import KgenError
+from kgen.kernels.aot import CompilePool
 
 
 def check_destination(out, force: bool, archive: bool) -> None:
     """Refuse, before any work, to write the artifact `out` (and `out`.tar with `archive`)
     where something is in the way: an existing artifact without `force`, anything else
     (a file, a directory that is no artifact) even with it."""
-    from kgen.artifact import manifest as mf
 
     out = Path(out)
     _check_parent("--out", out)
@@ -62,8 +66,6 @@ def compile_model(args, build_step) -> int:
     start first: their start-up overlaps the tracing and lowering. The artifact is written
     under another name and renamed into place (replacing an older one), so a failure leaves
     `args.out` as it was."""
-    from kgen.artifact.write import compile_artifact
-    from kgen.kernels.aot import CompilePool
 
     start = time.perf_counter()
     with CompilePool(args.workers) as pool:
@@ -75,7 +77,6 @@ def compile_model(args, build_step) -> int:
     done = time.perf_counter()
     print(describe(path))
     if args.archive:
-        from kgen.artifact.archive import pack
         print(f"archived as {pack(path)}")
     print(f"built (data, tracing, lowering) in {built - start:.2f} s, compiled and written in "
           f"{done - built:.2f} s")
@@ -86,7 +87,6 @@ def name_interface(path, outputs: list, state: dict) -> None:
     """Name the artifact's outputs (written as out0, out1, ...) `outputs`, in order, and
     rename its state by `state` (written name -> new name; the rest keep theirs), as the
     program that made it names them. The manifest is resealed and replaced atomically."""
-    from kgen.artifact import manifest as mf
 
     path = Path(path)
     manifest = mf.read(path)
@@ -125,8 +125,6 @@ def write_atomically(path, data: bytes) -> None:
 
 def describe(path) -> str:
     """A few lines on the artifact at `path`: kernels, binaries, buckets, size."""
-    from kgen.artifact import manifest as mf
-
     path = Path(path)
     m = mf.read(path)
     total = sum(f["bytes"] for f in m["files"].values())
@@ -142,7 +140,6 @@ def run_artifact(args) -> int:
     """Load the artifact, call it `args.steps` times on the given or random inputs, print
     a summary of its outputs (named as the manifest names them) and, with `args.save`,
     write its state after the calls to an .npz file."""
-    from kgen.artifact.load import load
 
     if args.save:
         check_npz_destination("--save", args.save)

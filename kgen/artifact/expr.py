@@ -26,7 +26,7 @@ FUNCTIONS = {
     "Mod": (2, lambda a, b: a - b * math.floor(Fraction(a) / Fraction(b))),
     "Max": (None, max),
     "Min": (None, min),
-    "FloorDiv": (2, _floor_div),  # kgen.lowering.indexing's integer division
+    "FloorDiv": (2, _floor_div),  # kgen.ir.indexing's integer division
     "ModularIndexing": (3, lambda a, b, c: _floor_div(a, b) % c),
 }
 

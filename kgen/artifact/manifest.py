@@ -23,6 +23,7 @@ import hashlib
 import json
 from pathlib import Path, PurePosixPath
 
+from kgen import __version__
 from kgen.errors import KgenError
 
 FORMAT = "kgen-artifact"
@@ -62,7 +63,6 @@ def seal(manifest: dict) -> str:
 def versions() -> dict:
     import triton
 
-    from kgen import __version__
     return {"kgen_version": __version__, "triton_version": triton.__version__}
 
 

@@ -4,12 +4,11 @@ that `kgen.load` runs with no tracing, lowering, tuning or, on a listed GPU, com
 
 Everything the loader needs is decided here: the buffer plan, each kernel's parameters and
 grid rule (as expressions checked against `plan_launch`), and the config of every kernel
-for every target and shape bucket (the tuner's, where there is one, else the default).
+for every target and shape bucket (the autotune cache's, else the default).
 The directory is built under a temporary name beside `out` and renamed into place, so a
 failure leaves nothing half-written."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -22,10 +21,17 @@ import sympy
 
 from kgen.artifact import manifest as mf
 from kgen.artifact.rules import LaunchRule
+from kgen.autotune.cache import TuneCache
+from kgen.autotune.tuner import config_for
+from kgen.compiler import compile as compile_graph
 from kgen.errors import KgenError
+from kgen.function import Function
 from kgen.ir import shapes
+from kgen.ir.graph import Graph
 from kgen.kernels import aot
 from kgen.kernels.launch import default_config, plan_launch
+from kgen.kernels.runtime import Program
+from kgen.lowering.fusion import is_in_memory_source
 
 DEFAULT_SIZE = 64
 
@@ -51,7 +57,7 @@ def compile_artifact(fn, out, targets=("sm_80", "sm_90"), sizes=None, workers: i
         buffers[key]["file"] = f"constants/{key}.npy"
         files[buffers[key]["file"]] = _npy(node.attrs["value"])
 
-    kernels, jobs, fills, cache = [], [], [], tune_cache()
+    kernels, jobs, fills, cache = [], [], [], TuneCache()
     for kernel in program.kernels:
         entry, kernel_jobs = _describe_kernel(program, kernel, key_of, targets, buckets, cache)
         kernels.append(entry)
@@ -86,11 +92,6 @@ def compile_artifact(fn, out, targets=("sm_80", "sm_90"), sizes=None, workers: i
 # --- what is compiled -----------------------------------------------------------------------
 def _program_and_roles(fn):
     """The Program of `fn` and the role of its graph's inputs and outputs."""
-    from kgen.compiler import compile as compile_graph
-    from kgen.function import Function
-    from kgen.ir.graph import Graph
-    from kgen.kernels.runtime import Program
-
     if isinstance(fn, Function):
         program = fn.program
         state = set(fn.shared)  # shared variables are their own graph input nodes
@@ -143,8 +144,6 @@ def _buffer_plan(program):
     the storage slots that written values share (the program's BufferPlan, B1-B3 in
     kgen.lowering.buffers: a value in a slot is a view of it, an in-place update is
     written into the input it replaces, the rest get their own tensor)."""
-    from kgen.lowering.fusion import is_in_memory_source
-
     graph, names = program.graph, program.graph.names()
     plan = getattr(program, "buffers", None)
     slot_of, inplace = getattr(plan, "slot_of", {}), getattr(plan, "inplace", {})
@@ -218,21 +217,10 @@ def _describe_kernel(program, kernel, key_of, targets, buckets, cache):
     return entry, jobs
 
 
-def tune_cache():
-    """The autotuner's persistent cache, where kgen has an autotuner (else None)."""
-    if importlib.util.find_spec("kgen.autotune.tuner") is None:
-        return None
-    from kgen.autotune.cache import TuneCache
-    return TuneCache()
-
-
-def target_config(kernel, sizes: dict, target: str, cache=None) -> tuple:
-    """(config, "tuned" or "default") of `kernel` at `sizes` on `target`: the autotuner's
-    choice (its cache's tuned config, else its default) where kgen has an autotuner, else
-    the config family's default. Nothing is tuned here: `kgen tune` fills the cache."""
-    if cache is None:
-        return default_config(kernel, sizes, interpreted=False), "default"
-    from kgen.autotune.tuner import config_for
+def target_config(kernel, sizes: dict, target: str, cache: TuneCache) -> tuple:
+    """(config, "tuned" or "default") of `kernel` at `sizes` on `target`: the autotune
+    cache's tuned config, else the config family's default. Nothing is tuned here:
+    `kgen tune` fills the cache."""
     config = dict(config_for(kernel, sizes, target, cache))
     return config, "tuned" if cache.lookup(kernel, sizes, target) is not None else "default"
 

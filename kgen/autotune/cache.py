@@ -31,16 +31,17 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import kgen
 from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
+from kgen.files import atomic_write, cache_dir, check_directory
 from kgen.kernels.aot import ALIGN
 from kgen.kernels.launch import kernel_dims
-from kgen.kernels.loader import atomic_write, cache_dir, check_directory
+from kgen.kernels.launch_config import LAUNCH_OPTIONS, check_config
 
 FORMAT = 2  # 2: GEMM configs hold GROUP_M (and SPLIT_K where they may split)
 KEY_PARTS = {"kernel": "kernel source", "bucket": "shape bucket", "dtypes": "dtypes", "target": "target",
              "triton": "triton version", "kgen": "kgen version"}
-LAUNCH_OPTIONS = {"num_warps": (1, 2, 4, 8, 16, 32), "num_stages": tuple(range(1, 9))}
 
 
 class TuneCacheWarning(UserWarning):
@@ -85,7 +86,6 @@ def kernel_dtypes(kernel) -> str:
 def versions() -> dict:
     import triton
 
-    import kgen
     return {"triton": triton.__version__, "kgen": kgen.__version__}
 
 
@@ -148,25 +148,6 @@ def read_entry(path: Path) -> dict:
     if checksum != hashlib.sha256(_canonical(body).encode()).hexdigest():
         raise CorruptEntry("checksum mismatch (edited or damaged)")
     return body
-
-
-def check_config(kernel, config) -> str:
-    """What is wrong with `config` for `kernel` ("" if nothing): it must hold exactly the
-    kernel's constexprs (positive powers of two) plus valid num_warps / num_stages."""
-    if not isinstance(config, dict):
-        return f"config: expected an object, got {type(config).__name__}"
-    names = {p.name for p in kernel.params if p.kind == "constexpr"}
-    missing, extra = names - set(config), set(config) - names - set(LAUNCH_OPTIONS)
-    if missing or extra:
-        return (f"config: expected the constexprs {sorted(names)} (and num_warps/num_stages), "
-                f"got {sorted(config)}")
-    for name, value in config.items():
-        allowed = LAUNCH_OPTIONS.get(name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1 \
-                or (allowed and value not in allowed) or (not allowed and value & (value - 1)):
-            want = f"one of {allowed}" if allowed else "a positive power of two"
-            return f"config: {name} must be {want}, got {value!r}"
-    return ""
 
 
 def _report(path: Path, reason: str, problems: list) -> None:

@@ -30,10 +30,15 @@ from kgen import counters
 from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
+from kgen.ir import shapes
 from kgen.ir.optable import TABLE
+from kgen.ir.reference import evaluate
+from kgen.kernels import aot
 from kgen.kernels.launch import default_config, kernel_dims, plan_launch
+from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers
+from kgen.tolerance import TOLERANCE, output_error
 
 COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
 ROUNDS = 3  # offline: at most this many rounds of compiles per kernel
@@ -239,25 +244,10 @@ def _ranking_record(ranking, compiled: dict, shown: int = 8) -> list:
 
 
 # --- on a GPU: timings --------------------------------------------------------------------------------
-def output_error(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| / max(|want|, 1), as kgen.check measures it; a NaN in one and not
-    the other, or a shape that differs, is an infinite error."""
-    if got.shape != want.shape:
-        return math.inf
-    got, want = got.astype(np.float64), want.astype(np.float64)
-    if not got.size:
-        return 0.0
-    if np.any(np.isnan(got) != np.isnan(want)):
-        return math.inf
-    diff = np.abs(np.nan_to_num(got - want, nan=0.0))
-    return float(np.max(diff / np.maximum(np.abs(np.nan_to_num(want)), 1.0)))
-
-
 def compiled_launcher(source: str, kernel, target: str, config: dict):
     """run(grid, args) launching the AOT binary of `kernel` with `config` on the current
     GPU: the same compile as kgen.kernels.aot (a Triton cache hit once the pool built it),
     so what is timed is what an artifact ships. `args` are all parameters, constexprs in place."""
-    from kgen.kernels import aot
 
     binary = aot.triton_compile(aot.kernel_job(source, kernel, target, config))
 
@@ -269,7 +259,6 @@ def compiled_launcher(source: str, kernel, target: str, config: dict):
 def interpreter_launcher(source: str, kernel, target: str, config: dict):
     """run(grid, args) on Triton's interpreter (CPU tensors): the measuring path without a
     GPU, for checking it; its times say nothing about a GPU."""
-    from kgen.kernels.loader import interpreting, load_module
 
     fn = getattr(load_module(source, interpreted=True), kernel.name)
     constexprs = {p.name: config[p.name] for p in kernel.params if p.kind == "constexpr"}
@@ -294,7 +283,6 @@ class Bench:
 
     def __init__(self, program, inputs: dict, sizes: dict, launcher=compiled_launcher, timer=median_us,
                  device=None):
-        from kgen.ir.reference import evaluate
         graph = program.graph
         missing = [n.name for n in graph.inputs if n.name not in inputs]
         if missing:
@@ -317,7 +305,6 @@ class Bench:
         """(microseconds, problem): infinity and why if the candidate fails to compile or
         launch, or its outputs disagree with the reference. `source`: the module holding
         `kernel` (default: the program's)."""
-        from kgen.check import TOLERANCE
         try:
             run = self.launcher(source or self.program.source, kernel, target, config)
             launch = plan_launch(kernel, self.sizes, interpreted=False, config=config)
@@ -357,7 +344,6 @@ def vendor_case(kernel, sizes: dict, device):
     matmul/conv (its one node with a `vendor` call), or None (other families, or several
     such nodes)."""
     import torch
-    from kgen.ir import shapes
     nodes = [n for n in kernel.nodes if n.opdef.vendor]
     if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
         return None

@@ -25,7 +25,9 @@ from pathlib import Path
 from kgen.fuzz.generator import generate
 from kgen.fuzz.pool import Pool
 from kgen.fuzz.program import Program
+from kgen.fuzz.repro import write_reproducer
 from kgen.fuzz.runner import STATUSES, same_failure
+from kgen.fuzz.shrink import shrink
 
 FAILURES = ("mismatch", "refusal", "crash", "invalid")
 
@@ -130,8 +132,6 @@ def shrink_groups(tally: Tally, out: Path, minutes: float, per_group: int = 3, t
     """Shrink up to `per_group` programs of each failure group (the smallest ones with
     different sets of ops) and write a reproducer for each distinct shrunk program (same
     signature, same ops: one class)."""
-    from kgen.fuzz.repro import write_reproducer
-    from kgen.fuzz.shrink import shrink
 
     work = []
     for signature, group in sorted(tally.groups.items(), key=lambda kv: (kv[1]["status"] == "invalid",
@@ -232,7 +232,6 @@ def main(argv=None) -> int:
     kgen_failures = {s: g for s, g in tally.groups.items() if g["status"] != "invalid"}
     if tally.groups:
         if args.no_shrink:
-            from kgen.fuzz.repro import write_reproducer
             for g in tally.groups.values():
                 program, outcome = g["instances"][0]
                 g["classes"] = {tuple(program.ops): {"ops": program.ops, "seeds": [program.seed], "program":

@@ -21,8 +21,9 @@ import inspect
 import numpy as np
 import torch
 
-from kgen.check import TOLERANCE
+import kgen
 from kgen.ir import dtypes
+from kgen.tolerance import TOLERANCE
 
 KGEN_RTOL = TOLERANCE[dtypes.float32]
 SPEC_RTOL = 1e-6
@@ -88,7 +89,6 @@ def run_calls(ns, calls, worst=None) -> list:
     Exceptions come out as Stage(stage, error). `worst` (a dict), if given, gets each
     comparison's largest error over its tolerance."""
     get = ns.get if isinstance(ns, dict) else lambda k: getattr(ns, k)
-    import kgen
 
     try:
         fn = get("make_function")()

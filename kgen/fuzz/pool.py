@@ -35,7 +35,7 @@ def _serve(conn, quiet: bool, crash_log: str) -> None:
     warnings.simplefilter("ignore")
     import torch
     torch.set_num_threads(1)
-    from kgen.fuzz.runner import run_program
+    from kgen.fuzz.runner import run_program  # in the worker, once its output is silenced and torch set up
     while True:
         message = conn.recv()
         if message is None:

@@ -227,7 +227,7 @@ class Sizes:
 
 def analyze(program: Program) -> dict:
     """name -> Info for every value; raises Illegal if the program is not legal."""
-    from kgen.fuzz.catalog import OPS
+    from kgen.fuzz.catalog import OPS  # at call time: the catalog builds on this module (a cycle in fuzz)
 
     sizes = Sizes(program.sizes)
     infos = {}

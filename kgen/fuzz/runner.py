@@ -19,6 +19,8 @@ import traceback
 
 import numpy as np
 
+from kgen.errors import KgenError
+from kgen.fuzz.harness import Stage, run_calls
 from kgen.fuzz.program import FLOAT, Illegal, N, Program, analyze, shape_of
 from kgen.fuzz.source import module_source, result_names
 
@@ -89,7 +91,6 @@ def origin(error: BaseException) -> str:
 
 
 def failure(status: str, stage: str, error: BaseException) -> dict:
-    from kgen.errors import KgenError
     if status is None:
         status = "refusal" if isinstance(error, KgenError) else "crash"
     message = f"{type(error).__name__}: {error}"
@@ -111,8 +112,6 @@ def mismatch_signature(mismatches: list) -> str:
 
 def run_program(program: Program) -> dict:
     """Run `program` here and now; an outcome dict (status, signature, details)."""
-    from kgen.fuzz.harness import Stage, run_calls
-
     start = time.perf_counter()
     outcome = {"seed": program.seed, "ops": program.ops, "steps": len(program.steps),
                "symbolic": bool(program.sizes)}

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from kgen.ir.ops_random import uniform
+
 _DTYPES = {"float32": torch.float64, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
 
 
@@ -126,7 +128,6 @@ def binary_cross_entropy(prob, target):
 
 
 def rand(shape, seed):
-    from kgen.ir.ops_random import uniform
     return torch.from_numpy(uniform(seed, tuple(int(d) for d in shape)).astype(np.float64))
 
 

@@ -3,6 +3,7 @@ applying each op's VJP rule from the op table. The gradients are ordinary nodes,
 fuse and compile like any other part of a program."""
 from __future__ import annotations
 
+from kgen import ops
 from kgen.errors import GradError
 from kgen.ir.graph import format_node, topological_order
 from kgen.ir.node import Node
@@ -21,8 +22,6 @@ def grad(y: Node, wrt, seed=None):
     """d(y)/d(wrt) as nodes. `y` must be a scalar unless a `seed` cotangent of y's shape is
     given. `wrt` is a node or a list of nodes (the result matches). A node `y` does not
     depend on gets a zero gradient."""
-    from kgen import ops
-
     single = isinstance(wrt, Node)
     wrt_list = [wrt] if single else list(wrt)
     if not isinstance(y, Node):

@@ -117,5 +117,5 @@ class Node:
 
 
 def _ops():
-    from kgen import ops
+    from kgen import ops  # at call time: kgen.ops builds on the ir (a cycle in the ir stage)
     return ops

@@ -16,7 +16,7 @@ from kgen.ir.optable import OpDef, register
 
 
 def _ops():
-    from kgen import ops
+    from kgen import ops  # at call time: kgen.ops builds on the ir (a cycle in the ir stage)
     return ops
 
 

@@ -12,7 +12,7 @@ from kgen.ir.optable import OpDef, Reduction, register
 
 
 def _ops():
-    from kgen import ops
+    from kgen import ops  # at call time: kgen.ops builds on the ir (a cycle in the ir stage)
     return ops
 
 

@@ -13,11 +13,12 @@ import sympy
 
 from kgen.errors import ShapeError
 from kgen.ir import shapes
+from kgen.ir.indexing import FloorDiv, flat_index, unflatten
 from kgen.ir.optable import Guarded, OpDef, register
 
 
 def _ops():
-    from kgen import ops
+    from kgen import ops  # at call time: kgen.ops builds on the ir (a cycle in the ir stage)
     return ops
 
 
@@ -68,7 +69,6 @@ def _smaller(a, b) -> bool:
 def _reshape_coords(node, coords):
     """Each group of axes maps alone: a split axis becomes a sum (n*T + t), and only a
     merged axis needs a division and a remainder."""
-    from kgen.lowering.indexing import flat_index, unflatten
     out_shape, in_shape = node.shape, node.inputs[0].shape
     mapped = [sympy.Integer(0)] * len(in_shape)
     for outs, ins in _axis_groups(out_shape, in_shape):
@@ -191,7 +191,6 @@ def _pad_reference(node, a, shape):
 
 
 def _pad_coords(node, coords):
-    from kgen.lowering.indexing import FloorDiv
     mapped, conditions = [], []
     for c, b, s, d, n in zip(coords, node.attrs["low"], node.attrs["step"], node.shape, node.inputs[0].shape):
         if whole_axis(b, s, d, n):

@@ -5,6 +5,7 @@ accept it as is), starts with a header saying where it came from, and can be dum
 and run by itself."""
 from __future__ import annotations
 
+from kgen import __version__
 from kgen.kernels import matmul  # noqa: F401  (registers its template)
 from kgen.kernels import conv  # noqa: F401  (registers its templates)
 from kgen.kernels import pool  # noqa: F401  (registers its templates)
@@ -60,6 +61,5 @@ def generate(plan: FusionPlan) -> list:
 
 
 def module_source(graph, kernels: list) -> str:
-    from kgen import __version__
     graph_text = "\n".join("    " + line for line in str(graph).splitlines())
     return HEADER.format(version=__version__, graph=graph_text) + "\n\n".join(k.text for k in kernels)

@@ -28,8 +28,8 @@ from kgen.kernels.side import SideReduction
 from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
-from kgen.lowering import indexing
-from kgen.lowering.indexing import FloorDiv, ModularIndexing, flat_index, index_var
+from kgen.ir import indexing
+from kgen.ir.indexing import FloorDiv, ModularIndexing, flat_index, index_var
 
 
 def define(w: KernelWriter, name: str, expr, bound, like: str, scalars=()):

@@ -11,48 +11,12 @@ import hashlib
 import importlib.util
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from kgen.errors import OptionError
-
-
-def cache_dir() -> Path:
-    """$KGEN_CACHE_DIR, or ~/.cache/kgen: a directory, or a path where one can be made."""
-    setting = os.environ.get("KGEN_CACHE_DIR")
-    root = Path(setting) if setting else Path.home() / ".cache" / "kgen"
-    return check_directory(root, f"KGEN_CACHE_DIR={root}" if setting else f"the cache directory {root}")
-
-
-def check_directory(path, what: str) -> Path:
-    """`path`, if it is a directory or can be made one; else an OptionError naming `what`
-    (the setting or option it came from, and the path) and the file in the way."""
-    path = Path(path)
-    for part in (path, *path.parents):
-        if part.exists():
-            if not part.is_dir():
-                found = "it is a file" if part == path else f"{part} is a file"
-                raise OptionError(f"{what}: expected a directory (or a path where one can be made), but {found}")
-            break
-    return path
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and a rename, so no reader ever sees a
-    half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from kgen.files import atomic_write, cache_dir
 
 
 def source_path(source: str) -> Path:

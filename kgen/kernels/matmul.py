@@ -13,7 +13,7 @@ from kgen.kernels.side import SideReduction
 from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
-from kgen.lowering.indexing import flat_index, index_var, unflatten
+from kgen.ir.indexing import flat_index, index_var, unflatten
 
 
 def emit_tile_ids(w: KernelWriter, M: str, N: str, bm: str, bn: str) -> None:

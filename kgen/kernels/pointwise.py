@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kgen.ir import shapes
 from kgen.kernels.writer import KernelSource, KernelWriter
-from kgen.lowering.indexing import index_var, unflatten
+from kgen.ir.indexing import index_var, unflatten
 
 
 def emit_pointwise(name: str, roots: list, written: set, names: dict) -> KernelSource:

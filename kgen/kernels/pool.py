@@ -23,7 +23,7 @@ from kgen.ir import shapes
 from kgen.kernels.conv import define
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
-from kgen.lowering.indexing import FloorDiv, ModularIndexing, index_var, unflatten
+from kgen.ir.indexing import FloorDiv, ModularIndexing, index_var, unflatten
 
 
 class PoolKernel:

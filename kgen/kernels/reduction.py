@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from kgen.ir import shapes
 from kgen.kernels.writer import KernelSource, KernelWriter, compute_type
-from kgen.lowering.indexing import flat_index, index_var, unflatten
+from kgen.ir.indexing import flat_index, index_var, unflatten
 
 
 def _frame(w: KernelWriter, source, axes):

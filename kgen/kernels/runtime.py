@@ -10,6 +10,7 @@ from kgen.errors import InputError, KgenError
 from kgen.ir import shapes
 from kgen.kernels import cudagraph, inputs
 from kgen.kernels.launch import Launch, plan_launch
+from kgen.kernels.launch_config import check_config
 from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.splitk import ScratchBuffers
 from kgen.lowering.buffers import plan_buffers
@@ -20,10 +21,35 @@ def default_device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+class FamilyDefaults:
+    """A program's config source (`Program(configs=...)`): where its launches on a GPU get
+    their configs, and what `Program.tune` does. This one, for a program nobody tunes, gives
+    every kernel its config family's default and cannot tune. Whoever builds a program with
+    an autotuner hands it the autotuner's source instead (kgen.compiler passes
+    kgen.autotune.config_source.TUNED), which reads and fills the autotune cache; kgen.kernels
+    itself never imports the autotuner."""
+
+    def config(self, kernel, sizes: dict, target: str, cache) -> dict:
+        """The config to launch `kernel` with at `sizes` on `target`; `cache` is the
+        program's `tune_cache` (None: the source's own default)."""
+        return None  # plan_launch takes the family's default
+
+    def new_cache(self):
+        """The cache a first `Program.tune` keeps its picks in."""
+        return None
+
+    def tune(self, program, sizes: dict, target: str, tier: str, cache, inputs: dict, workers: int, force: bool,
+             progress) -> list:
+        """Tune every kernel of `program` at `sizes` on `target`; the results per kernel."""
+        raise KgenError("Program.tune: this program was built without an autotuner (its configs are the "
+                        "config families' defaults); kgen.compile builds programs that tune")
+
+
 class Program:
     """A compiled graph: its kernels in launch order, ready to run on torch tensors."""
 
-    def __init__(self, graph, plan, kernels, source: str, device=None, cuda_graphs=None, buffers=None):
+    def __init__(self, graph, plan, kernels, source: str, device=None, cuda_graphs=None, buffers=None,
+                 configs=None):
         self.graph = graph
         self.plan = plan
         self.buffers = buffers if buffers is not None else plan_buffers(plan)
@@ -37,6 +63,7 @@ class Program:
         self._launch_cache = {}
         self._pinned = {}  # kernel name -> the config it launches with (`pin_config`)
         self.scratch = ScratchBuffers(self.device)  # split-K workspaces and counters (kgen.kernels.splitk)
+        self.configs = configs if configs is not None else FamilyDefaults()  # on a GPU: where configs come from
         self.tune_cache = None  # on a GPU: the autotune cache configs are read from (None: the default one)
         self.cuda_graphs = cudagraph.enabled(self.device, cuda_graphs)  # replay repeated steps
         self.graphs = cudagraph.GraphCache(self)  # (see kgen/kernels/cudagraph.py)
@@ -70,14 +97,14 @@ class Program:
     def launch_plan(self, kernel, sizes: dict) -> Launch:
         """How `kernel` launches at `sizes`, planned once per sizes: with its pinned config
         if it has one (`pin_config`); else on the interpreter with the config family's
-        default, and on a GPU with the config the autotune cache holds for this device's
-        target (`Program.tune`, `kgen tune`), else the default."""
+        default, and on a GPU with the config its config source gives for this device's
+        target: from a compiled program's, the config the autotune cache holds
+        (`Program.tune`, `kgen tune`), else the default."""
         key = (kernel.name, tuple(sorted(sizes.items())))
         if key not in self._launch_cache:
             config = self._pinned.get(kernel.name)
             if config is None and not self.interpreted:
-                from kgen.autotune.tuner import config_for
-                config = config_for(kernel, sizes, self.target, self.tune_cache)
+                config = self.configs.config(kernel, sizes, self.target, self.tune_cache)
             self._launch_cache[key] = plan_launch(kernel, sizes, self.interpreted, config)
         return self._launch_cache[key]
 
@@ -85,7 +112,6 @@ class Program:
         """Launch kernel `kernel_name` with `config` (its constexprs, and num_warps /
         num_stages for a GPU) at every size from now on, whatever the cache or the default
         say; None unpins it."""
-        from kgen.autotune.cache import check_config
         kernel = next((k for k in self.kernels if k.name == kernel_name), None)
         if kernel is None:
             raise KgenError(f"pin_config: no kernel {kernel_name!r}: expected one of "
@@ -104,13 +130,11 @@ class Program:
         """Tune every kernel on this program's GPU at the sizes of `inputs` (graph input, by
         node as `run` takes them or by name -> array or tensor): candidates are compiled,
         checked against the reference and timed, and the fastest are kept in the autotune
-        cache, which later launches read. Returns the tuner's results (TuneResult per kernel)."""
+        cache, which later launches read (all by the program's config source). Returns the tuner's results (TuneResult per kernel)."""
         if self.interpreted:
             raise KgenError("Program.tune times kernels on a CUDA GPU, and this program runs on the CPU "
                             "(Triton's interpreter, which ignores GPU configs). Without a GPU, "
                             "`kgen tune MODEL --target sm_90` ranks configs with the cost model for artifacts.")
-        from kgen.autotune import tuner
-        from kgen.autotune.cache import TuneCache
         named = {getattr(key, "name", key): value for key, value in inputs.items()}
         missing = [n.name for n in self.graph.inputs if n.name not in named]
         if missing:
@@ -120,9 +144,9 @@ class Program:
         if cache is not None:
             self.tune_cache = cache
         elif self.tune_cache is None:
-            self.tune_cache = TuneCache()
-        results = tuner.tune_program(self, sizes, [self.target], tier, self.tune_cache, arrays, workers, force,
-                                     progress)
+            self.tune_cache = self.configs.new_cache()
+        results = self.configs.tune(self, sizes, self.target, tier, self.tune_cache, arrays, workers, force,
+                                    progress)
         self._replan()
         return results
 

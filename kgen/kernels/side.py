@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from kgen.kernels.reduction import finish
 from kgen.kernels.writer import KernelWriter, compute_type
-from kgen.lowering.indexing import unflatten
+from kgen.ir.indexing import unflatten
 
 
 class SideReduction:

@@ -25,10 +25,10 @@ import sympy
 from sympy.printing.str import StrPrinter
 
 from kgen.errors import KgenError
-from kgen.ir import dtypes
+from kgen.ir import dtypes, indexing
+from kgen.ir.graph import format_node
 from kgen.ir.node import Node
 from kgen.ir.optable import Guarded
-from kgen.lowering import indexing
 
 
 @dataclass
@@ -187,7 +187,6 @@ class KernelWriter:
         return self.printer.doprint(indexing.simplify(expr))
 
     def comment_nodes(self, nodes) -> list:
-        from kgen.ir.graph import format_node
         return [format_node(n, self.names) for n in nodes]
 
     # --- values at coordinates -----------------------------------------------------------

@@ -10,6 +10,7 @@ import numpy as np
 
 from kgen.ir.graph import Graph
 from kgen.ir.node import Node
+from kgen.lowering.simplify import simplify
 
 
 def _attr_key(value):
@@ -41,5 +42,4 @@ def cse(graph: Graph) -> Graph:
 
 def optimize(graph: Graph) -> Graph:
     """The pass pipeline run by kgen.compile: simplify (kgen.lowering.simplify), then CSE."""
-    from kgen.lowering.simplify import simplify
     return cse(simplify(graph))

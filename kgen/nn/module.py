@@ -88,7 +88,7 @@ class Module:
 
     # --- Keras style: compile / fit / evaluate / predict (kgen.nn.train.Trainer) --------------
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=()) -> "Module":
-        from kgen.nn.train import Trainer
+        from kgen.nn.train import Trainer  # at call time: kgen.nn.train builds on Module (a cycle in nn)
         object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics))
         return self
 
@@ -105,7 +105,7 @@ class Module:
         return self._compiled().evaluate(x, y, **kwargs)
 
     def predict(self, x, **kwargs):
-        from kgen.nn.train import Trainer
+        from kgen.nn.train import Trainer  # at call time: kgen.nn.train builds on Module (a cycle in nn)
         return (getattr(self, "_trainer", None) or Trainer(self, "sgd", "mse")).predict(x, **kwargs)
 
     def __repr__(self):

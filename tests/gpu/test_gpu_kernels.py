@@ -8,7 +8,7 @@ import pytest
 import kgen
 from kgen import ops
 from kgen.autotune.tuner import output_error
-from kgen.check import TOLERANCE
+from kgen.tolerance import TOLERANCE
 from kgen.ir import dtypes
 from kgen.kernels.runtime import to_numpy
 from gpu_fixtures import device, on_gpu, size  # noqa: F401 (fixtures)

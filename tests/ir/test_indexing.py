@@ -1,4 +1,4 @@
-"""Unit tests of kgen.lowering.indexing: simplify, flat_index, unflatten, FloorDiv and
+"""Unit tests of kgen.ir.indexing: simplify, flat_index, unflatten, FloorDiv and
 ModularIndexing, and of printing index expressions as Triton/Python code (IndexPrinter)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sympy
 
 from kgen.ir import shapes
 from kgen.kernels.writer import KernelWriter
-from kgen.lowering.indexing import (FloorDiv, ModularIndexing, flat_index, index_var, simplify,
+from kgen.ir.indexing import (FloorDiv, ModularIndexing, flat_index, index_var, simplify,
                                     strides, unflatten, upper_bound)
 
 N = shapes.size_symbol("N")
