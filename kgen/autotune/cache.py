@@ -31,9 +31,9 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
 from kgen.kernels.aot import ALIGN
+from kgen.kernels.families import next_pow2
 from kgen.kernels.launch import kernel_dims
 from kgen.kernels.loader import atomic_write, cache_dir, check_directory
 

@@ -30,6 +30,7 @@ from kgen import counters
 from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
 from kgen.errors import KgenError
+from kgen.kernels.families import lookup
 from kgen.kernels.launch import DOT_OPS, default_config, kernel_dims, plan_launch
 from kgen.kernels.runtime import to_numpy
 from kgen.kernels.splitk import ScratchBuffers
@@ -368,7 +369,7 @@ def vendor_case(kernel, sizes: dict, device):
     import torch
     from kgen.ir import shapes
     nodes = [n for n in kernel.nodes if n.op in DOT_OPS]
-    if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
+    if not lookup(kernel.config_rule).gemm or len(nodes) != 1:
         return None
     node = nodes[0]
     operands = [torch.randn([shapes.evaluate(d, sizes) for d in i.shape], device=device).to(i.dtype.torch)
