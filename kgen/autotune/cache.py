@@ -32,10 +32,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import kgen
-from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
 from kgen.files import atomic_write, cache_dir, check_directory
 from kgen.kernels.aot import ALIGN
+from kgen.kernels.families import next_pow2
 from kgen.kernels.launch import kernel_dims
 from kgen.kernels.launch_config import LAUNCH_OPTIONS, check_config
 

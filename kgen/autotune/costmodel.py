@@ -6,7 +6,8 @@ What it uses, per candidate:
 
   resources   registers and spilled bytes per thread and shared memory per block: from the
               AOT compile where there is one (kgen.autotune.facts), otherwise estimated
-              (`estimate_resources`, fitted to compiles of kgen's templates with Triton 3.9)
+              (`estimate_resources`: each kernel family's fit to compiles of its template with
+              Triton 3.9, kgen.kernels.families)
   occupancy   blocks resident per SM, limited by threads, registers (allocated in 256-register
               units per warp), shared memory (plus 1 KB reserved per block) and the block limit
   waves       programs run in waves of SMs x blocks-per-SM; the last, partial wave costs
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 
 from kgen.errors import KgenError
 from kgen.ir import shapes
-from kgen.kernels.launch import cdiv, dot_operand, half_dot, kernel_dims, plan_launch
+from kgen.kernels.families import lookup
+from kgen.kernels.launch import dot_operand, half_dot, kernel_dims, plan_launch
 from kgen.lowering.stats import node_flops
 
 
@@ -74,7 +76,6 @@ WARPS_TO_HIDE_LATENCY = 8  # resident warps per SM that keep its units busy
 SM_BANDWIDTH_SHARE = 4.0  # an SM draws at most this multiple of its even share of HBM bandwidth
 TILE_FOR_FULL_FMA = 64  # float32 accumulators per thread (8x8) that make FMA dots compute-bound
 TILE_FOR_FULL_MMA = 128 * 128  # output tile at which tensor-core dots reach their peak
-GEMM_RULES = ("matmul", "conv", "matmul_rows")
 
 
 def gpu(target: str) -> GPU:
@@ -126,33 +127,12 @@ def from_facts(facts) -> Resources:
 
 
 def estimate_resources(kernel, config: dict, work: Work, target: str) -> Resources:
-    """Registers and shared memory a config will use, before compiling it: rough fits to
-    compiles of kgen's templates with Triton 3.9 for sm_80/sm_90, good to tens of percent,
-    enough to rank candidates and to prune hopeless ones (`rank` rescales them by the
-    compiled candidates of the same kernel). Compiled registers per thread, for example:
-    float32 GEMM 32x32x32/4 warps 108, 64x64x32/4 warps 220, 64x128x32/4 warps 255 and a
-    40 B spill, 128x128x32/4 warps 255 and 1392 B; float16 GEMM 64x64x32/4 warps 132-139;
-    pointwise XBLOCK 1024/4 warps 28-30, 4096/4 warps 72; reduction 8x1024/4 warps 80.
+    """Registers and shared memory a config will use, before compiling it: the kernel
+    family's rough fit to compiles of its template with Triton 3.9 for sm_80/sm_90 (see each
+    family's `resources`), good to tens of percent, enough to rank candidates and to prune
+    hopeless ones (`rank` rescales them by the compiled candidates of the same kernel).
     Above the target's maximum, registers spill (4 bytes each)."""
-    threads = 32 * config.get("num_warps", 4)
-    rule, shared = kernel.config_rule, 0
-    if rule in GEMM_RULES:
-        bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
-        accumulators, operands = bm * bn / threads, (bm * bk + bk * bn) / threads
-        per_accumulator = 2.0 if work.dot == "fp32" else 1.0
-        demand = 60 + per_accumulator * accumulators + 1.5 * operands
-        # float32 operand tiles are software-pipelined in shared memory (stages - 1 buffers);
-        # half-precision ones are widened and narrowed in registers and staged once.
-        buffers = max(1, config.get("num_stages", 3) - 1) if work.dot == "fp32" else 1
-        shared = buffers * (bm * bk + bk * bn) * work.dot_bytes
-    elif rule in ("reduction", "rows"):
-        elements = config["XBLOCK"] * config["RBLOCK"] / threads
-        demand = 24 + 0.75 * elements * (work.loads + 1)
-        shared = 4 * config["XBLOCK"] * config.get("num_warps", 4)  # cross-warp partial results
-    elif rule in ("pointwise", "pool"):
-        demand = 12 + 2 * config["XBLOCK"] / threads * max(1, work.loads)
-    else:
-        demand = 64  # combined or unknown kernels: a middling guess
+    demand, shared = lookup(kernel.config_rule).resources(config, work)
     demand = int(math.ceil(demand))
     most = gpu(target).max_registers_per_thread
     return Resources(min(demand, most), 4 * max(0, demand - most), int(shared), demand, False)
@@ -206,9 +186,10 @@ class _Loop:
 
 
 def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: int) -> _Loop:
-    rule, dims = kernel.config_rule, kernel_dims(kernel, sizes)
+    family, dims = lookup(kernel.config_rule), kernel_dims(kernel, sizes)
     threads = 32 * config.get("num_warps", 4)
-    if rule in GEMM_RULES:
+    steps = family.steps(dims, config)
+    if family.gemm:
         m, n, k = dims["m"], dims["n"], dims["k"]
         bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
         split = config.get("SPLIT_K", 1)  # split-K (kgen.kernels.splitk): slices of K per tile
@@ -224,11 +205,8 @@ def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: 
         else:
             efficiency = min(1.0, math.sqrt(bm * bn / threads / TILE_FOR_FULL_FMA))
         overflow = config.get("GROUP_M", 1) == 1 and (m * k + k * n) * work.dot_bytes > gpu(target).l2_bytes
-        return _Loop(cdiv(cdiv(k, split), bk), max(1, config.get("num_stages", 3) - 1), rereads, efficiency,
-                     overflow)
-    if rule == "reduction":
-        return _Loop(steps=-(-dims["r"] // config["RBLOCK"]))
-    return _Loop()
+        return _Loop(steps, max(1, config.get("num_stages", 3) - 1), rereads, efficiency, overflow)
+    return _Loop(steps=steps)
 
 
 def predict(kernel, sizes: dict, target: str, config: dict, resources: Resources = None,

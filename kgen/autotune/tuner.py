@@ -34,6 +34,7 @@ from kgen.ir import shapes
 from kgen.ir.optable import TABLE
 from kgen.ir.reference import evaluate
 from kgen.kernels import aot
+from kgen.kernels.families import lookup
 from kgen.kernels.launch import default_config, kernel_dims, plan_launch
 from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.runtime import to_numpy
@@ -345,7 +346,7 @@ def vendor_case(kernel, sizes: dict, device):
     such nodes)."""
     import torch
     nodes = [n for n in kernel.nodes if n.opdef.vendor]
-    if kernel.config_rule not in costmodel.GEMM_RULES or len(nodes) != 1:
+    if not lookup(kernel.config_rule).gemm or len(nodes) != 1:
         return None
     node = nodes[0]
     operands = [torch.randn([shapes.evaluate(d, sizes) for d in i.shape], device=device).to(i.dtype.torch)

@@ -21,6 +21,7 @@ import tokenize
 import sympy
 
 from kgen.ir import shapes
+from kgen.kernels.families import Family, register
 from kgen.kernels.writer import PARAM_ORDER, KernelSource, Param
 
 # Names a generated kernel body uses without defining them.
@@ -83,6 +84,12 @@ def _local_names(fn: ast.FunctionDef) -> set:
 
 def _programs(count: str, block: str) -> str:
     return f"tl.cdiv({count}, {block})" if block else count
+
+
+# A combo's config is its parts' (kgen.kernels.launch.default_config joins them) and it is
+# tuned through its parts, so it has no default or space of its own; its registers are a
+# middling guess for the cost model.
+COMBO = register(Family("combo", resources=lambda config, work: (64, 0)))
 
 
 def combine(name: str, parts: list) -> KernelSource:
@@ -157,7 +164,7 @@ def combine(name: str, parts: list) -> KernelSource:
     return KernelSource(
         name, "combo", text, params, [(total, None)],
         tuple(r for p in parts for r in p.roots), tuple(dict.fromkeys(r for p in parts for r in p.reads)),
-        tuple(n for p in parts for n in p.nodes), "combo", dims, parts=tuple(parts))
+        tuple(n for p in parts for n in p.nodes), COMBO.name, dims, parts=tuple(parts))
 
 
 def flatten(kernels) -> list:

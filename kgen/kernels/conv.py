@@ -23,13 +23,48 @@ from __future__ import annotations
 import sympy
 
 from kgen.ir import dtypes, shapes
-from kgen.kernels.matmul import _tile, emit_tile_ids
+from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
+from kgen.kernels.matmul import _tile, emit_tile_ids, gemm_resources, gemm_space, gemm_steps
 from kgen.kernels.side import SideReduction
 from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.ir import indexing
 from kgen.ir.indexing import FloorDiv, ModularIndexing, flat_index, index_var
+
+
+def _interpreted_tiles(m: int, n: int, k: int) -> dict:
+    """GEMM tiles for the interpreter: the fewest program x K-step iterations, no tile (or
+    gathered index block) over INTERPRETER_MAX_BLOCK elements; ties go to smaller tiles."""
+    def sizes(extent):
+        top = min(max(next_pow2(extent), 16), INTERPRETER_MAX_BLOCK // 16)
+        return [1 << e for e in range(4, top.bit_length())]
+
+    def cost(bm, bn, bk):
+        steps = -(-m // bm) * -(-n // bn) * -(-k // bk)
+        return steps, bm * bn + bm * bk + bk * bn
+
+    fits = [(bm, bn, bk) for bm in sizes(m) for bn in sizes(n) for bk in sizes(k)
+            if max(bm * bn, bm * bk, bk * bn) <= INTERPRETER_MAX_BLOCK]
+    bm, bn, bk = min(fits, key=lambda t: cost(*t))
+    return {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}
+
+
+def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
+    """Implicit GEMMs of extents m x n over k. On a GPU, exact float32 dots take tiles of at
+    most 64x64 with BLOCK_K 16 (see kgen.kernels.matmul), half-precision ones larger tiles."""
+    m, n, k = dims["m"], dims["n"], dims["k"]
+    if interpreted:
+        return _interpreted_tiles(m, n, k)
+    if not half_dot:
+        return {"BLOCK_M": min(max(next_pow2(m), 16), 64), "BLOCK_N": min(max(next_pow2(n), 16), 64),
+                "BLOCK_K": 16, "num_warps": 4, "num_stages": 3}
+    return {"BLOCK_M": min(max(next_pow2(m), 16), 128 if n <= 64 else 64),
+            "BLOCK_N": min(max(next_pow2(n), 16), 128), "BLOCK_K": min(max(next_pow2(k), 16), 32),
+            "num_warps": 4, "num_stages": 3}
+
+
+CONV = register(Family("conv", _default, gemm_space, gemm_resources, gemm_steps, gemm=True))
 
 
 def define(w: KernelWriter, name: str, expr, bound, like: str, scalars=()):
@@ -136,7 +171,7 @@ class GemmKernel:
         return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
                             [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")] + ([GRID_AXIS] if self.split else []),
                             writes, w.reads(),
-                            tuple(w.computed_in_order()), "conv", {"m": self.m, "n": self.n, "k": self.k})
+                            tuple(w.computed_in_order()), CONV.name, {"m": self.m, "n": self.n, "k": self.k})
 
 
 def _describe(name: str, root) -> str:

@@ -2,14 +2,16 @@
 GPU, num_warps/num_stages), its grid, and the values of its integer arguments.
 
 Everything that launches or compiles a kernel (the runtime, AOT compilation, artifacts, the
-autotuner) goes through `plan_launch`, so a grid rule or a config family is written once."""
+autotuner) goes through `plan_launch`, so a grid rule is written once; a config's defaults
+come from the kernel's family (kgen.kernels.families)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kgen.autotune import configs
 from kgen.ir import shapes
-from kgen.kernels.splitk import scratch_numel
+from kgen.kernels.families import lookup
+from kgen.kernels.matmul import GROUP_M
+from kgen.kernels.splitk import scratch_numel, split_k
 
 
 def cdiv(a: int, b: int) -> int:
@@ -47,7 +49,7 @@ def kernel_dims(kernel, sizes: dict) -> dict:
 
 
 def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
-    """The untuned config of `kernel` at `sizes`: the config family's rule of thumb. A combo
+    """The untuned config of `kernel` at `sizes`: its family's default. A combo
     kernel's is its parts' configs under their `p<i>_` prefixes, with the most warps any
     part wants and the fewest stages."""
     if kernel.parts:
@@ -59,18 +61,18 @@ def default_config(kernel, sizes: dict, interpreted: bool) -> dict:
             config["num_stages"] = min(c.get("num_stages", 3) for c in parts)
         return config
     dims = kernel_dims(kernel, sizes)
-    config = configs.choose(kernel.config_rule, dims, interpreted, half_dot(kernel))
+    config = lookup(kernel.config_rule).default(dims, interpreted, half_dot(kernel))
     names = {p.name for p in kernel.params if p.kind == "constexpr"}
     if "GROUP_M" in names:  # a GEMM's grouped tile order (kgen.kernels.matmul.emit_tile_ids)
-        config["GROUP_M"] = configs.GROUP_M
+        config["GROUP_M"] = GROUP_M
     if "SPLIT_K" in names:  # a GEMM that may split K (kgen.kernels.splitk)
-        config["SPLIT_K"] = configs.split_k(dims, config, interpreted)
+        config["SPLIT_K"] = split_k(dims, config, interpreted)
     return config
 
 
 def plan_launch(kernel, sizes: dict, interpreted: bool, config: dict = None) -> Launch:
     """The launch of `kernel` at `sizes` (size name -> int) with `config` (default: the
-    config family's choice). On the interpreter num_warps/num_stages are dropped."""
+    family's default). On the interpreter num_warps/num_stages are dropped."""
     if config is None:
         config = default_config(kernel, sizes, interpreted)
     if interpreted:

@@ -7,13 +7,108 @@ index expressions, so `a @ b.T` reads b in place. float32 operands use exact
 operands go to tensor cores with float32 accumulation."""
 from __future__ import annotations
 
+import itertools
+
 from kgen.ir import dtypes, shapes
+from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
 from kgen.kernels.reduction import row_body
 from kgen.kernels.side import SideReduction
-from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
+from kgen.kernels.splitk import GRID_AXIS, SplitK, max_split, split_k, splittable
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.ir.indexing import flat_index, index_var, unflatten
+
+
+GROUP_M = 8  # row tiles a GEMM walks together by default (`emit_tile_ids`), Triton's usual
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): small tiles for small problems (more
+# programs), the usual Triton shapes for large ones (tensor-core dots), and 16-deep K steps
+# for exact float32 dots, whose FMA operands sit in registers: with Triton 3.9 on sm_90,
+# 32x64x16/4, 128x64x16/8 and 128x128x16/8 warps compile without spilling.
+_QUICK_GEMM = ((16, 32, 64, 2, 3), (32, 32, 32, 2, 3), (32, 64, 32, 4, 3), (64, 64, 32, 4, 3), (64, 64, 64, 4, 3),
+               (64, 128, 32, 4, 4), (128, 64, 32, 4, 4), (128, 128, 32, 8, 3), (128, 128, 64, 8, 3),
+               (32, 64, 16, 4, 3), (128, 64, 16, 8, 3), (128, 128, 16, 8, 3))
+
+
+def _matmul_default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
+    """On the interpreter, tiles of up to 64K elements; tall ones when N and K are small. On a
+    GPU the default depends on the dot. A float32 dot is exact (input_precision="ieee"): FMA
+    products, where each thread holds its whole BLOCK_K slice of both operand tiles in
+    registers, so its tiles are at most 64x64 with BLOCK_K 16. Larger ones spill: with Triton
+    3.9 for sm_90, cnn's conv at 128x64x32 on 4 warps spills 504 B per thread, and ptxas takes
+    three times as long to compile it as at 64x64x16, which spills nothing. A half-precision
+    dot runs on tensor cores from shared memory and takes the usual 32-deep K steps."""
+    m, n, k = dims["m"], dims["n"], dims["k"]
+    if interpreted:
+        block_n, block_k = min(max(next_pow2(n), 16), 256), min(max(next_pow2(k), 16), 256)
+        block_m = min(max(next_pow2(m), 16), INTERPRETER_MAX_BLOCK // max(block_n, block_k))
+        return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
+    return {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32 if half_dot else 16, "num_warps": 4, "num_stages": 3}
+
+
+def _matmul_rows_default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
+    """A matmul's, with BLOCK_N holding whole rows (fusion rule E5)."""
+    config = _matmul_default(dims, interpreted, half_dot)
+    config["BLOCK_N"] = max(next_pow2(dims["n"]), 16)
+    if interpreted:
+        config["BLOCK_M"] = min(config["BLOCK_M"], max(16, INTERPRETER_MAX_BLOCK // max(config["BLOCK_N"], config["BLOCK_K"])))
+    return config
+
+
+def gemm_space(dims: dict, tier: str, default: dict):
+    """Output tiles BLOCK_M x BLOCK_N stepping BLOCK_K, each at most the extent's power of
+    two, GROUP_M row tiles walked together (quick) or 1 and GROUP_M (thorough); for a GEMM
+    that may split its K, SPLIT_K slices per tile: 1 or `split_k`'s for the tile (quick), or
+    also 4, 16 and 64 (thorough), at most what the workspace holds."""
+    caps = [max(16, next_pow2(dims[d])) for d in ("m", "n", "k")]
+    if tier == "quick":
+        tilings = _QUICK_GEMM
+    else:
+        tiles = (16, 32, 64, 128, 256)
+        tilings = itertools.product(tiles, tiles, (16, 32, 64, 128), (1, 2, 4, 8), (1, 2, 3, 4, 5))
+    for bm, bn, bk, warps, stages in tilings:
+        bm, bn, bk = (min(b, cap) for b, cap in zip((bm, bn, bk), caps))
+        for group in ((GROUP_M,) if tier == "quick" else (1, GROUP_M)):
+            config = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group, "num_warps": warps,
+                      "num_stages": stages}
+            if "SPLIT_K" not in default:
+                yield config
+                continue
+            most, rule = max_split(dims["m"], dims["n"]), split_k(dims, config, interpreted=False)
+            for split in sorted({1, rule} | ({4, 16, 64} if tier == "thorough" else set())):
+                if split <= most:
+                    yield dict(config, SPLIT_K=split)
+
+
+def _matmul_rows_space(dims: dict, tier: str, default: dict):
+    """A matmul's, each tile holding whole rows of the output (its epilogue reduces them)."""
+    for config in gemm_space(dims, tier, default):
+        yield dict(config, BLOCK_N=default["BLOCK_N"])
+
+
+def gemm_resources(config: dict, work) -> tuple:
+    """Registers for the accumulators (two each for exact float32 dots) and the operand tiles.
+    Compiled (Triton 3.9): float32 32x32x32 on 4 warps 108 registers, 64x64x32/4 220,
+    64x128x32/4 255 and a 40 B spill, 128x128x32/4 255 and 1392 B; float16 64x64x32/4 132-139.
+    float32 operand tiles are software-pipelined in shared memory (stages - 1 buffers);
+    half-precision ones are widened and narrowed in registers and staged once."""
+    threads = 32 * config.get("num_warps", 4)
+    bm, bn, bk = config["BLOCK_M"], config["BLOCK_N"], config["BLOCK_K"]
+    accumulators, operands = bm * bn / threads, (bm * bk + bk * bn) / threads
+    per_accumulator = 2.0 if work.dot == "fp32" else 1.0
+    buffers = max(1, config.get("num_stages", 3) - 1) if work.dot == "fp32" else 1
+    return 60 + per_accumulator * accumulators + 1.5 * operands, buffers * (bm * bk + bk * bn) * work.dot_bytes
+
+
+def gemm_steps(dims: dict, config: dict) -> int:
+    """BLOCK_K steps over one split-K slice of K (all of K without a split)."""
+    kslice = -(-dims["k"] // config.get("SPLIT_K", 1))
+    return -(-kslice // config["BLOCK_K"])
+
+
+MATMUL = register(Family("matmul", _matmul_default, gemm_space, gemm_resources, gemm_steps, gemm=True))
+MATMUL_ROWS = register(Family("matmul_rows", _matmul_rows_default, _matmul_rows_space, gemm_resources, gemm_steps,
+                              gemm=True))
 
 
 def emit_tile_ids(w: KernelWriter, M: str, N: str, bm: str, bn: str) -> None:
@@ -121,4 +216,4 @@ def emit_matmul(name: str, root, written: set, names: dict, epilogue=(), side=No
     writes = ((root,) if root in written else ()) + tuple(epilogue) + rows_out + side_out
     return KernelSource(name, "matmul", w.function(summary), w.ordered_params(),
                         [(m, "BLOCK_M"), (n, "BLOCK_N"), GRID_AXIS if split else (bnumel, None)], writes, w.reads(),
-                        tuple(w.computed_in_order()), "matmul_rows" if rows else "matmul", {"m": m, "n": n, "k": k})
+                        tuple(w.computed_in_order()), (MATMUL_ROWS if rows else MATMUL).name, {"m": m, "n": n, "k": k})

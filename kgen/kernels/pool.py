@@ -21,9 +21,27 @@ from __future__ import annotations
 
 from kgen.ir import shapes
 from kgen.kernels.conv import define
+from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
+from kgen.kernels.pointwise import lanes_resources, lanes_space
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
 from kgen.ir.indexing import FloorDiv, ModularIndexing, index_var, unflatten
+
+
+def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
+    """One lane per element written, a window of loads each: smaller blocks than pointwise's."""
+    x = dims["x"]
+    if interpreted:
+        return {"XBLOCK": min(next_pow2(x), INTERPRETER_MAX_BLOCK)}
+    return {"XBLOCK": min(max(next_pow2(x), 128), 512), "num_warps": 4}
+
+
+def _space(dims: dict, tier: str, default: dict):
+    """As pointwise, with smaller blocks: each lane loads a whole window."""
+    return lanes_space(dims, tier, default, quick_blocks=(128, 512, 2048))
+
+
+POOL = register(Family("pool", _default, _space, lanes_resources))
 
 
 class PoolKernel:
@@ -150,7 +168,7 @@ class PoolKernel:
             summary += f" Then {len(self.epilogue)} elementwise output(s)."
         writes = ((root,) if root in self.written else ()) + self.epilogue
         return KernelSource(w.name, "pool", w.function(summary), w.ordered_params(), [(self.numel, "XBLOCK")],
-                            writes, w.reads(), tuple(w.computed_in_order()), "pool", {"x": self.numel})
+                            writes, w.reads(), tuple(w.computed_in_order()), POOL.name, {"x": self.numel})
 
 
 def _describe(name: str, root) -> str:

@@ -7,8 +7,8 @@ its K is the batch (times the pixels, for a convolution): cnn's first convolutio
 program walks all of K while the other SMs idle. A GEMM may split (`splittable`) when its
 output is static, at most SPLIT_OUTPUT_MAX elements and unbatched, and its K is symbolic
 (it grows with the batch) or at least SPLIT_MIN_K. The number of slices is the SPLIT_K
-constexpr of the config (1: no split; kgen.autotune.configs picks the default, the tuner
-tries others), and the split is an extra grid axis of SPLIT_K programs.
+constexpr of the config (1: no split; `split_k` picks the default, the tuner tries
+others), and the split is an extra grid axis of SPLIT_K programs.
 
 How a tile's slices become one result, in the one launch (serial split-K):
 
@@ -27,11 +27,14 @@ from __future__ import annotations
 import sympy
 
 from kgen.ir import dtypes, shapes
+from kgen.kernels.families import next_pow2
 
 SPLIT_OUTPUT_MAX = 1 << 20  # output elements of a GEMM that may split
 SPLIT_MIN_K = 1024  # a static K shorter than this never splits
 WORKSPACE_MAX = 1 << 22  # float32 elements of a workspace (16 MB): bounds SPLIT_K
 MIN_TILE = 16  # the smallest BLOCK_M / BLOCK_N (tl.dot's): bounds the tiles, so the counters
+SPLIT_PROGRAMS = 256  # split_k's default aims at this many programs (two waves of an H100's 132 SMs)
+SPLIT_MIN_STEPS = 8  # ... with at least this many BLOCK_K steps per slice
 
 
 def _static(d) -> bool:
@@ -49,6 +52,20 @@ def splittable(m, n, k, batch) -> bool:
 def max_split(m: int, n: int) -> int:
     """The most slices a workspace of at most WORKSPACE_MAX elements holds (a power of two)."""
     return 1 << max(0, (WORKSPACE_MAX // max(1, m * n)).bit_length() - 1)
+
+
+def split_k(dims: dict, config: dict, interpreted: bool) -> int:
+    """The default SPLIT_K of a GEMM that may split its K, with tiles `config`: on the
+    interpreter 1 (the fewest programs); on a GPU, slices enough to give the GPU
+    SPLIT_PROGRAMS programs, each at least SPLIT_MIN_STEPS K steps long, within the
+    workspace's bound (a power of two)."""
+    if interpreted:
+        return 1
+    m, n, k = dims["m"], dims["n"], dims["k"]
+    tiles = -(-m // config["BLOCK_M"]) * -(-n // config["BLOCK_N"])
+    wanted = next_pow2(-(-SPLIT_PROGRAMS // tiles))
+    longest = max(1, k // (config["BLOCK_K"] * SPLIT_MIN_STEPS))
+    return max(1, min(wanted, 1 << (longest.bit_length() - 1), max_split(m, n)))
 
 
 GRID_AXIS = (shapes.size_symbol("SPLIT_K"), None)  # the grid axis of the slices: SPLIT_K programs

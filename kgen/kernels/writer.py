@@ -67,7 +67,7 @@ class KernelSource:
     roots: tuple  # the nodes it writes
     reads: tuple  # the buffers it reads
     nodes: tuple  # every IR node it computes
-    config_rule: str  # which config family picks its block sizes (kgen.autotune.configs)
+    config_rule: str  # its kernel family's name: default config, search space, estimates (kgen.kernels.families)
     dims: dict = field(default_factory=dict)  # named extents for config choice, e.g. {"x": expr}
     parts: tuple = ()  # a combo kernel's parts (kgen.kernels.combo), each a KernelSource
 

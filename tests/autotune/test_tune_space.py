@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 
 from kgen.autotune import costmodel, space
-from kgen.autotune.configs import next_pow2
 from kgen.errors import KgenError
+from kgen.kernels.families import lookup, next_pow2
 from kgen.kernels.launch import default_config, kernel_dims
 
 from tune_programs import PROGRAMS, program
@@ -35,7 +35,7 @@ def test_spaces_hold_legal_candidates_default_first(name, n):
             resources = costmodel.estimate_resources(kernel, config, work, target)
             assert resources.shared_bytes <= costmodel.gpu(target).max_shared_per_block
             assert resources.demand <= space.REGISTER_PRUNE and 32 * config["num_warps"] <= 1024
-            if kernel.config_rule in costmodel.GEMM_RULES:
+            if lookup(kernel.config_rule).gemm:
                 for block, dim in (("BLOCK_M", "m"), ("BLOCK_N", "n"), ("BLOCK_K", "k")):
                     assert 16 <= config[block] <= max(16, next_pow2(dims[dim]))
                 if kernel.config_rule == "matmul_rows":
