@@ -30,14 +30,15 @@ def check_directory(path, what: str) -> Path:
     return path
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and a rename, so no reader ever sees a
-    half-written file."""
+def atomic_write(path, data) -> None:
+    """Write `data` (text or bytes) to `path` via a temporary file beside it and a rename,
+    so no reader ever sees a half-written file."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -50,3 +50,31 @@ def assert_matches_reference(graph, inputs, rtol=1e-4, atol=1e-5):
     for g, w, node in zip(got, want, graph.outputs):
         np.testing.assert_allclose(g.astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol,
                                    err_msg=f"output {kgen.ir.format_node(node)}")
+
+
+def zoo_train_step(name: str, batch: int = 8):
+    """The compiled training step of zoo model `name` on its first `batch` examples."""
+    from kgen import nn
+    spec = nn.zoo.get(name)
+    nn.manual_seed(0)
+    model = spec.model()
+    (x, y), _ = spec.data()
+    return nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()),
+                         np.asarray(x[:batch]), np.asarray(y[:batch]))
+
+
+def fuzz_graph(seed: int, monkeypatch) -> "kgen.Graph":
+    """The graph of the fuzzer's program `seed` (values, gradients, updates), not compiled:
+    `kgen.function` is replaced by one that keeps its graph."""
+    from kgen.fuzz import analyze, generate
+    from kgen.fuzz.runner import make_state
+    from kgen.fuzz.source import module_source
+    built = {}
+    monkeypatch.setattr(kgen, "function", lambda inputs, outputs, updates: built.update(
+        graph=kgen.Graph(list(inputs) + sorted({v for v, _ in updates}, key=id),
+                         list(outputs) + [new for _, new in updates])))
+    program = generate(seed)
+    ns = {"STATE": make_state(program)}
+    exec(compile(module_source(program, analyze(program)), f"<seed {seed}>", "exec"), ns)
+    ns["make_function"]()
+    return built["graph"]

@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from kgen.artifact.archive import pack
 from kgen.artifact.load import load
 from kgen.artifact.write import compile_artifact
 from kgen.errors import KgenError
+from kgen.files import atomic_write
 from kgen.kernels.aot import CompilePool
 
 
@@ -106,21 +105,7 @@ def name_interface(path, outputs: list, state: dict) -> None:
     for output in manifest["outputs"]:
         if output["role"] == "update" and output["updates"] in renamed:
             output["name"] = f"new {renamed[output['updates']]}"
-    write_atomically(path / mf.MANIFEST, mf.seal(manifest).encode())
-
-
-def write_atomically(path, data: bytes) -> None:
-    """`data` at `path`: written to a temporary file beside it, then renamed over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    atomic_write(path / mf.MANIFEST, mf.seal(manifest).encode())
 
 
 def describe(path) -> str:
@@ -176,7 +161,7 @@ def run_artifact(args) -> int:
     if args.save:
         stream = io.BytesIO()
         np.savez(stream, **{name: artifact.get_state(name) for name in artifact.state})
-        write_atomically(args.save, stream.getvalue())
+        atomic_write(args.save, stream.getvalue())
         print(f"saved the state after {args.steps} call{'s' if args.steps > 1 else ''} to {args.save}")
     return 0
 

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 
 import kgen
-from kgen import nn, ops
+from kgen import ops
 from kgen.fuzz import analyze, generate
 from kgen.fuzz.runner import make_state
 from kgen.fuzz.source import module_source
 from kgen.kernels.combo import flatten
+from conftest import zoo_train_step
 
 
 def comments(text: str) -> list:
@@ -164,12 +165,7 @@ def test_dropout_names_its_random_numbers():
 def test_zoo_training_steps(model, shows):
     """Epilogues, side reductions (E4), row kernels in a matmul (E5), split-K, conv and pool
     gradients, optimizer updates and combo kernels, as the zoo's steps use them."""
-    spec = nn.zoo.get(model)
-    nn.manual_seed(0)
-    module = spec.model()
-    (x, y), _ = spec.data()
-    step = nn.train_step(module, nn.losses.get(spec.loss), spec.optimizer(module.parameters()),
-                         np.asarray(x[:8]), np.asarray(y[:8]))
+    step = zoo_train_step(model)
     assert check_program(step) == len(flatten(step.kernels))
     assert all(text in step.source for text in shows)  # what the step is here to cover
 

@@ -7,14 +7,14 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 import kgen
-from kgen import nn, ops
+from kgen import ops
 from kgen.lowering.explain import explain, format_explanation
 from kgen.lowering.fusion import fuse, is_in_memory_source
 from kgen.lowering.passes import optimize
+from conftest import fuzz_graph, zoo_train_step
 
 
 def decisions(plan, node, outcome=None, rule=None):
@@ -51,12 +51,7 @@ def plan_of(inputs, outputs):
 
 @pytest.mark.parametrize("name", ["mlp128", "cnn", "gru"])
 def test_zoo_training_steps_are_explained(name):
-    spec = nn.zoo.get(name)
-    nn.manual_seed(0)
-    model = spec.model()
-    (x, y), _ = spec.data()
-    step = nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()),
-                         np.asarray(x[:8]), np.asarray(y[:8]))
+    step = zoo_train_step(name)
     plan = step.program.plan
     assert_explained(plan)
     text = format_explanation(explain(plan, [(k.name, [p.name for p in k.parts]) for k in step.program.kernels]))
@@ -68,19 +63,8 @@ def test_zoo_training_steps_are_explained(name):
 
 def test_random_programs_are_explained(monkeypatch):
     """The fuzzer's programs (values, gradients, updates), fused without compiling."""
-    from kgen.fuzz import analyze, generate
-    from kgen.fuzz.runner import make_state
-    from kgen.fuzz.source import module_source
-    built = {}
-    monkeypatch.setattr(kgen, "function", lambda inputs, outputs, updates: built.update(
-        graph=kgen.Graph(list(inputs) + sorted({v for v, _ in updates}, key=id),
-                         list(outputs) + [new for _, new in updates])))
     for seed in range(300):
-        program = generate(seed)
-        ns = {"STATE": make_state(program)}
-        exec(compile(module_source(program, analyze(program)), f"<seed {seed}>", "exec"), ns)
-        ns["make_function"]()
-        assert_explained(fuse(optimize(built["graph"])))
+        assert_explained(fuse(optimize(fuzz_graph(seed, monkeypatch))))
 
 
 def test_e4_says_why_a_gemm_with_a_symbolic_extent_keeps_its_bias_gradient_apart():

@@ -16,7 +16,7 @@ from kgen.kernels.combo import flatten
 from kgen.ir.graph import format_node
 from kgen.lowering.fusion import RECOMPUTE_LOADS, RECOMPUTE_OPS, ROW_MAX, fuse
 from kgen.lowering.passes import cse, optimize
-from conftest import assert_matches_reference, random_array
+from conftest import assert_matches_reference, fuzz_graph, random_array
 
 
 def compile_(inputs, outputs):
@@ -415,19 +415,8 @@ def assert_acyclic(plan):
 def test_fusion_plans_of_random_programs_are_acyclic(monkeypatch):
     """The siblings: the fuzzer's programs (values, gradients, updates) fused without
     compiling; a cycle raises at once (it used to spin) and the plan is in launch order."""
-    from kgen.fuzz import analyze, generate
-    from kgen.fuzz.runner import make_state
-    from kgen.fuzz.source import module_source
-    built = {}
-    monkeypatch.setattr(kgen, "function", lambda inputs, outputs, updates: built.update(
-        graph=kgen.Graph(list(inputs) + sorted({v for v, _ in updates}, key=id),
-                         list(outputs) + [new for _, new in updates])))
     for seed in range(2000):  # about 5 ms each; seeds 1166, 1216 and 1740 made a cycle
-        program = generate(seed)
-        ns = {"STATE": make_state(program)}
-        exec(compile(module_source(program, analyze(program)), f"<seed {seed}>", "exec"), ns)
-        ns["make_function"]()
-        assert_acyclic(fuse(optimize(built["graph"])))
+        assert_acyclic(fuse(optimize(fuzz_graph(seed, monkeypatch))))
 
 
 # --- L1: combo launches --------------------------------------------------------------------
