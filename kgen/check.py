@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kgen.compiler import compile
+from kgen import compiler
 from kgen.errors import CheckError, KgenError
 from kgen.function import Function
 from kgen.ir.graph import Graph
@@ -76,7 +76,7 @@ def check(target, inputs, strict: bool = False) -> CheckReport:
         given = dict(zip(target.inputs, inputs))
         named = {s.name: s.get_value() for s in target.shared}
     elif isinstance(target, Graph):
-        program = compile(target)
+        program = compiler.compile(target)
         given, named = bind_inputs(target, inputs), {}
     else:
         raise KgenError(f"check takes a kgen.function or a Graph, got {type(target).__name__}")
