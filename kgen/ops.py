@@ -16,6 +16,7 @@ import sympy
 from kgen.errors import DTypeError, KgenError, ShapeError, check_arguments
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
+from kgen.ir.ops_conv import conv_attrs, pool_attrs
 from kgen.ir.ops_view import whole_axis
 
 __all__ = [
@@ -26,8 +27,7 @@ __all__ = [
     "broadcast_to", "expand_dims", "squeeze", "flatten", "sum_to", "getitem", "slice_strided", "pad_strided",
     "pad", "concatenate", "stack", "split", "one_hot", "softmax",
     "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
-    "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_grad",
-    "max_pool2d_gather", "avg_pool2d", "avg_pool2d_grad",
+    "conv2d", "max_pool2d", "avg_pool2d",
 ]
 
 
@@ -461,47 +461,6 @@ def binary_cross_entropy(prob, target, eps: float = 1e-7) -> Node:
 
 
 # --- convolution and pooling -------------------------------------------------------------
-def _pair(value, what: str) -> tuple:
-    """An int or a pair of ints, as a pair (torch.nn.functional's convention)."""
-    def is_int(v):
-        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-    if is_int(value):
-        return (int(value), int(value))
-    if isinstance(value, (tuple, list)) and len(value) == 2 and builtins.all(is_int(v) for v in value):
-        return (int(value[0]), int(value[1]))
-    raise ShapeError(f"{what} must be an int or a pair of ints, got {value!r}")
-
-
-def _spatial_size(size, what: str) -> tuple:
-    """(H, W) from a pair, or from a full [N, C, H, W] shape as torch.nn.grad takes it."""
-    size = tuple(size) if isinstance(size, (tuple, list)) else size
-    if isinstance(size, tuple) and len(size) == 4:
-        size = size[2:]
-    return _pair(size, what)
-
-
-def _conv_padding(padding, kernel, stride, dilation) -> tuple:
-    """conv2d's padding: ints, a pair, "valid" (none) or "same" (stride 1, equal on both sides)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0)
-        if padding != "same":
-            raise ShapeError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
-        if stride != (1, 1):
-            raise ShapeError(f"conv2d: padding='same' needs stride 1, got stride {stride}")
-        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        if builtins.any(t % 2 for t in total):
-            raise ShapeError(f"conv2d: padding='same' with kernel {tuple(kernel)} and dilation {dilation} "
-                             f"needs unequal padding on the two sides, which kgen does not do")
-        return (total[0] // 2, total[1] // 2)
-    return _pair(padding, "conv2d: padding")
-
-
-def _conv_attrs(stride, padding, dilation, kernel) -> dict:
-    stride, dilation = _pair(stride, "conv2d: stride"), _pair(dilation, "conv2d: dilation")
-    return {"stride": stride, "padding": _conv_padding(padding, kernel, stride, dilation), "dilation": dilation}
-
-
 def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW") -> Node:
     """torch.nn.functional.conv2d without groups: x [N, C, H, W] and w [F, C, KH, KW] give
     [N, F, OH, OW], plus `bias` [F] if given. layout="NHWC" takes x as [N, H, W, C] and
@@ -514,7 +473,7 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW") -> N
                          f"{x.type_str()} and {w.type_str()}")
     if layout == "NHWC":
         x = transpose(x, (0, 3, 1, 2))
-    out = Node("conv2d", (x, w), _conv_attrs(stride, padding, dilation, w.shape[2:]))
+    out = Node("conv2d", (x, w), conv_attrs(stride, padding, dilation, w.shape[2:]))
     if bias is not None:
         bias = cast(bias if isinstance(bias, Node) else constant(bias), out.dtype)
         if bias.ndim != 1 or bias.shape[0] != w.shape[0]:
@@ -523,65 +482,18 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW") -> N
     return transpose(out, (0, 2, 3, 1)) if layout == "NHWC" else out
 
 
-def conv2d_input_grad(g, w, input_size, stride=1, padding=0, dilation=1) -> Node:
-    """The gradient of conv2d with respect to its input x, of spatial size `input_size`
-    ((H, W) or x's whole shape), given the output gradient g (torch.nn.grad.conv2d_input)."""
-    g, w = _floating(g, w)
-    attrs = _conv_attrs(stride, padding, dilation, w.shape[2:])
-    attrs["input_size"] = _spatial_size(input_size, "conv2d_input_grad: input_size")
-    return Node("conv2d_input_grad", (g, w), attrs)
-
-
-def conv2d_weight_grad(x, g, kernel_size, stride=1, padding=0, dilation=1) -> Node:
-    """The gradient of conv2d with respect to its weight, of kernel size `kernel_size`
-    ((KH, KW) or w's whole shape), given x and the output gradient g (torch.nn.grad.conv2d_weight)."""
-    x, g = _floating(x, g)
-    kernel = _spatial_size(kernel_size, "conv2d_weight_grad: kernel_size")
-    attrs = _conv_attrs(stride, padding, dilation, kernel)
-    attrs["kernel_size"] = kernel
-    return Node("conv2d_weight_grad", (x, g), attrs)
-
-
-def _pool_attrs(op: str, kernel_size, stride, padding) -> dict:
-    kernel = _pair(kernel_size, f"{op}: kernel_size")
-    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else \
-        _pair(stride, f"{op}: stride")
-    return {"kernel_size": kernel, "stride": stride, "padding": _pair(padding, f"{op}: padding")}
-
-
 def max_pool2d(x, kernel_size, stride=None, padding=0) -> Node:
     """torch.nn.functional.max_pool2d over x [N, C, H, W] (padding reads -inf); `stride`
     defaults to `kernel_size`."""
     (x,) = _floating(x)
-    return Node("max_pool2d", (x,), _pool_attrs("max_pool2d", kernel_size, stride, padding))
-
-
-def max_pool2d_grad(g, x, kernel_size, stride=None, padding=0) -> Node:
-    """The gradient of max_pool2d(x): each element of g goes to its window's argmax in x."""
-    g, x = _floating(g, x)
-    return Node("max_pool2d_grad", (g, x), _pool_attrs("max_pool2d_grad", kernel_size, stride, padding))
-
-
-def max_pool2d_gather(t, x, kernel_size, stride=None, padding=0) -> Node:
-    """t (shaped like x) read at the argmax of each max_pool2d window of x: the transpose of
-    max_pool2d_grad, and max_pool2d's derivative in the direction t."""
-    t, x = _floating(t, x)
-    return Node("max_pool2d_gather", (t, x), _pool_attrs("max_pool2d_gather", kernel_size, stride, padding))
+    return Node("max_pool2d", (x,), pool_attrs("max_pool2d", kernel_size, stride, padding))
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Node:
     """torch.nn.functional.avg_pool2d over x [N, C, H, W] with count_include_pad=True: each
     window's sum over KH*KW, padding counting as zeros."""
     (x,) = _floating(x)
-    return Node("avg_pool2d", (x,), _pool_attrs("avg_pool2d", kernel_size, stride, padding))
-
-
-def avg_pool2d_grad(g, input_size, kernel_size, stride=None, padding=0) -> Node:
-    """The gradient of avg_pool2d with respect to its input of spatial size `input_size`."""
-    (g,) = _floating(g)
-    attrs = _pool_attrs("avg_pool2d_grad", kernel_size, stride, padding)
-    attrs["input_size"] = _spatial_size(input_size, "avg_pool2d_grad: input_size")
-    return Node("avg_pool2d_grad", (g,), attrs)
+    return Node("avg_pool2d", (x,), pool_attrs("avg_pool2d", kernel_size, stride, padding))
 
 
 # An unknown keyword (conv2d(groups=2)) or a wrong count of arguments is a kgen ArgumentError

@@ -1,5 +1,7 @@
-"""Fuzz catalog entries for matmul (every rank combination), convolution and pooling (and
-their gradient ops), the losses, one_hot, dropout and rand, iota and constants.
+"""Fuzz catalog entries for matmul (every rank combination), convolution and pooling, the
+losses, one_hot, dropout and rand, iota and constants. The gradient ops of convolution and
+pooling are no kgen.ops functions, so none is drawn alone: every program that takes
+gradients of conv2d or a pool builds them, and tests/ir/test_vjp.py checks them alone.
 
 Losses are means over their batch, so their batch is never empty; labels are integer
 inputs whose values lie in [0, classes) with classes <= the op's class count.
@@ -184,72 +186,6 @@ def _conv_torch(step, args, infos):
 register("conv2d", _conv_propose, _conv_infer, _conv_kgen, _conv_torch, weight=1.5)
 
 
-def _conv_grad_infer(step, infos, sizes):
-    for i in infos:
-        want_float(i)
-    if step["op"] == "conv2d_input_grad":
-        g, w = infos
-        need(len(w.shape) == 4 and all(isinstance(d, int) for d in w.shape), "w is static")
-        f, c, kh, kw = w.shape
-        h, wd = step["input_size"][-2:]
-        n = g.shape[0] if len(g.shape) == 4 else None
-        out_shape, m = (n, c, h, wd), f * kh * kw * g.mag * w.mag
-    else:
-        x, g = infos
-        n, c, h, wd = _nchw(x, "NCHW")
-        kh, kw = step["kernel_size"][-2:]
-        f = g.shape[1] if len(g.shape) == 4 else None
-        need(dims_equal(g.shape[0], n), "batch sizes differ")
-        out_shape = (f, c, kh, kw)
-        m = sizes.high(n) * x.mag * g.mag * max(1, h * wd)
-    need(len(g.shape) == 4 and isinstance(g.shape[1], int), "g is [N, F, OH, OW]")
-    stride, padding, dilation = _conv_geometry(step, (kh, kw))
-    need(min(padding) >= 0, "bad padding")
-    oh, ow = _out(h, kh, stride[0], padding[0], dilation[0]), _out(wd, kw, stride[1], padding[1], dilation[1])
-    need(oh >= 1 and ow >= 1 and tuple(g.shape[2:]) == (oh, ow), "g does not have the output size")
-    if step["op"] == "conv2d_input_grad":
-        need(g.shape[1] == f, "g's channels are w's filters")
-    return Info(out_shape, FLOAT, -m, m)
-
-
-def _conv_grad_propose(name):
-    def propose(g: Gen):
-        n = g.dim()
-        c, f = g.choice([1, 2, 3]), g.choice([1, 2, 3])
-        h, w = g.rng.randint(1, 6), g.rng.randint(1, 6)
-        kernel, stride, padding, dilation = _draw_conv(g, h, w)
-        if isinstance(padding, str):
-            padding = list(_conv_padding(padding, kernel, pair(stride), pair(dilation)))
-        s, p, d = pair(stride), pair(padding), pair(dilation)
-        oh, ow = _out(h, kernel[0], s[0], p[0], d[0]), _out(w, kernel[1], s[1], p[1], d[1])
-        gg = g.operand((n, f, oh, ow))
-        attrs = dict(stride=stride, padding=padding, dilation=dilation)
-        static = isinstance(n, int)
-        if name == "conv2d_input_grad":
-            size = [n, c, h, w] if static and g.chance(0.3) else [h, w]
-            g.add(name, [gg, g.operand((f, c) + kernel, shared=0.5)], input_size=size, **attrs)
-        else:
-            size = [f, c] + list(kernel) if g.chance(0.3) else list(kernel)
-            g.add(name, [g.operand((n, c, h, w)), gg], kernel_size=size, **attrs)
-    return propose
-
-
-def _conv_grad_kgen(step, args, infos):
-    size = "input_size" if step["op"] == "conv2d_input_grad" else "kernel_size"
-    return (f"ops.{step['op']}({args[0]}, {args[1]}, {tuple(step[size])!r}, stride={arg(step['stride'])}, "
-            f"padding={arg(step['padding'])}, dilation={arg(step['dilation'])})")
-
-
-def _conv_grad_torch(step, args, infos):
-    size = "input_size" if step["op"] == "conv2d_input_grad" else "kernel_size"
-    return (f"T.{step['op']}({args[0]}, {args[1]}, {tuple(step[size][-2:])!r}, {pair(step['stride'])!r}, "
-            f"{pair(step['padding'])!r}, {pair(step['dilation'])!r})")
-
-
-for _name in ("conv2d_input_grad", "conv2d_weight_grad"):
-    register(_name, _conv_grad_propose(_name), _conv_grad_infer, _conv_grad_kgen, _conv_grad_torch, weight=0.7)
-
-
 def _pool_geometry(step):
     k = pair(step["kernel_size"])
     s = k if step.get("stride") is None else pair(step["stride"])
@@ -267,30 +203,13 @@ def _pool_out(step, h, w):
 
 
 def _pool_infer(step, infos, sizes):
-    op = step["op"]
-    for i in infos:
-        want_float(i)
-    k, s, p = _pool_geometry(step)
-    overlap = math.ceil(k[0] / s[0]) * math.ceil(k[1] / s[1])
-    if op == "avg_pool2d_grad":
-        (g,) = infos
-        need(len(g.shape) == 4 and all(isinstance(d, int) for d in g.shape[1:]), "g is [N, C, OH, OW]")
-        h, w = step["input_size"][-2:]
-        need(tuple(g.shape[2:]) == _pool_out(step, h, w), "g does not have the output size")
-        return Info(g.shape[:2] + (h, w), FLOAT, -g.mag * overlap, g.mag * overlap)
-    x = infos[-1]
+    (x,) = infos
+    want_float(x)
     n, c, h, w = _nchw(x, "NCHW")
     oh, ow = _pool_out(step, h, w)
-    if op == "max_pool2d":
+    if step["op"] == "max_pool2d":
         return like(x, shape=(n, c, oh, ow))
-    if op == "avg_pool2d":
-        return Info((n, c, oh, ow), FLOAT, min(x.lo, 0), max(x.hi, 0))
-    t = infos[0]
-    if op == "max_pool2d_gather":
-        need(len(t.shape) == 4 and all(dims_equal(a, b) for a, b in zip(t.shape, x.shape)), "t is shaped like x")
-        return like(t, shape=(n, c, oh, ow))
-    need(len(t.shape) == 4 and all(dims_equal(a, b) for a, b in zip(t.shape, (n, c, oh, ow))), "g is the output size")
-    return Info(x.shape, FLOAT, -t.mag * overlap, t.mag * overlap)
+    return Info((n, c, oh, ow), FLOAT, min(x.lo, 0), max(x.hi, 0))
 
 
 def _draw_pool(g: Gen, h, w):
@@ -309,36 +228,22 @@ def _draw_pool(g: Gen, h, w):
 def _pool_propose(name):
     def propose(g: Gen):
         x, (n, c, h, w) = _image(g)
-        attrs = _draw_pool(g, h, w)
-        oh, ow = _pool_out(attrs, h, w)
-        if name in ("max_pool2d", "avg_pool2d"):
-            g.add(name, [x], **attrs)
-        elif name == "max_pool2d_gather":
-            g.add(name, [g.operand(g.infos[x].shape), x], **attrs)
-        elif name == "max_pool2d_grad":
-            g.add(name, [g.operand((n, c, oh, ow)), x], **attrs)
-        else:
-            size = [n, c, h, w] if isinstance(n, int) and g.chance(0.3) else [h, w]
-            g.add(name, [g.operand((n, c, oh, ow))], input_size=size, **attrs)
+        g.add(name, [x], **_draw_pool(g, h, w))
     return propose
 
 
 def _pool_kgen(step, args, infos):
-    size = f"{tuple(step['input_size'])!r}, " if step["op"] == "avg_pool2d_grad" else ""
-    return (f"ops.{step['op']}({', '.join(args)}, {size}{arg(step['kernel_size'])}, stride={arg(step['stride'])}, "
+    return (f"ops.{step['op']}({args[0]}, {arg(step['kernel_size'])}, stride={arg(step['stride'])}, "
             f"padding={arg(step['padding'])})")
 
 
 def _pool_torch(step, args, infos):
-    size = f"{tuple(step['input_size'][-2:])!r}, " if step["op"] == "avg_pool2d_grad" else ""
     fn = f"T.{step['op']}"  # torch's pooling refuses tensors without channels; T's does not
-    return (f"{fn}({', '.join(args)}, {size}{arg(step['kernel_size'])}, {arg(step['stride'])}, "
-            f"{arg(step['padding'])})")
+    return f"{fn}({args[0]}, {arg(step['kernel_size'])}, {arg(step['stride'])}, {arg(step['padding'])})"
 
 
-for _name in ("max_pool2d", "avg_pool2d", "max_pool2d_grad", "max_pool2d_gather", "avg_pool2d_grad"):
-    register(_name, _pool_propose(_name), _pool_infer, _pool_kgen, _pool_torch,
-             weight=1.0 if _name in ("max_pool2d", "avg_pool2d") else 0.6)
+register("max_pool2d", _pool_propose("max_pool2d"), _pool_infer, _pool_kgen, _pool_torch)
+register("avg_pool2d", _pool_propose("avg_pool2d"), _pool_infer, _pool_kgen, _pool_torch)
 
 
 # --- losses and labels ------------------------------------------------------------------------

@@ -1,10 +1,9 @@
 """torch twins of the kgen ops that torch does not spell the same way (the oracle's `T.`).
 
-Each is built from torch's own ops (autograd differentiates them), in float64: the
-gradient ops of convolution and pooling are torch's own backward passes, taken with
-create_graph so that they differentiate again. `rand` and `dropout` draw from kgen's NumPy
-copy of Triton's generator (kgen.ir.ops_random.uniform), which kgen's tests pin to tl.rand
-bit for bit, so the oracle sees the same random numbers as the kernels.
+Each is built from torch's own ops (autograd differentiates them), in float64. `rand` and
+`dropout` draw from kgen's NumPy copy of Triton's generator (kgen.ir.ops_random.uniform),
+which kgen's tests pin to tl.rand bit for bit, so the oracle sees the same random numbers
+as the kernels.
 """
 from __future__ import annotations
 
@@ -58,25 +57,6 @@ def conv2d(x, w, bias, stride, padding, dilation, layout):
     return out.permute(0, 2, 3, 1) if layout == "NHWC" else out
 
 
-def _vjp(fn, primal, cotangent):
-    """d<fn(primal), cotangent>/d primal, itself differentiable in the cotangent (and in
-    whatever else fn closes over)."""
-    with torch.enable_grad():
-        p = primal.detach().requires_grad_()
-        out = fn(p)
-        return torch.autograd.grad(out, p, cotangent, create_graph=True)[0]
-
-
-def conv2d_input_grad(g, w, input_size, stride, padding, dilation):
-    x = torch.zeros((g.shape[0], w.shape[1]) + tuple(input_size), dtype=g.dtype)
-    return _vjp(lambda p: F.conv2d(p, w, None, stride, padding, dilation), x, g)
-
-
-def conv2d_weight_grad(x, g, kernel_size, stride, padding, dilation):
-    w = torch.zeros((g.shape[1], x.shape[1]) + tuple(kernel_size), dtype=g.dtype)
-    return _vjp(lambda p: F.conv2d(x, p, None, stride, padding, dilation), w, g)
-
-
 def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -99,23 +79,6 @@ def avg_pool2d(x, kernel_size, stride, padding):
     if x.numel() == 0:
         return _pooled_empty(x, kernel_size, stride, padding)
     return F.avg_pool2d(x, kernel_size, stride, padding)
-
-
-def max_pool2d_grad(g, x, kernel_size, stride, padding):
-    return _vjp(lambda p: max_pool2d(p, kernel_size, stride, padding), x.detach(), g)
-
-
-def max_pool2d_gather(t, x, kernel_size, stride, padding):
-    if x.numel() == 0:
-        return _pooled_empty(t, kernel_size, stride, padding)
-    _, index = F.max_pool2d(x.detach(), kernel_size, stride, padding, return_indices=True)
-    flat = t.flatten(2)
-    return flat.gather(2, index.flatten(2)).reshape(index.shape)
-
-
-def avg_pool2d_grad(g, input_size, kernel_size, stride, padding):
-    x = torch.zeros(tuple(g.shape[:2]) + tuple(input_size), dtype=g.dtype)
-    return _vjp(lambda p: avg_pool2d(p, kernel_size, stride, padding), x, g)
 
 
 def mse(pred, target):

@@ -18,6 +18,9 @@ conv2d_weight_grad(x, g) = dT/dw, so each VJP of the three is another of the thr
 max_pool2d_grad and max_pool2d_gather are each other's transposes (JAX calls them
 select_and_scatter_add and select_and_gather_add); the argmax is piecewise constant in x,
 so neither passes a gradient to x. avg_pool2d and avg_pool2d_grad transpose each other.
+Their builders are here, beside the rules that call them, and not in kgen.ops: programs
+get them from kgen.grad. kgen.ops's conv2d and pools take their arguments through
+conv_attrs and pool_attrs below, as the gradient builders do.
 
 The argmax of a window is its first maximum in window order (row by row), a NaN counting
 as the maximum (the first NaN), and the first position inside the image when every value
@@ -38,6 +41,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from kgen.errors import DTypeError, ShapeError
 from kgen.ir import shapes
+from kgen.ir.node import Node
 from kgen.ir.optable import OpDef, register
 
 
@@ -46,11 +50,13 @@ def _ops():
     return ops
 
 
-def _conv_attrs(attrs) -> dict:
+def _conv_args(attrs) -> dict:
+    """A node's stride, padding and dilation, as keyword arguments of a conv builder."""
     return {k: attrs[k] for k in CONV_ATTRS}
 
 
-def _pool_attrs(attrs) -> dict:
+def _pool_args(attrs) -> dict:
+    """A node's kernel_size, stride and padding, as keyword arguments of a pool builder."""
     return {k: attrs[k] for k in POOL_ATTRS}
 
 
@@ -209,6 +215,95 @@ def _torch_argmax(x, node):
     return F.max_pool2d(x, *_torch_pool_args(node), return_indices=True)[1]
 
 
+# --- arguments as torch takes them, and the gradient ops' builders -----------------------------
+def pair(value, what: str) -> tuple:
+    """An int or a pair of ints, as a pair (torch.nn.functional's convention)."""
+    def is_int(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if is_int(value):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
+        return (int(value[0]), int(value[1]))
+    raise ShapeError(f"{what} must be an int or a pair of ints, got {value!r}")
+
+
+def spatial_size(size, what: str) -> tuple:
+    """(H, W) from a pair, or from a full [N, C, H, W] shape as torch.nn.grad takes it."""
+    size = tuple(size) if isinstance(size, (tuple, list)) else size
+    if isinstance(size, tuple) and len(size) == 4:
+        size = size[2:]
+    return pair(size, what)
+
+
+def _conv_padding(padding, kernel, stride, dilation) -> tuple:
+    """conv2d's padding: ints, a pair, "valid" (none) or "same" (stride 1, equal on both sides)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0)
+        if padding != "same":
+            raise ShapeError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+        if stride != (1, 1):
+            raise ShapeError(f"conv2d: padding='same' needs stride 1, got stride {stride}")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        if any(t % 2 for t in total):
+            raise ShapeError(f"conv2d: padding='same' with kernel {tuple(kernel)} and dilation {dilation} "
+                             f"needs unequal padding on the two sides, which kgen does not do")
+        return (total[0] // 2, total[1] // 2)
+    return pair(padding, "conv2d: padding")
+
+
+def conv_attrs(stride, padding, dilation, kernel) -> dict:
+    """The attrs of a convolution node with a (KH, KW) `kernel`, from torch-style arguments."""
+    stride, dilation = pair(stride, "conv2d: stride"), pair(dilation, "conv2d: dilation")
+    return {"stride": stride, "padding": _conv_padding(padding, kernel, stride, dilation), "dilation": dilation}
+
+
+def pool_attrs(op: str, kernel_size, stride, padding) -> dict:
+    """The attrs of a pooling node from torch-style arguments; `stride` defaults to `kernel_size`."""
+    kernel = pair(kernel_size, f"{op}: kernel_size")
+    stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else \
+        pair(stride, f"{op}: stride")
+    return {"kernel_size": kernel, "stride": stride, "padding": pair(padding, f"{op}: padding")}
+
+
+# The gradient ops are IR primitives that the VJP rules below build (and tests, to check
+# them alone), not kgen.ops functions, as torch's aten backward ops are no torch.* functions.
+# They take nodes of one floating dtype as the rules have them; the shape rules check it.
+def conv2d_input_grad(g, w, input_size, stride=1, padding=0, dilation=1) -> Node:
+    """The gradient of conv2d with respect to its input x, of spatial size `input_size`
+    ((H, W) or x's whole shape), given the output gradient g (torch.nn.grad.conv2d_input)."""
+    attrs = conv_attrs(stride, padding, dilation, w.shape[2:])
+    attrs["input_size"] = spatial_size(input_size, "conv2d_input_grad: input_size")
+    return Node("conv2d_input_grad", (g, w), attrs)
+
+
+def conv2d_weight_grad(x, g, kernel_size, stride=1, padding=0, dilation=1) -> Node:
+    """The gradient of conv2d with respect to its weight, of kernel size `kernel_size`
+    ((KH, KW) or w's whole shape), given x and the output gradient g (torch.nn.grad.conv2d_weight)."""
+    kernel = spatial_size(kernel_size, "conv2d_weight_grad: kernel_size")
+    attrs = conv_attrs(stride, padding, dilation, kernel)
+    attrs["kernel_size"] = kernel
+    return Node("conv2d_weight_grad", (x, g), attrs)
+
+
+def max_pool2d_grad(g, x, kernel_size, stride=None, padding=0) -> Node:
+    """The gradient of max_pool2d(x): each element of g goes to its window's argmax in x."""
+    return Node("max_pool2d_grad", (g, x), pool_attrs("max_pool2d_grad", kernel_size, stride, padding))
+
+
+def max_pool2d_gather(t, x, kernel_size, stride=None, padding=0) -> Node:
+    """t (shaped like x) read at the argmax of each max_pool2d window of x: the transpose of
+    max_pool2d_grad, and max_pool2d's derivative in the direction t."""
+    return Node("max_pool2d_gather", (t, x), pool_attrs("max_pool2d_gather", kernel_size, stride, padding))
+
+
+def avg_pool2d_grad(g, input_size, kernel_size, stride=None, padding=0) -> Node:
+    """The gradient of avg_pool2d with respect to its input of spatial size `input_size`."""
+    attrs = pool_attrs("avg_pool2d_grad", kernel_size, stride, padding)
+    attrs["input_size"] = spatial_size(input_size, "avg_pool2d_grad: input_size")
+    return Node("avg_pool2d_grad", (g,), attrs)
+
+
 # --- conv2d: the implicit-GEMM template of kgen/kernels/conv.py ----------------------------------
 def _infer_conv2d(inputs, attrs):
     x, w = inputs
@@ -230,9 +325,9 @@ def _conv2d_reference(node, arrays, shape):
 
 
 def _conv2d_vjp(g, node):
-    ops, (x, w) = _ops(), node.inputs
-    return (ops.conv2d_input_grad(g, w, x.shape[2:], **_conv_attrs(node.attrs)),
-            ops.conv2d_weight_grad(x, g, w.shape[2:], **_conv_attrs(node.attrs)))
+    x, w = node.inputs
+    return (conv2d_input_grad(g, w, x.shape[2:], **_conv_args(node.attrs)),
+            conv2d_weight_grad(x, g, w.shape[2:], **_conv_args(node.attrs)))
 
 
 def _conv2d_gemm(node):  # rows N*OH*OW (output pixels), cols F, over C*KH*KW
@@ -268,9 +363,9 @@ def _conv2d_input_grad_reference(node, arrays, shape):
 
 
 def _conv2d_input_grad_vjp(c, node):
-    ops, (g, w) = _ops(), node.inputs  # <c, dT/dx(g, w)> = T(c, w, g)
-    return (ops.conv2d(c, w, **_conv_attrs(node.attrs)),
-            ops.conv2d_weight_grad(c, g, w.shape[2:], **_conv_attrs(node.attrs)))
+    g, w = node.inputs  # <c, dT/dx(g, w)> = T(c, w, g)
+    return (_ops().conv2d(c, w, **_conv_args(node.attrs)),
+            conv2d_weight_grad(c, g, w.shape[2:], **_conv_args(node.attrs)))
 
 
 def _conv2d_input_grad_gemm(node):  # rows N*H*W (input pixels), cols C, over F*KH*KW
@@ -313,9 +408,9 @@ def _conv2d_weight_grad_reference(node, arrays, shape):
 
 
 def _conv2d_weight_grad_vjp(c, node):
-    ops, (x, g) = _ops(), node.inputs  # <c, dT/dw(x, g)> = T(x, c, g)
-    return (ops.conv2d_input_grad(g, c, x.shape[2:], **_conv_attrs(node.attrs)),
-            ops.conv2d(x, c, **_conv_attrs(node.attrs)))
+    x, g = node.inputs  # <c, dT/dw(x, g)> = T(x, c, g)
+    return (conv2d_input_grad(g, c, x.shape[2:], **_conv_args(node.attrs)),
+            _ops().conv2d(x, c, **_conv_args(node.attrs)))
 
 
 def _conv2d_weight_grad_gemm(node):  # rows F, cols C*KH*KW, over N*OH*OW
@@ -353,7 +448,7 @@ def _max_pool2d_reference(node, arrays, shape):
 
 
 def _max_pool2d_vjp(g, node):
-    return (_ops().max_pool2d_grad(g, node.inputs[0], **_pool_attrs(node.attrs)),)
+    return (max_pool2d_grad(g, node.inputs[0], **_pool_args(node.attrs)),)
 
 
 register(OpDef("max_pool2d", "template", _infer_pool, _max_pool2d_reference, _max_pool2d_vjp,
@@ -382,7 +477,7 @@ def _max_pool2d_grad_reference(node, arrays, shape):
 
 
 def _max_pool2d_grad_vjp(c, node):
-    return (_ops().max_pool2d_gather(c, node.inputs[1], **_pool_attrs(node.attrs)), None)
+    return (max_pool2d_gather(c, node.inputs[1], **_pool_args(node.attrs)), None)
 
 
 def _max_pool2d_grad_vendor(node, operands):
@@ -415,7 +510,7 @@ def _max_pool2d_gather_reference(node, arrays, shape):
 
 
 def _max_pool2d_gather_vjp(c, node):
-    return (_ops().max_pool2d_grad(c, node.inputs[1], **_pool_attrs(node.attrs)), None)
+    return (max_pool2d_grad(c, node.inputs[1], **_pool_args(node.attrs)), None)
 
 
 def _max_pool2d_gather_vendor(node, operands):
@@ -439,7 +534,7 @@ def _avg_pool2d_reference(node, arrays, shape):
 
 
 def _avg_pool2d_vjp(g, node):
-    return (_ops().avg_pool2d_grad(g, node.inputs[0].shape[2:], **_pool_attrs(node.attrs)),)
+    return (avg_pool2d_grad(g, node.inputs[0].shape[2:], **_pool_args(node.attrs)),)
 
 
 register(OpDef("avg_pool2d", "template", _infer_pool, _avg_pool2d_reference, _avg_pool2d_vjp,
@@ -467,7 +562,7 @@ def _avg_pool2d_grad_reference(node, arrays, shape):
 
 
 def _avg_pool2d_grad_vjp(c, node):
-    return (_ops().avg_pool2d(c, **_pool_attrs(node.attrs)),)
+    return (_ops().avg_pool2d(c, **_pool_args(node.attrs)),)
 
 
 def _avg_pool2d_grad_vendor(node, operands):

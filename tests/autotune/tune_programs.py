@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import kgen
 from kgen import ops
+from kgen.ir import ops_conv
 
 
 def pointwise():
@@ -49,12 +50,12 @@ def conv2d():
 
 def conv2d_input_grad():
     g, w = kgen.tensor("g", ("N", 4, 10, 10)), kgen.tensor("w", (4, 3, 3, 3))
-    return kgen.Graph([g, w], [ops.conv2d_input_grad(g, w, (10, 10), padding=1)])
+    return kgen.Graph([g, w], [ops_conv.conv2d_input_grad(g, w, (10, 10), padding=1)])
 
 
 def conv2d_weight_grad():
     x, g = kgen.tensor("x", ("N", 3, 10, 10)), kgen.tensor("g", ("N", 4, 10, 10))
-    return kgen.Graph([x, g], [ops.conv2d_weight_grad(x, g, (3, 3), padding=1)])
+    return kgen.Graph([x, g], [ops_conv.conv2d_weight_grad(x, g, (3, 3), padding=1)])
 
 
 def max_pool():

@@ -69,16 +69,22 @@ def _graph_ops(program: Program, monkeypatch) -> set:
     return {n.op for n in topological_order(built["nodes"])}
 
 
+# Built only by the VJP of max_pool2d_grad, a second derivative, which fuzz programs do not
+# take (they differentiate once) and no kgen.ops function builds: tests/ir/test_vjp.py and
+# tests/kernels/test_conv_pool.py check it, its reference, kernel and VJP.
+SECOND_DERIVATIVE_ONLY = {"max_pool2d_gather"}
+
+
 def test_programs_cover_every_op(monkeypatch):
-    used, table = collections.Counter(), set()
+    used, table, wanted = collections.Counter(), set(), set(TABLE) - SECOND_DERIVATIVE_ONLY
     for seed in range(400):
         program = generate(seed)
         analyze(program)  # every generated program is legal
         used.update(program.ops)
-        if len(table) < len(TABLE):
+        if not wanted <= table:
             table |= _graph_ops(program, monkeypatch)
     assert set(OPS) <= set(used), f"never drawn: {sorted(set(OPS) - set(used))}"
-    assert set(TABLE) <= table, f"op table entries never built: {sorted(set(TABLE) - table)}"
+    assert wanted <= table, f"op table entries never built: {sorted(wanted - table)}"
 
 
 def test_programs_have_the_edges():

@@ -10,6 +10,7 @@ import pytest
 
 import kgen
 from kgen import ops
+from kgen.ir import ops_conv
 from kgen.autotune.tuner import output_error
 from kgen.kernels.launch import default_config
 from kgen.kernels.runtime import to_numpy
@@ -22,7 +23,7 @@ def weight_gradients():
     w = kgen.tensor("w", (200, 300))
     return kgen.Graph([x, g, xc, gc, w], [
         w - 0.01 * ops.matmul(ops.transpose(g), x), ops.sum(g, 0),
-        ops.conv2d_weight_grad(xc, gc, 3), ops.sum(gc, (0, 2, 3))])
+        ops_conv.conv2d_weight_grad(xc, gc, 3), ops.sum(gc, (0, 2, 3))])
 
 
 @pytest.mark.parametrize("split,group", [(1, 8), (4, 1), (32, 8), (128, 8)])

@@ -1,10 +1,12 @@
 """The per-op facts of the op table's template ops (flops, GEMM extents, the vendor call,
-the template), each against an independent account, and the rule that keeps them there:
-outside kgen/ir and an op's own template, no module matches a template op by name.
+the template), each against an independent account, and the rules that keep them there:
+outside kgen/ir and an op's own template, no module matches a template op by name, and an
+op that is no kgen.ops function is not even named elsewhere.
 """
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 
 import kgen
 from kgen import ops
-from kgen.ir import shapes
+from kgen.ir import ops_conv, shapes
 from kgen.ir.optable import TABLE
 from kgen.kernels import codegen, templates  # noqa: F401  (codegen registers every template)
 from kgen.lowering.stats import node_flops
@@ -37,13 +39,13 @@ def _examples():
     return {
         "matmul": (ops.matmul(a, b), [a, b], 2 * 6 * 8 * 7),
         "conv2d": (ops.conv2d(x, w, padding=1), [x, w], conv),
-        "conv2d_input_grad": (ops.conv2d_input_grad(g, w, (5, 5), padding=1), [g, w], conv),
-        "conv2d_weight_grad": (ops.conv2d_weight_grad(x, g, (3, 3), padding=1), [x, g], conv),
+        "conv2d_input_grad": (ops_conv.conv2d_input_grad(g, w, (5, 5), padding=1), [g, w], conv),
+        "conv2d_weight_grad": (ops_conv.conv2d_weight_grad(x, g, (3, 3), padding=1), [x, g], conv),
         "max_pool2d": (ops.max_pool2d(p, 2), [p], pool),
         "avg_pool2d": (ops.avg_pool2d(p, 2), [p], pool),
-        "max_pool2d_grad": (ops.max_pool2d_grad(q, p, 2), [q, p], pool),
-        "max_pool2d_gather": (ops.max_pool2d_gather(t, p, 2), [t, p], pool),
-        "avg_pool2d_grad": (ops.avg_pool2d_grad(q, (4, 4), 2), [q], pool),
+        "max_pool2d_grad": (ops_conv.max_pool2d_grad(q, p, 2), [q, p], pool),
+        "max_pool2d_gather": (ops_conv.max_pool2d_gather(t, p, 2), [t, p], pool),
+        "avg_pool2d_grad": (ops_conv.avg_pool2d_grad(q, (4, 4), 2), [q], pool),
     }
 
 
@@ -119,9 +121,15 @@ def _part_of(strings) -> set:
 def op_name_matches(tree) -> list:
     """(line, names) of each comparison of some `x.op` with template op names, of each
     `"part" in x.op`, of each `x.op.startswith(...)` (or any other method of x.op), and of
-    each tuple, list or set literal of several template op names, in a parsed module."""
+    each tuple, list or set literal of several template op names, in a parsed module. A
+    module's `__all__` lists the functions it exports (kgen.ops's matmul, conv2d, ...), no
+    ops it matches, and is not read."""
+    exports = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+               and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)}
     found = []
     for n in ast.walk(tree):
+        if id(n) in exports:
+            continue
         names = set()
         if isinstance(n, ast.Compare) and any(_is_op_attribute(e) for e in [n.left, *n.comparators]):
             others = [e for e in [n.left, *n.comparators] if not _is_op_attribute(e)]
@@ -138,9 +146,8 @@ def op_name_matches(tree) -> list:
     return sorted(found)
 
 
-# Rewrite rules are per-op algebra (transpose of a matmul), and name the ops they rewrite;
-# the public builders list the ops' names, and the fuzzer draws every public op by name.
-EXEMPT = {"lowering/simplify.py", "ops.py", "fuzz/ops_nn.py"}
+# Rewrite rules are per-op algebra (transpose of a matmul), and name the ops they rewrite.
+EXEMPT = {"lowering/simplify.py"}
 
 
 def _template_module(name: str) -> str:
@@ -166,5 +173,35 @@ def test_no_module_outside_the_op_table_matches_a_template_op_by_name():
 def test_the_name_check_finds_each_way_of_matching():
     source = ('a = node.op == "matmul"\nb = n.op in ("conv2d", "x")\nc = node.op.startswith("conv2d")\n'
               'd = "pool2d" in node.op\ne = node.op == "relu"\nf = node.op == "input"\n'
-              'DOT = ("matmul", "conv2d")\nRULES = ("matmul", "conv")\n')
+              'DOT = ("matmul", "conv2d")\nRULES = ("matmul", "conv")\n__all__ = ["matmul", "conv2d"]\n')
     assert [line for line, _ in op_name_matches(ast.parse(source))] == [1, 2, 3, 4, 7]
+
+
+# --- a template op's name is written in its op file and its template, nowhere else -----------
+def _module_file(module: str) -> str:
+    return Path(sys.modules[module].__file__).resolve().relative_to(KGEN).as_posix()
+
+
+def _naming(name: str) -> set:
+    """The modules under kgen/ whose text names `name` as a word (conv2d is not a word of
+    conv2d_input_grad), as `grep -rlw` would list them."""
+    word = re.compile(rf"\b{re.escape(name)}\b")
+    return {path.relative_to(KGEN).as_posix() for path in KGEN.rglob("*.py") if word.search(path.read_text())}
+
+
+# The ops kgen.ops builds for programs (matmul, conv2d, the pools) are named wherever a
+# program is written: kgen/ops.py and the fuzzer's catalog, and kgen.nn's layers, too. The
+# rest are IR primitives only the op table's own rules build (the gradient ops, built by VJPs).
+INTERNAL_TEMPLATE_OPS = [name for name in TEMPLATE_OPS if name not in ops.__all__]
+
+
+def test_internal_template_ops_are_the_gradient_ops():
+    assert INTERNAL_TEMPLATE_OPS == ["avg_pool2d_grad", "conv2d_input_grad", "conv2d_weight_grad",
+                                     "max_pool2d_gather", "max_pool2d_grad"]
+
+
+@pytest.mark.parametrize("name", INTERNAL_TEMPLATE_OPS)
+def test_an_internal_template_op_is_named_by_its_op_file_and_its_template_only(name):
+    opdef = TABLE[name]
+    own = {_module_file(opdef.infer.__module__), _module_file(templates.TEMPLATES[opdef.lower].__module__)}
+    assert _naming(name) == own

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import kgen
 from kgen import ops
+from kgen.ir import ops_conv
 from ir_helpers import assert_close, ops_in, random_array, to_torch
 
 EPS = 1e-6
@@ -251,23 +252,23 @@ CASES.update({
     "conv2d_symbolic_batch": Case("conv2d", lambda x, w: ops.conv2d(x, w, padding=1),
                                   lambda x, w: F.conv2d(x, w, padding=1),
                                   f(x=any_(("N", 2, 5, 5)), w=any_((2, 2, 3, 3))), sizes=f(x=(2, 2, 5, 5))),
-    "conv2d_input_grad": Case("conv2d_input_grad", lambda g, w: ops.conv2d_input_grad(g, w, (7, 7), **_CONV),
+    "conv2d_input_grad": Case("conv2d_input_grad", lambda g, w: ops_conv.conv2d_input_grad(g, w, (7, 7), **_CONV),
                               lambda g, w: torch.nn.grad.conv2d_input((2, 3, 7, 7), w, g, **_CONV),
                               f(g=any_((2, 4, 4, 4)), w=any_((4, 3, 3, 3)))),
-    "conv2d_weight_grad": Case("conv2d_weight_grad", lambda x, g: ops.conv2d_weight_grad(x, g, (3, 3), **_CONV),
+    "conv2d_weight_grad": Case("conv2d_weight_grad", lambda x, g: ops_conv.conv2d_weight_grad(x, g, (3, 3), **_CONV),
                                lambda x, g: torch.nn.grad.conv2d_weight(x, (4, 3, 3, 3), g, **_CONV),
                                f(x=any_((2, 3, 7, 7)), g=any_((2, 4, 4, 4)))),
     "max_pool2d": Case("max_pool2d", lambda x: ops.max_pool2d(x, **_POOL), lambda x: F.max_pool2d(x, **_POOL),
                        f(x=any_((2, 3, 7, 7)))),
-    "max_pool2d_grad": Case("max_pool2d_grad", lambda g, x: ops.max_pool2d_grad(g, x, **_POOL),
+    "max_pool2d_grad": Case("max_pool2d_grad", lambda g, x: ops_conv.max_pool2d_grad(g, x, **_POOL),
                             lambda g, x: _torch_max_pool_grad(g, x, **_POOL),
                             f(g=any_((2, 3, 4, 4)), x=any_((2, 3, 7, 7))), wrt=("g",)),
-    "max_pool2d_gather": Case("max_pool2d_gather", lambda t, x: ops.max_pool2d_gather(t, x, **_POOL),
+    "max_pool2d_gather": Case("max_pool2d_gather", lambda t, x: ops_conv.max_pool2d_gather(t, x, **_POOL),
                               lambda t, x: _torch_max_pool_gather(t, x, **_POOL),
                               f(t=any_((2, 3, 7, 7)), x=any_((2, 3, 7, 7))), wrt=("t",)),
     "avg_pool2d": Case("avg_pool2d", lambda x: ops.avg_pool2d(x, **_POOL), lambda x: F.avg_pool2d(x, **_POOL),
                        f(x=any_((2, 3, 7, 7)))),
-    "avg_pool2d_grad": Case("avg_pool2d_grad", lambda g: ops.avg_pool2d_grad(g, (7, 7), **_POOL),
+    "avg_pool2d_grad": Case("avg_pool2d_grad", lambda g: ops_conv.avg_pool2d_grad(g, (7, 7), **_POOL),
                             lambda g: _torch_pool_grad(F.avg_pool2d, g, (2, 3, 7, 7), **_POOL),
                             f(g=any_((2, 3, 4, 4)))),
 })

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 import kgen
 from kgen import ops
+from kgen.ir import ops_conv
 from kgen.kernels import aot
 from kgen.kernels.combo import flatten
 from conftest import random_array, run_compiled
@@ -151,7 +152,7 @@ def test_gradient_ops_references_match_torch(rng):
     kw = dict(stride=2, padding=1, dilation=2)
     xv, wv, gv = random_array(rng, (2, 3, 9, 8)), random_array(rng, (4, 3, 2, 3)), random_array(rng, (2, 4, 5, 3))
     x, w, g = kgen.tensor("x", xv.shape), kgen.tensor("w", wv.shape), kgen.tensor("g", gv.shape)
-    outs = [ops.conv2d_input_grad(g, w, (9, 8), **kw), ops.conv2d_weight_grad(x, g, (2, 3), **kw)]
+    outs = [ops_conv.conv2d_input_grad(g, w, (9, 8), **kw), ops_conv.conv2d_weight_grad(x, g, (2, 3), **kw)]
     graph = kgen.Graph([x, w, g], outs)
     dx, dw = kgen.reference.run(graph, {"x": xv, "w": wv, "g": gv})
     assert_close(dx, torch.nn.grad.conv2d_input(xv.shape, t64(wv), t64(gv), **kw), rtol=1e-12)
@@ -159,7 +160,7 @@ def test_gradient_ops_references_match_torch(rng):
     # max_pool2d_gather is max_pool2d's derivative in a direction t: torch's indices pick it
     tv = random_array(rng, xv.shape)
     t = kgen.tensor("t", tv.shape)
-    (got,) = kgen.reference.run(kgen.Graph([t, x], [ops.max_pool2d_gather(t, x, 3, 2, 1)]), {"t": tv, "x": xv})
+    (got,) = kgen.reference.run(kgen.Graph([t, x], [ops_conv.max_pool2d_gather(t, x, 3, 2, 1)]), {"t": tv, "x": xv})
     out, index = F.max_pool2d(t64(xv), 3, 2, 1, return_indices=True)
     want = torch.gather(t64(tv).flatten(2), 2, index.flatten(2)).view_as(out)
     assert_close(got, want, rtol=0)
@@ -214,10 +215,10 @@ def test_conv2d_gradient_ops_vjps(kw, rng):
     probe = ops.conv2d(kgen.tensor("x", (1, 2, 6, 7)), kgen.tensor("w", (2, 2, 2, 3)), **kw)
     gshape = tuple(int(d) for d in probe.shape)
     arrays = {"g": random_array(rng, gshape), "w": random_array(rng, (2, 2, 2, 3))}
-    finite_difference_check(lambda g, w: ops.conv2d_input_grad(g, w, (6, 7), **kw), arrays, ("g", "w"), rng,
+    finite_difference_check(lambda g, w: ops_conv.conv2d_input_grad(g, w, (6, 7), **kw), arrays, ("g", "w"), rng,
                             lambda g, w: torch.nn.grad.conv2d_input((1, 2, 6, 7), w, g, **kw))
     arrays = {"x": random_array(rng, (1, 2, 6, 7)), "g": random_array(rng, gshape)}
-    finite_difference_check(lambda x, g: ops.conv2d_weight_grad(x, g, (2, 3), **kw), arrays, ("x", "g"), rng,
+    finite_difference_check(lambda x, g: ops_conv.conv2d_weight_grad(x, g, (2, 3), **kw), arrays, ("x", "g"), rng,
                             lambda x, g: torch.nn.grad.conv2d_weight(x, (2, 2, 2, 3), g, **kw))
 
 
@@ -232,11 +233,11 @@ def test_pool_vjps(kw, rng):
     finite_difference_check(lambda x: ops.avg_pool2d(x, **kw), x, ("x",), rng, lambda x: F.avg_pool2d(x, **kw))
     pooled = tuple(int(d) for d in ops.max_pool2d(kgen.tensor("x", (1, 2, 6, 7)), **kw).shape)
     g = random_array(rng, pooled)
-    finite_difference_check(lambda g: ops.avg_pool2d_grad(g, (6, 7), **kw), {"g": g}, ("g",), rng)
+    finite_difference_check(lambda g: ops_conv.avg_pool2d_grad(g, (6, 7), **kw), {"g": g}, ("g",), rng)
     # max_pool2d_grad and max_pool2d_gather transpose each other; x gets no gradient from either
-    finite_difference_check(lambda g, x: ops.max_pool2d_grad(g, x, **kw), {"g": g, **x}, ("g", "x"), rng)
+    finite_difference_check(lambda g, x: ops_conv.max_pool2d_grad(g, x, **kw), {"g": g, **x}, ("g", "x"), rng)
     t = random_array(rng, (1, 2, 6, 7))
-    finite_difference_check(lambda t, x: ops.max_pool2d_gather(t, x, **kw), {"t": t, **x}, ("t", "x"), rng)
+    finite_difference_check(lambda t, x: ops_conv.max_pool2d_gather(t, x, **kw), {"t": t, **x}, ("t", "x"), rng)
 
 
 # --- generated kernels: against the reference (kgen.check) and torch, on the same cases -----------
@@ -289,7 +290,7 @@ def test_max_pool2d_kernels_break_ties_as_torch(kw, rng):
 
 def test_max_pool2d_gather_kernel(rng):
     t, x = kgen.tensor("t", (2, 3, 9, 8)), kgen.tensor("x", (2, 3, 9, 8))
-    graph = kgen.Graph([t, x], [ops.max_pool2d_gather(t, x, 3, 2, 1), ops.max_pool2d_gather(t, x, 2)])
+    graph = kgen.Graph([t, x], [ops_conv.max_pool2d_gather(t, x, 3, 2, 1), ops_conv.max_pool2d_gather(t, x, 2)])
     values = {"t": random_array(rng, (2, 3, 9, 8)), "x": random_array(rng, (2, 3, 9, 8))}
     kgen.check(graph, values, strict=True)
     got = run_compiled(graph, values)
@@ -430,9 +431,9 @@ def test_shape_and_dtype_errors_name_the_shapes():
     with pytest.raises(kgen.ShapeError, match=r"kernel_size must be an int or a pair"):
         ops.avg_pool2d(x, (2, 2, 2))
     with pytest.raises(kgen.ShapeError, match=r"g \[2,4,5,5\] must have spatial size 3x3"):
-        ops.conv2d_input_grad(kgen.tensor("g", (2, 4, 5, 5)), kgen.tensor("k", (4, 3, 3, 3)), (5, 5))
+        ops_conv.conv2d_input_grad(kgen.tensor("g", (2, 4, 5, 5)), kgen.tensor("k", (4, 3, 3, 3)), (5, 5))
     with pytest.raises(kgen.ShapeError, match=r"differ in batch size or channels"):
-        ops.max_pool2d_grad(kgen.tensor("g", (2, 4, 3, 3)), x, 2)
+        ops_conv.max_pool2d_grad(kgen.tensor("g", (2, 4, 3, 3)), x, 2)
 
 
 # --- ahead-of-time compilation -----------------------------------------------------------------
@@ -440,8 +441,8 @@ def _aot_conv(dtype):
     x, w, g = kgen.tensor("x", ("N", 3, 9, 9), dtype), kgen.tensor("w", (8, 3, 3, 3), dtype), \
         kgen.tensor("g", ("N", 8, 5, 5), dtype)
     kw = dict(stride=2, padding=1, dilation=1)
-    outs = [ops.conv2d(x, w, **kw), ops.conv2d_input_grad(g, w, (9, 9), **kw),
-            ops.conv2d_weight_grad(x, g, (3, 3), **kw), ops.conv2d(x, w, padding=2, dilation=2)]
+    outs = [ops.conv2d(x, w, **kw), ops_conv.conv2d_input_grad(g, w, (9, 9), **kw),
+            ops_conv.conv2d_weight_grad(x, g, (3, 3), **kw), ops.conv2d(x, w, padding=2, dilation=2)]
     return kgen.Graph([x, w, g], outs)
 
 
@@ -449,8 +450,8 @@ def _aot_pool(dtype):
     x, g, t = kgen.tensor("x", ("N", 3, 9, 9), dtype), kgen.tensor("g", ("N", 3, 5, 5), dtype), \
         kgen.tensor("t", ("N", 3, 9, 9), dtype)
     kw = dict(kernel_size=3, stride=2, padding=1)
-    outs = [ops.max_pool2d(x, **kw), ops.avg_pool2d(x, **kw), ops.max_pool2d_grad(g, x, **kw),
-            ops.avg_pool2d_grad(g, (9, 9), **kw), ops.max_pool2d_gather(t, x, **kw)]
+    outs = [ops.max_pool2d(x, **kw), ops.avg_pool2d(x, **kw), ops_conv.max_pool2d_grad(g, x, **kw),
+            ops_conv.avg_pool2d_grad(g, (9, 9), **kw), ops_conv.max_pool2d_gather(t, x, **kw)]
     return kgen.Graph([x, g, t], outs)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 import kgen
 from kgen import nn, ops
+from kgen.ir import ops_conv
 from kgen.artifact.manifest import seal
 from kgen.autotune import tuner
 from kgen.kernels import aot, splitk
@@ -31,7 +32,7 @@ def weight_gradients():
     w = kgen.tensor("w", (24, 40))
     return kgen.Graph([x, g, xc, gc, w], [
         w - 0.1 * ops.matmul(ops.transpose(g), x), ops.sum(g, 0), ops.max(g, 0),
-        ops.conv2d_weight_grad(xc, gc, 3) * 2.0, ops.sum(gc, (0, 2, 3))])
+        ops_conv.conv2d_weight_grad(xc, gc, 3) * 2.0, ops.sum(gc, (0, 2, 3))])
 
 
 def inputs(rng, n):
@@ -134,7 +135,7 @@ def test_split_kernels_compile_with_their_atomics_for_sm80_and_sm90():
 
 def test_the_gpu_default_splits_a_long_k_over_few_tiles():
     xc, gc = kgen.tensor("xc", ("N", 2, 7, 7)), kgen.tensor("gc", ("N", 3, 5, 5))
-    (kernel,) = kgen.compile(kgen.Graph([xc, gc], [ops.conv2d_weight_grad(xc, gc, 3)]), device="cpu").kernels
+    (kernel,) = kgen.compile(kgen.Graph([xc, gc], [ops_conv.conv2d_weight_grad(xc, gc, 3)]), device="cpu").kernels
     few = default_config(kernel, {"N": 4096}, interpreted=False)  # K = 4096 * 25, one 16x16 tile
     assert few["SPLIT_K"] >= 64 and math.prod(kgen.kernels.launch.plan_launch(
         kernel, {"N": 4096}, False, few).grid) >= 64

@@ -5,6 +5,7 @@ import pytest
 
 import kgen
 from kgen import ops
+from kgen.ir import ops_conv
 from kgen.kernels.combo import flatten
 from conftest import assert_matches_reference, random_array
 
@@ -161,7 +162,7 @@ def test_conv_bias_and_relu_are_one_kernel(stride, padding, rng):
 def test_pool_gradient_with_the_relu_mask_is_one_kernel(rng):
     """max_pool2d_grad then the relu mask of the conv output it routes to: one pool kernel."""
     g, c = kgen.tensor("g", ("N", 3, 3, 3)), kgen.tensor("c", ("N", 3, 7, 7))
-    dx = ops.max_pool2d_grad(g, c, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))
+    dx = ops_conv.max_pool2d_grad(g, c, kernel_size=(2, 2), stride=(2, 2), padding=(0, 0))
     graph, p = plan_of([g, c], [ops.where(c > 0.0, dx, 0.0)])
     assert kinds(p) == ["pool"] and dx not in p.plan.written
     assert_matches_reference(graph, {"g": random_array(rng, (2, 3, 3, 3)), "c": random_array(rng, (2, 3, 7, 7))})
@@ -171,7 +172,7 @@ def test_adam_update_in_the_conv_weight_gradient(rng):
     """A conv weight gradient's consumers (an Adam-like update) run in its epilogue."""
     x, g = kgen.tensor("x", ("N", 2, 6, 6)), kgen.tensor("g", ("N", 3, 4, 4))
     w, m = kgen.tensor("w", (3, 2, 3, 3)), kgen.tensor("m", (3, 2, 3, 3))
-    grad = ops.conv2d_weight_grad(x, g, (3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+    grad = ops_conv.conv2d_weight_grad(x, g, (3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
     m_new = 0.9 * m + 0.1 * grad
     graph, p = plan_of([x, g, w, m], [m_new, w - 0.01 * m_new / (ops.sqrt(grad * grad) + 1e-8)])
     assert kinds(p) == ["conv"] and grad not in p.plan.written
@@ -203,7 +204,7 @@ def test_column_sums_of_the_b_operand_ride_along(rng):
 
 def test_conv_bias_gradient_runs_in_the_weight_gradient(rng):
     x, g = kgen.tensor("x", ("N", 2, 6, 6)), kgen.tensor("g", ("N", 3, 4, 4))
-    grad_w = ops.conv2d_weight_grad(x, g, (3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+    grad_w = ops_conv.conv2d_weight_grad(x, g, (3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
     grad_b = ops.sum(g, (0, 2, 3))
     graph, p = plan_of([x, g], [grad_w, grad_b])
     assert kinds(p) == ["conv"]
