@@ -78,3 +78,16 @@ def fuzz_graph(seed: int, monkeypatch) -> "kgen.Graph":
     exec(compile(module_source(program, analyze(program)), f"<seed {seed}>", "exec"), ns)
     ns["make_function"]()
     return built["graph"]
+
+
+def row_kernels_that_wait_on_each_other():
+    """(inputs, outputs) of the fuzzer's find that hung the compiler: the cross-entropy row
+    kernel's backward reduction reads the d(loss) row kernel, whose other reduction reads
+    the forward through a pointwise kernel (tests/lowering/test_fusion.py says more)."""
+    from kgen import ops
+    x, y, cot = kgen.tensor("x", (7, 2)), kgen.tensor("y", (7,), "int32"), kgen.tensor("cot", (10, 4))
+    padded = ops.pad_strided(x, (1, 0), (1, 1), (10, 4))
+    out = ops.where(padded < 0.25, padded, ops.cross_entropy(x, y))
+    loss = ops.sum(out * cot)
+    (grad,) = kgen.grad(loss, [x])
+    return [x, y, cot], [out, loss, grad]

@@ -130,7 +130,8 @@ class Program:
         """Tune every kernel on this program's GPU at the sizes of `inputs` (graph input, by
         node as `run` takes them or by name -> array or tensor): candidates are compiled,
         checked against the reference and timed, and the fastest are kept in the autotune
-        cache, which later launches read (all by the program's config source). Returns the tuner's results (TuneResult per kernel)."""
+        cache, which later launches read (all by the program's config source). Returns the
+        tuner's results (TuneResult per kernel)."""
         if self.interpreted:
             raise KgenError("Program.tune times kernels on a CUDA GPU, and this program runs on the CPU "
                             "(Triton's interpreter, which ignores GPU configs). Without a GPU, "

@@ -68,13 +68,11 @@ def format_explanation(launches: list) -> str:
             indent = "  " if len(parts) == 1 else "    "
             if len(parts) > 1:
                 lines.append(f"  {k['name']}")
-            first = True
-            for value, rules in k["writes"]:
-                for i, (rule, reason) in enumerate(rules or [("", "(no rule recorded)")]):
-                    lines.append(f"{indent}{'writes' if first else '':<8}{value if i == 0 else '':<28}{rule:<4}{reason}")
-                    first = False
-            for outcome in ("fused", "refused", "moved"):
-                for i, (value, rule, reason) in enumerate(k[outcome]):
+            written = [(value if i == 0 else "", rule, reason) for value, rules in k["writes"]
+                       for i, (rule, reason) in enumerate(rules or [("", "(no rule recorded)")])]
+            for outcome, rows in (("writes", written), ("fused", k["fused"]), ("refused", k["refused"]),
+                                  ("moved", k["moved"])):
+                for i, (value, rule, reason) in enumerate(rows):  # the outcome on its first row only
                     lines.append(f"{indent}{outcome if i == 0 else '':<8}{value:<28}{rule:<4}{reason}")
             if k["reads"]:
                 lines.append(f"{indent}{'reads':<8}" + ", ".join(f"{v} ({src})" for v, src in k["reads"]))

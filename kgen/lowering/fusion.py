@@ -424,12 +424,6 @@ def _fits_rows(group: KernelGroup, root: Node, nodes: list) -> bool:
     return True
 
 
-def _can_host(group: KernelGroup, root: Node) -> bool:
-    if group.kind == "pointwise":
-        return _same_shape(group.roots[0], root)
-    return _takes_epilogue(group.anchor)
-
-
 def _fits(group: KernelGroup, root: Node, nodes: list) -> bool:
     if group.rows or (group.anchor is not None and group.anchor.opdef.kind == "reduction"
                       and _same_shape(root, group.anchor.inputs[0]) and row_signature(group.anchor)):

@@ -2,8 +2,9 @@
 and written (each kernel reads its input buffers once, or only the windows of them that
 its slices take, and writes its outputs once), and
 flops (each op's own count, `OpDef.flops_of`: 2*M*N*K per matmul, 1 per element per
-elementwise op, 1 per input element per reduction, ...); and the same figures for an unfused lowering with one kernel per op, where
-every op reads its operands from memory and writes its result (views stay free)."""
+elementwise op, 1 per input element per reduction, ...); and the same figures for an
+unfused lowering with one kernel per op, where every op reads its operands from memory and
+writes its result (views stay free)."""
 from __future__ import annotations
 
 from kgen.ir import shapes

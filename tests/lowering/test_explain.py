@@ -14,7 +14,7 @@ from kgen import ops
 from kgen.lowering.explain import explain, format_explanation
 from kgen.lowering.fusion import fuse, is_in_memory_source
 from kgen.lowering.passes import optimize
-from conftest import fuzz_graph, zoo_train_step
+from conftest import fuzz_graph, row_kernels_that_wait_on_each_other, zoo_train_step
 
 
 def decisions(plan, node, outcome=None, rule=None):
@@ -89,12 +89,7 @@ def test_e1_says_why_a_consumer_at_other_elements_stays_out_of_the_epilogue():
 
 def test_r6_says_when_it_keeps_reductions_over_the_same_rows_apart():
     """The row kernels that would wait on each other (tests/lowering/test_fusion.py)."""
-    x, y, cot = kgen.tensor("x", (7, 2)), kgen.tensor("y", (7,), "int32"), kgen.tensor("cot", (10, 4))
-    padded = ops.pad_strided(x, (1, 0), (1, 1), (10, 4))
-    out = ops.where(padded < 0.25, padded, ops.cross_entropy(x, y))
-    loss = ops.sum(out * cot)
-    (grad,) = kgen.grad(loss, [x])
-    plan = plan_of([x, y, cot], [out, loss, grad])
+    plan = plan_of(*row_kernels_that_wait_on_each_other())
     assert any(d.rule == "R6" and d.outcome == "refused" and "cycle" in d.reason for d in plan.decisions)
     assert_explained(plan)
 

@@ -16,7 +16,7 @@ from kgen.kernels.combo import flatten
 from kgen.ir.graph import format_node
 from kgen.lowering.fusion import RECOMPUTE_LOADS, RECOMPUTE_OPS, ROW_MAX, fuse
 from kgen.lowering.passes import cse, optimize
-from conftest import assert_matches_reference, fuzz_graph, random_array
+from conftest import assert_matches_reference, fuzz_graph, random_array, row_kernels_that_wait_on_each_other
 
 
 def compile_(inputs, outputs):
@@ -394,12 +394,8 @@ def test_row_kernels_that_would_wait_on_each_other_stay_apart(rng):
     reduction reads the d(loss) row kernel, whose other reduction reads the forward through
     a pointwise kernel. Each reduction alone looked free of cycles; the kernels together
     were not. A row kernel must count another row kernel's reductions as one."""
-    x, y, cot = kgen.tensor("x", (7, 2)), kgen.tensor("y", (7,), "int32"), kgen.tensor("cot", (10, 4))
-    padded = ops.pad_strided(x, (1, 0), (1, 1), (10, 4))
-    out = ops.where(padded < 0.25, padded, ops.cross_entropy(x, y))
-    loss = ops.sum(out * cot)
-    (grad,) = kgen.grad(loss, [x])
-    p = compile_([x, y, cot], [out, loss, grad])
+    inputs, outputs = row_kernels_that_wait_on_each_other()
+    p = compile_(inputs, outputs)
     assert_acyclic(p.plan)
     assert_matches_reference(p.graph, {"x": random_array(rng, (7, 2)), "y": rng.integers(0, 2, 7).astype(np.int32),
                                        "cot": random_array(rng, (10, 4))})
