@@ -22,6 +22,7 @@ _PUBLIC = {
                                             "int32", "int64")},
     "grad": ("kgen.ir.autodiff", "grad"),
     **{name: ("kgen.function", name) for name in ("Function", "SharedVariable", "function", "shared", "tensor")},
+    "from_torch": ("kgen.frontends.torch_module", "from_torch"),
     "compile": ("kgen.compiler", "compile"), "check": ("kgen.check", "check"),
     **{name: ("kgen.artifact", name) for name in ("Artifact", "ArtifactError", "compile_artifact", "load")},
 }

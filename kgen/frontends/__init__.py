@@ -1,0 +1,8 @@
+"""Frontends: foreign model formats translated into kgen IR, and nothing else.
+
+- `torch_module.py`: `kgen.from_torch` (torch.export -> core ATen -> a kgen.nn.Module);
+- `fx.py`: the walker from an FX graph of core ATen to kgen values, shared by every torch
+  way in; `aten.py`: its op table, one translator per ATen op onto kgen.ops;
+- `dynamo.py`: the `torch.compile(backend="kgen")` backend;
+- `pt2.py`: `.pt2` files (torch.export.save) as MODEL arguments of the `kgen` command.
+"""
