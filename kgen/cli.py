@@ -36,12 +36,20 @@ DEFAULT_TARGETS = ["sm_80", "sm_90"]
 
 
 # --- what the commands do ----------------------------------------------------------------------
+def _spec(name):
+    """The zoo's record for a zoo name, or a zoo-like one for a .pt2 file (kgen/frontends/pt2.py)."""
+    # at run time: kgen --help imports neither torch nor triton
+    from kgen import nn
+    from kgen.frontends import pt2
+    return pt2.spec(name) if pt2.is_pt2(name) else nn.zoo.get(name)
+
+
 def _spec_and_model(name, seed=0):
     # at run time: kgen --help imports neither torch nor triton
     from kgen import nn
-    spec = nn.zoo.get(name)
+    spec = _spec(name)
     nn.manual_seed(seed)
-    return spec, spec.model()
+    return spec, spec.model()  # a .pt2 model is already trained: the seed does not change it
 
 
 def _example_batch(spec, batch):
@@ -75,6 +83,9 @@ def _state_names(model, step) -> dict:
 
 
 def cmd_train(args):
+    if args.model.endswith(".pt2"):
+        raise KgenError(f"kgen train: {args.model} holds a model but no data; train it from Python "
+                        f"(kgen.from_torch, then fit), or check, measure or compile it here")
     spec, model = _spec_and_model(args.model, args.seed)
     (xtr, ytr), (xte, yte) = spec.data()
     epochs = args.epochs or spec.epochs
@@ -151,7 +162,7 @@ def cmd_compile(args):
 
     _check_targets(args.target)
     check_destination(args.out, args.force, args.archive)
-    nn.zoo.get(args.model)  # an unknown model fails before the compile workers start
+    _spec(args.model)  # an unknown model fails before the compile workers start
 
     def build():
         spec, model = _spec_and_model(args.model, args.seed)
@@ -290,7 +301,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def _zoo_model(p) -> None:
-    p.add_argument("model", metavar="MODEL", help=f"a zoo model: {', '.join(ZOO)} (`kgen models` describes them)")
+    p.add_argument("model", metavar="MODEL", help=f"a zoo model: {', '.join(ZOO)} (`kgen models` describes them); "
+                                                  f"check, stats and compile also take a .pt2 file")
 
 
 def _batch(p, default) -> None:
@@ -334,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
   kgen compile mlp128 --out mlp128.kgen --batch 64,512  an artifact (no GPU needed)
   kgen run mlp128.kgen --steps 3 --save state.npz       run it, keep the trained state
 
-MODEL is a zoo name: {', '.join(ZOO)}.
+MODEL is a zoo name ({', '.join(ZOO)}) or, for check, stats and compile, a .pt2 file
+written by torch.export.save (a classifier's [N, C] output trains with cross-entropy, any other
+output with mean squared error; the data is random).
 Lists are comma-separated (--batch 64,512); a list option may also be repeated.
 `kgen COMMAND --help` shows a command's options and their defaults.""")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
