@@ -28,6 +28,7 @@ __all__ = [
     "pad", "concatenate", "stack", "split", "one_hot", "softmax",
     "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
     "conv2d", "max_pool2d", "avg_pool2d",
+    "layer_norm", "batch_norm",
 ]
 
 
@@ -458,6 +459,107 @@ def binary_cross_entropy(prob, target, eps: float = 1e-7) -> Node:
     """Mean binary cross-entropy of probabilities `prob` (clipped to [eps, 1-eps])."""
     p = minimum(maximum(prob, eps), 1.0 - eps)
     return -mean(target * log(p) + (1.0 - target) * log(1.0 - p))
+
+
+# --- normalisation: composites, so R6 row kernels and E5 take them as they take softmax ----------
+def _affine_operand(value, x: Node, shape, op: str, name: str):
+    """`weight` or `bias` of a normalisation as a node of x's dtype, checked to be `shape`."""
+    value = cast(value if isinstance(value, Node) else constant(value), x.dtype)
+    if len(value.shape) != len(shape) or not builtins.all(shapes.dims_equal(a, b) for a, b in zip(value.shape, shape)):
+        raise ShapeError(f"{op}: {name} must be {list(shape)}, got {value.type_str()}")
+    return value
+
+
+def _normalised(x: Node, axes, eps: float, op: str):
+    """(x - mean) / sqrt(var + eps) over `axes` with the biased variance, the mean and that
+    variance (keepdims). Two reductions over the same rows: one row kernel when they fit (R6)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise KgenError(f"{op}: eps must be a number >= 0, got {eps!r}")
+    mu = mean(x, axes, keepdims=True)
+    held = x - stop_gradient(mu)  # the same values as x - mu, and the same gradient of var: the
+    var = mean(held * held, axes, keepdims=True)  # one through mu is 0, so the backward skips it
+    return (x - mu) / sqrt(var + float(eps)), mu, var
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Node:
+    """torch.nn.functional.layer_norm: each slice over the trailing `normalized_shape` dims
+    (an int or a tuple) normalised by its mean and biased variance, then times `weight` and
+    plus `bias` (both of `normalized_shape`, if given). Built from mean, sub, mul, sqrt and
+    div: rows of at most ROW_MAX elements run as one row kernel (R6), in a matmul's epilogue
+    when a Linear layer produces them (E5), and so does their gradient."""
+    (x,) = _floating(x)
+    norm = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    trailing = x.shape[x.ndim - len(norm):] if len(norm) <= x.ndim else None
+    if not norm or trailing is None or not builtins.all(shapes.dims_equal(a, b) for a, b in zip(trailing, norm)):
+        raise ShapeError(f"layer_norm: normalized_shape must be one or more trailing dims of x, "
+                         f"got {list(norm)} for x {x.type_str()}")
+    y, _, _ = _normalised(x, tuple(range(x.ndim - len(norm), x.ndim)), eps, "layer_norm")
+    if weight is not None:
+        y = y * _affine_operand(weight, x, norm, "layer_norm", "weight")
+    if bias is not None:
+        y = y + _affine_operand(bias, x, norm, "layer_norm", "bias")
+    return y
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
+               num_batches_tracked=None):
+    """torch.nn.functional.batch_norm over channel axis 1 of x [N, C], [N, C, L] or
+    [N, C, H, W]; the statistics are per channel, over every other axis.
+
+    Not training: normalise with `running_mean` and `running_var` ([C]); returns y.
+    Training: normalise with the batch's mean and biased variance; returns (y, new_mean,
+    new_var) with new = (1 - momentum) * running + momentum * batch statistic, the variance's
+    unbiased (times n / (n - 1), n the values per channel), as torch updates them; both None
+    when the running statistics are. momentum=None is torch's cumulative average: it needs
+    `num_batches_tracked`, the (integer, scalar) count of batches before this one, and then
+    uses momentum 1 / (num_batches_tracked + 1). The new statistics take no gradient."""
+    (x,) = _floating(x)
+    if x.ndim not in (2, 3, 4):
+        raise ShapeError(f"batch_norm takes x [N, C], [N, C, L] or [N, C, H, W], got {x.type_str()}")
+    channels = (x.shape[1],)
+    view = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # a [C] value over x's channel axis
+    stats = [None if s is None else _affine_operand(s, x, channels, "batch_norm", name)
+             for s, name in ((running_mean, "running_mean"), (running_var, "running_var"))]
+    if (stats[0] is None) != (stats[1] is None):
+        raise KgenError("batch_norm: give both running_mean and running_var, or neither")
+    if not training:
+        if stats[0] is None:
+            raise KgenError("batch_norm: evaluation (training=False) normalises with running_mean and "
+                            "running_var; got None")
+        y = (x - reshape(stats[0], view)) / sqrt(reshape(stats[1], view) + float(eps))
+    else:
+        axes = (0,) + tuple(range(2, x.ndim))
+        count = shapes.numel([x.shape[a] for a in axes])
+        if count == 1:
+            raise ShapeError(f"batch_norm: training needs more than one value per channel, x is {x.type_str()}")
+        y, mu, var = _normalised(x, axes, eps, "batch_norm")
+    if weight is not None:
+        y = y * reshape(_affine_operand(weight, x, channels, "batch_norm", "weight"), view)
+    if bias is not None:
+        y = y + reshape(_affine_operand(bias, x, channels, "batch_norm", "bias"), view)
+    if not training:
+        return y
+    if stats[0] is None:
+        return y, None, None
+    factor = _momentum(momentum, num_batches_tracked)
+    unbiased = var * (size_constant(count, x.dtype) / size_constant(count - 1, x.dtype))
+    new = [(1.0 - factor) * s + factor * reshape(stop_gradient(b), channels) for s, b in zip(stats, (mu, unbiased))]
+    return y, new[0], new[1]
+
+
+def _momentum(momentum, num_batches_tracked):
+    """batch_norm's update factor: `momentum`, or with None the cumulative average's 1 / (count + 1)."""
+    if momentum is None:
+        if num_batches_tracked is None:
+            raise KgenError("batch_norm: momentum=None (a cumulative average) needs num_batches_tracked, "
+                            "the count of batches before this one")
+        count = num_batches_tracked if isinstance(num_batches_tracked, Node) else constant(num_batches_tracked)
+        if count.ndim or count.dtype.is_float or count.dtype is dtypes.bool_:
+            raise DTypeError(f"batch_norm: num_batches_tracked must be an integer scalar, got {count.type_str()}")
+        return 1.0 / (cast(count, dtypes.float32) + 1.0)
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise KgenError(f"batch_norm: momentum must be a number or None, got {momentum!r}")
+    return float(momentum)
 
 
 # --- convolution and pooling -------------------------------------------------------------

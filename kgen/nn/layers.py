@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from kgen import ops
+from kgen.errors import ShapeError
 from kgen.function import shared
 from kgen.nn.module import Module
 
@@ -104,6 +105,86 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class _BatchNorm(Module):
+    """torch.nn.BatchNorm1d/2d: weight (ones) and bias (zeros) per channel when `affine`;
+    buffers running_mean (zeros), running_var (ones) and num_batches_tracked (int64) when
+    `track_running_stats`. In training, each step normalises with its batch's statistics and
+    updates the buffers (device state the step writes, as a Dropout's seed); in evaluation
+    it normalises with the running statistics (with the batch's when it tracks none)."""
+    ranks = ()  # the input ranks the layer takes
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum=0.1, affine: bool = True,
+                 track_running_stats: bool = True):
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        if affine:
+            self.add_parameter("weight", np.ones(num_features, np.float32))
+            self.add_parameter("bias", np.zeros(num_features, np.float32))
+        else:
+            object.__setattr__(self, "weight", None)
+            object.__setattr__(self, "bias", None)
+        tracked = track_running_stats
+        self.register_buffer("running_mean", np.zeros(num_features, np.float32) if tracked else None)
+        self.register_buffer("running_var", np.ones(num_features, np.float32) if tracked else None)
+        self.register_buffer("num_batches_tracked", np.array(0, np.int64) if tracked else None)
+        object.__setattr__(self, "_state_updates", [])
+
+    def forward(self, x):
+        if x.ndim not in self.ranks:
+            want = " or ".join(f"{r}D" for r in self.ranks)
+            raise ShapeError(f"{type(self).__name__}: expected {want} input, got {x.type_str()}")
+        updating = self.training and self.track_running_stats
+        object.__setattr__(self, "_state_updates", [])
+        if self.training or not self.track_running_stats:  # the batch's statistics, as torch
+            y, mean, var = ops.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                          training=True, momentum=self.momentum, eps=self.eps,
+                                          num_batches_tracked=self.num_batches_tracked)
+            if updating:
+                count = self.num_batches_tracked
+                object.__setattr__(self, "_state_updates", [(self.running_mean, mean), (self.running_var, var),
+                                                            (count, count + 1)])
+            return y
+        return ops.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, eps=self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+                f"track_running_stats={self.track_running_stats}")
+
+
+class BatchNorm1d(_BatchNorm):
+    """Over x [N, C] or [N, C, L]."""
+    ranks = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Over x [N, C, H, W]."""
+    ranks = (4,)
+
+
+class LayerNorm(Module):
+    """torch.nn.LayerNorm: each sample normalised over its trailing `normalized_shape` dims,
+    then times weight (ones) plus bias (zeros), both of normalized_shape, when
+    `elementwise_affine` (bias=False drops the bias)."""
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+        self.normalized_shape, self.eps, self.elementwise_affine = shape, eps, elementwise_affine
+        object.__setattr__(self, "weight", None)
+        object.__setattr__(self, "bias", None)
+        if elementwise_affine:
+            self.add_parameter("weight", np.ones(shape, np.float32))
+            if bias:
+                self.add_parameter("bias", np.zeros(shape, np.float32))
+
+    def forward(self, x):
+        return ops.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
 
 
 class ReLU(Module):
