@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import itertools
 import logging
-import warnings
 
 import numpy as np
 import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
 from kgen.errors import KgenError
-from kgen.frontends.fx import Context, torch_shape, translate
+from kgen.frontends.fx import Context, quiet_export, torch_shape, translate
 from kgen.function import function, tensor
 from kgen.ir import dtypes
 from kgen.ir.autodiff import grad
@@ -72,8 +71,7 @@ class _Variant:
     """One graph at one set of input shapes: its forward and (lazily) backward functions."""
 
     def __init__(self, gm, args):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation notes
+        with quiet_export():
             try:
                 program = torch.export.export(gm, tuple(args), strict=False).run_decompositions()
             except Exception as e:

@@ -13,7 +13,9 @@ the node's `nn_module_stack`) and its operands' shapes.
 """
 from __future__ import annotations
 
+import contextlib
 import operator
+import warnings
 
 import sympy
 import torch
@@ -22,6 +24,15 @@ from kgen.errors import KgenError, ShapeError, UnknownOpError
 from kgen.frontends.aten import ATEN, SIZE_ARITHMETIC, Unused
 from kgen.ir import shapes
 from kgen.ir.node import Node
+
+
+@contextlib.contextmanager
+def quiet_export():
+    """torch.export's own FutureWarnings (pytree deprecations in torch's code) hidden:
+    they are torch's to fix and say nothing about the user's model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
 
 
 class Context:

@@ -12,12 +12,12 @@ A file holds one mode (the one it was exported in), which serves training and ev
 from __future__ import annotations
 
 import os
-import warnings
 
 import numpy as np
 import torch
 
 from kgen.errors import InputError, KgenError
+from kgen.frontends.fx import quiet_export
 from kgen.frontends.torch_module import from_torch
 from kgen.nn import optim
 from kgen.nn.zoo import ZooModel
@@ -35,8 +35,7 @@ def load(path: str):
     if not os.path.isfile(path):
         raise InputError(f"{path}: no such file (a MODEL ending in {SUFFIX} is a file written by torch.export.save)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation notes
+        with quiet_export():
             return torch.export.load(path)
     except Exception as e:
         raise KgenError(f"{path}: torch.export.load cannot read it: {str(e).strip().splitlines()[0]}") from e

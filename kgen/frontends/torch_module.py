@@ -18,8 +18,6 @@ the step, as a dropout's seed does, so `nn.train_step` applies them with the opt
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from torch.export import ExportedProgram
@@ -28,7 +26,7 @@ from torch.utils import _pytree as pytree
 
 from kgen import ops
 from kgen.errors import InputError, KgenError, ShapeError
-from kgen.frontends.fx import Context, torch_shape, translate
+from kgen.frontends.fx import Context, quiet_export, torch_shape, translate
 from kgen.function import shared, tensor
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
@@ -62,15 +60,13 @@ def capture(module: torch.nn.Module, example_inputs, dynamic_batch: bool = True)
         for mode in ("train", "eval"):
             module.train(mode == "train")
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation notes
+                with quiet_export():
                     exported = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic)
             except Exception as e:  # torch's own message says what it could not trace
                 first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 raise KgenError(f"from_torch: torch.export could not capture {type(module).__name__} in {mode} "
                                 f"mode: {first}") from e
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", FutureWarning)
+            with quiet_export():
                 programs[mode] = exported.run_decompositions()
     finally:
         module.train(was_training)
@@ -83,7 +79,8 @@ def from_torch(module, *example_inputs, dynamic_batch: bool = True) -> "TorchMod
     if isinstance(module, ExportedProgram):
         if example_inputs:
             raise InputError("from_torch: an ExportedProgram carries its own input shapes; pass no example inputs")
-        program = module.run_decompositions()
+        with quiet_export():
+            program = module.run_decompositions()
         model = TorchModule({"train": program, "eval": program}, program.state_dict, type(module).__name__)
     elif isinstance(module, torch.nn.Module):
         if not example_inputs:
