@@ -51,7 +51,7 @@ def _axes(dims, ndim):
 
 # --- elementwise ---------------------------------------------------------------------------------
 def _scaled(b, alpha):
-    return b if alpha == 1 else ops.mul(b, alpha)
+    return b if alpha == 1 else ops.mul(b, alpha) if isinstance(b, Node) else b * alpha
 
 
 @aten("add.Tensor", "add.Scalar")
@@ -150,9 +150,30 @@ def _where(ctx, cond, a, b):
     return ops.where(cond, a, b)
 
 
-@aten("logical_not.default")
-def _logical_not(ctx, x):
-    return ops.equal(x, False) if x.dtype is dtypes.bool_ else ops.equal(x, 0)
+@aten("bitwise_not.default")
+def _bitwise_not(ctx, x):
+    if x.dtype is not dtypes.bool_:
+        raise KgenError(f"bitwise_not: kgen takes bool tensors (logical not), got {x.type_str()}")
+    return ops.equal(x, False)
+
+
+def _logical(combine):
+    def translate(ctx, a, b):
+        for v in (a, b):
+            if isinstance(v, Node) and v.dtype is not dtypes.bool_:
+                raise KgenError(f"bitwise ops: kgen takes bool tensors (logical and/or/xor), got {v.type_str()}")
+        return combine(a, b)
+    return translate
+
+
+aten("bitwise_and.Tensor")(_logical(lambda a, b: ops.where(a, b, False)))
+aten("bitwise_or.Tensor")(_logical(lambda a, b: ops.where(a, True, b)))
+aten("bitwise_xor.Tensor")(_logical(lambda a, b: ops.not_equal(a, b)))
+
+
+@aten("_assert_tensor_metadata.default")
+def _assert_metadata(ctx, x, size=None, stride=None, dtype=None, **kwargs):
+    return None  # torch's own check of a value it traced; kgen checks shapes as it translates
 
 
 @aten("_to_copy.default")
@@ -174,6 +195,11 @@ def _scalar_tensor(ctx, value, dtype=None, layout=None, device=None, pin_memory=
 @aten("full.default")
 def _full(ctx, size, value, dtype=None, layout=None, device=None, pin_memory=None):
     return ops.broadcast_to(ops.constant(value, _dtype(dtype) or dtypes.float32), list(size))
+
+
+@aten("full_like.default")
+def _full_like(ctx, x, value, dtype=None, layout=None, device=None, pin_memory=None, memory_format=None):
+    return ops.broadcast_to(ops.constant(value, _dtype(dtype) or x.dtype), x.shape)
 
 
 # --- reductions ----------------------------------------------------------------------------------
@@ -208,6 +234,22 @@ def _var(ctx, x, dim=None, correction=None, keepdim=False):
     centred = ops.sub(x, ops.mean(x, axes, keepdims=True))
     dof = count - (1 if correction is None else correction)
     return ops.div(ops.sum(ops.mul(centred, centred), axes, keepdims=keepdim), ops.size_constant(dof))
+
+
+@aten("gather.default")
+def _gather(ctx, x, dim, index, sparse_grad=False):
+    """torch.gather as a one-hot product along `dim` (what cross-entropy's decomposition
+    picks the labels' scores with): cheap for a short `dim`, as a class axis is."""
+    dim %= x.ndim
+    size = x.shape[dim]
+    if not isinstance(size, int):
+        raise ShapeError(f"gather: axis {dim} of {x.type_str()} is symbolic; kgen gathers along static axes")
+    last = list(range(x.ndim))
+    last.append(last.pop(dim))
+    picked = ops.one_hot(ops.transpose(index, last), size, x.dtype) * ops.expand_dims(ops.transpose(x, last), -2)
+    back = list(range(x.ndim - 1))
+    back.insert(dim, x.ndim - 1)
+    return ops.transpose(ops.sum(picked, -1), back)
 
 
 # --- views ---------------------------------------------------------------------------------------

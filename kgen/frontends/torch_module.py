@@ -52,9 +52,10 @@ def capture(module: torch.nn.Module, example_inputs, dynamic_batch: bool = True)
     for i, value in enumerate(example_inputs):
         _check_example(i, value, dynamic_batch)
     dynamic = None
-    if dynamic_batch:
-        batch = torch.export.Dim(BATCH)
-        dynamic = tuple({0: batch} for _ in example_inputs)
+    if dynamic_batch:  # by tensor, so any forward signature (*args included) takes it
+        batch, dynamic = torch.export.Dim(BATCH), torch.export.ShapesCollection()
+        for value in example_inputs:
+            dynamic[value] = {0: batch}
     was_training, programs = module.training, {}
     try:
         for mode in ("train", "eval"):
@@ -63,9 +64,14 @@ def capture(module: torch.nn.Module, example_inputs, dynamic_batch: bool = True)
                 with quiet_export():
                     exported = torch.export.export(module, tuple(example_inputs), dynamic_shapes=dynamic)
             except Exception as e:  # torch's own message says what it could not trace
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+                first = " ".join(lines[:2]) if lines else type(e).__name__  # torch's reason is often the 2nd
+                hint = ""
+                if dynamic_batch and ("Constraints violated" in first or "is not equal to" in first):
+                    hint = (f" (dim 0 of every input is the batch size {BATCH}: pass dynamic_batch=False when an "
+                            f"input has no batch dimension or the model fixes the batch size)")
                 raise KgenError(f"from_torch: torch.export could not capture {type(module).__name__} in {mode} "
-                                f"mode: {first}") from e
+                                f"mode: {first}{hint}") from e
             with quiet_export():
                 programs[mode] = exported.run_decompositions()
     finally:
