@@ -486,8 +486,10 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Node:
     (an int or a tuple) normalised by its mean and biased variance, then times `weight` and
     plus `bias` (both of `normalized_shape`, if given). Built from mean, sub, mul, sqrt and
     div: rows of at most ROW_MAX elements run as one row kernel (R6), in a matmul's epilogue
-    when a Linear layer produces them (E5), and so does their gradient."""
+    when a Linear layer produces them (E5), and so does their gradient. float16 and bfloat16
+    x are normalised in float32 (as torch does), y then rounded to x's dtype."""
     (x,) = _floating(x)
+    given, x = x.dtype, cast(x, dtypes.float32)
     norm = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
     trailing = x.shape[x.ndim - len(norm):] if len(norm) <= x.ndim else None
     if not norm or trailing is None or not builtins.all(shapes.dims_equal(a, b) for a, b in zip(trailing, norm)):
@@ -498,7 +500,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Node:
         y = y * _affine_operand(weight, x, norm, "layer_norm", "weight")
     if bias is not None:
         y = y + _affine_operand(bias, x, norm, "layer_norm", "bias")
-    return y
+    return cast(y, given)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
@@ -512,8 +514,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     unbiased (times n / (n - 1), n the values per channel), as torch updates them; both None
     when the running statistics are. momentum=None is torch's cumulative average: it needs
     `num_batches_tracked`, the (integer, scalar) count of batches before this one, and then
-    uses momentum 1 / (num_batches_tracked + 1). The new statistics take no gradient."""
+    uses momentum 1 / (num_batches_tracked + 1). The new statistics take no gradient. As in
+    layer_norm, the arithmetic is float32's; y has x's dtype, a new statistic its old one's."""
     (x,) = _floating(x)
+    given, x = x.dtype, cast(x, dtypes.float32)
     if x.ndim not in (2, 3, 4):
         raise ShapeError(f"batch_norm takes x [N, C], [N, C, L] or [N, C, H, W], got {x.type_str()}")
     channels = (x.shape[1],)
@@ -537,13 +541,16 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         y = y * reshape(_affine_operand(weight, x, channels, "batch_norm", "weight"), view)
     if bias is not None:
         y = y + reshape(_affine_operand(bias, x, channels, "batch_norm", "bias"), view)
+    y = cast(y, given)
     if not training:
         return y
     if stats[0] is None:
         return y, None, None
     factor = _momentum(momentum, num_batches_tracked)
     unbiased = var * (size_constant(count, x.dtype) / size_constant(count - 1, x.dtype))
-    new = [(1.0 - factor) * s + factor * reshape(stop_gradient(b), channels) for s, b in zip(stats, (mu, unbiased))]
+    new = [cast((1.0 - factor) * s + factor * reshape(stop_gradient(b), channels),
+                old.dtype if isinstance(old, Node) and old.dtype.is_float else dtypes.float32)
+           for s, b, old in zip(stats, (mu, unbiased), (running_mean, running_var))]
     return y, new[0], new[1]
 
 

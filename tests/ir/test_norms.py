@@ -291,3 +291,18 @@ def test_a_step_with_both_norms_compiles_for_sm80_and_sm90():
     binaries = aot.compile_program(program, targets=("sm_80", "sm_90"))
     assert [(b.kernel, b.target) for b in binaries] == [(k.name, t) for k in program.kernels for t in ("sm_80", "sm_90")]
     assert all(b.cubin[:4] == b"\x7fELF" for b in binaries)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_normalised_in_float32(dtype, rng):
+    """As torch: the statistics and arithmetic in float32, y in x's dtype, a running
+    statistic in its own (float32 here); the kernels agree with the reference."""
+    x, t = kgen.tensor("x", ("N", 3, 11), dtype), kgen.tensor("t", ("N", 3, 11), dtype)
+    y = ops.layer_norm(x, 11, np.ones(11, np.float32))
+    yb, mean, var = ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True)
+    assert (y.dtype, yb.dtype, mean.dtype, var.dtype) == (kgen.ir.dtypes.dtype(dtype),) * 2 + (kgen.float32,) * 2
+    assert {n.dtype for n in kgen.Graph([x], [y, yb]).nodes if n.op == "mean"} == {kgen.float32}
+    loss = ops.sum(y * t) + ops.sum(yb * t)
+    graph = kgen.Graph([x, t], [y, yb, mean, var] + kgen.grad(loss, [x]))
+    arrays = {"x": random_array(rng, (4, 3, 11), dtype), "t": random_array(rng, (4, 3, 11), dtype)}
+    assert kgen.check(graph, arrays, strict=True).ok
