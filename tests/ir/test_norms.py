@@ -251,6 +251,17 @@ def test_batch_norm_training_forward_and_step_kernel_counts():
     assert unfused_stats(step.program.graph, {"N": 8})["launches"] == 52
 
 
+
+def test_batch_norm_with_a_static_batch_is_one_row_kernel_forward_and_backward(rng):
+    """With N static and N*H*W <= ROW_MAX, a channel's values are a row (R6): the statistics,
+    y, the new running statistics and the gradients of x and weight are one kernel."""
+    x, t, w = kgen.tensor("x", (6, 3, 4, 5)), kgen.tensor("t", (6, 3, 4, 5)), kgen.tensor("w", (3,))
+    y, mean, var = ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), w, training=True)
+    graph = kgen.Graph([x, t, w], [y, mean, var] + kgen.grad(ops.sum(y * t), [x, w]))
+    assert _kinds(graph) == ["reduction"]
+    arrays = {"x": random_array(rng, (6, 3, 4, 5)), "t": random_array(rng, (6, 3, 4, 5)), "w": random_array(rng, (3,))}
+    assert kgen.check(graph, arrays, strict=True).ok
+
 # --- errors -------------------------------------------------------------------------------------
 def test_bad_arguments_are_named():
     x = kgen.tensor("x", ("N", 3, 4))
