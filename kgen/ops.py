@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 import sympy
 
-from kgen.errors import DTypeError, KgenError, ShapeError, check_arguments
+from kgen.errors import DTypeError, KgenError, OptionError, ShapeError, check_arguments
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
 from kgen.ir.ops_conv import conv_attrs, pool_attrs
@@ -470,15 +470,19 @@ def _affine_operand(value, x: Node, shape, op: str, name: str):
     return value
 
 
-def _normalised(x: Node, axes, eps: float, op: str):
+def _eps(eps, op: str) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
+        raise OptionError(f"{op}: eps must be a number >= 0, got {eps!r}")
+    return float(eps)
+
+
+def _normalised(x: Node, axes, eps: float):
     """(x - mean) / sqrt(var + eps) over `axes` with the biased variance, the mean and that
     variance (keepdims). Two reductions over the same rows: one row kernel when they fit (R6)."""
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0:
-        raise KgenError(f"{op}: eps must be a number >= 0, got {eps!r}")
     mu = mean(x, axes, keepdims=True)
     held = x - stop_gradient(mu)  # the same values as x - mu, and the same gradient of var: the
     var = mean(held * held, axes, keepdims=True)  # one through mu is 0, so the backward skips it
-    return (x - mu) / sqrt(var + float(eps)), mu, var
+    return (x - mu) / sqrt(var + eps), mu, var
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Node:
@@ -486,19 +490,21 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Node:
     (an int or a tuple) normalised by its mean and biased variance, then times `weight` and
     plus `bias` (both of `normalized_shape`, if given). Built from mean, sub, mul, sqrt and
     div: rows of at most ROW_MAX elements run as one row kernel (R6), in a matmul's epilogue
-    when a Linear layer produces them (E5), and so does their gradient."""
+    when a Linear layer produces them (E5), and so does their gradient. float16 and bfloat16
+    x are normalised in float32 (as torch does), y then rounded to x's dtype."""
     (x,) = _floating(x)
     norm = (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
     trailing = x.shape[x.ndim - len(norm):] if len(norm) <= x.ndim else None
     if not norm or trailing is None or not builtins.all(shapes.dims_equal(a, b) for a, b in zip(trailing, norm)):
         raise ShapeError(f"layer_norm: normalized_shape must be one or more trailing dims of x, "
                          f"got {list(norm)} for x {x.type_str()}")
-    y, _, _ = _normalised(x, tuple(range(x.ndim - len(norm), x.ndim)), eps, "layer_norm")
+    eps, given, x = _eps(eps, "layer_norm"), x.dtype, cast(x, dtypes.float32)
+    y, _, _ = _normalised(x, tuple(range(x.ndim - len(norm), x.ndim)), eps)
     if weight is not None:
         y = y * _affine_operand(weight, x, norm, "layer_norm", "weight")
     if bias is not None:
         y = y + _affine_operand(bias, x, norm, "layer_norm", "bias")
-    return y
+    return cast(y, given)
 
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5,
@@ -512,10 +518,12 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     unbiased (times n / (n - 1), n the values per channel), as torch updates them; both None
     when the running statistics are. momentum=None is torch's cumulative average: it needs
     `num_batches_tracked`, the (integer, scalar) count of batches before this one, and then
-    uses momentum 1 / (num_batches_tracked + 1). The new statistics take no gradient."""
+    uses momentum 1 / (num_batches_tracked + 1). The new statistics take no gradient. As in
+    layer_norm, the arithmetic is float32's; y has x's dtype, a new statistic its old one's."""
     (x,) = _floating(x)
     if x.ndim not in (2, 3, 4):
         raise ShapeError(f"batch_norm takes x [N, C], [N, C, L] or [N, C, H, W], got {x.type_str()}")
+    eps, given, x = _eps(eps, "batch_norm"), x.dtype, cast(x, dtypes.float32)
     channels = (x.shape[1],)
     view = (1, x.shape[1]) + (1,) * (x.ndim - 2)  # a [C] value over x's channel axis
     stats = [None if s is None else _affine_operand(s, x, channels, "batch_norm", name)
@@ -526,24 +534,27 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
         if stats[0] is None:
             raise KgenError("batch_norm: evaluation (training=False) normalises with running_mean and "
                             "running_var; got None")
-        y = (x - reshape(stats[0], view)) / sqrt(reshape(stats[1], view) + float(eps))
+        y = (x - reshape(stats[0], view)) / sqrt(reshape(stats[1], view) + eps)
     else:
         axes = (0,) + tuple(range(2, x.ndim))
         count = shapes.numel([x.shape[a] for a in axes])
         if count == 1:
             raise ShapeError(f"batch_norm: training needs more than one value per channel, x is {x.type_str()}")
-        y, mu, var = _normalised(x, axes, eps, "batch_norm")
+        y, mu, var = _normalised(x, axes, eps)
     if weight is not None:
         y = y * reshape(_affine_operand(weight, x, channels, "batch_norm", "weight"), view)
     if bias is not None:
         y = y + reshape(_affine_operand(bias, x, channels, "batch_norm", "bias"), view)
+    y = cast(y, given)
     if not training:
         return y
     if stats[0] is None:
         return y, None, None
     factor = _momentum(momentum, num_batches_tracked)
     unbiased = var * (size_constant(count, x.dtype) / size_constant(count - 1, x.dtype))
-    new = [(1.0 - factor) * s + factor * reshape(stop_gradient(b), channels) for s, b in zip(stats, (mu, unbiased))]
+    new = [cast((1.0 - factor) * s + factor * reshape(stop_gradient(b), channels),
+                old.dtype if isinstance(old, Node) and old.dtype.is_float else dtypes.float32)
+           for s, b, old in zip(stats, (mu, unbiased), (running_mean, running_var))]
     return y, new[0], new[1]
 
 
@@ -551,14 +562,14 @@ def _momentum(momentum, num_batches_tracked):
     """batch_norm's update factor: `momentum`, or with None the cumulative average's 1 / (count + 1)."""
     if momentum is None:
         if num_batches_tracked is None:
-            raise KgenError("batch_norm: momentum=None (a cumulative average) needs num_batches_tracked, "
+            raise OptionError("batch_norm: momentum=None (a cumulative average) needs num_batches_tracked, "
                             "the count of batches before this one")
         count = num_batches_tracked if isinstance(num_batches_tracked, Node) else constant(num_batches_tracked)
         if count.ndim or count.dtype.is_float or count.dtype is dtypes.bool_:
             raise DTypeError(f"batch_norm: num_batches_tracked must be an integer scalar, got {count.type_str()}")
         return 1.0 / (cast(count, dtypes.float32) + 1.0)
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise KgenError(f"batch_norm: momentum must be a number or None, got {momentum!r}")
+        raise OptionError(f"batch_norm: momentum must be a number or None, got {momentum!r}")
     return float(momentum)
 
 

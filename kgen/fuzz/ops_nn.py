@@ -1,5 +1,6 @@
 """Fuzz catalog entries for matmul (every rank combination), convolution and pooling, the
-losses, one_hot, dropout and rand, iota and constants. The gradient ops of convolution and
+losses, one_hot, dropout and rand, iota and constants, layer_norm and batch_norm (in training
+one of its three results, y or a new running statistic, per step). The gradient ops of convolution and
 pooling are no kgen.ops functions, so none is drawn alone: every program that takes
 gradients of conv2d or a pool builds them, and tests/ir/test_vjp.py checks them alone.
 
@@ -444,3 +445,137 @@ def _source_torch(step, args, infos):
 
 for _name, _w in (("rand", 0.6), ("iota", 0.5), ("constant", 0.6), ("size_constant", 0.4)):
     register(_name, _source_propose(_name), _source_infer, _source_kgen, _source_torch, weight=_w)
+
+
+# --- normalisation ------------------------------------------------------------------------------
+# Rows (layer_norm) or channels (batch_norm) drawn at random are never near-constant, where a
+# float32 x - mean would lose the digits the division by a small deviation then magnifies;
+# eps is drawn up to 1 as well, which bounds that magnification.
+EPS_CHOICES = [1e-5, 1e-5, 1e-3, 0.1, 1.0]
+
+
+def _affine(g: Gen, shape) -> list:
+    """weight and bias operands of `shape`, each there or not: (ins, has weight, has bias)."""
+    w, b = g.chance(0.7), g.chance(0.6)
+    return [g.operand(shape, shared=0.6) for _ in range(w + b)], w, b
+
+
+def _affine_mags(step, infos) -> tuple:
+    """The magnitudes of weight and bias (1 and 0 where absent): the last of `infos`."""
+    rest = infos[len(infos) - step["weight"] - step["bias"]:]
+    return (rest[0].mag if step["weight"] else 1.0), (rest[-1].mag if step["bias"] else 0.0)
+
+
+def _layer_norm_infer(step, infos, sizes):
+    x = infos[0]
+    want_float(x)
+    norm = tuple(step["shape"])
+    need(1 <= len(norm) <= len(x.shape) and tuple(x.shape[len(x.shape) - len(norm):]) == norm,
+         "normalized_shape is x's trailing dims")
+    need(all(isinstance(d, int) for d in norm) and numel(norm) >= 1, "static, nonempty rows")
+    need(len(infos) == 1 + step["weight"] + step["bias"] and all(i.shape == norm for i in infos[1:]),
+         "weight and bias of normalized_shape")
+    w, b = _affine_mags(step, infos)
+    m = math.sqrt(numel(norm) - 1) * w + b  # a z-score of n values is at most sqrt(n - 1)
+    return Info(x.shape, FLOAT, -m, m)
+
+
+def _layer_norm_propose(g: Gen):
+    x = _float(g, lambda i: len(i.shape) >= 1 and isinstance(i.shape[-1], int) and i.shape[-1] >= 1)
+    shape = g.infos[x].shape
+    k = 1
+    while k < len(shape) and isinstance(shape[-k - 1], int) and shape[-k - 1] >= 1 and g.chance(0.3):
+        k += 1
+    norm = shape[len(shape) - k:]
+    ins, w, b = _affine(g, norm)
+    g.add("layer_norm", [x] + ins, shape=list(norm), weight=w, bias=b, eps=g.choice(EPS_CHOICES),
+          spell=g.choice(["int", "tuple"]) if k == 1 else "tuple")
+
+
+def _norm_args(step, args):
+    k, out = 1, []
+    for name in ("weight", "bias"):
+        out.append(args[k] if step[name] else "None")
+        k += step[name]
+    return out
+
+
+def _layer_norm_kgen(step, args, infos):
+    w, b = _norm_args(step, args)
+    norm = step["shape"][0] if step.get("spell") == "int" else code_shape(step["shape"])
+    return f"ops.layer_norm({args[0]}, {norm}, {w}, {b}, eps={step['eps']!r})"
+
+
+def _layer_norm_torch(step, args, infos):
+    w, b = _norm_args(step, args)
+    return f"F.layer_norm({args[0]}, {code_shape(step['shape'])}, {w}, {b}, eps={step['eps']!r})"
+
+
+register("layer_norm", _layer_norm_propose, _layer_norm_infer, _layer_norm_kgen, _layer_norm_torch)
+
+
+def _batch_norm_infer(step, infos, sizes):
+    x = infos[0]
+    want_float(x)
+    need(2 <= len(x.shape) <= 4 and isinstance(x.shape[1], int), "x [N, C, ...] with a static C")
+    c = (x.shape[1],)
+    stats = 2 if step["running"] else 0
+    need(len(infos) == 1 + stats + step["weight"] + step["bias"] and all(i.shape == c for i in infos[1:]),
+         "running statistics, weight and bias of [C]")
+    count = [d for a, d in enumerate(x.shape) if a != 1]
+    part, eps = step["part"], step["eps"]
+    if not step["training"]:
+        need(stats and part == 0, "evaluation reads the running statistics and returns y")
+        rm, rv = infos[1], infos[2]
+        need(rv.lo >= 0.25, "a running variance >= 0.25")
+        w, b = _affine_mags(step, infos)
+        m = (x.mag + rm.mag) / math.sqrt(rv.lo + eps) * w + b
+        return Info(x.shape, FLOAT, -m, m)
+    low, high = sizes.count_range(count)
+    need(low >= 2, "training needs two values per channel")
+    need(part == 0 or stats, "running statistics to return")
+    if part == 0:
+        w, b = _affine_mags(step, infos)
+        m = math.sqrt(high - 1) * w + b
+        return Info(x.shape, FLOAT, -m, m)
+    factor = 1.0 / (step["tracked"] + 1) if step["momentum"] is None else step["momentum"]
+    old = infos[part]
+    if part == 1:
+        return Info(c, FLOAT, (1 - factor) * old.lo + factor * x.lo, (1 - factor) * old.hi + factor * x.hi)
+    var = 2.0 * ((x.hi - x.lo) / 2) ** 2  # the unbiased variance of at least two values
+    return Info(c, FLOAT, min(0.0, (1 - factor) * old.lo), max(0.0, (1 - factor) * old.hi) + factor * var)
+
+
+def _batch_norm_propose(g: Gen):
+    x = _float(g, lambda i: 2 <= len(i.shape) <= 4 and isinstance(i.shape[1], int))
+    c = (g.infos[x].shape[1],)
+    training = g.chance(0.7)
+    running = not training or g.chance(0.7)
+    stats = []
+    if running:
+        stats = [g.operand(c, shared=0.6), g.positive(g.operand(c, shared=0.6))]
+    ins, w, b = _affine(g, c)
+    momentum = g.choice([0.1, 0.5, 1.0, None])
+    g.add("batch_norm", [x] + stats + ins, training=training, running=running, weight=w, bias=b,
+          momentum=momentum, tracked=g.choice([0, 3]) if momentum is None else None, eps=g.choice(EPS_CHOICES),
+          part=g.rng.randrange(3) if training and running else 0)
+
+
+def _batch_norm_args(step, args):
+    running = args[1:3] if step["running"] else ["None", "None"]
+    rest = args[3:] if step["running"] else args[1:]
+    return running + _norm_args(step, [None] + rest)
+
+
+def _batch_norm_call(step, args, fn, tracked):
+    rm, rv, w, b = _batch_norm_args(step, args)
+    part = f"[{step['part']}]" if step["training"] else ""
+    return (f"{fn}({args[0]}, {rm}, {rv}, {w}, {b}, training={step['training']}, momentum={step['momentum']!r}, "
+            f"eps={step['eps']!r}{tracked}){part}")
+
+
+register("batch_norm", _batch_norm_propose, _batch_norm_infer,
+         lambda step, args, infos: _batch_norm_call(step, args, "ops.batch_norm", "" if step["momentum"] is not None
+                                                    else f", num_batches_tracked={step['tracked']}"),
+         lambda step, args, infos: _batch_norm_call(step, args, "T.batch_norm",
+                                                    f", num_batches_tracked={step['tracked']!r}"))

@@ -118,3 +118,30 @@ def grad(loss, wrt):
         return [torch.zeros_like(w) for w in wrt]
     got = torch.autograd.grad(loss, wrt, allow_unused=True)
     return [torch.zeros_like(w) if g is None else g for w, g in zip(wrt, got)]
+
+
+def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, num_batches_tracked):
+    """F.batch_norm, whose running statistics take no gradient (torch refuses them one), so
+    where they are differentiable inputs here: evaluation spelled out, and in training the
+    new statistics computed beside it (the unbiased variance, as torch's update), detached
+    from x. The gradient of a new statistic is then (1 - momentum) for its old value, as kgen's."""
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    axes = [0] + list(range(2, x.dim()))
+
+    def normalised(mean, var):
+        y = (x - mean.reshape(view)) / torch.sqrt(var.reshape(view) + eps)
+        y = y if weight is None else y * weight.reshape(view)
+        return y if bias is None else y + bias.reshape(view)
+    if not training:
+        return normalised(running_mean, running_var)
+    if x.shape[1] == 0:  # torch refuses x without channels; y is as empty as x
+        y = normalised(x.mean(axes), ((x - x.mean(axes, keepdim=True)) ** 2).mean(axes))
+    else:
+        y = F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
+    if running_mean is None:
+        return y, None, None
+    factor = 1.0 / (num_batches_tracked + 1) if momentum is None else momentum
+    seen = x.detach()
+    count = int(np.prod([x.shape[a] for a in axes]))
+    unbiased = ((seen - seen.mean(axes, keepdim=True)) ** 2).sum(axes) / (count - 1)
+    return y, (1 - factor) * running_mean + factor * seen.mean(axes), (1 - factor) * running_var + factor * unbiased

@@ -251,6 +251,17 @@ def test_batch_norm_training_forward_and_step_kernel_counts():
     assert unfused_stats(step.program.graph, {"N": 8})["launches"] == 52
 
 
+
+def test_batch_norm_with_a_static_batch_is_one_row_kernel_forward_and_backward(rng):
+    """With N static and N*H*W <= ROW_MAX, a channel's values are a row (R6): the statistics,
+    y, the new running statistics and the gradients of x and weight are one kernel."""
+    x, t, w = kgen.tensor("x", (6, 3, 4, 5)), kgen.tensor("t", (6, 3, 4, 5)), kgen.tensor("w", (3,))
+    y, mean, var = ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), w, training=True)
+    graph = kgen.Graph([x, t, w], [y, mean, var] + kgen.grad(ops.sum(y * t), [x, w]))
+    assert _kinds(graph) == ["reduction"]
+    arrays = {"x": random_array(rng, (6, 3, 4, 5)), "t": random_array(rng, (6, 3, 4, 5)), "w": random_array(rng, (3,))}
+    assert kgen.check(graph, arrays, strict=True).ok
+
 # --- errors -------------------------------------------------------------------------------------
 def test_bad_arguments_are_named():
     x = kgen.tensor("x", ("N", 3, 4))
@@ -260,17 +271,21 @@ def test_bad_arguments_are_named():
         ops.layer_norm(x, ())
     with pytest.raises(kgen.ShapeError, match=r"layer_norm: weight must be \[3, 4\], got f32\[4\]"):
         ops.layer_norm(x, (3, 4), np.ones(4, np.float32))
-    with pytest.raises(kgen.KgenError, match="eps must be a number >= 0"):
+    with pytest.raises(kgen.OptionError, match="layer_norm: eps must be a number >= 0, got -1.0"):
         ops.layer_norm(x, 4, eps=-1.0)
-    with pytest.raises(kgen.ShapeError, match=r"batch_norm takes x \[N, C\], \[N, C, L\] or \[N, C, H, W\]"):
-        ops.batch_norm(kgen.tensor("v", (3,)), None, None, training=True)
+    with pytest.raises(kgen.OptionError, match="batch_norm: eps must be a number >= 0, got 'small'"):
+        ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), eps="small")
+    with pytest.raises(kgen.OptionError, match="momentum must be a number or None, got '0.1'"):
+        ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True, momentum="0.1")
+    with pytest.raises(kgen.ShapeError, match=r"takes x \[N, C\], \[N, C, L\] or \[N, C, H, W\], got f16\[3\]"):
+        ops.batch_norm(kgen.tensor("v", (3,), "float16"), None, None, training=True)
     with pytest.raises(kgen.ShapeError, match=r"batch_norm: running_mean must be \[3\], got f32\[4\]"):
         ops.batch_norm(x, np.zeros(4, np.float32), np.ones(3, np.float32))
     with pytest.raises(kgen.KgenError, match="evaluation .* normalises with running_mean and running_var"):
         ops.batch_norm(x, None, None)
     with pytest.raises(kgen.KgenError, match="both running_mean and running_var, or neither"):
         ops.batch_norm(x, np.zeros(3, np.float32), None, training=True)
-    with pytest.raises(kgen.KgenError, match="momentum=None .* needs num_batches_tracked"):
+    with pytest.raises(kgen.OptionError, match="momentum=None .* needs num_batches_tracked"):
         ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True, momentum=None)
     with pytest.raises(kgen.DTypeError, match="num_batches_tracked must be an integer scalar"):
         ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True, momentum=None,
@@ -289,5 +304,21 @@ def test_a_step_with_both_norms_compiles_for_sm80_and_sm90():
     loss = ops.mse(ops.layer_norm(y, (3, 3)), t)
     program = kgen.compile(kgen.Graph([x, t, w], [loss] + kgen.grad(loss, [x, w])))
     binaries = aot.compile_program(program, targets=("sm_80", "sm_90"))
-    assert [(b.kernel, b.target) for b in binaries] == [(k.name, t) for k in program.kernels for t in ("sm_80", "sm_90")]
+    targets = ("sm_80", "sm_90")
+    assert [(b.kernel, b.target) for b in binaries] == [(k.name, t) for k in program.kernels for t in targets]
     assert all(b.cubin[:4] == b"\x7fELF" for b in binaries)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_normalised_in_float32(dtype, rng):
+    """As torch: the statistics and arithmetic in float32, y in x's dtype, a running
+    statistic in its own (float32 here); the kernels agree with the reference."""
+    x, t = kgen.tensor("x", ("N", 3, 11), dtype), kgen.tensor("t", ("N", 3, 11), dtype)
+    y = ops.layer_norm(x, 11, np.ones(11, np.float32))
+    yb, mean, var = ops.batch_norm(x, np.zeros(3, np.float32), np.ones(3, np.float32), training=True)
+    assert (y.dtype, yb.dtype, mean.dtype, var.dtype) == (kgen.ir.dtypes.dtype(dtype),) * 2 + (kgen.float32,) * 2
+    assert {n.dtype for n in kgen.Graph([x], [y, yb]).nodes if n.op == "mean"} == {kgen.float32}
+    loss = ops.sum(y * t) + ops.sum(yb * t)
+    graph = kgen.Graph([x, t], [y, yb, mean, var] + kgen.grad(loss, [x]))
+    arrays = {"x": random_array(rng, (4, 3, 11), dtype), "t": random_array(rng, (4, 3, 11), dtype)}
+    assert kgen.check(graph, arrays, strict=True).ok

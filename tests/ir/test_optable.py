@@ -917,6 +917,9 @@ TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "dropout", "expand_
                     "binary_cross_entropy"}
 # slicing and joining (kgen/ops.py): against NumPy and in kernels in tests/kernels/test_slicing.py
 TESTED_FUNCTIONS |= {"getitem", "slice_strided", "pad_strided", "pad", "concatenate", "stack", "split"}
+# normalisation (kgen/ops.py composites): against torch, by finite differences, in kernels and
+# in pinned kernel counts in tests/ir/test_norms.py
+TESTED_FUNCTIONS |= {"layer_norm", "batch_norm"}
 
 
 # convolution and pooling (kgen/ir/ops_conv.py): their references are checked against torch in
