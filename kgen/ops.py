@@ -564,8 +564,12 @@ def gelu(x, approximate: str = "none"):
     if approximate == "none":
         return x * 0.5 * (1.0 + erf(x * (1.0 / np.sqrt(2.0))))
     if approximate == "tanh":
-        inner = np.sqrt(2.0 / np.pi) * (x + 0.044715 * (x * x * x))
-        return 0.5 * x * (1.0 + tanh(inner))
+        # 0.5 * (1 + tanh(u)) is sigmoid(2u), which keeps a negative x's digits where 1 + tanh(u)
+        # cancels; x is limited to +-1e4 inside u (where sigmoid is long flat), so that x**3
+        # cannot overflow into a gradient of 0 * inf
+        inside = where(greater(x, 1e4), 1e4, where(less(x, -1e4), -1e4, x))
+        inner = np.sqrt(2.0 / np.pi) * (inside + 0.044715 * (inside * inside * inside))
+        return x * sigmoid(2.0 * inner)
     raise OptionError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
@@ -610,9 +614,10 @@ def _limited(x, lo, hi):
     where it is the value (min only where min < max, as torch)."""
     out = stop_gradient(x)
     if lo is not None:
+        below = less(x, lo)
         if hi is not None:
             lo = where(less(lo, hi), lo, where(greater(lo, hi), hi, stop_gradient(hi)))
-        out = where(less(x, lo), lo, out)
+        out = where(below, lo, out)
     if hi is not None:
         out = where(greater(x, hi), hi, out)
     return out

@@ -584,10 +584,12 @@ def _clamp_propose(name):
 
 
 def _clamp_code(fn):
+    """ops.clamp(x, min=c, max=t) for a tensor t; torch takes both bounds as tensors or neither."""
     def code(step, args, infos):
         parts = [args[0]]
         if "min" in step:
-            parts.append(f"min={lit(step['min'])}")
+            c = lit(step["min"])
+            parts.append(f"min=torch.full_like({args[1]}, {c})" if len(args) > 1 and fn.startswith("torch") else f"min={c}")
         if len(args) > 1:
             parts.append(f"max={args[1]}")
         elif "max" in step:
