@@ -29,6 +29,8 @@ __all__ = [
     "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse", "binary_cross_entropy",
     "conv2d", "max_pool2d", "avg_pool2d",
     "layer_norm", "batch_norm",
+    "erf", "floor", "trunc", "fmod", "floor_divide", "remainder", "clamp", "clip", "gelu", "silu", "leaky_relu",
+    "elu", "softplus", "hardtanh", "relu6",
 ]
 
 
@@ -136,7 +138,6 @@ def _binary(op, a, b, floating=False):
 def add(a, b): return _binary("add", a, b)
 def sub(a, b): return _binary("sub", a, b)
 def mul(a, b): return _binary("mul", a, b)
-def div(a, b): return _binary("div", a, b, floating=True)
 def pow(a, b): return _binary("pow", a, b, floating=True)
 def maximum(a, b): return _binary("maximum", a, b)
 def minimum(a, b): return _binary("minimum", a, b)
@@ -157,6 +158,76 @@ def log(x): return Node("log", _floating(x))
 def sqrt(x): return Node("sqrt", _floating(x))
 def tanh(x): return Node("tanh", _floating(x))
 def sigmoid(x): return Node("sigmoid", _floating(x))
+
+
+def div(a, b, rounding_mode=None):
+    """torch.div: true division (integers give float32), or with rounding_mode "trunc" or
+    "floor" the quotient rounded toward zero or down, in the operands' dtype (integers stay
+    integers). A rounded quotient is piecewise constant: its gradient is zero, as torch's.
+    Integer division by zero is undefined in kernels (torch raises ZeroDivisionError)."""
+    if rounding_mode is None:
+        return _binary("div", a, b, floating=True)
+    if rounding_mode not in ("trunc", "floor"):
+        raise OptionError(f"div: rounding_mode must be None, 'trunc' or 'floor', got {rounding_mode!r}")
+    a, b = _operands(a, b)
+    if a.dtype is dtypes.bool_:
+        raise DTypeError("div: expected numeric operands, got bool")
+    if not a.dtype.is_float:
+        q = Node("trunc_div", (a, b))
+        if rounding_mode == "floor":  # one less where the division was inexact and the signs differ
+            inexact = not_equal(Node("fmod", (a, b)), 0)
+            q = where(inexact, where(not_equal(less(a, 0), less(b, 0)), q - 1, q), q)
+        return q
+    if rounding_mode == "trunc":
+        return stop_gradient(trunc(Node("div", (a, b))))
+    return stop_gradient(_floor_divide_float(a, b))
+
+
+def _floor_divide_float(a, b):
+    """torch's floating floor division, which rounds the true quotient down where a/b alone
+    would round it: (a - fmod(a, b)) / b is an integer up to rounding, corrected by one where
+    fmod's sign differs from b's and rounded to the nearest integer. A zero keeps a/b's sign;
+    b == 0 gives a/b (inf or NaN)."""
+    mod = Node("fmod", (a, b))
+    quotient = Node("div", (a, b))
+    q = Node("div", (a - mod, b))
+    q = where(not_equal(mod, 0.0), where(not_equal(less(b, 0.0), less(mod, 0.0)), q - 1.0, q), q)
+    down = floor(q)
+    rounded = where(greater(q - down, 0.5), down + 1.0, down)
+    rounded = where(equal(q, 0.0), quotient * 0.0, rounded)
+    return where(equal(b, 0.0), quotient, rounded)
+
+
+def floor_divide(a, b):
+    """torch.floor_divide (Python's //): the quotient rounded down."""
+    return div(a, b, rounding_mode="floor")
+
+
+def fmod(a, b):
+    """torch.fmod: the remainder of the division rounding toward zero; it has a's sign."""
+    a, b = _operands(a, b)
+    return Node("fmod", (a, b))
+
+
+def remainder(a, b):
+    """torch.remainder (Python's %): the remainder of floor division; it has b's sign."""
+    a, b = _operands(a, b)
+    return Node("remainder", (a, b))
+
+
+def erf(x): return Node("erf", _floating(x))
+
+
+def floor(x):
+    """torch.floor: integers are their own floor."""
+    (x,) = _operands(x)
+    return x if not x.dtype.is_float else Node("floor", (x,))
+
+
+def trunc(x):
+    """torch.trunc: rounded toward zero (-0.5 gives -0.0, as torch)."""
+    (x,) = _operands(x)
+    return x if not x.dtype.is_float else where(less(x, 0.0), -floor(-x), floor(x))
 
 
 def where(cond, a, b) -> Node:
@@ -571,6 +642,129 @@ def _momentum(momentum, num_batches_tracked):
     if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
         raise OptionError(f"batch_norm: momentum must be a number or None, got {momentum!r}")
     return float(momentum)
+# --- activations (torch.nn.functional's), composites that fuse into one pointwise kernel ------
+# Their gradients are torch's at the kinks too: where(x > 0, ...) sends the whole gradient to
+# one branch (maximum would split it on a tie), and the branch not taken is fed a value at
+# which it stays finite, so that its zero gradient is no 0 * inf.
+def _and(a, b): return where(a, b, False)
+
+
+def _log1p(e):
+    """log(1 + e) to a few ulps for e >= 0 without libdevice (absent under Triton's
+    interpreter): log(u) with u = 1 + e, corrected by the factor e / (u - 1) for u's
+    rounding, and e where u rounds to 1. The gradient is log(u)'s, 1 / (1 + e): the
+    correction is added as a constant."""
+    u = 1.0 + e
+    d = u - 1.0
+    tiny = equal(d, 0.0)
+    rough = log(u)
+    return where(tiny, e, rough + stop_gradient(rough * (e / where(tiny, 1.0, d) - 1.0)))
+
+
+def _expm1(x):
+    """exp(x) - 1 to a few ulps for x <= 0 without libdevice: near 0, where exp(x) - 1
+    cancels, 2t / (1 - t) with t = tanh(x / 2), whose lowering keeps a small x's digits."""
+    t = tanh(x * 0.5)
+    return where(less(x, -1.0), exp(x) - 1.0, 2.0 * t / (1.0 - t))
+
+
+def gelu(x, approximate: str = "none"):
+    """torch.nn.functional.gelu: x * Phi(x) with the normal CDF Phi from erf, or with
+    approximate="tanh" the tanh form 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))."""
+    (x,) = _floating(x)
+    if approximate == "none":
+        return x * 0.5 * (1.0 + erf(x * (1.0 / np.sqrt(2.0))))
+    if approximate == "tanh":
+        # 0.5 * (1 + tanh(u)) is sigmoid(2u), which keeps a negative x's digits where 1 + tanh(u)
+        # cancels; x is limited to +-1e4 inside u (where sigmoid is long flat), so that x**3
+        # cannot overflow into a gradient of 0 * inf
+        inside = where(greater(x, 1e4), 1e4, where(less(x, -1e4), -1e4, x))
+        inner = np.sqrt(2.0 / np.pi) * (inside + 0.044715 * (inside * inside * inside))
+        return x * sigmoid(2.0 * inner)
+    raise OptionError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
+def silu(x):
+    """torch.nn.functional.silu (swish): x * sigmoid(x)."""
+    (x,) = _floating(x)
+    return x * sigmoid(x)
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    """torch.nn.functional.leaky_relu: x where x > 0, else negative_slope * x (also at 0, for
+    the gradient as torch)."""
+    (x,) = _floating(x)
+    return where(greater(x, 0.0), x, x * negative_slope)
+
+
+def elu(x, alpha: float = 1.0):
+    """torch.nn.functional.elu: alpha * (exp(x) - 1) where x <= 0, else x (NaN takes that
+    branch, whose gradient is 1, as torch)."""
+    (x,) = _floating(x)
+    negative = less_equal(x, 0.0)
+    return where(negative, alpha * _expm1(where(negative, x, 0.0)), x)
+
+
+def softplus(x, beta: float = 1.0, threshold: float = 20.0):
+    """torch.nn.functional.softplus: log(1 + exp(beta x)) / beta, and x where beta x >
+    threshold. Written as max(z, 0) + log1p(exp(-|z|)) (z = beta x), which neither overflows
+    nor loses a small value's digits; its gradient is sigmoid(z), 0.5 at z = 0."""
+    (x,) = _floating(x)
+    if beta == 0:
+        raise OptionError("softplus: beta must not be 0")
+    z = x * beta
+    positive = greater(z, 0.0)
+    soft = (where(positive, z, 0.0) + _log1p(exp(where(positive, -z, z)))) / beta
+    return where(greater(z, threshold), x, soft)
+
+
+def _limited(x, lo, hi):
+    """torch's clamp value, min(max(x, lo), hi) as C++ computes it: x where lo <= x <= hi
+    (-0.0 stays -0.0 at a bound 0.0), NaN stays NaN, and with lo > hi everything is hi. x
+    is held constant here: callers choose where x's gradient goes; a tensor bound gets it
+    where it is the value (min only where min < max, as torch)."""
+    out = stop_gradient(x)
+    if lo is not None:
+        below = less(x, lo)
+        if hi is not None:
+            lo = where(less(lo, hi), lo, where(greater(lo, hi), hi, stop_gradient(hi)))
+        out = where(below, lo, out)
+    if hi is not None:
+        out = where(greater(x, hi), hi, out)
+    return out
+
+
+def clamp(x, min=None, max=None):
+    """torch.clamp: x limited to [min, max] (either may be None; scalars or tensors, which
+    broadcast). The gradient goes to x where min <= x <= max, inclusive, as torch's."""
+    if min is None and max is None:
+        raise OptionError("clamp: at least one of min and max must be given")
+    nodes = _operands(*[v for v in (x, min, max) if v is not None])
+    x, lo, hi = nodes[0], (nodes[1] if min is not None else None), (nodes[-1] if max is not None else None)
+    inside = None
+    for bound, test in ((lo, greater_equal), (hi, less_equal)):
+        if bound is not None:
+            holds = test(x, bound)
+            inside = holds if inside is None else _and(inside, holds)
+    return where(inside, x, _limited(x, lo, hi))
+
+
+clip = clamp  # NumPy's name (np.clip(x, a_min, a_max) positionally)
+
+
+def hardtanh(x, min_val: float = -1.0, max_val: float = 1.0):
+    """torch.nn.functional.hardtanh: clamp(x, min_val, max_val), whose gradient, as torch's,
+    is zero at the bounds themselves and passes where min_val < x < max_val or x is NaN."""
+    if min_val > max_val:
+        raise OptionError(f"hardtanh: min_val must be <= max_val, got {min_val} and {max_val}")
+    (x,) = _floating(x)
+    at_bound = where(equal(x, min_val), True, equal(x, max_val))
+    return where(at_bound, stop_gradient(x), where(less(x, min_val), min_val, where(greater(x, max_val), max_val, x)))
+
+
+def relu6(x):
+    """torch.nn.functional.relu6: hardtanh(x, 0, 6)."""
+    return hardtanh(x, 0.0, 6.0)
 
 
 # --- convolution and pooling -------------------------------------------------------------

@@ -466,3 +466,233 @@ def _cast_kgen(step, args, infos):
 
 register("cast", _cast_propose, _cast_infer, _cast_kgen,
          lambda step, args, infos: f"{args[0]}.to({_TORCH_DTYPE[step['dtype']]})", weight=0.8)
+
+
+# --- activations (smooth, or continuous with kinks as relu) -------------------------------------------
+def _activation_bounds(name, step, x: Info) -> tuple:
+    """Bounds of each activation's value over [x.lo, x.hi]; every one is monotone there but
+    gelu and silu, whose minima (-0.17 and -0.28) bound them below."""
+    a = step.get("a", {"leaky_relu": 0.01, "elu": 1.0, "hardtanh": (-1.0, 1.0)}.get(name))
+    f = {"erf": math.erf, "leaky_relu": lambda v: v if v > 0 else v * a,
+         "elu": lambda v: v if v > 0 else a * math.expm1(v),
+         "softplus": lambda v: math.log1p(math.exp(min(v, 30.0))),
+         "hardtanh": lambda v: min(max(v, a[0]), a[1]), "relu6": lambda v: min(max(v, 0.0), 6.0),
+         "gelu": lambda v: max(v, 0.0), "silu": lambda v: max(v, 0.0)}[name]
+    lo, hi = f(x.lo), f(x.hi)
+    if name == "gelu":
+        lo = -0.17 if x.lo < 0 else min(0.0, x.lo)
+    if name == "silu":
+        lo = -0.28 if x.lo < 0 else min(0.0, x.lo)
+    return lo, hi
+
+
+def _activation_infer(name):
+    def infer(step, infos, sizes):
+        (x,) = infos
+        want_float(x, f"{name}'s operand")
+        lo, hi = _activation_bounds(name, step, x)
+        return Info(x.shape, FLOAT, lo, hi)
+    return infer
+
+
+_ACTIVATION_ARGS = {"leaky_relu": (0.01, 0.2), "elu": (1.0, 0.5), "hardtanh": ((-1.0, 1.0), (-0.5, 2.0))}
+
+
+def _activation_propose(name):
+    def propose(g: Gen):
+        x = g.pick(float_pred)
+        if x is None:
+            raise Illegal("no operand")
+        attrs = {}
+        if name in _ACTIVATION_ARGS and g.chance(0.5):
+            attrs["a"] = g.choice(_ACTIVATION_ARGS[name])
+        if name == "gelu":
+            attrs["approximate"] = g.choice(["none", "tanh"])
+        if name == "softplus" and g.chance(0.5):
+            attrs["beta"], attrs["threshold"] = g.choice([(2.0, 3.0), (0.5, 20.0)])
+        if name == "elu" or name == "softplus":
+            x = g.tame(x, 6.0)
+        g.add(name, [x], **attrs)
+    return propose
+
+
+def _activation_args(step) -> str:
+    a = step.get("a")
+    if step["op"] == "hardtanh" and a is not None:
+        return f", {a[0]!r}, {a[1]!r}"
+    if a is not None:
+        return f", {a!r}"
+    if step["op"] == "gelu":
+        return f", approximate={step['approximate']!r}"
+    if "beta" in step:
+        return f", {step['beta']!r}, {step['threshold']!r}"
+    return ""
+
+
+_TORCH_ACTIVATION = {"erf": "torch.erf", "gelu": "F.gelu", "silu": "F.silu", "leaky_relu": "F.leaky_relu",
+                     "elu": "F.elu", "softplus": "F.softplus", "hardtanh": "F.hardtanh", "relu6": "F.relu6"}
+
+for _name in _TORCH_ACTIVATION:
+    register(_name, _activation_propose(_name), _activation_infer(_name),
+             lambda step, args, infos: f"ops.{step['op']}({args[0]}{_activation_args(step)})",
+             lambda step, args, infos: f"{_TORCH_ACTIVATION[step['op']]}({args[0]}{_activation_args(step)})",
+             weight=0.6)
+
+
+# --- clamp and clip: scalar bounds, either one or both, or a tensor bound ----------------------------
+def _clamp_infer(step, infos, sizes):
+    x = infos[0]
+    need(x.dtype != BOOL, "clamp of a bool")
+    lo, hi = step.get("min"), step.get("max")
+    bounds = list(infos[1:])
+    out_lo, out_hi = x.lo, x.hi
+    if bounds:  # one tensor bound, in place of the scalar `max`
+        b = bounds[0]
+        need(b.dtype == x.dtype, "a tensor bound of the operand's dtype")
+        shape = broadcast(x.shape, b.shape)
+        out_lo, out_hi = min(x.lo, b.lo), min(x.hi, b.hi)
+    else:
+        shape = x.shape
+    dtype = FLOAT if x.dtype == FLOAT or any(isinstance(v, float) for v in (lo, hi)) else x.dtype
+    if lo is not None:
+        out_lo, out_hi = max(out_lo, lo), max(out_hi, lo)
+    if hi is not None:
+        out_lo, out_hi = min(out_lo, hi), min(out_hi, hi)
+    exact = x.exact and dtype != FLOAT
+    return Info(shape, dtype, out_lo, out_hi, 0.0, exact)
+
+
+def _clamp_propose(name):
+    def propose(g: Gen):
+        x = g.pick(numeric_pred)
+        if x is None:
+            raise Illegal("no operand")
+        info = g.infos[x]
+        pool = FLOAT_LITERALS if info.dtype == FLOAT else INT_LITERALS
+        lo, hi = sorted(g.rng.sample([c for c in pool if c != 0.0] + [0], 2))
+        r = g.rng.random()
+        if r < 0.2 and info.dtype == FLOAT:  # a tensor max (and a scalar min)
+            b = partner(g, x, float_pred)
+            g.add(name, [x, b], min=lo)
+        elif r < 0.4:
+            g.add(name, [x], min=lo)
+        elif r < 0.55:
+            g.add(name, [x], max=hi)
+        else:
+            g.add(name, [x], min=lo, max=hi)
+    return propose
+
+
+def _clamp_code(fn):
+    """ops.clamp(x, min=c, max=t) for a tensor t; torch takes both bounds as tensors or neither."""
+    def code(step, args, infos):
+        parts = [args[0]]
+        if "min" in step:
+            c = lit(step["min"])
+            parts.append(f"min=torch.full_like({args[1]}, {c})" if len(args) > 1 and fn.startswith("torch") else f"min={c}")
+        if len(args) > 1:
+            parts.append(f"max={args[1]}")
+        elif "max" in step:
+            parts.append(f"max={lit(step['max'])}")
+        return f"{fn}({', '.join(parts)})"
+    return code
+
+
+for _name in ("clamp", "clip"):
+    register(_name, _clamp_propose(_name), _clamp_infer, _clamp_code(f"ops.{_name}"), _clamp_code(f"torch.{_name}"),
+             weight=0.5)
+
+
+# --- rounding: floor, trunc, rounded division, fmod and remainder ----------------------------------------
+# They jump where a value crosses an integer (or a quotient does), so they take exact operands
+# only: values float32 holds as the float64 oracle does. A float divisor keeps |b| >= 0.25; an
+# integer one is nonzero (integer division by zero is undefined).
+def _rounding_infer(step, infos, sizes):
+    (x,) = infos
+    need(x.dtype != BOOL, f"{step['op']} of a bool")
+    need(x.exact, f"{step['op']} of a value float32 may round")
+    f = math.floor if step["op"] == "floor" else math.trunc
+    return Info(x.shape, x.dtype, f(x.lo), f(x.hi), 0.0, True, x.classes)
+
+
+def _rounding_propose(name):
+    def propose(g: Gen):
+        x = g.pick(lambda i: numeric_pred(i) and i.exact)
+        if x is None:
+            raise Illegal("no exact operand")
+        g.add(name, [x])
+    return propose
+
+
+def _exact_divisor(g: Gen, a: str) -> str:
+    """An exact divisor that broadcasts with `a`: float with |b| >= 0.25, integer nonzero."""
+    def fits(i):
+        good = i.absmin >= (0.25 if i.dtype == FLOAT else 1)
+        return numeric_pred(i) and i.exact and good and _broadcasts(g, a, i)
+    b = g.pick(fits)
+    if b is None or g.chance(0.4):
+        shape = g.infos[a].shape
+        kind = "float" if g.infos[a].dtype == FLOAT and g.chance(0.7) else "int"
+        b = g.new_input(tuple(1 if g.chance(0.3) else d for d in shape[g.rng.randint(0, len(shape)):]), kind,
+                        FLOAT if kind == "float" else g.choice(INTS))
+    return b
+
+
+def _division_infer(step, infos, sizes):
+    op, mode = step["op"], step.get("mode")
+    a, b = operand_infos(step, infos)
+    need(BOOL not in (a.dtype, b.dtype), f"{op} of a bool")
+    need(a.exact and b.exact, f"{op} of values float32 may round")
+    dtype = result_dtype(step, infos)
+    need(b.absmin >= (0.25 if dtype == FLOAT else 1), "a divisor that may be near 0")
+    if mode == "trunc" and dtype == FLOAT:  # trunc(a / b) rounds a / b first
+        need("scalar" in step and abs(step["scalar"]) in (0.5, 2.0, 0.25),
+             "a float quotient rounded toward zero needs a power-of-two divisor")
+    shape = broadcast(a.shape, b.shape)
+    if op in ("fmod", "remainder"):
+        m = b.mag if op == "remainder" else min(b.mag, a.mag)
+        return Info(shape, dtype, -m, m)
+    m = a.mag / b.absmin
+    return Info(shape, dtype, -math.floor(m) - 1, math.floor(m) + 1, 0.0, True)
+
+
+def _division_propose(name):
+    """fmod, remainder, and floor_divide, which also stands for div's rounding modes (the
+    step's `mode`: "floor" or "trunc" spells it ops.div(a, b, rounding_mode=mode))."""
+    def propose(g: Gen):
+        a = g.pick(lambda i: numeric_pred(i) and i.exact)
+        if a is None:
+            raise Illegal("no exact operand")
+        attrs = {}
+        if name == "floor_divide" and g.chance(0.6):
+            attrs["mode"] = g.choice(["trunc", "floor"])
+        if attrs.get("mode") == "trunc" and g.infos[a].dtype == FLOAT:
+            g.add(name, [a], scalar=g.choice([2.0, -0.5, 0.25]), scalar_first=False, **attrs)
+        elif g.chance(0.3):
+            c = g.choice([2, -3, 3] if g.infos[a].dtype != FLOAT else [2.0, -1.5, 0.75])
+            g.add(name, [a], scalar=c, scalar_first=False, **attrs)
+        else:
+            g.add(name, [a, _exact_divisor(g, a)], **attrs)
+    return propose
+
+
+def _division_kgen(step, args, infos):
+    a, b = operands(step, args)
+    if "mode" in step:
+        return f"ops.div({a}, {b}, rounding_mode={step['mode']!r})"
+    return f"ops.{step['op']}({a}, {b})"
+
+
+def _division_torch(step, args, infos):
+    a, b = operands(step, args)
+    if step["op"] == "floor_divide":  # torch.floor_divide has no gradient; div's is zero
+        return f"torch.div({a}, {b}, rounding_mode={step.get('mode', 'floor')!r})"
+    return f"torch.{step['op']}({a}, {b})"
+
+
+for _name in ("floor", "trunc"):
+    register(_name, _rounding_propose(_name), _rounding_infer, lambda step, args, infos: f"ops.{step['op']}({args[0]})",
+             lambda step, args, infos: f"torch.{step['op']}({args[0]})", weight=0.5)
+
+for _name in ("fmod", "remainder", "floor_divide"):
+    register(_name, _division_propose(_name), _division_infer, _division_kgen, _division_torch, weight=0.5)

@@ -8,6 +8,8 @@ not run under the interpreter, so tanh and pow are written from exp/log.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from kgen.errors import DTypeError
@@ -241,3 +243,87 @@ def _cast_vjp(g, n):
 
 register(OpDef("cast", "elementwise", lambda inputs, attrs: (attrs["dtype"], inputs[0].shape),
                _cast_reference, _cast_vjp, _cast_lower, arity=1, flops=_no_flops))  # a conversion, no arithmetic
+
+
+# --- erf, floor and the integer-rounding primitives (torch.erf, torch.floor, torch.fmod) ----
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf; math.erf is correctly rounded
+
+
+_unary("erf", lambda a: _erf(a).astype(a.dtype), lambda n, a: f"tl.math.erf({a})",
+       lambda g, n: (g * (2.0 / math.sqrt(math.pi)) * _ops().exp(-(n.inputs[0] * n.inputs[0])),))
+
+# floor is piecewise constant: its gradient is zero, as torch's (a rule returning None).
+_unary("floor", np.floor, lambda n, a: f"tl.math.floor({a})", lambda g, n: (None,))
+
+
+def _fmod_steps(node, a, b) -> list:
+    """C's fmod: a - trunc(a/b)*b, which has a's sign. Integers use Triton's % (C's srem).
+    For floats the quotient and the product are taken in float64, where both are exact for
+    float32 operands whose quotient is below 2**53 (beyond, the remainder is lost): in
+    float32, a/b may round up to an integer (1/0.1 gives 10, not 9.99...), and Triton's own
+    float % (LLVM's frem, lowered on NVIDIA GPUs as x - trunc(x/y)*y in float32) then returns
+    -1.5e-8 instead of fmod's 0.09999999. A zero result keeps a's sign, and fmod(x, +-inf)
+    is x for a finite x."""
+    if not node.dtype.is_float:
+        return [f"{a} % {b}"]
+    return [f"tl.cast({a}, tl.float64)", f"tl.cast({b}, tl.float64)", "{0} / {1}",
+            "{0} - tl.where({2} < 0, -tl.math.floor(-{2}), tl.math.floor({2})) * {1}",
+            "tl.where(tl.abs({1}) == float('inf'), tl.where(tl.abs({0}) < float('inf'), {0}, float('nan')), "
+            "tl.where({3} == 0, {0} * 0.0, {3})).to(tl.float32)"]
+
+
+def _fmod_vjp(g, n):
+    """As torch: d/da is 1, d/db is -trunc(a/b) (torch's div(a, b, rounding_mode='trunc'))."""
+    a, b = n.inputs
+    return (unbroadcast(g, a.shape), unbroadcast(-g * _ops().div(a, b, rounding_mode="trunc"), b.shape))
+
+
+_binary("fmod", np.fmod, _fmod_steps, _fmod_vjp)
+
+
+def _remainder_reference(a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mod = np.fmod(a, b)
+    return np.where((mod != 0) & ((b < 0) != (mod < 0)), mod + b, mod).astype(mod.dtype)
+
+
+def _remainder_steps(node, a, b) -> list:
+    """fmod (above), plus b where it is nonzero and its sign differs from b's, as torch."""
+    steps = _fmod_steps(node, a, b)
+    m = "{%d}" % (len(steps) - 1)
+    return steps + [f"tl.where({m} != 0, tl.where({b} < 0, tl.where({m} > 0, {m} + {b}, {m}), "
+                    f"tl.where({m} < 0, {m} + {b}, {m})), {m})"]  # nested wheres: no & of a scalar load with a block
+
+
+def _remainder_vjp(g, n):
+    """As torch: d/da is 1, d/db is -floor_divide(a, b), the exact floor of the quotient."""
+    a, b = n.inputs
+    return (unbroadcast(g, a.shape), unbroadcast(-g * _ops().floor_divide(a, b), b.shape))
+
+
+# A primitive, not fmod plus a correction: that composite's gradient for b would be fmod's,
+# -trunc(a/b) rounded in the dtype, and a/b may round up to an integer (1/0.1 gives 10)
+# where torch's remainder has -floor_divide(1, 0.1) = -9.
+_binary("remainder", _remainder_reference, _remainder_steps, _remainder_vjp)
+
+
+def _trunc_div_reference(a, b):
+    """Integer division rounding toward zero (C's /); a division by zero gives 0 here, and
+    is undefined in kernels (torch raises ZeroDivisionError)."""
+    with np.errstate(divide="ignore"):
+        q = np.floor_divide(a, b)
+        exact = np.fmod(a, b) == 0
+    return np.where(exact | ((a < 0) == (b < 0)), q, q + 1).astype(a.dtype)
+
+
+def _infer_integer(inputs, attrs):
+    dtype, shape = _infer()(inputs, attrs)
+    if dtype.is_float:
+        raise DTypeError(f"trunc_div divides integers, got {dtype}")
+    return dtype, shape
+
+
+# Integer division can only be a primitive: no other op divides integers. Floats round a true
+# quotient instead (kgen.ops.div with a rounding_mode). Integers pass no gradient.
+register(OpDef("trunc_div", "elementwise", _infer_integer, lambda node, a, shape: _trunc_div_reference(*a),
+               None, lambda n, a, b: f"({a} // {b})", arity=2))

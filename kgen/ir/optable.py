@@ -7,7 +7,8 @@ An entry holds everything the pipeline needs to know about an op, side by side:
 - `vjp(g, node) -> tuple`: its gradient rule, one cotangent (or None for zero) per input,
   written with kgen.ops so gradients are IR like everything else;
 - `lower`: how codegen computes it. For an elementwise op, a function of the operands'
-  Triton expressions returning one; for a reduction, a `Reduction`; for a view, a function
+  Triton expressions returning one (or a list of steps, each naming the earlier steps'
+  values {0}, {1}, ..., the last being the op's value); for a reduction, a `Reduction`; for a view, a function
   mapping output coordinates to input coordinates (or a `Guarded` mapping, for pad); for a
   "template" op (matmul, conv, pooling: a kernel of its own that reads its operands from
   memory), the name of its template in kgen.kernels.templates;

@@ -175,6 +175,16 @@ class KernelWriter:
         self.emit(f"{var} = {expr}", note)
         return var
 
+    def assign_steps(self, lowered, note: str) -> str:
+        """An elementwise lowering's value: one expression, or a list of them, each naming
+        the earlier ones' values {0}, {1}, ... (a value used several times is computed once)."""
+        if isinstance(lowered, str):
+            return self.assign(lowered, note=note)
+        names = []
+        for step in lowered:
+            names.append(self.assign(step.format(*names), note=note))
+        return names[-1]
+
     def name_of(self, node: Node) -> str:
         """`node`'s name in the graph's text form: `%3`, or an input's own name."""
         return self.names.get(node, node.name or f"<{node.op}>")
@@ -299,7 +309,7 @@ class KernelWriter:
             return self.value(node.inputs[0], mapped)
         if kind == "elementwise":
             args = [self.value(i, self.broadcast_coords(node, i, coords)) for i in node.inputs]
-            var = self.assign(node.opdef.lower(node, *args), note=self.note(node))
+            var = self.assign_steps(node.opdef.lower(node, *args), note=self.note(node))
             return self.uniform_(var) if all(a in self.uniform for a in args) else var
         raise KgenError(f"{node!r} cannot be computed inside another kernel (the fusion plan "
                         f"must write it to memory)")

@@ -5,6 +5,7 @@ from kgen.nn.data import DataLoader, batches, load_idx, load_mnist, load_mnist_5
 from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, Linear, LogSoftmax, MaxPool2d, ReLU, Sequential,
                             Sigmoid, Softmax, Tanh, manual_seed)
 from kgen.nn.layers import BatchNorm1d, BatchNorm2d, LayerNorm
+from kgen.nn.layers import ELU, GELU, Hardtanh, Identity, LeakyReLU, ReLU6, SiLU, Softplus
 from kgen.nn.losses import BCELoss, CrossEntropyLoss, MSELoss, NLLLoss, SparseCategoricalCrossentropy
 from kgen.nn.module import Module
 from kgen.nn.optim import SGD, Adam, Optimizer
@@ -15,4 +16,5 @@ __all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "lo
            "split_mnist_5k", "AvgPool2d", "Conv2d", "Dropout", "MaxPool2d", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "GRU", "LSTM", "LastStep", "Trainer",
-           "eval_step", "predict_step", "train_step", "BatchNorm1d", "BatchNorm2d", "LayerNorm"]
+           "eval_step", "predict_step", "train_step", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+           "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh", "ReLU6", "Identity"]

@@ -5,6 +5,8 @@ after, and `test_every_table_op_has_a_test` fails when an op is added without a 
 """
 from __future__ import annotations
 
+import math
+
 import types
 
 import numpy as np
@@ -27,6 +29,8 @@ UNARY = {
     "tanh": (ops.tanh, np.tanh, torch.tanh, False),
     "sigmoid": (ops.sigmoid, lambda a: 1.0 / (1.0 + np.exp(-a)), torch.sigmoid, False),
     "relu": (ops.relu, lambda a: np.maximum(a, 0.0), torch.relu, False),
+    "erf": (ops.erf, np.vectorize(math.erf), torch.erf, False),
+    "floor": (ops.floor, np.floor, torch.floor, False),
 }
 
 
@@ -84,6 +88,8 @@ BINARY = {
     "maximum": (ops.maximum, np.maximum, torch.maximum, False),
     "minimum": (ops.minimum, np.minimum, torch.minimum, False),
     "pow": (ops.pow, np.power, torch.pow, True),
+    "fmod": (ops.fmod, np.fmod, torch.fmod, False),
+    "remainder": (ops.remainder, np.remainder, torch.remainder, False),
 }
 BROADCASTS = [((4, 5), (4, 5)), ((4, 5), (5,)), ((4, 1), (1, 5)), ((), (3,)), ((2, 1, 3), (4, 1))]
 
@@ -786,16 +792,24 @@ def _cast(a, dt):
     return (a if isinstance(a, _TritonArray) else np.asarray(a).view(_TritonArray)).to(dt)
 
 
-_TL = dict(cast=_cast, floor=np.floor, exp=np.exp, log=np.log, sqrt=np.sqrt, abs=np.abs, sigmoid=_sigmoid, maximum=_nan_aware(np.maximum),
-           minimum=_nan_aware(np.minimum), PropagateNan=types.SimpleNamespace(ALL="all"), where=np.where, exp2=np.exp2, log2=np.log2, float32=np.float32,
+_TL = dict(math=types.SimpleNamespace(erf=np.vectorize(math.erf), floor=np.floor), float64=np.float64,
+           cast=_cast, floor=np.floor, exp=np.exp, log=np.log, sqrt=np.sqrt, abs=np.abs, sigmoid=_sigmoid, maximum=_nan_aware(np.maximum),
+           minimum=_nan_aware(np.minimum), PropagateNan=types.SimpleNamespace(ALL="all"),
+           where=lambda *a: np.asarray(np.where(*a)).view(_TritonArray), exp2=np.exp2, log2=np.log2, float32=np.float32,
            float16=np.float16, bfloat16="bfloat16", int32=np.int32, int64=np.int64, int1=np.bool_)
 
 
 def _eval_lowering(expr, arrays):
-    import types
+    """The value of a lowering: an expression, or a list of steps naming earlier ones {0}, ..."""
     env = {"tl": types.SimpleNamespace(**_TL)}
     env.update({k: np.asarray(v).view(_TritonArray) for k, v in arrays.items()})
-    return np.asarray(eval(expr, env))
+    if isinstance(expr, str):
+        return np.asarray(eval(expr, env))
+    names = []
+    for i, step in enumerate(expr):
+        env[f"step{i}"] = np.asarray(eval(step.format(*names), env)).view(_TritonArray)
+        names.append(f"step{i}")
+    return np.asarray(env[names[-1]])
 
 
 @pytest.mark.parametrize("name", sorted(set(UNARY) | set(BINARY) | set(COMPARISONS) | {"where"}))
@@ -815,7 +829,8 @@ def test_elementwise_lowering_computes_the_reference(name, rng):
     expr = opdef.lower(node, *[n.name for n in nodes])
     got = _eval_lowering(expr, arrays)
     want, _ = run(node, arrays, nodes)
-    assert_close(got, want, rtol=1e-9, what=expr)
+    rtol = 1e-6 if name in ("fmod", "remainder") else 1e-9  # their float64 steps end in a float32 cast
+    assert_close(got, want, rtol=rtol, what=expr)
 
 
 @pytest.mark.parametrize("exponent", [2.0, 3.0, 4.0, 1.0, -1.0, -2.0, 0.5, 1.5, -0.75, 5.0])
@@ -915,6 +930,11 @@ TESTED_PRIMITIVES = (set(UNARY) | set(BINARY) | set(COMPARISONS) | set(REDUCTION
 TESTED_FUNCTIONS = {"size_constant", "swap_last", "permute", "dropout", "expand_dims", "squeeze", "flatten", "sum_to", "one_hot",
                     "softmax", "log_softmax", "logsumexp", "cross_entropy", "nll_loss", "mse",
                     "binary_cross_entropy"}
+# activations and rounding (kgen/ops.py; trunc_div is integer division, which ops.div builds):
+# against torch in tests/ir/test_activations.py and in kernels in tests/kernels/test_activation_kernels.py
+TESTED_PRIMITIVES |= {"trunc_div"}
+TESTED_FUNCTIONS |= {"trunc", "floor_divide", "clamp", "clip", "gelu", "silu", "leaky_relu", "elu", "softplus",
+                     "hardtanh", "relu6"}
 # slicing and joining (kgen/ops.py): against NumPy and in kernels in tests/kernels/test_slicing.py
 TESTED_FUNCTIONS |= {"getitem", "slice_strided", "pad_strided", "pad", "concatenate", "stack", "split"}
 # normalisation (kgen/ops.py composites): against torch, by finite differences, in kernels and
@@ -936,7 +956,8 @@ def test_every_table_op_has_a_test():
 
 def test_every_ops_function_has_a_test():
     # the slice primitive is ops.slice_strided (x[...] builds it), not a shadow of Python's slice
-    assert set(ops.__all__) == (TESTED_PRIMITIVES - {"input", "slice"} - GRADIENT_PRIMITIVES) | TESTED_FUNCTIONS
+    # integer division (trunc_div) is ops.div(a, b, rounding_mode=...) on integers
+    assert set(ops.__all__) == (TESTED_PRIMITIVES - {"input", "slice", "trunc_div"} - GRADIENT_PRIMITIVES) | TESTED_FUNCTIONS
 
 
 def test_table_entries_are_well_formed():

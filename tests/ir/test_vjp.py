@@ -123,6 +123,8 @@ CASES = {
     "tanh": Case("tanh", lambda x: ops.tanh(x), torch.tanh, f(x=any_((3, 4)))),
     "sigmoid": Case("sigmoid", lambda x: ops.sigmoid(x), torch.sigmoid, f(x=any_((3, 4)))),
     "relu": Case("relu", lambda x: ops.relu(x), torch.relu, f(x=any_((3, 4)))),
+    "erf": Case("erf", lambda x: ops.erf(x), torch.erf, f(x=any_((3, 4)))),
+    "floor": Case("floor", lambda x: ops.floor(x * 3.0) * x, lambda x: torch.floor(x * 3.0) * x, f(x=any_((3, 4)))),
     # binary, same shapes and broadcast
     "add": Case("add", lambda a, b: a + b, lambda a, b: a + b, f(a=any_((4, 3)), b=any_((3,)))),
     "add_outer": Case("add", lambda a, b: a + b, lambda a, b: a + b, f(a=any_((4, 1)), b=any_((1, 3)))),
@@ -136,6 +138,8 @@ CASES = {
     "mul_same": Case("mul", lambda a, b: a * b, lambda a, b: a * b, f(a=any_((2, 3)), b=any_((2, 3)))),
     "div": Case("div", lambda a, b: a / b, lambda a, b: a / b, f(a=any_((4, 3)), b=any_((3,)))),
     "div_rev": Case("div", lambda a, b: a / b, lambda a, b: a / b, f(a=any_((2, 1, 3)), b=any_((4, 1)))),
+    "fmod": Case("fmod", ops.fmod, torch.fmod, f(a=any_((4, 3), low=0.5, high=9.0), b=any_((3,)))),
+    "remainder": Case("remainder", ops.remainder, torch.remainder, f(a=any_((4, 3), low=0.5, high=9.0), b=any_((4, 1)))),
     "maximum": Case("maximum", ops.maximum, torch.maximum, f(a=any_((4, 3)), b=any_((3,)))),
     "minimum": Case("minimum", ops.minimum, torch.minimum, f(a=any_((4, 1)), b=any_((1, 3)))),
     "pow_tensor_exponent": Case("pow", lambda a, b: a ** b, torch.pow, f(a=pos((4, 3)), b=any_((3,)))),
@@ -307,7 +311,7 @@ def test_every_differentiable_op_has_a_vjp_case():
 def test_non_differentiable_ops_have_no_vjp():
     none = {name for name, opdef in kgen.ir.TABLE.items() if opdef.vjp is None}
     assert none == {"input", "constant", "iota", "rand", "less", "less_equal", "greater", "greater_equal",
-                    "equal", "not_equal"}
+                    "equal", "not_equal", "trunc_div"}
 
 
 # --- specific rules ------------------------------------------------------------------------------

@@ -27,15 +27,18 @@ UNARY = {
     "sigmoid": (ops.sigmoid, torch.sigmoid), "relu": (ops.relu, torch.relu),
     "stop_gradient": (ops.stop_gradient, torch.Tensor.detach),
     "cast": (lambda x: ops.cast(x, "float32"), lambda x: x),  # float64 checking: a float cast passes g on
+    "erf": (ops.erf, torch.erf), "floor": (ops.floor, torch.floor),
 }
 BINARY = {
     "add": (ops.add, torch.add), "sub": (ops.sub, torch.sub), "mul": (ops.mul, torch.mul),
     "div": (ops.div, torch.div), "maximum": (ops.maximum, torch.maximum),
     "minimum": (ops.minimum, torch.minimum), "pow": (ops.pow, torch.pow),
+    "fmod": (ops.fmod, torch.fmod), "remainder": (ops.remainder, torch.remainder),
 }
 WHERE = {"where": (lambda c, a, b: ops.where(c, a, b), torch.where)}
 TORCH = {**UNARY, **BINARY, **WHERE}
-NO_GRADIENT = {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "rand"}
+NO_GRADIENT = {"equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "rand",
+               "trunc_div"}  # integers only
 
 
 def test_every_op_has_a_row():

@@ -69,10 +69,22 @@ def slicing():
     return kgen.Graph([x, w], [loss, ops.max(joined, axis=1), joined @ w[2:, :]] + kgen.grad(loss, [x, w]))
 
 
+def activations_and_rounding():
+    """The torch activations in a matmul's epilogue and a gradient, erf, and the rounding ops:
+    fmod's float64 quotient, integer division and remainder."""
+    x, w = kgen.tensor("x", ("N", 6)), kgen.tensor("w", (6, 8))
+    i, j = kgen.tensor("i", ("N", 8), "int32"), kgen.tensor("j", (8,), "int32")
+    h = ops.gelu(x @ w) + ops.silu(x @ w) * ops.elu(x @ w, 0.5) - ops.softplus(x @ w, 2.0) + ops.hardtanh(x @ w)
+    loss = ops.sum(ops.leaky_relu(h) * ops.clamp(h, -1.0, 1.0) + ops.gelu(h, approximate="tanh"))
+    rounded = ops.remainder(h, 0.75) + ops.floor_divide(h, -1.5) + ops.fmod(h, 0.3) + ops.erf(ops.trunc(h))
+    ints = ops.div(i, j, rounding_mode="floor") + ops.remainder(i, j) + ops.div(i, j, rounding_mode="trunc")
+    return kgen.Graph([x, w, i, j], [loss, rounded, ints] + kgen.grad(loss, [w]))
+
+
 SPILL_BUDGET = 16  # bytes of stack per thread: 4 registers kept in local memory, outside any loop
 
 PROGRAMS = {f.__name__: f for f in (pointwise_chain, reductions, matmul_fp32, matmul_fp16, gradient, mixed_dtypes,
-                                    slicing)}
+                                    slicing, activations_and_rounding)}
 
 
 def _ptx_target(ptx: str) -> str:
