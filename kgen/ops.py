@@ -593,7 +593,7 @@ def adaptive_avg_pool2d(x, output_size) -> Node:
         y = x if out == hw else avg_pool2d(x, tuple(h // o for h, o in zip(hw, out)))
     else:
         (rows, heights), (cols, widths) = _adaptive_windows(hw[0], out[0]), _adaptive_windows(hw[1], out[1])
-        y = x if out[1] == hw[1] else matmul(x, constant(cols.T, x.dtype))
+        y = x if out[1] == hw[1] else matmul(x, constant(np.ascontiguousarray(cols.T), x.dtype))
         y = y if out[0] == hw[0] else matmul(constant(rows, x.dtype), y)
         y = y / constant(np.outer(heights, widths), x.dtype)
     return _unbatched((y,), added)[0]
