@@ -2,6 +2,8 @@
 losses, one_hot, dropout and rand, iota and constants. The gradient ops of convolution and
 pooling are no kgen.ops functions, so none is drawn alone: every program that takes
 gradients of conv2d or a pool builds them, and tests/ir/test_vjp.py checks them alone.
+The pools draw torch's options, now and then an unbatched operand, and max pooling's
+indices (return_indices) only of exact values, whose float32 compares cannot tie.
 
 Losses are means over their batch, so their batch is never empty; labels are integer
 inputs whose values lie in [0, classes) with classes <= the op's class count.
@@ -309,8 +311,10 @@ def _pool_torch(step, args, infos):
             f"{_pool_options(step)})")
 
 
-for _name in ("max_pool2d", "avg_pool2d", "max_pool1d", "avg_pool1d"):
-    register(_name, _pool_propose(_name), _pool_infer, _pool_kgen, _pool_torch, weight=1.0 if "2d" in _name else 0.5)
+register("max_pool2d", _pool_propose("max_pool2d"), _pool_infer, _pool_kgen, _pool_torch)
+register("avg_pool2d", _pool_propose("avg_pool2d"), _pool_infer, _pool_kgen, _pool_torch)
+register("max_pool1d", _pool_propose("max_pool1d"), _pool_infer, _pool_kgen, _pool_torch, weight=0.5)
+register("avg_pool1d", _pool_propose("avg_pool1d"), _pool_infer, _pool_kgen, _pool_torch, weight=0.5)
 
 
 def _adaptive_infer(step, infos, sizes):
@@ -343,8 +347,10 @@ def _adaptive_torch(step, args, infos):
     return f"T.{step['op']}({args[0]}, {arg(step['output_size'])})"
 
 
-for _name in ("adaptive_avg_pool2d", "adaptive_avg_pool1d"):
-    register(_name, _adaptive_propose(_name), _adaptive_infer, _adaptive_kgen, _adaptive_torch, weight=0.5)
+register("adaptive_avg_pool2d", _adaptive_propose("adaptive_avg_pool2d"), _adaptive_infer, _adaptive_kgen,
+         _adaptive_torch, weight=0.5)
+register("adaptive_avg_pool1d", _adaptive_propose("adaptive_avg_pool1d"), _adaptive_infer, _adaptive_kgen,
+         _adaptive_torch, weight=0.5)
 
 
 # --- losses and labels ------------------------------------------------------------------------
