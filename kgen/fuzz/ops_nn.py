@@ -335,7 +335,8 @@ def _adaptive_propose(name):
         if name.endswith("1d"):
             g.add(name, [x], output_size=g.choice(sizes))
         else:
-            g.add(name, [x], output_size=g.choice([g.choice(sizes), [g.choice([1, 2, h, None]), g.choice(sizes + [None])]]))
+            pair_size = [g.choice([1, 2, h, None]), g.choice(sizes + [None])]
+            g.add(name, [x], output_size=g.choice([g.choice(sizes), pair_size]))
     return propose
 
 

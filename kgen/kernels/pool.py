@@ -75,8 +75,8 @@ class PoolKernel:
         """Per axis, whether a window can leave the image: into padding, or over the far
         edge (a ceil_mode window)."""
         out = pool_out_hw(image_hw, self.root.attrs)
-        return tuple(bool(self.padding[i]) or (out[i] - 1) * self.stride[i] - self.padding[i] + self.span[i] > image_hw[i]
-                     for i in range(2))
+        last_end = [(out[i] - 1) * self.stride[i] - self.padding[i] + self.span[i] for i in range(2)]
+        return tuple(bool(self.padding[i]) or last_end[i] > image_hw[i] for i in range(2))
 
     def define(self, name: str, expr, bound):
         return define(self.w, name, expr, bound, "xindex", self.loops)
@@ -166,12 +166,15 @@ class PoolKernel:
         w = self.w
         (sh, sw), (ph, pw) = self.stride, self.padding
         terms, coords = [], []
-        for o, d, c, i, size, k, s, p, step in (("oh", "dh", "ch", ih, out_hw[0], self.span[0], sh, ph, self.dilation[0]),
-                                                ("ow", "dw", "cw", iw, out_hw[1], self.span[1], sw, pw, self.dilation[1])):
+        (kh_span, kw_span), (dh, dw) = self.span, self.dilation
+        for o, d, c, i, size, k, s, p, step in (("oh", "dh", "ch", ih, out_hw[0], kh_span, sh, ph, dh),
+                                                ("ow", "dw", "cw", iw, out_hw[1], kw_span, sw, pw, dw)):
             back = self.loop(c, -(-k // s))  # windows start every s pixels: ceil(span / s) of them hold a pixel
             coords.append(self.define(o, FloorDiv(i + p, s) - back, size))
             w.emit(f"{d} = {w.index(i + p)} - {o} * {s}")
-            terms += [f"({o} >= 0)", f"({o} < {size})", f"({d} < {k})"] + ([f"({d} % {step} == 0)"] if step > 1 else [])
+            terms += [f"({o} >= 0)", f"({o} < {size})", f"({d} < {k})"]
+            if step > 1:  # a dilated window holds every step-th pixel of its span
+                terms.append(f"({d} % {step} == 0)")
         w.emit("covers = xmask & " + " & ".join(terms))
         w.mask = "covers"
         return coords

@@ -279,20 +279,22 @@ def test_bad_pool_options_are_shape_errors():
 
 
 # --- ahead-of-time compilation of the new variants -------------------------------------------------
-def test_pool_option_kernels_compile_for_sm80_and_sm90():
-    x, t = kgen.tensor("x", ("N", 3, 9, 8)), kgen.tensor("t", ("N", 3, 9, 8))
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_pool_option_kernels_compile_for_sm80_and_sm90(dtype):
+    x, t = kgen.tensor("x", ("N", 3, 9, 8), dtype), kgen.tensor("t", ("N", 3, 9, 8), dtype)
     mkw = dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True)
     akw = dict(kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
     y, index = ops.max_pool2d(x, return_indices=True, **mkw)
     a = ops.avg_pool2d(x, **akw)
-    g, ga = kgen.tensor("g", y.shape), kgen.tensor("ga", a.shape)
+    g, ga = kgen.tensor("g", y.shape, dtype), kgen.tensor("ga", a.shape, dtype)
     outs = [y, index, ops_conv.max_pool2d_grad(g, x, **mkw), ops_conv.max_pool2d_gather(t, x, **mkw), a,
             ops_conv.avg_pool2d_grad(ga, (9, 8), **akw), ops.avg_pool2d(x, 2, ceil_mode=True, divisor_override=3)]
     program = kgen.compile(kgen.Graph([x, t, g, ga], outs))
     templates = sorted(k.name.split("_", 1)[1] for k in flatten(program.kernels))
     assert templates == sorted(n.op for n in program.graph.outputs)  # one kernel per op
     binaries = aot.compile_program(program, targets=("sm_80", "sm_90"))
-    assert [(b.kernel, b.target) for b in binaries] == [(k.name, t) for k in program.kernels for t in ("sm_80", "sm_90")]
+    targets = ("sm_80", "sm_90")
+    assert [(b.kernel, b.target) for b in binaries] == [(k.name, t) for k in program.kernels for t in targets]
     for b in binaries:
         assert re.search(rf"^\.target\s+{b.target}", b.ptx, re.M) and b.cubin[:4] == b"\x7fELF"
 
