@@ -216,7 +216,7 @@ def _pool_windows(x, attrs, out, value):
                     attrs.get("dilation", (1, 1)))
 
 
-def window_lengths(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool):
+def _window_lengths(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool):
     """Per output position along one axis, the length an average pool divides by (torch's
     rule): its window clipped to the padded input, or to the input if not `include_pad`."""
     start = np.arange(out) * stride - pad
@@ -228,11 +228,11 @@ def window_lengths(size: int, out: int, kernel: int, stride: int, pad: int, incl
 
 def avg_divisor(attrs, hw, out):
     """What an average pool divides each window's sum by: divisor_override, or an [OH, OW]
-    array of window sizes (the product of the two axes' window_lengths)."""
+    array of window sizes (the product of the two axes' _window_lengths)."""
     if attrs.get("divisor_override") is not None:
         return attrs["divisor_override"]
     include = attrs.get("count_include_pad", True)
-    lengths = [window_lengths(hw[i], out[i], attrs["kernel_size"][i], attrs["stride"][i], attrs["padding"][i],
+    lengths = [_window_lengths(hw[i], out[i], attrs["kernel_size"][i], attrs["stride"][i], attrs["padding"][i],
                               include) for i in range(2)]
     return np.outer(*lengths)
 
