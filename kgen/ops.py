@@ -31,6 +31,7 @@ __all__ = [
     "layer_norm", "batch_norm",
     "erf", "floor", "trunc", "fmod", "floor_divide", "remainder", "clamp", "clip", "gelu", "silu", "leaky_relu",
     "elu", "softplus", "hardtanh", "relu6",
+    "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool1d",
 ]
 
 
@@ -789,18 +790,129 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW") -> N
     return transpose(out, (0, 2, 3, 1)) if layout == "NHWC" else out
 
 
-def max_pool2d(x, kernel_size, stride=None, padding=0) -> Node:
-    """torch.nn.functional.max_pool2d over x [N, C, H, W] (padding reads -inf); `stride`
-    defaults to `kernel_size`."""
+def _batched(x, op: str, spatial: int):
+    """x as a float node with a batch axis, and whether one was added: torch's pools take
+    [N, C, *spatial] or, unbatched, [C, *spatial]."""
     (x,) = _floating(x)
-    return Node("max_pool2d", (x,), pool_attrs("max_pool2d", kernel_size, stride, padding))
+    if x.ndim == spatial + 1:
+        return expand_dims(x, 0), True
+    if x.ndim != spatial + 2:
+        layout = "[N, C, H, W] or [C, H, W]" if spatial == 2 else "[N, C, L] or [C, L]"
+        raise ShapeError(f"{op} takes x {layout}, got {x.type_str()}")
+    return x, False
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0) -> Node:
-    """torch.nn.functional.avg_pool2d over x [N, C, H, W] with count_include_pad=True: each
-    window's sum over KH*KW, padding counting as zeros."""
-    (x,) = _floating(x)
-    return Node("avg_pool2d", (x,), pool_attrs("avg_pool2d", kernel_size, stride, padding))
+def _unbatched(outs, added: bool):
+    """The results of a pool, without the batch axis _batched added."""
+    return tuple(squeeze(y, 0) for y in outs) if added else outs
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """torch.nn.functional.max_pool2d over x [N, C, H, W] or [C, H, W] (padding reads -inf);
+    `stride` defaults to `kernel_size`. With return_indices, (values, indices): each window's
+    argmax as an int64 flat index into its H x W plane (the first maximum, as torch's)."""
+    x, added = _batched(x, "max_pool2d", 2)
+    attrs = pool_attrs("max_pool2d", kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode)
+    outs = (Node("max_pool2d", (x,), attrs),) + ((Node("max_pool2d_indices", (x,), attrs),) if return_indices else ())
+    outs = _unbatched(outs, added)
+    return outs if return_indices else outs[0]
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+               divisor_override=None) -> Node:
+    """torch.nn.functional.avg_pool2d over x [N, C, H, W] or [C, H, W]: each window's sum
+    over KH*KW (padding counting as zeros), its count of input elements (count_include_pad
+    False), or divisor_override."""
+    x, added = _batched(x, "avg_pool2d", 2)
+    attrs = pool_attrs("avg_pool2d", kernel_size, stride, padding, ceil_mode=ceil_mode,
+                       count_include_pad=count_include_pad, divisor_override=divisor_override)
+    return _unbatched((Node("avg_pool2d", (x,), attrs),), added)[0]
+
+
+def _single(value, op: str, what: str) -> tuple:
+    """A 1-D pool's int argument, given as an int or a 1-tuple (as torch allows)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise ShapeError(f"{op}: {what} must be an int or a 1-tuple of one, got {value!r}")
+    return value
+
+
+def _pool1d(pool, op: str, x, kernel_size, stride, padding, **options):
+    """A 1-D pool as the 2-D pool over x [N, C, 1, L] with windows 1 high."""
+    x, added = _batched(x, op, 1)
+    k = _single(kernel_size, op, "kernel_size")
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _single(stride, op, "stride")
+    if "dilation" in options:
+        options["dilation"] = (1, _single(options["dilation"], op, "dilation"))
+    outs = pool(expand_dims(x, 2), (1, k), (1, s), (0, _single(padding, op, "padding")), **options)
+    outs = tuple(squeeze(y, 2) for y in (outs if isinstance(outs, tuple) else (outs,)))
+    return _unbatched(outs, added)
+
+
+def max_pool1d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+    """torch.nn.functional.max_pool1d over x [N, C, L] or [C, L], as max_pool2d with windows
+    one row high; the indices are positions along L."""
+    outs = _pool1d(max_pool2d, "max_pool1d", x, kernel_size, stride, padding, dilation=dilation,
+                   ceil_mode=ceil_mode, return_indices=return_indices)
+    return outs if return_indices else outs[0]
+
+
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True) -> Node:
+    """torch.nn.functional.avg_pool1d over x [N, C, L] or [C, L], as avg_pool2d with windows
+    one row high."""
+    return _pool1d(avg_pool2d, "avg_pool1d", x, kernel_size, stride, padding, ceil_mode=ceil_mode,
+                   count_include_pad=count_include_pad)[0]
+
+
+def _adaptive_windows(size: int, out: int):
+    """The [out, size] 0/1 array of torch's adaptive windows along one axis (window i is
+    [floor(i*size/out), ceil((i+1)*size/out))), and each window's length."""
+    windows = np.zeros((out, size))
+    for i in range(out):
+        windows[i, i * size // out:-(-(i + 1) * size // out)] = 1.0
+    return windows, windows.sum(axis=1)
+
+
+def adaptive_avg_pool2d(x, output_size) -> Node:
+    """torch.nn.functional.adaptive_avg_pool2d over x [N, C, H, W] or [C, H, W] to
+    `output_size` (an int or a pair; None keeps that size). Output 1 x 1 is a mean over H
+    and W (a reduction, which fuses), sizes dividing the input are avg_pool2d with
+    kernel = stride = input/output; otherwise windows overlap or vary in size, and the
+    sum is linear and separable: two matmuls with constant 0/1 window matrices [OH, H] and
+    [W, OW] (exact; an axis keeping its size takes none), then a division by the windows'
+    sizes, which runs in the matmul's epilogue. Matmul's rules differentiate it; it needs
+    no template of its own."""
+    x, added = _batched(x, "adaptive_avg_pool2d", 2)
+    hw = x.shape[2:]
+    if not all(isinstance(d, int) for d in hw):
+        raise ShapeError(f"adaptive_avg_pool2d: H and W must be ints, got {x.type_str()}")
+    sizes = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(sizes) != 2:
+        raise ShapeError(f"adaptive_avg_pool2d: output_size must be an int or a pair, got {output_size!r}")
+    out = tuple(hw[i] if sizes[i] is None else _single(sizes[i], "adaptive_avg_pool2d", "output_size")
+                for i in range(2))
+    if min(out) < 1:
+        raise ShapeError(f"adaptive_avg_pool2d: output_size must be >= 1, got {output_size!r}")
+    if out == (1, 1):
+        y = mean(x, axis=(2, 3), keepdims=True)
+    elif all(h % o == 0 for h, o in zip(hw, out)):
+        y = x if out == hw else avg_pool2d(x, tuple(h // o for h, o in zip(hw, out)))
+    else:
+        (rows, heights), (cols, widths) = _adaptive_windows(hw[0], out[0]), _adaptive_windows(hw[1], out[1])
+        y = x if out[1] == hw[1] else matmul(x, constant(np.ascontiguousarray(cols.T), x.dtype))
+        y = y if out[0] == hw[0] else matmul(constant(rows, x.dtype), y)
+        y = y / constant(np.outer(heights, widths), x.dtype)
+    return _unbatched((y,), added)[0]
+
+
+def adaptive_avg_pool1d(x, output_size) -> Node:
+    """torch.nn.functional.adaptive_avg_pool1d over x [N, C, L] or [C, L], as
+    adaptive_avg_pool2d with H = 1."""
+    x, added = _batched(x, "adaptive_avg_pool1d", 1)
+    y = squeeze(adaptive_avg_pool2d(expand_dims(x, 2), (1, _single(output_size, "adaptive_avg_pool1d",
+                                                                    "output_size"))), 2)
+    return _unbatched((y,), added)[0]
 
 
 # An unknown keyword (conv2d(groups=2)) or a wrong count of arguments is a kgen ArgumentError

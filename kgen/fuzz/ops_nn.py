@@ -3,6 +3,8 @@ losses, one_hot, dropout and rand, iota and constants, layer_norm and batch_norm
 one of its three results, y or a new running statistic, per step). The gradient ops of convolution and
 pooling are no kgen.ops functions, so none is drawn alone: every program that takes
 gradients of conv2d or a pool builds them, and tests/ir/test_vjp.py checks them alone.
+The pools draw torch's options, now and then an unbatched operand, and max pooling's
+indices (return_indices) only of exact values, whose float32 compares cannot tie.
 
 Losses are means over their batch, so their batch is never empty; labels are integer
 inputs whose values lie in [0, classes) with classes <= the op's class count.
@@ -187,37 +189,74 @@ def _conv_torch(step, args, infos):
 register("conv2d", _conv_propose, _conv_infer, _conv_kgen, _conv_torch, weight=1.5)
 
 
+def _pool_out_ceil(size, k, s, p, d, ceil) -> int:
+    """torch's pooled length: ceil_mode rounds up, less a window starting past the input and its padding."""
+    reach = size + 2 * p - d * (k - 1) - 1
+    if not ceil:
+        return reach // s + 1
+    out = -(-reach // s) + 1
+    return out - 1 if (out - 1) * s >= size + p else out
+
+
 def _pool_geometry(step):
     k = pair(step["kernel_size"])
     s = k if step.get("stride") is None else pair(step["stride"])
-    p = pair(step["padding"])
-    need(min(k) >= 1 and min(s) >= 1 and min(p) >= 0, "bad pool attributes")
+    p, d = pair(step["padding"]), pair(step.get("dilation", 1))
+    need(min(k) >= 1 and min(s) >= 1 and min(p) >= 0 and min(d) >= 1, "bad pool attributes")
     need(p[0] <= k[0] // 2 and p[1] <= k[1] // 2, "padding over half the kernel")
-    return k, s, p
+    return k, s, p, d
 
 
 def _pool_out(step, h, w):
-    k, s, p = _pool_geometry(step)
-    oh, ow = _out(h, k[0], s[0], p[0]), _out(w, k[1], s[1], p[1])
-    need(oh >= 1 and ow >= 1, "the window is larger than the padded input")
-    return oh, ow
+    k, s, p, d = _pool_geometry(step)
+    ceil = step.get("ceil_mode", False)
+    out = tuple(_pool_out_ceil(size, k[i], s[i], p[i], d[i], ceil) for i, size in enumerate((h, w)))
+    need(min(out) >= 1, "the window is larger than the padded input")
+    for i, size in enumerate((h, w)):  # a dilated window may step over the whole image: kgen refuses it
+        need(all(any(0 <= o * s[i] - p[i] + j * d[i] < size for j in range(k[i])) for o in range(out[i])),
+             "a window holds no input element")
+    return out
+
+
+def _spatial(x: Info, rank: int) -> tuple:
+    """A pool's operand: [N, C, *spatial] or unbatched [C, *spatial], C and spatial static."""
+    need(len(x.shape) in (rank + 1, rank + 2), f"a {rank + 2}-D or {rank + 1}-D tensor")
+    need(all(isinstance(d, int) for d in x.shape[-rank - 1:]), "C and the spatial sizes must be static")
+    return x.shape[:-rank], x.shape[-rank:]
 
 
 def _pool_infer(step, infos, sizes):
     (x,) = infos
     want_float(x)
-    n, c, h, w = _nchw(x, "NCHW")
-    oh, ow = _pool_out(step, h, w)
-    if step["op"] == "max_pool2d":
-        return like(x, shape=(n, c, oh, ow))
-    return Info((n, c, oh, ow), FLOAT, min(x.lo, 0), max(x.hi, 0))
+    rank = 1 if step["op"].endswith("1d") else 2
+    lead, hw = _spatial(x, rank)
+    out = _pool_out(step, *((1,) + hw if rank == 1 else hw))[2 - rank:]
+    shape = lead + out
+    if step.get("return_indices"):
+        need(x.exact, "argmax of values float32 may round into a tie")
+        return Info(shape, "int64", 0, max(0, numel(hw) - 1), exact=True)
+    if step["op"].startswith("max"):
+        return like(x, shape=shape)
+    k = pair(step["kernel_size"])
+    scale = max(1.0, k[0] * k[1] / step["divisor_override"]) if step.get("divisor_override") else 1.0
+    return Info(shape, FLOAT, min(x.lo, 0) * scale, max(x.hi, 0) * scale)
 
 
-def _draw_pool(g: Gen, h, w):
+def _draw_pool(g: Gen, name, h, w):
+    """Attributes of pool `name` fitting h x w: kernel, stride, padding and some of the options."""
     for _ in range(30):
-        attrs = {"kernel_size": g.choice([1, 2, 3, [2, 1], [1, 3]]),
-                 "stride": g.choice([None, None, 1, 2, [1, 2]]),
-                 "padding": g.choice([0, 0, 1, [0, 1], [1, 0]])}
+        one_d = name.endswith("1d")
+        attrs = {"kernel_size": g.choice([1, 2, 3] if one_d else [1, 2, 3, [2, 1], [1, 3]]),
+                 "stride": g.choice([None, None, 1, 2] if one_d else [None, None, 1, 2, [1, 2]]),
+                 "padding": g.choice([0, 0, 1] if one_d else [0, 0, 1, [0, 1], [1, 0]]),
+                 "ceil_mode": g.chance(0.3)}
+        if name.startswith("max"):
+            attrs["dilation"] = g.choice([1, 1, 2] if one_d else [1, 1, 2, [1, 2]])
+            attrs["return_indices"] = g.chance(0.25)
+        else:
+            attrs["count_include_pad"] = not g.chance(0.3)
+            if name == "avg_pool2d":
+                attrs["divisor_override"] = g.choice([None, None, None, 1, 3])
         try:
             _pool_out(attrs, h, w)
             return attrs
@@ -226,25 +265,94 @@ def _draw_pool(g: Gen, h, w):
     raise Illegal("no pool fits")
 
 
+def _pool_operand(g: Gen, rank: int):
+    """An operand of a `rank`-D pool: an image (rank 2) or a sequence [N, C, L] (rank 1), or
+    now and then one without its batch axis."""
+    unbatched = g.chance(0.15)
+    if rank == 2 and not unbatched:
+        x, (n, c, h, w) = _image(g)
+        return x, (h, w)
+
+    def fits(i):
+        return i.dtype == FLOAT and len(i.shape) == rank + 2 - unbatched and \
+            all(isinstance(d, int) for d in i.shape[-rank - 1:]) and min(i.shape[-rank:]) >= 1
+    x = g.pick(fits)
+    if x is None or g.chance(0.3):
+        spatial = tuple(g.rng.randint(1, 7) for _ in range(rank))
+        shape = (g.choice([1, 2, 3]),) + spatial
+        shape = shape if unbatched else (g.dim(),) + shape
+        x = g.new_input(shape if g.fits(shape) else shape[-rank - 1:], "float")
+    hw = g.infos[x].shape[-rank:]
+    return x, ((1,) + hw if rank == 1 else hw)
+
+
 def _pool_propose(name):
     def propose(g: Gen):
-        x, (n, c, h, w) = _image(g)
-        g.add(name, [x], **_draw_pool(g, h, w))
+        x, (h, w) = _pool_operand(g, 1 if name.endswith("1d") else 2)
+        g.add(name, [x], **_draw_pool(g, name, h, w))
     return propose
 
 
+_POOL_OPTIONS = ("dilation", "ceil_mode", "return_indices", "count_include_pad", "divisor_override")
+
+
+def _pool_options(step) -> str:
+    return "".join(f", {k}={arg(step[k])}" for k in _POOL_OPTIONS if k in step)
+
+
 def _pool_kgen(step, args, infos):
+    index = "[1]" if step.get("return_indices") else ""
     return (f"ops.{step['op']}({args[0]}, {arg(step['kernel_size'])}, stride={arg(step['stride'])}, "
-            f"padding={arg(step['padding'])})")
+            f"padding={arg(step['padding'])}{_pool_options(step)}){index}")
 
 
 def _pool_torch(step, args, infos):
     fn = f"T.{step['op']}"  # torch's pooling refuses tensors without channels; T's does not
-    return f"{fn}({args[0]}, {arg(step['kernel_size'])}, {arg(step['stride'])}, {arg(step['padding'])})"
+    return (f"{fn}({args[0]}, {arg(step['kernel_size'])}, {arg(step['stride'])}, {arg(step['padding'])}"
+            f"{_pool_options(step)})")
 
 
 register("max_pool2d", _pool_propose("max_pool2d"), _pool_infer, _pool_kgen, _pool_torch)
 register("avg_pool2d", _pool_propose("avg_pool2d"), _pool_infer, _pool_kgen, _pool_torch)
+register("max_pool1d", _pool_propose("max_pool1d"), _pool_infer, _pool_kgen, _pool_torch, weight=0.5)
+register("avg_pool1d", _pool_propose("avg_pool1d"), _pool_infer, _pool_kgen, _pool_torch, weight=0.5)
+
+
+def _adaptive_infer(step, infos, sizes):
+    (x,) = infos
+    want_float(x)
+    rank = 1 if step["op"].endswith("1d") else 2
+    lead, hw = _spatial(x, rank)
+    out = pair(step["output_size"]) if rank == 2 else (step["output_size"],)
+    out = tuple(size if o is None else o for o, size in zip(out, hw))
+    need(min(out) >= 1, "an output size of at least 1")
+    return Info(lead + out, FLOAT, min(x.lo, 0), max(x.hi, 0))
+
+
+def _adaptive_propose(name):
+    def propose(g: Gen):
+        x, (h, w) = _pool_operand(g, 1 if name.endswith("1d") else 2)
+        sizes = [1, 2, 3, w, max(1, w // 2), w + 1]
+        if name.endswith("1d"):
+            g.add(name, [x], output_size=g.choice(sizes))
+        else:
+            pair_size = [g.choice([1, 2, h, None]), g.choice(sizes + [None])]
+            g.add(name, [x], output_size=g.choice([g.choice(sizes), pair_size]))
+    return propose
+
+
+def _adaptive_kgen(step, args, infos):
+    return f"ops.{step['op']}({args[0]}, {arg(step['output_size'])})"
+
+
+def _adaptive_torch(step, args, infos):
+    return f"T.{step['op']}({args[0]}, {arg(step['output_size'])})"
+
+
+register("adaptive_avg_pool2d", _adaptive_propose("adaptive_avg_pool2d"), _adaptive_infer, _adaptive_kgen,
+         _adaptive_torch, weight=0.5)
+register("adaptive_avg_pool1d", _adaptive_propose("adaptive_avg_pool1d"), _adaptive_infer, _adaptive_kgen,
+         _adaptive_torch, weight=0.5)
 
 
 # --- losses and labels ------------------------------------------------------------------------

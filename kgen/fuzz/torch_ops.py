@@ -61,24 +61,75 @@ def _pair(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def _pooled_empty(x, kernel_size, stride, padding):
-    """The (empty) result of pooling an empty x, which torch refuses when it has no channels."""
-    k, p = _pair(kernel_size), _pair(padding)
+def _pooled_length(size, k, s, p, d, ceil):
+    reach = size + 2 * p - d * (k - 1) - 1
+    out = (-(-reach // s) if ceil else reach // s) + 1
+    return out - 1 if ceil and (out - 1) * s >= size + p else out
+
+
+def _pooled_empty(x, kernel_size, stride, padding, dilation=1, ceil_mode=False, return_indices=False):
+    """The (empty) result of pooling an empty x, which torch refuses when it has no channels;
+    kernel_size and the rest as the 2-D pools take them."""
+    k, p, d = _pair(kernel_size), _pair(padding), _pair(dilation)
     s = k if stride is None else _pair(stride)
-    hw = [(x.shape[2 + i] + 2 * p[i] - k[i]) // s[i] + 1 for i in range(2)]
-    return torch.zeros(tuple(x.shape[:2]) + tuple(hw), dtype=x.dtype) + 0 * x.sum()
+    hw = [_pooled_length(x.shape[-2 + i], k[i], s[i], p[i], d[i], ceil_mode) for i in range(2)]
+    out = torch.zeros(tuple(x.shape[:-2]) + tuple(hw), dtype=x.dtype) + 0 * x.sum()
+    return (out, out.to(torch.int64)) if return_indices else out
 
 
-def max_pool2d(x, kernel_size, stride, padding):
+def _indices_only(result, return_indices):
+    """kgen's fuzz programs take the indices alone where they ask for them."""
+    return result[1] if return_indices else result
+
+
+def max_pool2d(x, kernel_size, stride, padding, dilation=1, ceil_mode=False, return_indices=False):
     if x.numel() == 0:
-        return _pooled_empty(x, kernel_size, stride, padding)
-    return F.max_pool2d(x, kernel_size, stride, padding)
+        out = _pooled_empty(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    else:
+        out = F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    return _indices_only(out, return_indices)
 
 
-def avg_pool2d(x, kernel_size, stride, padding):
+def avg_pool2d(x, kernel_size, stride, padding, ceil_mode=False, count_include_pad=True, divisor_override=None):
     if x.numel() == 0:
-        return _pooled_empty(x, kernel_size, stride, padding)
-    return F.avg_pool2d(x, kernel_size, stride, padding)
+        return _pooled_empty(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
+    return F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+
+
+def _one_d(pool, x, kernel_size, stride, padding, **options):
+    """A 1-D pool as the 2-D twin over x[..., None, :], as kgen.ops composes it."""
+    if "dilation" in options:
+        options["dilation"] = (1, options["dilation"])
+    out = pool(x.unsqueeze(-2), (1, kernel_size), None if stride is None else (1, stride), (0, padding), **options)
+    return out.squeeze(-2)
+
+
+def max_pool1d(x, kernel_size, stride, padding, dilation=1, ceil_mode=False, return_indices=False):
+    if x.numel() == 0:
+        return _one_d(max_pool2d, x, kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode,
+                      return_indices=return_indices)
+    return _indices_only(F.max_pool1d(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices),
+                         return_indices)
+
+
+def avg_pool1d(x, kernel_size, stride, padding, ceil_mode=False, count_include_pad=True):
+    if x.numel() == 0:
+        return _one_d(avg_pool2d, x, kernel_size, stride, padding, ceil_mode=ceil_mode)
+    return F.avg_pool1d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)
+
+
+def adaptive_avg_pool2d(x, output_size):
+    if x.numel() == 0:
+        sizes = _pair(output_size)
+        shape = tuple(x.shape[:-2]) + tuple(x.shape[-2 + i] if o is None else o for i, o in enumerate(sizes))
+        return torch.zeros(shape, dtype=x.dtype) + 0 * x.sum()
+    return F.adaptive_avg_pool2d(x, output_size)
+
+
+def adaptive_avg_pool1d(x, output_size):
+    if x.numel() == 0:
+        return adaptive_avg_pool2d(x.unsqueeze(-2), (1, output_size)).squeeze(-2)
+    return F.adaptive_avg_pool1d(x, output_size)
 
 
 def mse(pred, target):

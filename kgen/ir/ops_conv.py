@@ -4,13 +4,23 @@
     conv2d_input_grad(g[N,F,OH,OW], w)     -> [N,C,H,W]     ... and input_size=(H, W)
     conv2d_weight_grad(x, g[N,F,OH,OW])    -> [F,C,KH,KW]   ... and kernel_size=(KH, KW)
     max_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   kernel_size, stride, padding
+    max_pool2d_indices(x[N,C,H,W])         -> [N,C,OH,OW]   int64 flat argmax in each H*W plane
     max_pool2d_grad(g[N,C,OH,OW], x)       -> [N,C,H,W]     g routed to each window's argmax
     max_pool2d_gather(t[N,C,H,W], x)       -> [N,C,OH,OW]   t read at each window's argmax
-    avg_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   count_include_pad=True
+    avg_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   kernel_size, stride, padding
     avg_pool2d_grad(g[N,C,OH,OW])          -> [N,C,H,W]     ... and input_size=(H, W)
 
-with OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1 (pooling: dh = 1), as torch computes it.
-Padding reads zeros (conv, average) or -inf (max); an average always divides by KH*KW.
+with OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1, as torch computes it. Padding reads zeros
+(conv, average) or -inf (max).
+
+The pools take torch's options as attrs, each present only when it is not torch's default
+(POOL_OPTIONS), so a pool with the defaults is the node it always was: dilation and
+ceil_mode (the max ops), ceil_mode, count_include_pad and divisor_override (the average
+ops). ceil_mode rounds OH up, less a last window that would start past the input and its
+left padding (torch's rule); such windows hang over the edge, reading -inf (max) or
+nothing (average). An average divides by divisor_override if given, else by its window's
+size clipped to the padded input (count_include_pad, which is KH*KW unless a ceil_mode
+window hangs over) or by its count of input elements (count_include_pad=False).
 
 The gradient ops are template ops of their own, and differentiable again, in closed form:
 with T(x, w, g) = <conv2d(x, w), g>, conv2d_input_grad(g, w) = dT/dx and
@@ -40,7 +50,7 @@ import torch.nn.functional as F
 from numpy.lib.stride_tricks import as_strided
 
 from kgen.errors import DTypeError, ShapeError
-from kgen.ir import shapes
+from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
 from kgen.ir.optable import OpDef, register
 
@@ -56,14 +66,16 @@ def _conv_args(attrs) -> dict:
 
 
 def _pool_args(attrs) -> dict:
-    """A node's kernel_size, stride and padding, as keyword arguments of a pool builder."""
-    return {k: attrs[k] for k in POOL_ATTRS}
+    """A node's kernel_size, stride, padding and options, as keyword arguments of a pool builder."""
+    return {k: attrs[k] for k in POOL_ATTRS + tuple(POOL_OPTIONS) if k in attrs}
 
 
 # --- shape rules and references shared by the ops ---------------------------------------------
 _LEAST = {"stride": 1, "dilation": 1, "kernel_size": 1, "padding": 0, "input_size": 1}
 CONV_ATTRS = ("stride", "padding", "dilation")
 POOL_ATTRS = ("kernel_size", "stride", "padding")
+POOL_OPTIONS = {"dilation": (1, 1), "ceil_mode": False, "count_include_pad": True, "divisor_override": None}
+MAX_POOL_OPTIONS, AVG_POOL_OPTIONS = ("dilation", "ceil_mode"), ("ceil_mode", "count_include_pad", "divisor_override")
 
 
 def _fmt(node) -> str:
@@ -160,7 +172,9 @@ def _scatter_windows(values, shape, khw, out, attrs, contribution):
     cover it of contribution(kh, kw) (an [N, C, OH, OW] array for window offset kh, kw)."""
     (ph, pw), (sh, sw) = attrs["padding"], attrs["stride"]
     (dh, dw) = attrs.get("dilation", (1, 1))
-    padded = np.zeros(shape[:2] + (shape[2] + 2 * ph, shape[3] + 2 * pw), values.dtype)
+    spans = [max(shape[2 + i] + 2 * attrs["padding"][i],  # a ceil_mode window may hang over the edge
+                 (out[i] - 1) * attrs["stride"][i] + (dh, dw)[i] * (khw[i] - 1) + 1) for i in range(2)]
+    padded = np.zeros(shape[:2] + tuple(spans), values.dtype)
     for kh in range(khw[0]):
         for kw in range(khw[1]):
             rows = slice(kh * dh, kh * dh + sh * (out[0] - 1) + 1, sh)
@@ -169,20 +183,75 @@ def _scatter_windows(values, shape, khw, out, attrs, contribution):
     return padded[:, :, ph:ph + shape[2], pw:pw + shape[3]]
 
 
+def pool_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int = 1, ceil_mode=False) -> int:
+    """A pool's output length along one axis, as torch computes it: with ceil_mode the
+    count rounds up, less a last window that would start past the input and its left padding."""
+    reach = size + 2 * pad - dilation * (kernel - 1) - 1
+    if not ceil_mode:
+        return reach // stride + 1
+    out = -(-reach // stride) + 1
+    return out - 1 if (out - 1) * stride >= size + pad else out
+
+
+def pool_out_hw(hw, attrs) -> tuple:
+    """(OH, OW) of a pool node's attrs over an image of `hw`."""
+    (kh, kw), (sh, sw), (ph, pw) = (attrs[k] for k in POOL_ATTRS)
+    (dh, dw), ceil = attrs.get("dilation", (1, 1)), attrs.get("ceil_mode", False)
+    return pool_out_size(hw[0], kh, sh, ph, dh, ceil), pool_out_size(hw[1], kw, sw, pw, dw, ceil)
+
+
+def _pool_pad(x, attrs, out, value):
+    """x padded with `value`: the padding, and room for windows hanging over the far edge."""
+    widths = [(0, 0), (0, 0)]
+    for i in range(2):
+        k, s, p = (attrs[key][i] for key in POOL_ATTRS)
+        span = (out[i] - 1) * s + attrs.get("dilation", (1, 1))[i] * (k - 1) + 1
+        widths.append((p, max(p, span - x.shape[2 + i] - p)))
+    return np.pad(x, widths, constant_values=value)
+
+
+def _pool_windows(x, attrs, out, value):
+    """A read-only view [N, C, OH, OW, KH, KW] of every pool window over x, outside reading `value`."""
+    return _windows(_pool_pad(x, attrs, out, value), attrs["kernel_size"], out, attrs["stride"],
+                    attrs.get("dilation", (1, 1)))
+
+
+def _window_lengths(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool):
+    """Per output position along one axis, the length an average pool divides by (torch's
+    rule): its window clipped to the padded input, or to the input if not `include_pad`."""
+    start = np.arange(out) * stride - pad
+    end = np.minimum(start + kernel, size + pad)
+    if not include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return end - start
+
+
+def avg_divisor(attrs, hw, out):
+    """What an average pool divides each window's sum by: divisor_override, or an [OH, OW]
+    array of window sizes (the product of the two axes' _window_lengths)."""
+    if attrs.get("divisor_override") is not None:
+        return attrs["divisor_override"]
+    include = attrs.get("count_include_pad", True)
+    lengths = [_window_lengths(hw[i], out[i], attrs["kernel_size"][i], attrs["stride"][i], attrs["padding"][i],
+                              include) for i in range(2)]
+    return np.outer(*lengths)
+
+
 def argmax_positions(x, attrs):
     """For each window of max_pool2d over `x`, the (row, column) in `x` of its argmax (the
     first maximum, a NaN counting as the maximum, the first position inside the image when
     all are -inf): two int arrays of shape [N, C, OH, OW]."""
     (kh, kw), stride, padding = attrs["kernel_size"], attrs["stride"], attrs["padding"]
-    out = out_hw(x.shape[2:], (kh, kw), attrs)
-    values = _windows(_pad(x, padding, -np.inf), (kh, kw), out, stride).reshape(x.shape[:2] + out + (kh * kw,))
-    inside = _windows(_pad(np.ones(x.shape[2:], bool)[None, None], padding, False), (kh, kw), out, stride)
+    dilation = attrs.get("dilation", (1, 1))
+    out = pool_out_hw(x.shape[2:], attrs)
+    values = _pool_windows(x, attrs, out, -np.inf).reshape(x.shape[:2] + out + (kh * kw,))
+    inside = _pool_windows(np.ones((1, 1) + x.shape[2:], bool), attrs, out, False)
     inside = np.broadcast_to(inside.reshape((1, 1) + out + (kh * kw,)), values.shape)
     best = np.argmax(values, axis=-1)  # numpy: the first maximum, or the first NaN
     all_lowest = np.all(~inside | (values == -np.inf), axis=-1)
     best = np.where(all_lowest, np.argmax(inside, axis=-1), best)
-    rows = np.arange(out[0]).reshape(-1, 1) * stride[0] - padding[0] + best // kw
-    cols = np.arange(out[1]).reshape(1, -1) * stride[1] - padding[1] + best % kw
+    rows = np.arange(out[0]).reshape(-1, 1) * stride[0] - padding[0] + best // kw * dilation[0]
+    cols = np.arange(out[1]).reshape(1, -1) * stride[1] - padding[1] + best % kw * dilation[1]
     return rows, cols
 
 
@@ -210,9 +279,19 @@ def _torch_pool_args(node) -> tuple:
     return tuple(tuple(node.attrs[k]) for k in POOL_ATTRS)
 
 
+def _torch_max_args(node) -> tuple:
+    """kernel_size, stride, padding, dilation and ceil_mode, as torch's max pools take them."""
+    return _torch_pool_args(node) + (node.attrs.get("dilation", (1, 1)), node.attrs.get("ceil_mode", False))
+
+
+def _torch_avg_options(node) -> tuple:
+    """ceil_mode, count_include_pad and divisor_override, as torch's average pools take them."""
+    return tuple(node.attrs.get(k, POOL_OPTIONS[k]) for k in AVG_POOL_OPTIONS)
+
+
 def _torch_argmax(x, node):
     """torch's flat index (into each H*W image) of every max_pool2d window's maximum of x."""
-    return F.max_pool2d(x, *_torch_pool_args(node), return_indices=True)[1]
+    return F.max_pool2d(x, *_torch_max_args(node), return_indices=True)[1]
 
 
 # --- arguments as torch takes them, and the gradient ops' builders -----------------------------
@@ -258,12 +337,32 @@ def conv_attrs(stride, padding, dilation, kernel) -> dict:
     return {"stride": stride, "padding": _conv_padding(padding, kernel, stride, dilation), "dilation": dilation}
 
 
-def pool_attrs(op: str, kernel_size, stride, padding) -> dict:
-    """The attrs of a pooling node from torch-style arguments; `stride` defaults to `kernel_size`."""
+def _pool_option(op: str, key: str, value):
+    """One pool option from a torch-style argument, checked."""
+    if key == "dilation":
+        return pair(value, f"{op}: dilation")
+    if key == "divisor_override":
+        if value is None or (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+                             and value >= 1):
+            return None if value is None else int(value)
+        raise ShapeError(f"{op}: divisor_override must be None or an int >= 1, got {value!r}")
+    if not isinstance(value, (bool, np.bool_)):
+        raise ShapeError(f"{op}: {key} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def pool_attrs(op: str, kernel_size, stride, padding, **options) -> dict:
+    """The attrs of a pooling node from torch-style arguments; `stride` defaults to
+    `kernel_size`. Options (POOL_OPTIONS) at torch's default are left out."""
     kernel = pair(kernel_size, f"{op}: kernel_size")
     stride = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else \
         pair(stride, f"{op}: stride")
-    return {"kernel_size": kernel, "stride": stride, "padding": pair(padding, f"{op}: padding")}
+    attrs = {"kernel_size": kernel, "stride": stride, "padding": pair(padding, f"{op}: padding")}
+    for key, value in options.items():
+        value = _pool_option(op, key, value)
+        if value != POOL_OPTIONS[key]:
+            attrs[key] = value
+    return attrs
 
 
 # The gradient ops are IR primitives that the VJP rules below build (and tests, to check
@@ -286,20 +385,24 @@ def conv2d_weight_grad(x, g, kernel_size, stride=1, padding=0, dilation=1) -> No
     return Node("conv2d_weight_grad", (x, g), attrs)
 
 
-def max_pool2d_grad(g, x, kernel_size, stride=None, padding=0) -> Node:
+def max_pool2d_grad(g, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> Node:
     """The gradient of max_pool2d(x): each element of g goes to its window's argmax in x."""
-    return Node("max_pool2d_grad", (g, x), pool_attrs("max_pool2d_grad", kernel_size, stride, padding))
+    return Node("max_pool2d_grad", (g, x), pool_attrs("max_pool2d_grad", kernel_size, stride, padding,
+                                                      dilation=dilation, ceil_mode=ceil_mode))
 
 
-def max_pool2d_gather(t, x, kernel_size, stride=None, padding=0) -> Node:
+def max_pool2d_gather(t, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False) -> Node:
     """t (shaped like x) read at the argmax of each max_pool2d window of x: the transpose of
     max_pool2d_grad, and max_pool2d's derivative in the direction t."""
-    return Node("max_pool2d_gather", (t, x), pool_attrs("max_pool2d_gather", kernel_size, stride, padding))
+    return Node("max_pool2d_gather", (t, x), pool_attrs("max_pool2d_gather", kernel_size, stride, padding,
+                                                        dilation=dilation, ceil_mode=ceil_mode))
 
 
-def avg_pool2d_grad(g, input_size, kernel_size, stride=None, padding=0) -> Node:
+def avg_pool2d_grad(g, input_size, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                    divisor_override=None) -> Node:
     """The gradient of avg_pool2d with respect to its input of spatial size `input_size`."""
-    attrs = pool_attrs("avg_pool2d_grad", kernel_size, stride, padding)
+    attrs = pool_attrs("avg_pool2d_grad", kernel_size, stride, padding, ceil_mode=ceil_mode,
+                       count_include_pad=count_include_pad, divisor_override=divisor_override)
     attrs["input_size"] = spatial_size(input_size, "avg_pool2d_grad: input_size")
     return Node("avg_pool2d_grad", (g,), attrs)
 
@@ -431,30 +534,87 @@ register(OpDef("conv2d_weight_grad", "template", _infer_conv2d_weight_grad, _con
 
 
 # --- max_pool2d (the templates of kgen/kernels/pool.py from here on) -----------------------------
-def _infer_pool(inputs, attrs):
-    (x,) = inputs
-    _check_float(x)
-    _check_4d(x, "x", "[N, C, H, W]")
+def _check_pool_options(attrs, allowed) -> None:
+    """Only the options of `allowed` may be set, each to a valid value other than torch's default."""
+    for key in set(attrs) - set(POOL_ATTRS) - {"input_size"}:
+        if key not in allowed:
+            raise ShapeError(f"unknown attribute {key!r} (expected {', '.join(POOL_ATTRS + tuple(allowed))})")
+        value = attrs[key]
+        if key == "dilation":
+            _check_pairs(attrs, ("dilation",))
+        elif key == "divisor_override":
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+                raise ShapeError(f"divisor_override must be an int >= 1, got {value!r}")
+        elif value is not (not POOL_OPTIONS[key]):  # a flag is present only when not torch's default
+            raise ShapeError(f"{key} is present only as {not POOL_OPTIONS[key]}, got {value!r}")
+
+
+def _check_windows_hold_input(hw, out, attrs) -> None:
+    """Every window must hold an element of the image: a dilated window can step over it,
+    where torch gives -inf and an index outside the image."""
+    dilation = attrs.get("dilation", (1, 1))
+    for i in range(2):
+        k, s, p = (attrs[key][i] for key in POOL_ATTRS)
+        for o in range(out[i]):
+            if not any(0 <= o * s - p + j * dilation[i] < hw[i] for j in range(k)):
+                raise ShapeError(f"window {o} along axis {2 + i} (kernel {k}, stride {s}, padding {p}, "
+                                 f"dilation {dilation[i]}) holds no element of the input's {hw[i]}")
+
+
+def _pool_shape(hw, attrs, allowed) -> tuple:
+    """(OH, OW) of a pool of the options `allowed` over an image of `hw`, checked."""
     _check_pairs(attrs, POOL_ATTRS)
+    _check_pool_options(attrs, allowed)
     _check_pool_padding(attrs)
-    oh, ow = _check_fits(x.shape[2:], attrs["kernel_size"], attrs)
-    return x.dtype, (x.shape[0], x.shape[1], oh, ow)
+    out = pool_out_hw(hw, attrs)
+    if min(out) < 1:  # then floor's count is below 1 too: the window is larger than the padded input
+        _check_fits(hw, attrs["kernel_size"], attrs)
+    _check_windows_hold_input(hw, out, attrs)
+    return out
+
+
+def _infer_pool(allowed):
+    def infer(inputs, attrs):
+        (x,) = inputs
+        _check_float(x)
+        _check_4d(x, "x", "[N, C, H, W]")
+        oh, ow = _pool_shape(x.shape[2:], attrs, allowed)
+        return x.dtype, (x.shape[0], x.shape[1], oh, ow)
+    return infer
 
 
 def _max_pool2d_reference(node, arrays, shape):
     (x,) = arrays
-    a = node.attrs
-    return _windows(_pad(x, a["padding"], -np.inf), a["kernel_size"], shape[2:], a["stride"]).max(axis=(4, 5))
+    return _pool_windows(x, node.attrs, shape[2:], -np.inf).max(axis=(4, 5))
 
 
 def _max_pool2d_vjp(g, node):
     return (max_pool2d_grad(g, node.inputs[0], **_pool_args(node.attrs)),)
 
 
-register(OpDef("max_pool2d", "template", _infer_pool, _max_pool2d_reference, _max_pool2d_vjp,
+register(OpDef("max_pool2d", "template", _infer_pool(MAX_POOL_OPTIONS), _max_pool2d_reference, _max_pool2d_vjp,
                "max_pool2d", arity=1,
                epilogue=True, flops=lambda node: _pool_flops(node, node.attrs),
-               vendor=lambda node, operands: F.max_pool2d(*operands, *_torch_pool_args(node))))
+               vendor=lambda node, operands: F.max_pool2d(*operands, *_torch_max_args(node))))
+
+
+# --- max_pool2d_indices: each window's argmax, as torch's return_indices gives it ----------------
+def _infer_max_pool2d_indices(inputs, attrs):
+    return dtypes.int64, _infer_pool(MAX_POOL_OPTIONS)(inputs, attrs)[1]
+
+
+def _max_pool2d_indices_reference(node, arrays, shape):
+    (x,) = arrays
+    rows, cols = argmax_positions(x, node.attrs)
+    return np.broadcast_to(rows * x.shape[3] + cols, shape).astype(np.int64)
+
+
+# A template of its own (the IR has one output per node), as max_pool2d's argmax rule finds it;
+# its int64 result passes no gradient and feeds no epilogue.
+register(OpDef("max_pool2d_indices", "template", _infer_max_pool2d_indices, _max_pool2d_indices_reference, None,
+               "max_pool2d_indices", arity=1,
+               flops=lambda node: _pool_flops(node, node.attrs),
+               vendor=lambda node, operands: _torch_argmax(*operands, node)))
 
 
 # --- max_pool2d_grad: g routed to each window's argmax -------------------------------------------
@@ -462,7 +622,7 @@ def _infer_max_pool2d_grad(inputs, attrs):
     g, x = inputs
     _check_float(g, x)
     _check_4d(g, "g", "[N, C, OH, OW]")
-    pooled = _infer_pool((x,), attrs)[1]
+    pooled = _infer_pool(MAX_POOL_OPTIONS)((x,), attrs)[1]
     _same_nc(g, x, "g")
     _check_grad_size(g, pooled[2:], x.shape[2:])
     return x.dtype, x.shape
@@ -482,8 +642,7 @@ def _max_pool2d_grad_vjp(c, node):
 
 def _max_pool2d_grad_vendor(node, operands):
     g, x = operands
-    return torch.ops.aten.max_pool2d_with_indices_backward(g, x, *_torch_pool_args(node), (1, 1), False,
-                                                           _torch_argmax(x, node))
+    return torch.ops.aten.max_pool2d_with_indices_backward(g, x, *_torch_max_args(node), _torch_argmax(x, node))
 
 
 register(OpDef("max_pool2d_grad", "template", _infer_max_pool2d_grad, _max_pool2d_grad_reference,
@@ -497,7 +656,7 @@ def _infer_max_pool2d_gather(inputs, attrs):
     t, x = inputs
     _check_float(t, x)
     _check_4d(t, "t", "[N, C, H, W]")
-    pooled = _infer_pool((x,), attrs)[1]
+    pooled = _infer_pool(MAX_POOL_OPTIONS)((x,), attrs)[1]
     if not (t.ndim == x.ndim and all(shapes.dims_equal(a, b) for a, b in zip(t.shape, x.shape))):
         raise ShapeError(f"t {_fmt(t)} must have x's shape {_fmt(x)}")
     return x.dtype, pooled
@@ -528,19 +687,19 @@ register(OpDef("max_pool2d_gather", "template", _infer_max_pool2d_gather, _max_p
 # --- avg_pool2d ----------------------------------------------------------------------------------
 def _avg_pool2d_reference(node, arrays, shape):
     (x,) = _accumulating(*arrays)
-    a = node.attrs
-    (kh, kw) = a["kernel_size"]
-    return _windows(_pad(x, a["padding"], 0), (kh, kw), shape[2:], a["stride"]).sum(axis=(4, 5)) / (kh * kw)
+    windows = _pool_windows(x, node.attrs, shape[2:], 0)
+    return windows.sum(axis=(4, 5)) / avg_divisor(node.attrs, x.shape[2:], shape[2:])
 
 
 def _avg_pool2d_vjp(g, node):
     return (avg_pool2d_grad(g, node.inputs[0].shape[2:], **_pool_args(node.attrs)),)
 
 
-register(OpDef("avg_pool2d", "template", _infer_pool, _avg_pool2d_reference, _avg_pool2d_vjp,
+register(OpDef("avg_pool2d", "template", _infer_pool(AVG_POOL_OPTIONS), _avg_pool2d_reference, _avg_pool2d_vjp,
                "avg_pool2d", arity=1,
                epilogue=True, flops=lambda node: _pool_flops(node, node.attrs),
-               vendor=lambda node, operands: F.avg_pool2d(*operands, *_torch_pool_args(node))))
+               vendor=lambda node, operands: F.avg_pool2d(*operands, *_torch_pool_args(node),
+                                                          *_torch_avg_options(node))))
 
 
 # --- avg_pool2d_grad -----------------------------------------------------------------------------
@@ -548,17 +707,17 @@ def _infer_avg_pool2d_grad(inputs, attrs):
     (g,) = inputs
     _check_float(g)
     _check_4d(g, "g", "[N, C, OH, OW]")
-    _check_pairs(attrs, POOL_ATTRS + ("input_size",))
-    _check_pool_padding(attrs)
+    _check_pairs(attrs, ("input_size",))
     hw = attrs["input_size"]
-    _check_grad_size(g, _check_fits(hw, attrs["kernel_size"], attrs), hw)
+    _check_grad_size(g, _pool_shape(hw, attrs, AVG_POOL_OPTIONS), hw)
     return g.dtype, (g.shape[0], g.shape[1]) + tuple(hw)
 
 
 def _avg_pool2d_grad_reference(node, arrays, shape):
     (g,) = _accumulating(*arrays)
-    (kh, kw) = node.attrs["kernel_size"]
-    return _scatter_windows(g, shape, (kh, kw), g.shape[2:], node.attrs, lambda i, j: g) / (kh * kw)
+    a = node.attrs
+    scaled = g / avg_divisor(a, shape[2:], g.shape[2:])
+    return _scatter_windows(g, shape, a["kernel_size"], g.shape[2:], a, lambda i, j: scaled)
 
 
 def _avg_pool2d_grad_vjp(c, node):
@@ -568,7 +727,7 @@ def _avg_pool2d_grad_vjp(c, node):
 def _avg_pool2d_grad_vendor(node, operands):
     (g,) = operands
     x = g.new_zeros(tuple(g.shape[:2]) + tuple(node.attrs["input_size"]))  # only its shape is read
-    return torch.ops.aten.avg_pool2d_backward(g, x, *_torch_pool_args(node), False, True, None)
+    return torch.ops.aten.avg_pool2d_backward(g, x, *_torch_pool_args(node), *_torch_avg_options(node))
 
 
 register(OpDef("avg_pool2d_grad", "template", _infer_avg_pool2d_grad, _avg_pool2d_grad_reference,

@@ -6,6 +6,7 @@ from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, Linear, LogSoft
                             Sigmoid, Softmax, Tanh, manual_seed)
 from kgen.nn.layers import BatchNorm1d, BatchNorm2d, LayerNorm
 from kgen.nn.layers import ELU, GELU, Hardtanh, Identity, LeakyReLU, ReLU6, SiLU, Softplus
+from kgen.nn.layers import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, MaxPool1d
 from kgen.nn.losses import BCELoss, CrossEntropyLoss, MSELoss, NLLLoss, SparseCategoricalCrossentropy
 from kgen.nn.module import Module
 from kgen.nn.optim import SGD, Adam, Optimizer
@@ -17,4 +18,5 @@ __all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "lo
            "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "GRU", "LSTM", "LastStep", "Trainer",
            "eval_step", "predict_step", "train_step", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-           "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh", "ReLU6", "Identity"]
+           "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh", "ReLU6", "Identity",
+           "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d"]

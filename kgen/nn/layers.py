@@ -68,21 +68,74 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}")
 
 
-class MaxPool2d(Module):
-    def __init__(self, kernel_size, stride=None, padding=0):
+class _Pool(Module):
+    """A pooling layer: torch's arguments handed to its kgen.ops function `pool`. The repr
+    names the kernel size, the stride and the options not at torch's defaults."""
+    DEFAULTS = {"dilation": 1, "ceil_mode": False, "return_indices": False, "count_include_pad": True,
+                "divisor_override": None}
+
+    def __init__(self, kernel_size, stride, padding, **options):
         super().__init__()
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.kernel_size, self.stride, self.padding, self.options = kernel_size, stride, padding, options
 
     def forward(self, x):
-        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return self.pool(x, self.kernel_size, self.stride, self.padding, **self.options)
 
     def extra_repr(self):
-        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}"
+        options = "".join(f", {k}={v}" for k, v in self.options.items() if v != self.DEFAULTS[k])
+        return f"kernel_size={self.kernel_size}, stride={self.stride or self.kernel_size}{options}"
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool):
+    """torch.nn.MaxPool2d: with return_indices the layer gives (values, indices)."""
+    pool = staticmethod(ops.max_pool2d)
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode,
+                         return_indices=return_indices)
+
+
+class AvgPool2d(_Pool):
+    pool = staticmethod(ops.avg_pool2d)
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad,
+                         divisor_override=divisor_override)
+
+
+class MaxPool1d(_Pool):
+    pool = staticmethod(ops.max_pool1d)
+
+    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False, ceil_mode=False):
+        super().__init__(kernel_size, stride, padding, dilation=dilation, ceil_mode=ceil_mode,
+                         return_indices=return_indices)
+
+
+class AvgPool1d(_Pool):
+    pool = staticmethod(ops.avg_pool1d)
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+        super().__init__(kernel_size, stride, padding, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+
+
+class AdaptiveAvgPool2d(Module):
+    """torch.nn.AdaptiveAvgPool2d: output_size an int or a pair (None keeps that size)."""
+    pool = staticmethod(ops.adaptive_avg_pool2d)
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = output_size
+
     def forward(self, x):
-        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+        return self.pool(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool1d(AdaptiveAvgPool2d):
+    pool = staticmethod(ops.adaptive_avg_pool1d)
 
 
 class Dropout(Module):
