@@ -126,7 +126,8 @@ def emit_embedding_grad(name: str, root, written: set, names: dict, epilogue=())
     w.emit(f"tl.atomic_add({acc} + {w.index(erow * width + col)}, {value}, mask=ok)", note)
     w.emit("tl.debug_barrier()  # every lane's add issued before the count")
     w.emit(f'done = tl.atomic_add({counter}, 1, sem="acq_rel", scope="gpu")')
-    w.emit("if done == tl.num_programs(0) - 1:  # the last program: copy the sums out, zero the workspace")
+    programs = f"tl.cdiv({w.int_param('xnumel', numel)} + 1, {block})"  # not tl.num_programs: a combo's grid is larger
+    w.emit(f"if done == {programs} - 1:  # the last program: copy the sums out, zero the workspace")
     w.indent += 1
     w.emit(f"for start in range(0, {size}, {block}):")
     w.indent += 1
