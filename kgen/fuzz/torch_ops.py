@@ -30,9 +30,13 @@ def pad_strided(x, low, step, shape):
     return out
 
 
-def pad(x, widths):
+def pad(x, widths, value=0.0):
     shape = [d + b + a for d, (b, a) in zip(x.shape, widths)]
-    return pad_strided(x, [b for b, _ in widths], [1] * x.dim(), shape)
+    out = pad_strided(x, [b for b, _ in widths], [1] * x.dim(), shape)
+    if value:
+        inside = pad_strided(torch.ones(x.shape, dtype=torch.bool), [b for b, _ in widths], [1] * x.dim(), shape)
+        out = torch.where(inside, out, torch.tensor(value, dtype=out.dtype))
+    return out
 
 
 def sum_to(x, shape):
@@ -81,13 +85,16 @@ def avg_pool2d(x, kernel_size, stride, padding):
     return F.avg_pool2d(x, kernel_size, stride, padding)
 
 
-def mse(pred, target):
-    return ((pred - target) ** 2).mean()
+def mse(pred, target, reduction="mean"):
+    loss = (pred - target) ** 2
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
 
 
-def binary_cross_entropy(prob, target):
+def binary_cross_entropy(prob, target, weight=None, reduction="mean"):
     prob, target = torch.broadcast_tensors(prob, target)
-    return F.binary_cross_entropy(prob, target)
+    if weight is not None:
+        weight = weight.to(prob.dtype).expand_as(prob)
+    return F.binary_cross_entropy(prob, target, weight=weight, reduction=reduction)
 
 
 def rand(shape, seed):

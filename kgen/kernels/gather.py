@@ -28,7 +28,7 @@ reference defines it: no lane reads or writes outside the table.
 """
 from __future__ import annotations
 
-from kgen.ir import dtypes, shapes
+from kgen.ir import dtypes, indexing, shapes
 from kgen.ir.indexing import FloorDiv, ModularIndexing, index_var, unflatten
 from kgen.kernels.conv import define
 from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
@@ -123,7 +123,11 @@ def emit_embedding_grad(name: str, root, written: set, names: dict, epilogue=())
     acc = w.scratch_param("scatter_ws", dtypes.float32, size, zeroed=True)
     counter = w.scratch_param("scatter_counter", dtypes.int32, 1, zeroed=True)
     note = w.note(root)
-    w.emit(f"tl.atomic_add({acc} + {w.index(erow * width + col)}, {value}, mask=ok)", note)
+    target = indexing.simplify(erow * width + col)
+    where = f"{acc} + {w.index(target)}"
+    if not indexing.index_vars(target):  # a table of one element: one address, spread over the lanes
+        where = f"tl.broadcast_to({where}, [{block}])"
+    w.emit(f"tl.atomic_add({where}, {value}, mask=ok)", note)
     w.emit("tl.debug_barrier()  # every lane's add issued before the count")
     w.emit(f'done = tl.atomic_add({counter}, 1, sem="acq_rel", scope="gpu")')
     programs = f"tl.cdiv({w.int_param('xnumel', numel)} + 1, {block})"  # not tl.num_programs: a combo's grid is larger
