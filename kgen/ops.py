@@ -476,7 +476,8 @@ def _reduce_loss(loss: Node, reduction: str) -> Node:
 
 def _classes_last(x, target, what: str, index_target: bool):
     """(x with its class axis last, target, C, unbatched): x is [N, C, d1, ...] or, unbatched,
-    [C]; an index target is [N, d1, ...] (or []) of integers, a probability target x's shape."""
+    [C]; an index target is [N, d1, ...] (or []) of integers (one_hot refuses others), a
+    probability target x's shape."""
     (x,) = _floating(x)
     target = target if isinstance(target, Node) else constant(target)
     if x.ndim == 0:
@@ -485,8 +486,6 @@ def _classes_last(x, target, what: str, index_target: bool):
     expected = (x.shape[:1] + x.shape[2:]) if not unbatched else ()
     if not index_target:
         expected = x.shape
-    if index_target and (target.dtype.is_float or target.dtype is dtypes.bool_):
-        raise DTypeError(f"{what}: class-index targets must be integers, got {target.type_str()}")
     if target.ndim != len(expected) or not builtins.all(shapes.dims_equal(a, b) for a, b in zip(target.shape, expected)):
         kind = "class indices" if index_target else "class probabilities"
         raise ShapeError(f"{what}: a target of {kind} for scores {x.type_str()} must have shape "
@@ -575,7 +574,8 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     _check_reduction(reduction, "cross_entropy")
     if not (isinstance(label_smoothing, numbers.Real) and 0.0 <= label_smoothing <= 1.0):
         raise OptionError(f"cross_entropy: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
-    index_target = not (isinstance(target, Node) and target.dtype.is_float)
+    target = target if isinstance(target, Node) else constant(target)
+    index_target = not target.dtype.is_float
     x, target, classes, unbatched = _classes_last(logits, target, "cross_entropy", index_target)
     logp = log_softmax(x, axis=-1)
     if index_target:

@@ -925,6 +925,11 @@ TESTED_FUNCTIONS |= {"getitem", "slice_strided", "pad_strided", "pad", "concaten
 GRADIENT_PRIMITIVES = {"conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_grad", "max_pool2d_gather",
                        "avg_pool2d_grad"}
 TESTED_PRIMITIVES |= {"conv2d", "max_pool2d", "avg_pool2d"} | GRADIENT_PRIMITIVES
+# embedding (kgen/ir/ops_gather.py): tests/ir/test_embedding.py and tests/kernels/test_embedding_kernels.py;
+# the loss forms (mse_loss among them): tests/nn/test_loss_forms.py
+GRADIENT_PRIMITIVES |= {"embedding_grad"}
+TESTED_PRIMITIVES |= {"embedding", "embedding_grad"}
+TESTED_FUNCTIONS |= {"mse_loss"}
 
 
 def test_every_table_op_has_a_test():

@@ -91,6 +91,14 @@ def test_the_scatter_inside_a_combo_kernel_counts_only_its_own_programs(rng):
         np.testing.assert_allclose(got.numpy(), kgen.reference.run(graph, inputs)[0], rtol=1e-6, atol=1e-6)
 
 
+def test_a_table_of_one_element(rng):
+    """Every index names the one address: the atomics' pointer is spread over the lanes."""
+    i, w = kgen.tensor("i", (4,), "int64"), kgen.tensor("w", (1, 1))
+    out = ops.embedding(i, w)
+    grad, = kgen.grad(ops.sum(out * 2.0), [w])
+    assert_matches_reference(kgen.Graph([i, w], [out, grad]), {"i": np.zeros(4, np.int64), "w": np.ones((1, 1), np.float32)})
+
+
 def test_an_empty_batch_gives_a_zero_gradient(rng):
     graph, inputs = _embedding_program(), _inputs(rng, n=0)
     out, grad = run_compiled(graph, inputs)  # poisoned buffers: the grad must be written
@@ -153,3 +161,19 @@ def test_gather_kernels_compile_for_sm80_and_sm90():
     scatter = [b for b in binaries if "embedding_grad" in b.kernel]
     assert scatter and all("atom.global" in b.ptx or "red.global" in b.ptx for b in scatter)
     assert all(b.cubin[:4] == b"\x7fELF" for b in binaries)
+
+
+def test_an_artifact_runs_the_scatter_and_refuses_indices_outside_the_table(tmp_path):
+    """The workspace and counter are scratch a loaded artifact keeps as a Program does."""
+    i = kgen.tensor("i", ("N", 2), "int64")
+    w = kgen.shared(np.arange(12, dtype=np.float32).reshape(4, 3), name="tab")
+    loss = ops.sum(ops.embedding(i, w, padding_idx=1) ** 2)
+    grad, = kgen.grad(loss, [w])
+    step = kgen.function([i], [loss, grad])
+    artifact = kgen.load(kgen.compile_artifact(step, tmp_path / "art", targets=("sm_80",), sizes={"N": 3}))
+    indices = np.array([[0, 1], [3, 3], [2, 0]])
+    for _ in range(2):
+        for got, want in zip(artifact(indices), step(indices)):
+            np.testing.assert_array_equal(got.numpy(), want.numpy())
+    with pytest.raises(kgen.InputError, match=r"input 'i': expected class labels in \[0, 4\).*got 4 at index \[0, 1\]"):
+        artifact(np.array([[0, 4]]))
