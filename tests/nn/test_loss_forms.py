@@ -231,3 +231,28 @@ def test_targets_outside_the_classes_are_refused_even_at_torchs_ignore_index():
     fn = kgen.function([x, t], ops.cross_entropy(x, t, ignore_index=-100, reduction="sum"))
     with pytest.raises(kgen.InputError, match=r"expected class labels in \[0, 3\).*got -100 at index \[1\]"):
         fn(np.zeros((2, 3), np.float32), np.array([0, -100], np.int32))
+
+
+@pytest.mark.parametrize("target", ["index", "probabilities"])
+def test_loss_form_gradients_by_finite_differences(target):
+    rng = np.random.default_rng(2)
+    arrays = {"x": rng.normal(size=(3, 4, 2)), "w": rng.uniform(0.5, 1.5, 4)}
+    if target == "index":
+        arrays["t"] = np.array([[0, 3], [3, 1], [2, 3]], np.int64)
+        kw = dict(ignore_index=3, label_smoothing=0.2, reduction="mean")
+    else:
+        arrays["t"] = rng.dirichlet(np.ones(4), 6).reshape(3, 2, 4).transpose(0, 2, 1)
+        kw = dict(label_smoothing=0.1, reduction="sum")
+    nodes = {k: kgen.tensor(k, a.shape, "int64" if a.dtype.kind == "i" else "float32") for k, a in arrays.items()}
+    loss = ops.cross_entropy(nodes["x"], nodes["t"], weight=nodes["w"], **kw)
+    grads = kgen.grad(loss, [nodes["x"], nodes["w"]])
+    graph, loss_graph = kgen.Graph(list(nodes.values()), list(grads)), kgen.Graph(list(nodes.values()), [loss])
+    for name, analytic in zip(("x", "w"), kgen.reference.run(graph, arrays)):
+        numeric = np.zeros_like(arrays[name])
+        for idx in np.ndindex(numeric.shape):
+            bumped = [arrays[name].copy(), arrays[name].copy()]
+            bumped[0][idx] += 1e-6
+            bumped[1][idx] -= 1e-6
+            up, down = (kgen.reference.run(loss_graph, {**arrays, name: b})[0] for b in bumped)
+            numeric[idx] = (up - down) / 2e-6
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=f"d loss / d {name}")
