@@ -8,6 +8,7 @@ fuse and compile with no rules of their own.
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 
 import numpy as np
@@ -370,7 +371,7 @@ def pad(x: Node, pad_width, value=0.0) -> Node:
         shape.append(x.shape[axis] if before == after == 0 else _static_dim(x, axis, "pad") + before + after)
     low, step = [w[0] for w in widths], [1] * x.ndim
     padded = pad_strided(x, low, step, shape)
-    if value == 0 or padded is x:
+    if (value == 0 and math.copysign(1.0, value) > 0) or padded is x:  # -0.0 is a fill value, as in torch
         return padded
     inside = pad_strided(broadcast_to(constant(True, dtypes.bool_), x.shape), low, step, shape)
     return where(inside, padded, value)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import kgen
 from kgen import ops
 
-from conftest import assert_matches_reference
+from conftest import assert_matches_reference, run_compiled
 
 
 def _torch_pad_widths(widths):
@@ -18,19 +18,21 @@ def _torch_pad_widths(widths):
     return tuple(w for pair in reversed(widths) for w in pair)
 
 
-@pytest.mark.parametrize("value", [0.0, -1.5, 3, float("inf"), float("-inf")])
+@pytest.mark.parametrize("value", [0.0, -0.0, -1.5, 3, float("inf"), float("-inf"), float("nan")])
 def test_pad_value_matches_torch_with_its_gradient(value, rng):
     widths = ((1, 0), (2, 3))
     x = rng.normal(size=(2, 3))
     cot = rng.normal(size=(3, 8))
     xn, cn = kgen.tensor("x", (2, 3)), kgen.tensor("c", (3, 8))
     out = ops.pad(xn, widths, value)
-    grad, = kgen.grad(ops.sum(ops.where(ops.equal(ops.abs(out), float("inf")), 0.0, out) * cn), [xn])
+    finite = ops.where(ops.equal(ops.abs(out), float("inf")), 0.0, ops.where(ops.not_equal(out, out), 0.0, out))
+    grad, = kgen.grad(ops.sum(finite * cn), [xn])
     got, g = kgen.reference.run(kgen.Graph([xn, cn], [out, grad]), {"x": x, "c": cot})
     tx = torch.tensor(x, requires_grad=True)
     want = F.pad(tx, _torch_pad_widths(widths), value=value)
-    (torch.where(want.abs() == float("inf"), 0.0, want) * torch.tensor(cot)).sum().backward()
+    (torch.where((want.abs() == float("inf")) | want.isnan(), 0.0, want) * torch.tensor(cot)).sum().backward()
     np.testing.assert_array_equal(got, want.detach().numpy())
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want.detach().numpy()))  # -0.0 pads with -0.0
     np.testing.assert_allclose(g, tx.grad.numpy(), rtol=1e-12)
 
 
@@ -68,6 +70,17 @@ def test_pad_value_on_the_kernels(rng):
     assert_matches_reference(kgen.Graph([x, c], [out, grad]),
                              {"x": rng.normal(size=(3, 4)).astype(np.float32),
                               "c": rng.normal(size=(3, 9)).astype(np.float32)})
+
+
+def test_pad_edge_values_on_the_kernels():
+    x = kgen.tensor("x", ("N", 2))
+    values = (float("nan"), -0.0, float("-inf"))
+    got = run_compiled(kgen.Graph([x], [ops.pad(x, ((0, 0), (1, 1)), value=v) for v in values]),
+                       {"x": np.ones((2, 2), np.float32)})
+    for out, value in zip(got, values):
+        border = out[:, [0, 3]]
+        np.testing.assert_array_equal(border, np.full((2, 2), value, np.float32))
+        assert np.all(np.signbit(border) == np.signbit(value)) and np.all(out[:, 1:3] == 1.0)
 
 
 def test_pad_value_must_be_a_number():
