@@ -7,6 +7,8 @@ as the kernels.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,7 @@ def pad_strided(x, low, step, shape):
 def pad(x, widths, value=0.0):
     shape = [d + b + a for d, (b, a) in zip(x.shape, widths)]
     out = pad_strided(x, [b for b, _ in widths], [1] * x.dim(), shape)
-    if value:
+    if value != 0 or math.copysign(1.0, value) < 0:  # -0.0 fills too, as in torch
         inside = pad_strided(torch.ones(x.shape, dtype=torch.bool), [b for b, _ in widths], [1] * x.dim(), shape)
         out = torch.where(inside, out, torch.tensor(value, dtype=out.dtype))
     return out
