@@ -17,11 +17,12 @@ kgen.kernels.splitk) copies the workspace into the output, which may be half pre
 zeroes it again for the next launch. So the output needs no zeroing kernel, and one launch
 does all. The cost: on a GPU the additions into one row happen in whatever order the
 programs run, so float sums over repeated indices are not bit-for-bit reproducible from run
-to run (as torch's own CUDA embedding backward with atomics; the interpreter runs programs
-in order and is); and the last program copies all V*D elements alone, which a table of
-millions of elements would feel. The alternatives measured worse: a deterministic gather
-formulation (each output row scans every index) costs V times the work, and a one-hot
-matmul V times the flops and an [*S, V] operand in memory.
+to run (the interpreter runs programs in order, and is); and the last program copies all
+V*D elements alone, which a table of millions of elements would feel (not measured: this
+machine has no GPU). The deterministic alternatives cost more by construction: a gather
+formulation (each output row scans every index) does V times the work, a one-hot matmul V
+times the flops with an [*S, V] operand in memory, and a sort of the indices by row needs
+a sort kgen does not have.
 
 An index outside [0, V) reads a zero row and adds nowhere (masked), as the op table's
 reference defines it: no lane reads or writes outside the table.
