@@ -8,6 +8,7 @@ fuse and compile with no rules of their own.
 from __future__ import annotations
 
 import builtins
+import math
 import numbers
 
 import numpy as np
@@ -17,6 +18,7 @@ from kgen.errors import DTypeError, KgenError, OptionError, ShapeError, check_ar
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
 from kgen.ir.ops_conv import conv_attrs, pool_attrs
+from kgen.ir.ops_gather import padding_index
 from kgen.ir.ops_view import whole_axis
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "erf", "floor", "trunc", "fmod", "floor_divide", "remainder", "clamp", "clip", "gelu", "silu", "leaky_relu",
     "elu", "softplus", "hardtanh", "relu6",
     "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool1d",
+    "embedding", "mse_loss",
 ]
 
 
@@ -426,16 +429,25 @@ def getitem(x: Node, index) -> Node:
     return out
 
 
-def pad(x: Node, pad_width) -> Node:
-    """np.pad(x, pad_width) with zeros: pad_width is an int, a (before, after) pair, or one
-    pair per axis."""
+def pad(x: Node, pad_width, value=0.0) -> Node:
+    """np.pad(x, pad_width, constant_values=value): pad_width is an int, a (before, after)
+    pair, or one pair per axis. With value 0 a view, free (DESIGN.md rule 4); another
+    value is where(pad of True, pad(x), value), elementwise in the reader, with x's
+    gradient still the slice of g."""
     widths = np.broadcast_to(np.asarray(pad_width, dtype=object), (x.ndim, 2)).tolist() if x.ndim else []
     if any(not isinstance(w, numbers.Integral) or w < 0 for pair in widths for w in pair):
         raise ShapeError(f"pad: widths must be ints >= 0, got {pad_width!r}")
+    if not _is_scalar(value):
+        raise ShapeError(f"pad: value must be a number, got {value!r}")
     shape = []
     for axis, (before, after) in enumerate(widths):
         shape.append(x.shape[axis] if before == after == 0 else _static_dim(x, axis, "pad") + before + after)
-    return pad_strided(x, [w[0] for w in widths], [1] * x.ndim, shape)
+    low, step = [w[0] for w in widths], [1] * x.ndim
+    padded = pad_strided(x, low, step, shape)
+    if (value == 0 and math.copysign(1.0, value) > 0) or padded is x:  # -0.0 is a fill value, as in torch
+        return padded
+    inside = pad_strided(broadcast_to(constant(True, dtypes.bool_), x.shape), low, step, shape)
+    return where(inside, padded, value)
 
 
 def concatenate(xs, axis: int = 0) -> Node:
@@ -472,14 +484,28 @@ def stack(xs, axis: int = 0) -> Node:
     return concatenate([expand_dims(x, axis) for x in xs], axis)
 
 
-def split(x: Node, sections: int, axis: int = 0) -> list:
-    """np.split(x, sections, axis) with an int: `sections` equal views along `axis`."""
+def split(x: Node, sections_or_sizes, axis: int = 0) -> list:
+    """Views of x along `axis`, whose size must be static: with an int, np.split's that many
+    equal sections; with a list or tuple of ints, pieces of those sizes in order
+    (torch.split_with_sizes), which must add up to the axis."""
     axis = shapes.check_axis(axis, x.ndim, "split: axis")
     n = _static_dim(x, axis, "split")
-    if sections < 1 or n % sections:
-        raise ShapeError(f"split: axis {axis} of {x.type_str()} does not divide into {sections} equal parts")
-    size = n // sections
-    return [getitem(x, (slice(None),) * axis + (slice(k * size, (k + 1) * size),)) for k in range(sections)]
+    if isinstance(sections_or_sizes, (list, tuple)):
+        sizes = list(sections_or_sizes)
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0 for k in sizes) \
+                or builtins.sum(sizes) != n:
+            raise ShapeError(f"split: sizes {sizes} must be ints >= 0 adding up to axis {axis} of "
+                             f"{x.type_str()}, {n}")
+    else:
+        sections = sections_or_sizes
+        if isinstance(sections, bool) or not isinstance(sections, numbers.Integral) or sections < 1 or n % sections:
+            raise ShapeError(f"split: axis {axis} of {x.type_str()} does not divide into {sections!r} equal parts")
+        sizes = [n // sections] * int(sections)
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(getitem(x, (slice(None),) * axis + (slice(start, start + size),)))
+        start += size
+    return pieces
 
 
 # --- composites built from primitives --------------------------------------------------------
@@ -507,30 +533,163 @@ def softmax(x, axis=-1) -> Node:
     return e / sum(e, axis, keepdims=True)
 
 
-def nll_loss(log_probs, labels) -> Node:
-    """Mean negative log-likelihood of integer `labels` under rows of `log_probs`."""
-    if log_probs.ndim != 2 or labels.ndim != 1:
-        raise ShapeError(f"nll_loss takes log_probs [N, C] and labels [N], got "
-                         f"{log_probs.type_str()} and {labels.type_str()}")
-    picked = sum(log_probs * one_hot(labels, log_probs.shape[1], log_probs.dtype), axis=1)
-    return -mean(picked)
+REDUCTIONS = ("none", "sum", "mean")
 
 
-def cross_entropy(logits, labels) -> Node:
-    """Mean cross-entropy of integer `labels` given unnormalised `logits` [N, C]."""
-    return nll_loss(log_softmax(logits, axis=-1), labels)
+def _check_reduction(reduction, what: str) -> None:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise OptionError(f"{what}: reduction must be one of 'none', 'sum', 'mean', got {reduction!r}")
 
 
-def mse(pred, target) -> Node:
-    """Mean squared error."""
+def _reduce_loss(loss: Node, reduction: str) -> Node:
+    """Per-element losses summed, averaged over their count, or kept ('none')."""
+    if reduction == "none":
+        return loss
+    return sum(loss) if reduction == "sum" else mean(loss)
+
+
+def _classes_last(x, target, what: str, index_target: bool):
+    """(x with its class axis last, target, C, unbatched): x is [N, C, d1, ...] or, unbatched,
+    [C]; an index target is [N, d1, ...] (or []) of integers (one_hot refuses others), a
+    probability target x's shape."""
+    (x,) = _floating(x)
+    target = target if isinstance(target, Node) else constant(target)
+    if x.ndim == 0:
+        raise ShapeError(f"{what}: expected scores [N, C, d1, ...] or [C], got a scalar {x.type_str()}")
+    unbatched = x.ndim == 1
+    expected = (x.shape[:1] + x.shape[2:]) if not unbatched else ()
+    if not index_target:
+        expected = x.shape
+    if target.ndim != len(expected) or not builtins.all(shapes.dims_equal(a, b) for a, b in zip(target.shape, expected)):
+        kind = "class indices" if index_target else "class probabilities"
+        raise ShapeError(f"{what}: a target of {kind} for scores {x.type_str()} must have shape "
+                         f"{shapes.format_shape(expected)}, got {target.type_str()}")
+    if unbatched:
+        x, target = expand_dims(x, 0), expand_dims(target, 0)
+    classes = _static_dim(x, 1, what)
+    if x.ndim > 2:
+        x = transpose(x, (0,) + tuple(range(2, x.ndim)) + (1,))
+        if not index_target:
+            target = transpose(target, (0,) + tuple(range(2, target.ndim)) + (1,))
+    return x, target, classes, unbatched
+
+
+def _class_weight(weight, classes: int, dtype, what: str):
+    """The per-class weight [C] in the scores' dtype, or None."""
+    if weight is None:
+        return None
+    weight = cast(weight if isinstance(weight, Node) else constant(weight), dtype)
+    if weight.ndim != 1 or not shapes.dims_equal(weight.shape[0], classes):
+        raise ShapeError(f"{what}: weight must be [{classes}] (one per class), got {weight.type_str()}")
+    return weight
+
+
+def _ignored(target: Node, ignore_index, classes: int, what: str):
+    """The mask of targets kept (not ignore_index), or None where none can be ignored.
+    An ignore_index outside [0, C) (torch's default -100) ignores nothing: index targets
+    must lie in [0, C), which every call checks for the inputs that are targets
+    (kgen.kernels.inputs.check_labels), so the build of the default loss stays as it was."""
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+        raise OptionError(f"{what}: ignore_index must be an int, got {ignore_index!r}")
+    if not 0 <= ignore_index < classes:
+        return None
+    return not_equal(target, int(ignore_index))
+
+
+def _finish(loss: Node, unbatched: bool, reduction: str) -> Node:
+    return squeeze(loss, 0) if unbatched and reduction == "none" else loss
+
+
+def _nll_last(x, target, classes, unbatched, weight, ignore_index, reduction, what, smoothing=0.0):
+    """nll_loss over scores `x` [..., C] (class axis last) and index `target` [...], and with
+    `smoothing` torch's label-smoothed cross-entropy on log-probabilities `x`:
+    (1 - s) * nll + s / C * (the sum over classes of -weight[c] * x[..., c])."""
+    weight = _class_weight(weight, classes, x.dtype, what)
+    kept = _ignored(target, ignore_index, classes, what)
+    hot = one_hot(target, classes, x.dtype)
+    if weight is not None:
+        hot = hot * weight
+    picked = sum(x * hot, axis=-1)
+    losses = [(1.0 - smoothing, picked)]
+    if smoothing:
+        losses.append((smoothing / classes, sum(x * weight, axis=-1) if weight is not None else sum(x, axis=-1)))
+    if kept is not None:
+        losses = [(k, where(kept, loss, 0.0)) for k, loss in losses]
+    if reduction == "mean" and (weight is not None or kept is not None):
+        total = sum(hot, axis=-1) if weight is not None else cast(kept, x.dtype)
+        if weight is not None and kept is not None:
+            total = where(kept, total, 0.0)
+        count = sum(total)
+        parts = [sum(loss) / count for _, loss in losses]
+    else:
+        parts = [_reduce_loss(loss, reduction) for _, loss in losses]
+    out = None
+    for (k, _), part in zip(losses, parts):
+        term = -part if k == 1.0 else part * -k
+        out = term if out is None else out + term
+    return _finish(out, unbatched, reduction)
+
+
+def nll_loss(log_probs, target, weight=None, ignore_index=-100, reduction="mean") -> Node:
+    """torch.nn.functional.nll_loss: the negative log-likelihood of class indices `target`
+    ([N], [N, d1, ...] or []) under `log_probs` ([N, C], [N, C, d1, ...] or [C]), weighted
+    by `weight` [C]; the weighted mean divides by the sum of the targets' weights. Targets
+    equal to `ignore_index` count for nothing when it is a class in [0, C) (see _ignored)."""
+    _check_reduction(reduction, "nll_loss")
+    x, target, classes, unbatched = _classes_last(log_probs, target, "nll_loss", True)
+    return _nll_last(x, target, classes, unbatched, weight, ignore_index, reduction, "nll_loss")
+
+
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0) -> Node:
+    """torch.nn.functional.cross_entropy of unnormalised `logits` ([N, C], [N, C, d1, ...] or
+    [C]) and a target of class indices (integers, as nll_loss takes them) or of class
+    probabilities (floats, logits' shape), with torch's weight, ignore_index, reduction and
+    label_smoothing (the targets mixed with the uniform distribution by that share)."""
+    _check_reduction(reduction, "cross_entropy")
+    if not (isinstance(label_smoothing, numbers.Real) and 0.0 <= label_smoothing <= 1.0):
+        raise OptionError(f"cross_entropy: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
+    target = target if isinstance(target, Node) else constant(target)
+    index_target = not target.dtype.is_float
+    x, target, classes, unbatched = _classes_last(logits, target, "cross_entropy", index_target)
+    logp = log_softmax(x, axis=-1)
+    if index_target:
+        return _nll_last(logp, target, classes, unbatched, weight, ignore_index, reduction, "cross_entropy",
+                         float(label_smoothing))
+    target = cast(target, logp.dtype)
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / classes
+    weight = _class_weight(weight, classes, logp.dtype, "cross_entropy")
+    per = -sum(logp * target * weight if weight is not None else logp * target, axis=-1)
+    return _finish(_reduce_loss(per, reduction), unbatched, reduction)
+
+
+def mse(pred, target, reduction="mean") -> Node:
+    """torch.nn.functional.mse_loss: the squared errors, averaged, summed or kept."""
+    _check_reduction(reduction, "mse")
     diff = sub(pred, target)
-    return mean(diff * diff)
+    return _reduce_loss(diff * diff, reduction)
 
 
-def binary_cross_entropy(prob, target, eps: float = 1e-7) -> Node:
-    """Mean binary cross-entropy of probabilities `prob` (clipped to [eps, 1-eps])."""
-    p = minimum(maximum(prob, eps), 1.0 - eps)
-    return -mean(target * log(p) + (1.0 - target) * log(1.0 - p))
+def mse_loss(pred, target, reduction="mean") -> Node:
+    """torch's name for mse."""
+    return mse(pred, target, reduction)
+
+
+def binary_cross_entropy(prob, target, weight=None, reduction="mean", eps: float = 1e-7) -> Node:
+    """torch.nn.functional.binary_cross_entropy of probabilities `prob`, each element's loss
+    times `weight` (broadcast) if given. kgen clips `prob` to [eps, 1 - eps] before the logs,
+    which keeps the loss and its gradient finite at 0 and 1; eps=None takes torch's rule
+    instead, each log clamped at -100 (a loss of at most 100)."""
+    _check_reduction(reduction, "binary_cross_entropy")
+    if eps is None:
+        picked = target * maximum(log(prob), -100.0) + (1.0 - target) * maximum(log(1.0 - prob), -100.0)
+    else:
+        p = minimum(maximum(prob, eps), 1.0 - eps)
+        picked = target * log(p) + (1.0 - target) * log(1.0 - p)
+    if weight is None and reduction == "mean":
+        return -mean(picked)
+    loss = -picked if weight is None else picked * -1.0 * weight
+    return _reduce_loss(loss, reduction)
 
 
 # --- normalisation: composites, so R6 row kernels and E5 take them as they take softmax ----------
@@ -913,6 +1072,20 @@ def adaptive_avg_pool1d(x, output_size) -> Node:
     y = squeeze(adaptive_avg_pool2d(expand_dims(x, 2), (1, _single(output_size, "adaptive_avg_pool1d",
                                                                     "output_size"))), 2)
     return _unbatched((y,), added)[0]
+
+
+# --- gathering rows ------------------------------------------------------------------------
+def embedding(indices, weight, padding_idx=None) -> Node:
+    """torch.nn.functional.embedding: the rows of `weight` [V, D] at integer `indices` of any
+    shape, giving [*indices.shape, D]. Rows at `padding_idx` get no gradient. A gather
+    template (kgen/kernels/gather.py) whose gradient adds rows back by index."""
+    if not isinstance(indices, Node) or indices.dtype.is_float or indices.dtype is dtypes.bool_:
+        given = indices.type_str() if isinstance(indices, Node) else type(indices).__name__
+        raise DTypeError(f"embedding: indices must be an integer kgen tensor, got {given}")
+    (weight,) = _floating(weight)
+    if weight.ndim != 2 or not builtins.all(isinstance(d, int) for d in weight.shape):
+        raise ShapeError(f"embedding: weight must be a table [V, D] of static sizes, got {weight.type_str()}")
+    return Node("embedding", (indices, weight), {"padding_idx": padding_index(padding_idx, weight.shape[0])})
 
 
 # An unknown keyword (conv2d(groups=2)) or a wrong count of arguments is a kgen ArgumentError

@@ -1,13 +1,16 @@
 """Fuzz catalog entries for matmul (every rank combination), convolution and pooling, the
-losses, one_hot, dropout and rand, iota and constants, layer_norm and batch_norm (in training
-one of its three results, y or a new running statistic, per step). The gradient ops of convolution and
+losses (with torch's keyword forms: reduction, class weight, ignore_index, label_smoothing,
+probability targets, an extra dimension), embedding, one_hot, dropout and rand, iota and
+constants, layer_norm and batch_norm (in training one of its three results, y or a new
+running statistic, per step). The gradient ops of convolution and
 pooling are no kgen.ops functions, so none is drawn alone: every program that takes
 gradients of conv2d or a pool builds them, and tests/ir/test_vjp.py checks them alone.
 The pools draw torch's options, now and then an unbatched operand, and max pooling's
 indices (return_indices) only of exact values, whose float32 compares cannot tie.
 
-Losses are means over their batch, so their batch is never empty; labels are integer
-inputs whose values lie in [0, classes) with classes <= the op's class count.
+A mean loss's batch is never empty, and no mean loss ignores a class (all its rows ignored
+would be 0/0); labels and embedding indices are integer inputs whose values lie in
+[0, classes) with classes <= the op's class count (the table's rows).
 """
 from __future__ import annotations
 
@@ -365,48 +368,118 @@ def labels(g: Gen, shape, classes: int) -> str:
     return g.new_input(shape, "label", g.choice(INTS), classes=max(1, classes - g.rng.randint(0, 1)))
 
 
+LOSS_WEIGHTS = (0.5, 1.0, 1.25, 2.0, 0.75)  # class weights, exact in float32
+
+
+def _class_weights(step) -> list:
+    """One weight per class (or per last-axis element) of a weighted loss step, else None."""
+    if not step.get("weighted"):
+        return None
+    return [LOSS_WEIGHTS[k % len(LOSS_WEIGHTS)] for k in range(step["classes"])]
+
+
+def _per_element_shape(step, x: Info) -> tuple:
+    """The shape of a class loss with reduction 'none': x's without its class axis (axis 1)."""
+    return x.shape[:1] + x.shape[2:]
+
+
 def _class_infer(step, infos, sizes):
     x, lab = infos
     want_float(x)
-    need(len(x.shape) == 2 and len(lab.shape) == 1 and dims_equal(x.shape[0], lab.shape[0]), "[B, C] and [B]")
-    need(isinstance(x.shape[1], int) and x.shape[1] >= 1, "C is static and >= 1")
-    need(lab.dtype in INTS and lab.classes is not None and lab.classes <= x.shape[1], "labels in range")
-    need(sizes.low(x.shape[0]) >= 1, "a mean over an empty batch")
-    if step["op"] == "nll_loss":
-        return Info((), FLOAT, -x.hi, -x.lo)
-    return Info((), FLOAT, 0.0, (x.hi - x.lo) + math.log(x.shape[1]))
+    need(len(x.shape) in (2, 3) and isinstance(x.shape[1], int) and x.shape[1] >= 1, "[B, C(, d)] with C static")
+    classes, reduction = x.shape[1], step.get("reduction", "mean")
+    need(step.get("classes", classes) == classes, "weights for the classes")
+    if step.get("probabilities"):
+        need(lab.dtype == FLOAT and len(lab.shape) == len(x.shape)
+             and all(dims_equal(a, b) for a, b in zip(lab.shape, x.shape)), "probabilities of x's shape")
+        need(lab.lo >= 0 and lab.hi <= 1, "probabilities in [0, 1]")
+    else:
+        target = _per_element_shape(step, x)
+        need(len(lab.shape) == len(target) and all(dims_equal(a, b) for a, b in zip(lab.shape, target)),
+             "one label per row")
+        need(lab.dtype in INTS and lab.classes is not None and lab.classes <= classes, "labels in range")
+        ignore = step.get("ignore_index", -100)
+        need(ignore == -100 or (0 <= ignore < classes and reduction != "mean"),
+             "an ignored class (never with a mean, which all-ignored rows make 0/0)")
+    need(reduction != "mean" or sizes.low(numel(_per_element_shape(step, x))) >= 1, "a mean over no rows")
+    spread = (x.hi - x.lo) + math.log(classes)
+    per = (-x.mag, x.mag) if step["op"] == "nll_loss" else (0.0, spread * (classes if step.get("probabilities") else 1))
+    scale = max(LOSS_WEIGHTS) if step.get("weighted") and reduction != "mean" else 1.0
+    if reduction == "sum":
+        scale *= sizes.high(numel(_per_element_shape(step, x)))
+    shape = _per_element_shape(step, x) if reduction == "none" else ()
+    return Info(shape, FLOAT, min(0.0, per[0] * scale), per[1] * scale)
 
 
 def _class_propose(name):
     def propose(g: Gen):
-        x = g.pick(lambda i: float_pred(i) and len(i.shape) == 2 and isinstance(i.shape[1], int)
+        x = g.pick(lambda i: float_pred(i) and len(i.shape) in (2, 3) and isinstance(i.shape[1], int)
                    and i.shape[1] >= 1 and g.low(i.shape[0]) >= 1)
         if x is None or g.chance(0.3):
             b = g.dim(allow_zero=False)
-            x = g.new_input((b if g.low(b) >= 1 else 2, g.rng.randint(1, 6)), "float")
+            extra = (g.rng.randint(1, 3),) if g.chance(0.25) else ()
+            x = g.new_input((b if g.low(b) >= 1 else 2, g.rng.randint(1, 6)) + extra, "float")
         if name == "nll_loss" and g.chance(0.5):
             x = g.add("log_softmax", [x], axis=1)
         shape = g.infos[x].shape
-        g.add(name, [x, labels(g, (shape[0],), shape[1])])
+        forms = {}
+        if g.chance(0.5):  # torch's keyword forms; the rest of the time, the default build
+            forms["reduction"] = g.choice(["none", "sum", "mean"])
+            if g.chance(0.4):
+                forms.update(weighted=True, classes=shape[1])
+            if forms["reduction"] != "mean" and g.chance(0.4):
+                forms["ignore_index"] = g.rng.randrange(shape[1])
+            if name == "cross_entropy" and g.chance(0.4):
+                forms["label_smoothing"] = g.choice([0.1, 0.25])
+            if name == "cross_entropy" and "ignore_index" not in forms and g.chance(0.3):
+                forms["probabilities"] = True
+                target = g.operand(shape, "prob", pred=lambda i: i.lo >= 0 and i.hi <= 1)
+                g.add(name, [x, target], **forms)
+                return
+        g.add(name, [x, labels(g, _per_element_shape({}, g.infos[x]), shape[1])], **forms)
     return propose
+
+
+def _class_code(step, lib: str) -> str:
+    """The keyword arguments of a class loss step, in kgen's (lib "kgen") or torch's spelling."""
+    parts = []
+    weights = _class_weights(step)
+    if weights:
+        parts.append(f"weight=np.array({weights!r}, np.float32)" if lib == "kgen" else f"weight=torch.tensor({weights!r}, dtype=torch.float64)")
+    for key in ("ignore_index", "reduction", "label_smoothing"):
+        if key in step:
+            parts.append(f"{key}={step[key]!r}")
+    return "".join(", " + p for p in parts)
+
+
+def _class_torch(step, args, infos):
+    target = args[1] if step.get("probabilities") else f"{args[1]}.long()"
+    return f"F.{step['op']}({args[0]}, {target}{_class_code(step, 'torch')})"
 
 
 for _name in ("cross_entropy", "nll_loss"):
     register(_name, _class_propose(_name), _class_infer,
-             lambda step, args, infos, _n=_name: f"ops.{_n}({args[0]}, {args[1]})",
-             lambda step, args, infos, _n=_name: f"F.{_n}({args[0]}, {args[1]}.long())")
+             lambda step, args, infos, _n=_name: f"ops.{_n}({args[0]}, {args[1]}{_class_code(step, 'kgen')})",
+             _class_torch)
 
 
 def _pair_loss_infer(step, infos, sizes):
     p, t = infos
     want_float(p), want_float(t)
     shape = broadcast(p.shape, t.shape)
-    need(sizes.low(numel(shape)) >= 1, "a mean over no elements")
-    if step["op"] == "mse":
-        return Info((), FLOAT, 0.0, (p.mag + t.mag) ** 2)
-    need(p.lo >= 0.02 and p.hi <= 0.98, "probabilities in [0.02, 0.98]")
-    need(t.lo >= 0 and t.hi <= 1, "targets in [0, 1]")
-    return Info((), FLOAT, 0.0, -math.log(min(p.lo, 1 - p.hi)))
+    reduction = step.get("reduction", "mean")
+    need(reduction != "mean" or sizes.low(numel(shape)) >= 1, "a mean over no elements")
+    if step["op"] in ("mse", "mse_loss"):
+        hi = (p.mag + t.mag) ** 2
+    else:
+        need(p.lo >= 0.02 and p.hi <= 0.98, "probabilities in [0.02, 0.98]")
+        need(t.lo >= 0 and t.hi <= 1, "targets in [0, 1]")
+        need(len(p.shape) == len(shape) and all(dims_equal(a, b) for a, b in zip(p.shape, shape)),
+             "torch's binary_cross_entropy takes prob of the target's shape")
+        hi = -math.log(min(p.lo, 1 - p.hi)) * (max(LOSS_WEIGHTS) if step.get("weighted") else 1.0)
+    if reduction == "sum":
+        hi *= sizes.high(numel(shape))
+    return Info(shape if reduction == "none" else (), FLOAT, 0.0, hi)
 
 
 def _pair_loss_propose(name):
@@ -414,22 +487,65 @@ def _pair_loss_propose(name):
         p = _float(g)
         if g.low(numel(g.infos[p].shape)) < 1:
             raise Illegal("empty")
-        if name == "mse":
+        forms = {"reduction": g.choice(["none", "sum", "mean"])} if g.chance(0.4) else {}
+        if name in ("mse", "mse_loss"):
             t = partner(g, p, float_pred) if g.chance(0.6) else g.operand(g.infos[p].shape)
             t = g.to_float(t)
         else:
             p = g.prob(p)
             t = g.operand(g.infos[p].shape, "prob", pred=lambda i: i.lo >= 0 and i.hi <= 1)
-        g.add(name, [p, t])
+            shape = g.infos[p].shape
+            if shape and isinstance(shape[-1], int) and g.chance(0.3):
+                forms.update(weighted=True, classes=shape[-1])  # a weight per last-axis element, broadcast
+        g.add(name, [p, t], **forms)
     return propose
 
 
-register("mse", _pair_loss_propose("mse"), _pair_loss_infer,
-         lambda step, args, infos: f"ops.mse({args[0]}, {args[1]})",
-         lambda step, args, infos: f"T.mse({args[0]}, {args[1]})")
+def _pair_loss_code(step, lib: str) -> str:
+    parts = []
+    weights = _class_weights(step)
+    if weights:
+        parts.append(f"weight=np.array({weights!r}, np.float32)" if lib == "kgen" else f"weight=torch.tensor({weights!r}, dtype=torch.float64)")
+    if "reduction" in step:
+        parts.append(f"reduction={step['reduction']!r}")
+    return "".join(", " + p for p in parts)
+
+
+for _name in ("mse", "mse_loss"):
+    register(_name, _pair_loss_propose(_name), _pair_loss_infer,
+             lambda step, args, infos, _n=_name: f"ops.{_n}({args[0]}, {args[1]}{_pair_loss_code(step, 'kgen')})",
+             lambda step, args, infos: f"T.mse({args[0]}, {args[1]}{_pair_loss_code(step, 'torch')})",
+             weight=1.0 if _name == "mse" else 0.5)
 register("binary_cross_entropy", _pair_loss_propose("binary_cross_entropy"), _pair_loss_infer,
-         lambda step, args, infos: f"ops.binary_cross_entropy({args[0]}, {args[1]})",
-         lambda step, args, infos: f"T.binary_cross_entropy({args[0]}, {args[1]})")
+         lambda step, args, infos: f"ops.binary_cross_entropy({args[0]}, {args[1]}{_pair_loss_code(step, 'kgen')})",
+         lambda step, args, infos: f"T.binary_cross_entropy({args[0]}, {args[1]}{_pair_loss_code(step, 'torch')})")
+
+
+# --- embedding: rows of a table by index ---------------------------------------------------------
+def _embedding_infer(step, infos, sizes):
+    index, table = infos
+    want_float(table, "the table")
+    need(len(table.shape) == 2 and all(isinstance(d, int) for d in table.shape) and table.shape[0] >= 1,
+         "a static table [V, D]")
+    need(index.dtype in INTS and index.classes is not None and index.classes <= table.shape[0], "indices in range")
+    padding = step.get("padding_idx")
+    need(padding is None or 0 <= padding < table.shape[0], "padding_idx inside the table")
+    return like(table, shape=index.shape + (table.shape[1],))
+
+
+def _embedding_propose(g: Gen):
+    table = g.pick(lambda i: float_pred(i) and len(i.shape) == 2 and all(isinstance(d, int) for d in i.shape)
+                   and i.shape[0] >= 1)
+    if table is None or g.chance(0.5):
+        table = g.operand((g.rng.randint(1, 6), g.dim(allow_n=False)), shared=0.7)
+    rows = g.infos[table].shape[0]
+    index = labels(g, g.shape(g.rng.randint(0, 3)), rows)
+    g.add("embedding", [index, table], padding_idx=g.rng.randrange(rows) if g.chance(0.4) else None)
+
+
+register("embedding", _embedding_propose, _embedding_infer,
+         lambda step, args, infos: f"ops.embedding({args[0]}, {args[1]}, padding_idx={step['padding_idx']!r})",
+         lambda step, args, infos: f"F.embedding({args[0]}.long(), {args[1]}, padding_idx={step['padding_idx']!r})")
 
 
 def _one_hot_infer(step, infos, sizes):

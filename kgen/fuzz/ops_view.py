@@ -1,6 +1,6 @@
 """Fuzz catalog entries for views and joins: reshape, transpose/permute/swap_last,
-broadcast_to, expand_dims, squeeze, flatten, sum_to, indexing (x[...]), slice_strided, pad,
-pad_strided, concatenate, stack and split.
+broadcast_to, expand_dims, squeeze, flatten, sum_to, indexing (x[...]), slice_strided, pad
+(with a fill value too), pad_strided, concatenate, stack and split (equal sections, or sizes).
 
 A symbolic axis (N) is only ever taken whole by slicing and padding, as kgen requires; empty
 axes (size 0) and empty operands of a concatenate are drawn on purpose.
@@ -441,7 +441,10 @@ def _pad_infer(step, infos, sizes):
         need(b >= 0 and a >= 0, "negative padding")
         need(b == a == 0 or isinstance(d, int), "padding a symbolic axis")
         shape.append(d if b == a == 0 else d + b + a)
-    return view(x, shape, zero=True)
+    value = step.get("value", 0.0)
+    need(value == 0.0 or x.dtype == FLOAT, "a fill value pads floats")
+    padded = view(x, shape, zero=True)
+    return like(padded, lo=min(x.lo, value), hi=max(x.hi, value)) if value else padded
 
 
 def _pad_propose(g: Gen):
@@ -456,17 +459,20 @@ def _pad_propose(g: Gen):
     else:
         width = [[0, 0] if not isinstance(d, int) or g.chance(0.3) else [g.rng.randint(0, 2), g.rng.randint(0, 2)]
                  for d in shape]
-    g.add("pad", [x], width=width)
+    fill = {"value": g.choice([-1.5, 0.5, 2.0])} if g.infos[x].dtype == FLOAT and g.chance(0.3) else {}
+    g.add("pad", [x], width=width, **fill)
 
 
 def _pad_code(step) -> str:
     w = step["width"]
-    return repr(w) if isinstance(w, int) else repr(tuple(tuple(p) if isinstance(p, list) else p for p in w))
+    code = repr(w) if isinstance(w, int) else repr(tuple(tuple(p) if isinstance(p, list) else p for p in w))
+    return code + (f", value={step['value']!r}" if "value" in step else "")
 
 
 register("pad", _pad_propose, _pad_infer,
          lambda step, args, infos: f"ops.pad({args[0]}, {_pad_code(step)})",
-         lambda step, args, infos: f"T.pad({args[0]}, {_pad_widths(step, len(infos[0].shape))!r})")
+         lambda step, args, infos: f"T.pad({args[0]}, {_pad_widths(step, len(infos[0].shape))!r}"
+                                   f"{', ' + repr(step['value']) if 'value' in step else ''})")
 
 
 # --- concatenate, stack, split --------------------------------------------------------------------
@@ -535,10 +541,17 @@ for _name in ("concatenate", "stack"):
 def _split_infer(step, infos, sizes):
     (x,) = infos
     a = norm_axis(step["axis"], len(x.shape))
-    n, k = x.shape[a], step["sections"]
-    need(isinstance(n, int) and k >= 1 and n % k == 0, "split into unequal parts")
-    need(0 <= step["part"] < k, "no such part")
-    return view(x, x.shape[:a] + (n // k,) + x.shape[a + 1:])
+    n = x.shape[a]
+    need(isinstance(n, int), "split along a symbolic axis")
+    if "sizes" in step:
+        pieces = step["sizes"]
+        need(all(k >= 0 for k in pieces) and sum(pieces) == n, "sizes that add up to the axis")
+    else:
+        k = step["sections"]
+        need(k >= 1 and n % k == 0, "split into unequal parts")
+        pieces = [n // k] * k
+    need(0 <= step["part"] < len(pieces), "no such part")
+    return view(x, x.shape[:a] + (pieces[step["part"]],) + x.shape[a + 1:])
 
 
 def _split_propose(g: Gen):
@@ -546,11 +559,25 @@ def _split_propose(g: Gen):
     shape = g.infos[x].shape
     axis = g.choice([a for a, d in enumerate(shape) if isinstance(d, int)])
     n = shape[axis]
+    axis = axis - len(shape) if g.chance(0.3) else axis
+    if g.chance(0.4):  # torch.split_with_sizes: pieces of the sizes given
+        cuts = sorted(g.rng.randint(0, n) for _ in range(g.rng.randint(0, 3)))
+        sizes = [b - a for a, b in zip([0] + cuts, cuts + [n])]
+        g.add("split", [x], sizes=sizes, axis=axis, part=g.rng.randrange(len(sizes)))
+        return
     k = g.choice([s for s in range(1, max(n, 1) + 1) if n % s == 0] if n else [1, 2, 3])
-    g.add("split", [x], sections=k, axis=axis - len(shape) if g.chance(0.3) else axis, part=g.rng.randrange(k))
+    g.add("split", [x], sections=k, axis=axis, part=g.rng.randrange(k))
 
 
-register("split", _split_propose, _split_infer,
-         lambda step, args, infos: f"ops.split({args[0]}, {step['sections']}, axis={step['axis']})[{step['part']}]",
-         lambda step, args, infos: f"torch.tensor_split({args[0]}, {step['sections']}, "
-                                   f"dim={step['axis']})[{step['part']}]")
+def _split_kgen(step, args, infos):
+    how = step["sizes"] if "sizes" in step else step["sections"]
+    return f"ops.split({args[0]}, {how!r}, axis={step['axis']})[{step['part']}]"
+
+
+def _split_torch(step, args, infos):
+    if "sizes" in step:
+        return f"torch.split({args[0]}, {step['sizes']!r}, dim={step['axis']})[{step['part']}]"
+    return f"torch.tensor_split({args[0]}, {step['sections']}, dim={step['axis']})[{step['part']}]"
+
+
+register("split", _split_propose, _split_infer, _split_kgen, _split_torch)

@@ -7,6 +7,8 @@ as the kernels.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -30,9 +32,13 @@ def pad_strided(x, low, step, shape):
     return out
 
 
-def pad(x, widths):
+def pad(x, widths, value=0.0):
     shape = [d + b + a for d, (b, a) in zip(x.shape, widths)]
-    return pad_strided(x, [b for b, _ in widths], [1] * x.dim(), shape)
+    out = pad_strided(x, [b for b, _ in widths], [1] * x.dim(), shape)
+    if value != 0 or math.copysign(1.0, value) < 0:  # -0.0 fills too, as in torch
+        inside = pad_strided(torch.ones(x.shape, dtype=torch.bool), [b for b, _ in widths], [1] * x.dim(), shape)
+        out = torch.where(inside, out, torch.tensor(value, dtype=out.dtype))
+    return out
 
 
 def sum_to(x, shape):
@@ -132,13 +138,16 @@ def adaptive_avg_pool1d(x, output_size):
     return F.adaptive_avg_pool1d(x, output_size)
 
 
-def mse(pred, target):
-    return ((pred - target) ** 2).mean()
+def mse(pred, target, reduction="mean"):
+    loss = (pred - target) ** 2
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
 
 
-def binary_cross_entropy(prob, target):
+def binary_cross_entropy(prob, target, weight=None, reduction="mean"):
     prob, target = torch.broadcast_tensors(prob, target)
-    return F.binary_cross_entropy(prob, target)
+    if weight is not None:
+        weight = weight.to(prob.dtype).expand_as(prob)
+    return F.binary_cross_entropy(prob, target, weight=weight, reduction=reduction)
 
 
 def rand(shape, seed):

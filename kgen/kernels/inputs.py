@@ -6,8 +6,9 @@ or refused the same way on every path (docs/bad_inputs.md has the table).
 - `convert_input`: a value for a declared input as a tensor on the program's device, or an
   InputError naming the input, what was expected and what was given;
 - `label_classes` / `check_labels`: integer inputs that are class labels (compared with the
-  class indices 0..C-1 by one_hot, cross_entropy, nll_loss, the accuracy metric) must lie
-  in [0, C), as torch requires, found from the graph's text form (which an artifact stores);
+  class indices 0..C-1 by one_hot, cross_entropy, nll_loss, the accuracy metric) or indices
+  of an embedding table's C rows must lie in [0, C), as torch requires, found from the
+  graph's text form (which an artifact stores);
 - `FiniteWatch`: the opt-in check (check_finite=True, KGEN_CHECK_FINITE=1) that stops at the
   first kernel writing a NaN or an infinity, naming it, the value and any input to blame."""
 from __future__ import annotations
@@ -121,14 +122,16 @@ def _as_dtype(tensor: torch.Tensor, what: str, want: torch.dtype, lenient: bool,
 
 # --- class labels --------------------------------------------------------------------------------
 _LINE = re.compile(r"^\s*(?P<name>\S+): (?P<type>.+?) = (?P<op>\w+)(?:\[(?P<attrs>.*)\])?(?: (?P<args>.*))?$")
-_INPUT = re.compile(r"[(,] ?(\w+): (\w+)\[")
+_INPUT = re.compile(r"[(,] ?(\w+): (\w+\[[^\]]*\])")
 _VALUE_PRESERVING = ("reshape", "broadcast_to", "transpose", "slice", "cast")
 
 
 def label_classes(graph_text: str) -> dict:
     """Input name -> class count C, for each integer graph input compared with the class
     indices 0..C-1 (an `iota` along a static axis of size C): the pattern ops.one_hot builds,
-    and with it cross_entropy, nll_loss, the losses of kgen.nn and the accuracy metric.
+    and with it cross_entropy, nll_loss, the losses of kgen.nn and the accuracy metric; and
+    each that indexes the rows of an embedding table [C, D] (ops.embedding), which no kernel
+    may read outside.
     Read from the graph's text form, which a Program prints and an artifact stores, so a
     function and the artifact compiled from it find the same labels."""
     defs = {}
@@ -140,6 +143,10 @@ def label_classes(graph_text: str) -> dict:
             defs[m["name"]] = (m["op"], m["type"], m["attrs"] or "", (m["args"] or "").split())
     found = {}
     for op, _, _, args in defs.values():
+        if op == "embedding" and len(args) == 2:  # indices of the rows of a table [V, D]
+            rows, source = _table_rows(defs.get(args[1])), _integer_input(args[0], defs)
+            if rows and source:
+                found[source] = min(rows, found.get(source, rows))
         if op != "equal" or len(args) != 2:
             continue
         for mine, other in (args, args[::-1]):
@@ -147,6 +154,12 @@ def label_classes(graph_text: str) -> dict:
             if classes and source:
                 found[source] = min(classes, found.get(source, classes))
     return found
+
+
+def _table_rows(definition) -> Optional[int]:
+    """V of a definition typed [V, D] (an embedding's table), if static."""
+    m = re.match(r"\w+\[(\d+),", definition[1]) if definition else None
+    return int(m.group(1)) if m else None
 
 
 def _iota_extent(definition) -> Optional[int]:
@@ -195,7 +208,7 @@ def check_labels(tensor: torch.Tensor, what: str, classes: int) -> None:
     index = ((tensor < 0) | (tensor >= classes)).nonzero()[0].tolist()
     value = int(tensor[tuple(index)])
     raise InputError(f"{what}: expected class labels in [0, {classes}) ({classes} classes, as one_hot / "
-                     f"cross_entropy / nll_loss use them), got {value} at index {index}")
+                     f"cross_entropy / nll_loss use them, or rows of an embedding table), got {value} at index {index}")
 
 
 # --- NaN and infinity ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 from kgen import ops
 from kgen.errors import OptionError, ShapeError
 from kgen.function import shared
+from kgen.ir.ops_gather import padding_index
 from kgen.nn.module import Module
 
 _rng = np.random.default_rng(0)
@@ -40,6 +41,28 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(Module):
+    """torch.nn.Embedding: a table `weight` [num_embeddings, embedding_dim] from N(0, 1) (the
+    row at padding_idx zeros), read by integer indices of any shape. The padding row gets
+    no gradient, so it stays as set."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx=None):
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self.padding_idx = padding_index(padding_idx, num_embeddings)
+        table = _rng.standard_normal((num_embeddings, embedding_dim)).astype(np.float32)
+        if self.padding_idx is not None:
+            table[self.padding_idx] = 0.0
+        self.add_parameter("weight", table)
+
+    def forward(self, indices):
+        return ops.embedding(indices, self.weight, self.padding_idx)
+
+    def extra_repr(self):
+        padding = f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        return f"{self.num_embeddings}, {self.embedding_dim}{padding}"
 
 
 def _pair(v):

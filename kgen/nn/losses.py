@@ -8,32 +8,51 @@ from kgen.nn.module import Module
 
 
 class CrossEntropyLoss(Module):
-    """Mean cross-entropy of integer class labels given logits [N, C]."""
+    """torch.nn.CrossEntropyLoss: cross-entropy of logits [N, C] (or [N, C, d1, ...], or [C])
+    and class indices or class probabilities, with torch's keywords (ops.cross_entropy)."""
 
-    def forward(self, logits, labels):
-        return ops.cross_entropy(logits, labels)
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0):
+        super().__init__()
+        self.weight, self.ignore_index, self.reduction = weight, ignore_index, reduction
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits, target):
+        return ops.cross_entropy(logits, target, self.weight, self.ignore_index, self.reduction, self.label_smoothing)
 
     def __call__(self, prediction, target):
         return self.forward(prediction, target)
 
 
 class NLLLoss(CrossEntropyLoss):
-    """Mean negative log-likelihood given log-probabilities [N, C] (after log_softmax)."""
+    """torch.nn.NLLLoss: negative log-likelihood given log-probabilities (after log_softmax)."""
 
-    def forward(self, log_probs, labels):
-        return ops.nll_loss(log_probs, labels)
+    def __init__(self, weight=None, ignore_index: int = -100, reduction: str = "mean"):
+        super().__init__(weight, ignore_index, reduction)
+
+    def forward(self, log_probs, target):
+        return ops.nll_loss(log_probs, target, self.weight, self.ignore_index, self.reduction)
 
 
 class MSELoss(CrossEntropyLoss):
+    """torch.nn.MSELoss: squared errors, averaged, summed or kept (`reduction`)."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__(reduction=reduction)
+
     def forward(self, prediction, target):
-        return ops.mse(prediction, target)
+        return ops.mse(prediction, target, self.reduction)
 
 
 class BCELoss(CrossEntropyLoss):
-    """Mean binary cross-entropy of probabilities (after a sigmoid)."""
+    """torch.nn.BCELoss: binary cross-entropy of probabilities (after a sigmoid), each
+    element's loss times `weight` if given; `eps` as ops.binary_cross_entropy takes it."""
+
+    def __init__(self, weight=None, reduction: str = "mean", eps: float = 1e-7):
+        super().__init__(weight, reduction=reduction)
+        self.eps = eps
 
     def forward(self, prob, target):
-        return ops.binary_cross_entropy(prob, target)
+        return ops.binary_cross_entropy(prob, target, self.weight, self.reduction, self.eps)
 
 
 class SparseCategoricalCrossentropy(CrossEntropyLoss):

@@ -16,6 +16,7 @@ import pytest
 import kgen
 from kgen import ops
 from kgen.ir import ops_conv, shapes
+from kgen.ir.ops_gather import embedding_grad
 from kgen.ir.optable import TABLE
 from kgen.kernels import codegen, templates  # noqa: F401  (codegen registers every template)
 from kgen.lowering.stats import node_flops
@@ -34,6 +35,7 @@ def _examples():
     a, b = kgen.tensor("a", (6, 7)), kgen.tensor("b", (7, 8))
     p, t = kgen.tensor("p", (2, 3, 4, 4)), kgen.tensor("t", (2, 3, 4, 4))
     q = kgen.tensor("q", (2, 3, 2, 2))  # a 2x2 pool of p
+    i, e, h = kgen.tensor("i", (2, 3), "int64"), kgen.tensor("e", (6, 4)), kgen.tensor("h", (2, 3, 4))
     conv = 2 * (2 * 4 * 5 * 5) * (3 * 3 * 3)  # outputs x taps, a multiply and an add each
     pool = (2 * 3 * 2 * 2) * (2 * 2)  # pooled values x window elements
     return {
@@ -47,6 +49,8 @@ def _examples():
         "max_pool2d_grad": (ops_conv.max_pool2d_grad(q, p, 2), [q, p], pool),
         "max_pool2d_gather": (ops_conv.max_pool2d_gather(t, p, 2), [t, p], pool),
         "avg_pool2d_grad": (ops_conv.avg_pool2d_grad(q, (4, 4), 2), [q], pool),
+        "embedding": (ops.embedding(i, e), [i, e], 0),  # a copy
+        "embedding_grad": (embedding_grad(h, i, 6, padding_idx=2), [h, i], 2 * 3 * 4),  # an add per element of g
     }
 
 
@@ -94,7 +98,8 @@ def test_a_batched_matmul_is_no_single_gemm():
 @pytest.mark.parametrize("name", TEMPLATE_OPS)
 def test_the_vendor_call_is_the_reference(name, rng):
     node, inputs, _ = _examples()[name]
-    arrays = {i.name: random_array(rng, tuple(i.shape)) for i in inputs}
+    # integer inputs are embedding indices: positive ones, [1, 6), inside its table of 6 rows
+    arrays = {i.name: random_array(rng, tuple(i.shape), i.dtype, positive=not i.dtype.is_float) for i in inputs}
     want, _ = run(node, arrays, inputs)
     got = node.opdef.vendor(node, [to_torch(arrays[i.name]) for i in node.inputs])
     assert_close(got, want, what=f"{name}: vendor vs reference")
@@ -201,7 +206,7 @@ INTERNAL_TEMPLATE_OPS = [name for name in TEMPLATE_OPS if name not in ops.__all_
 
 def test_internal_template_ops_are_the_gradient_ops():
     assert INTERNAL_TEMPLATE_OPS == ["avg_pool2d_grad", "conv2d_input_grad", "conv2d_weight_grad",
-                                     "max_pool2d_gather", "max_pool2d_grad"]
+                                     "embedding_grad", "max_pool2d_gather", "max_pool2d_grad"]
 
 
 @pytest.mark.parametrize("name", INTERNAL_TEMPLATE_OPS)

@@ -953,6 +953,11 @@ TESTED_PRIMITIVES |= {"conv2d", "max_pool2d", "avg_pool2d"} | GRADIENT_PRIMITIVE
 INDEX_PRIMITIVES = {"max_pool2d_indices"}
 TESTED_PRIMITIVES |= INDEX_PRIMITIVES
 TESTED_FUNCTIONS |= {"max_pool1d", "avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool1d"}
+# embedding (kgen/ir/ops_gather.py): tests/ir/test_embedding.py and tests/kernels/test_embedding_kernels.py;
+# the loss forms (mse_loss among them): tests/nn/test_loss_forms.py
+GRADIENT_PRIMITIVES |= {"embedding_grad"}
+TESTED_PRIMITIVES |= {"embedding", "embedding_grad"}
+TESTED_FUNCTIONS |= {"mse_loss"}
 
 
 def test_every_table_op_has_a_test():

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import kgen
 from kgen import ops
 from kgen.ir import ops_conv
+from kgen.ir.ops_gather import embedding_grad
 from ir_helpers import assert_close, ops_in, random_array, to_torch
 
 EPS = 1e-6
@@ -277,6 +278,19 @@ CASES.update({
                             f(g=any_((2, 3, 4, 4)))),
 })
 
+
+def _rows(rng, shape):  # indices into a table of 5 rows, repeated ones included
+    return np.resize(np.array([3, 0, 3, 4, 1, 3], np.int64), shape)
+
+
+CASES.update({
+    # (padding_idx departs from the true derivative by design: tests/ir/test_embedding.py checks it against torch)
+    "embedding": Case("embedding", lambda i, w: ops.embedding(i, w), F.embedding,
+                      f(i=any_((2, 3), dtype="int64", values=_rows), w=any_((5, 4))), wrt=("w",)),
+    "embedding_grad": Case("embedding_grad", lambda g, i: embedding_grad(g, i, 5, padding_idx=4),
+                           lambda g, i: torch.ops.aten.embedding_dense_backward(g, i, 5, 4, False),
+                           f(g=any_((2, 3, 4)), i=any_((2, 3), dtype="int64", values=_rows)), wrt=("g",)),
+})
 
 @pytest.mark.parametrize("case_id", sorted(CASES))
 def test_vjp_matches_finite_differences(case_id, rng):
