@@ -51,7 +51,7 @@ def constant(value, dtype=None) -> Node:
         scalar = array.item()
         scalar = float(scalar) if dtype.is_float else (bool(scalar) if dtype is dtypes.bool_ else int(scalar))
         return Node("constant", (), {"value": scalar}, dtype, ())
-    return Node("constant", (), {"value": dtypes.round_to(array, dtype)}, dtype, array.shape)
+    return Node("constant", (), {"value": np.ascontiguousarray(dtypes.round_to(array, dtype))}, dtype, array.shape)
 
 
 def size_constant(expr, dtype=dtypes.float32) -> Node:

@@ -58,7 +58,7 @@ class Program:
         self.device = torch.device(device) if device is not None else default_device()
         self.interpreted = self.device.type != "cuda"
         self._module = None
-        self._constants = {n: torch.as_tensor(n.attrs["value"]).to(self.device)
+        self._constants = {n: torch.as_tensor(n.attrs["value"]).to(self.device).contiguous()  # kernels index it flat
                            for n in graph.nodes if n.op == "constant" and n.shape != ()}
         self._launch_cache = {}
         self._pinned = {}  # kernel name -> the config it launches with (`pin_config`)

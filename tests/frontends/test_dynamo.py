@@ -15,7 +15,8 @@ from torch_zoo import CASES, build, torch_loss
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()
-    yield
+    with torch._dynamo.config.patch(allow_rnn=True):  # else Dynamo runs nn.LSTM / nn.GRU eagerly
+        yield
     torch._dynamo.reset()
 
 
