@@ -54,21 +54,16 @@ def _scaled(b, alpha):
     return b if alpha == 1 else ops.mul(b, alpha) if isinstance(b, Node) else b * alpha
 
 
-@aten("add.Tensor", "add.Scalar")
+@aten("add.Tensor")
 def _add(ctx, a, b, alpha=1):
     if not isinstance(a, Node) and not isinstance(b, Node):  # sizes: a + b of sympy values
         return a + alpha * b
     return ops.add(a, _scaled(b, alpha))
 
 
-@aten("sub.Tensor", "sub.Scalar")
+@aten("sub.Tensor")
 def _sub(ctx, a, b, alpha=1):
     return ops.sub(a, _scaled(b, alpha))
-
-
-@aten("rsub.Scalar", "rsub.Tensor")
-def _rsub(ctx, a, b, alpha=1):
-    return ops.sub(b, _scaled(a, alpha))
 
 
 _BINARY = {"mul": ops.mul, "maximum": ops.maximum, "minimum": ops.minimum, "eq": ops.equal,
@@ -79,12 +74,12 @@ for _name, _fn in _BINARY.items():
                                           else ("default",))))(lambda ctx, a, b, _fn=_fn: _fn(a, b))
 
 
-@aten("div.Tensor", "div.Scalar")
+@aten("div.Tensor")
 def _div(ctx, a, b):
     return ops.div(a, b)
 
 
-@aten("div.Tensor_mode", "div.Scalar_mode")
+@aten("div.Tensor_mode")
 def _div_mode(ctx, a, b, rounding_mode=None):
     return ops.div(a, b, rounding_mode=rounding_mode)
 
@@ -128,11 +123,6 @@ def _elu(ctx, x, alpha=1.0, scale=1.0, input_scale=1.0):
     if scale != 1 or input_scale != 1:  # selu: elu scaled inside and out
         return ops.mul(ops.elu(ops.mul(x, input_scale), alpha), scale)
     return ops.elu(x, alpha)
-
-
-@aten("softplus.default")
-def _softplus(ctx, x, beta=1.0, threshold=20.0):
-    return ops.softplus(x, beta, threshold)
 
 
 @aten("hardtanh.default")
@@ -182,7 +172,7 @@ def _to_copy(ctx, x, dtype=None, layout=None, device=None, pin_memory=None, non_
     return x if dtype is None else ops.cast(x, _dtype(dtype))
 
 
-@aten("clone.default", "alias.default", "lift_fresh_copy.default", "detach.default")
+@aten("clone.default")
 def _identity(ctx, x, memory_format=None):
     return x
 
@@ -203,7 +193,7 @@ def _full_like(ctx, x, value, dtype=None, layout=None, device=None, pin_memory=N
 
 
 # --- reductions ----------------------------------------------------------------------------------
-@aten("sum.dim_IntList", "sum.default")
+@aten("sum.dim_IntList")
 def _sum(ctx, x, dim=None, keepdim=False, dtype=None):
     x = x if dtype is None else ops.cast(x, _dtype(dtype))
     if x.dtype is dtypes.bool_:
@@ -253,7 +243,7 @@ def _gather(ctx, x, dim, index, sparse_grad=False):
 
 
 # --- views ---------------------------------------------------------------------------------------
-@aten("view.default", "_unsafe_view.default", "reshape.default")
+@aten("view.default")
 def _view(ctx, x, shape):
     return ops.reshape(x, list(shape))
 
@@ -261,18 +251,6 @@ def _view(ctx, x, shape):
 @aten("permute.default")
 def _permute(ctx, x, dims):
     return ops.transpose(x, [d % x.ndim for d in dims])
-
-
-@aten("t.default")
-def _t(ctx, x):
-    return ops.transpose(x) if x.ndim == 2 else x
-
-
-@aten("transpose.int")
-def _transpose(ctx, x, a, b):
-    perm = list(range(x.ndim))
-    perm[a], perm[b] = perm[b], perm[a]
-    return ops.transpose(x, perm)
 
 
 @aten("expand.default")
@@ -287,11 +265,8 @@ def _unsqueeze(ctx, x, dim):
     return ops.expand_dims(x, dim % (x.ndim + 1))
 
 
-@aten("squeeze.dims", "squeeze.dim", "squeeze.default")
-def _squeeze(ctx, x, dims=None):
-    dims = [dims] if isinstance(dims, int) else dims
-    if dims is None:
-        return ops.squeeze(x)
+@aten("squeeze.dims")
+def _squeeze(ctx, x, dims):
     return ops.squeeze(x, [d % builtins.max(x.ndim, 1) for d in dims if x.shape[d] == 1])
 
 
@@ -332,13 +307,6 @@ def _cat(ctx, tensors, dim=0):
 @aten("split_with_sizes.default")
 def _split_with_sizes(ctx, x, sizes, dim=0):
     return tuple(ops.split(x, list(sizes), dim % x.ndim))
-
-
-@aten("split.Tensor")
-def _split(ctx, x, size, dim=0):
-    dim %= x.ndim
-    total = x.shape[dim]
-    return tuple(ops.split(x, [builtins.min(size, total - k) for k in range(0, total, size)], dim))
 
 
 @aten("constant_pad_nd.default")
@@ -467,29 +435,9 @@ def _embedding(ctx, weight, indices, padding_idx=-1, scale_grad_by_freq=False, s
     return ops.embedding(indices, weight, padding_idx=None if padding_idx < 0 else padding_idx)
 
 
-_REDUCTIONS = {0: "none", 1: "mean", 2: "sum"}  # torch's Reduction enum
-
-
-@aten("nll_loss_forward.default", "nll_loss2d_forward.default")
-def _nll_loss(ctx, log_probs, target, weight, reduction, ignore_index):
-    loss = ops.nll_loss(log_probs, target, weight=weight, ignore_index=ignore_index,
-                        reduction=_REDUCTIONS[reduction])
-    return loss, _unused("total_weight")
-
-
-@aten("mse_loss.default")
-def _mse_loss(ctx, a, b, reduction=1):
-    return ops.mse(a, b, reduction=_REDUCTIONS[reduction])
-
-
 @aten("sym_size.int")
 def _sym_size(ctx, x, dim):
     return x.shape[dim]
-
-
-@aten("sym_numel.default")
-def _sym_numel(ctx, x):
-    return shapes.numel(x.shape)
 
 
 # Python's arithmetic on symbolic sizes (SymInt expressions between the sym_size nodes).

@@ -29,10 +29,12 @@ def _i(high, *shape):
 # name -> (function of torch tensors, example inputs)
 CASES = {
     "arith": (lambda a, b: (a + 2 * b - b / 3) * b - torch.maximum(a, b) + torch.minimum(a, -b), (_r(4, 3), _r(4, 3))),
-    "scalar-arith": (lambda a: 1 - a * 2.5 + a.add(1.0, alpha=2) - a.sub(b := a, alpha=0.5) + 3 / (a.abs() + 1),
+    "scalar-arith": (lambda a: 1 - a * 2.5 + a.add(1.0, alpha=2) - a.sub(a * a, alpha=0.5) + 3 / (a.abs() + 1),
                      (_r(4, 3),)),
     "compare": (lambda a, b: torch.where((a > b) & ~(a == 0.1) | (a <= 0) & (b >= a) & (a != b) | (a < 0.5),
                                          a, b * 2), (_r(4, 3), _r(4, 3))),
+    "compare-more": (lambda a, b: torch.where((a == b) ^ (a < b) | (a <= b) & (a >= 0.5) | (a != 0.2) & (a > 0.1),
+                                              a, -b) + a.clamp(min=b) + torch.remainder(a, 0.7), (_r(4, 3), _r(4, 3))),
     "unary": (lambda a: (-a).exp() + a.abs().log() + a.abs().sqrt() + a.tanh() + a.sigmoid() + a.relu()
               + a.abs().rsqrt() + (a.abs() + 1).reciprocal() + a.abs().log1p() + a.expm1() + torch.erf(a),
               (_r(5, 3, positive=True),)),
@@ -77,7 +79,8 @@ CASES = {
                        (_r(4, 3, 4),)),
 }
 # ops whose translation is reached only in training mode
-TRAINING = {"dropout": (lambda a: F.dropout(a, 0.0, training=True) + F.dropout(a, 0.5, training=False), (_r(4, 3),)),
+TRAINING = {"dropout": (lambda a: F.dropout(a, 0.0, training=True) + F.dropout(a, 0.5, training=False)
+                        + 0.0 * F.dropout(a, 0.5, training=True), (_r(4, 3),)),  # the mask: test_from_torch
             "batchnorm-module": (torch.nn.BatchNorm1d(3), (_r(4, 3),))}
 
 
