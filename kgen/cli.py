@@ -157,7 +157,6 @@ def cmd_models(args):
 
 def cmd_compile(args):
     # at run time: kgen --help imports neither torch nor triton
-    from kgen import nn
     from kgen.artifact.commands import check_destination, compile_model
 
     _check_targets(args.target)
