@@ -147,7 +147,10 @@ class _KgenGraph(torch.autograd.Function):
     @staticmethod
     def forward(ctx, variant, seeds, *tensors):
         ctx.variant, ctx.seeds = variant, seeds
-        ctx.save_for_backward(*tensors)
+        # the backward reads the inputs as they were: those the graph writes (a batch norm's
+        # statistics, copied back after this forward) are kept as copies
+        written = {variant.tensor_positions.index(p) for p, _ in variant.mutations}
+        ctx.inputs = [t.detach().clone() if i in written else t.detach() for i, t in enumerate(tensors)]
         outputs = variant.forward(*[t.detach() for t in tensors], *seeds)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for k, out in enumerate(outputs):
@@ -157,13 +160,13 @@ class _KgenGraph(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *cotangents):
-        variant, tensors = ctx.variant, ctx.saved_tensors
+        variant, tensors = ctx.variant, ctx.inputs
         wanted = tuple(i for i, needs in enumerate(ctx.needs_input_grad[2:]) if needs)
         if not wanted:
             return (None, None) + (None,) * len(tensors)
         _, fn, outputs = variant.backward_function(wanted)
         cots = [cotangents[k].contiguous() for k in outputs]  # torch materialises a missing one as zeros
-        grads = fn(*[t.detach() for t in tensors], *ctx.seeds, *cots)
+        grads = fn(*tensors, *ctx.seeds, *cots)
         grads = grads if isinstance(grads, (list, tuple)) else [grads]
         result = [None] * len(tensors)
         for i, g in zip(wanted, grads):
