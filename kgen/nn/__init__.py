@@ -4,6 +4,7 @@ from kgen.nn import data, zoo
 from kgen.nn.data import DataLoader, batches, load_idx, load_mnist, load_mnist_5k, split_mnist_5k
 from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Flatten, Linear, LogSoftmax, MaxPool2d, ReLU, Sequential,
                             Sigmoid, Softmax, Tanh, manual_seed)
+from kgen.nn.layers import Conv1d
 from kgen.nn.losses import BCELoss, CrossEntropyLoss, MSELoss, NLLLoss, SparseCategoricalCrossentropy
 from kgen.nn.module import Module
 from kgen.nn.optim import SGD, Adam, Optimizer
@@ -11,6 +12,7 @@ from kgen.nn.recurrent import GRU, LSTM, LastStep
 from kgen.nn.train import Trainer, eval_step, predict_step, train_step
 
 __all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
+           "Conv1d",
            "split_mnist_5k", "AvgPool2d", "Conv2d", "Dropout", "MaxPool2d", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "GRU", "LSTM", "LastStep", "Trainer",
