@@ -925,6 +925,8 @@ TESTED_FUNCTIONS |= {"getitem", "slice_strided", "pad_strided", "pad", "concaten
 GRADIENT_PRIMITIVES = {"conv2d_input_grad", "conv2d_weight_grad", "max_pool2d_grad", "max_pool2d_gather",
                        "avg_pool2d_grad"}
 TESTED_PRIMITIVES |= {"conv2d", "max_pool2d", "avg_pool2d"} | GRADIENT_PRIMITIVES
+# conv1d, a conv2d one row high: against torch in tests/kernels/test_conv_groups.py
+TESTED_FUNCTIONS |= {"conv1d"}
 
 
 def test_every_table_op_has_a_test():
