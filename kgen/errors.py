@@ -39,7 +39,7 @@ class CheckError(KgenError, AssertionError):
 
 class ArgumentError(KgenError, TypeError):
     """A kgen function or op called with arguments it does not take: an unknown keyword
-    (conv2d(groups=2)), too many or too few."""
+    (conv2d(padding_mode="reflect")), too many or too few."""
 
 
 class OptionError(KgenError, ValueError):
@@ -75,7 +75,7 @@ def check_arguments(fn, where: str):
 
 # keywords from other libraries, and what kgen calls them (or why it has none)
 KEYWORD_HINTS = {"dim": "kgen's ops take axis=, as in NumPy", "keepdim": "kgen's ops take keepdims=, as in NumPy",
-                 "groups": "grouped convolution is not supported", "out": "kgen ops return new tensors"}
+                 "padding_mode": "convolutions pad with zeros only", "out": "kgen ops return new tensors"}
 
 
 def _argument_message(where: str, signature, kwargs: dict, bad: TypeError) -> str:

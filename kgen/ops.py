@@ -17,7 +17,7 @@ import sympy
 from kgen.errors import DTypeError, KgenError, OptionError, ShapeError, check_arguments
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
-from kgen.ir.ops_conv import conv_attrs, pool_attrs
+from kgen.ir.ops_conv import conv_attrs, conv_padding, pair, pool_attrs
 from kgen.ir.ops_gather import padding_index
 from kgen.ir.ops_view import whole_axis
 
@@ -35,6 +35,7 @@ __all__ = [
     "elu", "softplus", "hardtanh", "relu6",
     "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool1d",
     "embedding", "mse_loss",
+    "conv1d",
 ]
 
 
@@ -928,25 +929,59 @@ def relu6(x):
 
 
 # --- convolution and pooling -------------------------------------------------------------
-def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW") -> Node:
-    """torch.nn.functional.conv2d without groups: x [N, C, H, W] and w [F, C, KH, KW] give
-    [N, F, OH, OW], plus `bias` [F] if given. layout="NHWC" takes x as [N, H, W, C] and
-    gives [N, OH, OW, F] (w stays [F, C, KH, KW]); the transposes are views, not copies."""
+def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW", groups=1) -> Node:
+    """torch.nn.functional.conv2d: x [N, C, H, W] and w [F, C/groups, KH, KW] give
+    [N, F, OH, OW], plus `bias` [F] if given; an unbatched x [C, H, W] gives [F, OH, OW].
+    layout="NHWC" takes x as [N, H, W, C] (or [H, W, C]) and gives [N, OH, OW, F] (w stays
+    [F, C/groups, KH, KW]); the transposes are views, not copies. `groups` splits C and F
+    into groups, filter f seeing only the channels of its group (groups == C: depthwise).
+    padding="same" pads as torch does, one more row or column after the image than before
+    it where the (dilated) window's span less one is odd: a pad view of x."""
     if layout not in ("NCHW", "NHWC"):
         raise KgenError(f"conv2d: layout must be 'NCHW' or 'NHWC', got {layout!r}")
     x, w = _floating(x, w)
-    if x.ndim != 4 or w.ndim != 4:
-        raise ShapeError(f"conv2d takes a 4-D x ({layout}) and a 4-D w [F, C, KH, KW], got "
-                         f"{x.type_str()} and {w.type_str()}")
+    if x.ndim not in (3, 4) or w.ndim != 4:
+        raise ShapeError(f"conv2d takes a 4-D x ({layout}) or an unbatched 3-D one and a 4-D w "
+                         f"[F, C/groups, KH, KW], got {x.type_str()} and {w.type_str()}")
+    if x.ndim == 3:  # unbatched, as torch takes it: a batch of one, a view
+        out = conv2d(expand_dims(x, 0), w, bias, stride, padding, dilation, layout, groups)
+        return squeeze(out, 0)
     if layout == "NHWC":
         x = transpose(x, (0, 3, 1, 2))
-    out = Node("conv2d", (x, w), conv_attrs(stride, padding, dilation, w.shape[2:]))
+    both, extra = conv_padding(padding, w.shape[2:], pair(stride, "conv2d: stride"), pair(dilation, "conv2d: dilation"))
+    if any(extra):  # torch's padding="same" of an odd total: the odd row/column goes after the image
+        x = pad_strided(x, (0, 0, 0, 0), (1, 1, 1, 1), x.shape[:2] + (x.shape[2] + extra[0], x.shape[3] + extra[1]))
+    out = Node("conv2d", (x, w), conv_attrs(stride, both, dilation, w.shape[2:], groups))
     if bias is not None:
         bias = cast(bias if isinstance(bias, Node) else constant(bias), out.dtype)
         if bias.ndim != 1 or bias.shape[0] != w.shape[0]:
             raise ShapeError(f"conv2d: bias must be [{w.shape[0]}] (one per filter), got {bias.type_str()}")
         out = out + reshape(bias, (1, w.shape[0], 1, 1))
     return transpose(out, (0, 2, 3, 1)) if layout == "NHWC" else out
+
+
+def _one(value, what: str) -> int:
+    """conv1d's stride, padding or dilation: an int or a 1-tuple (padding: also a string)."""
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = value[0]
+    if isinstance(value, str) or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+        return value
+    raise ShapeError(f"conv1d: {what} must be an int or a 1-tuple, got {value!r}")
+
+
+def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Node:
+    """torch.nn.functional.conv1d: x [N, C, L] (or unbatched [C, L]) and w [F, C/groups, K]
+    give [N, F, OL] (or [F, OL]), plus `bias` [F] if given: conv2d over an image one row
+    high (the reshapes are views), so it lowers, fuses and differentiates as conv2d does."""
+    x, w = _floating(x, w)
+    if x.ndim not in (2, 3) or w.ndim != 3:
+        raise ShapeError(f"conv1d takes a 3-D x [N, C, L] or an unbatched 2-D one and a 3-D w "
+                         f"[F, C/groups, K], got {x.type_str()} and {w.type_str()}")
+    padding = _one(padding, "padding")
+    out = conv2d(expand_dims(x, -2), expand_dims(w, -2), bias, (1, _one(stride, "stride")),
+                 padding if isinstance(padding, str) else (0, padding), (1, _one(dilation, "dilation")),
+                 groups=groups)
+    return squeeze(out, -2)
 
 
 def _batched(x, op: str, spatial: int):

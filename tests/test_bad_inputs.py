@@ -212,10 +212,10 @@ def test_the_device_decision():
 # --- unknown keywords ------------------------------------------------------------------------------
 def test_unknown_keyword_names_the_op_and_what_it_takes():
     x, w = kgen.tensor("a", (1, 2, 5, 5)), kgen.tensor("b", (2, 1, 3, 3))
-    with pytest.raises(ArgumentError, match=r"kgen\.ops\.conv2d: unknown keyword 'groups' \(grouped convolution "
-                                            r"is not supported\); expected one of: x, w, bias, stride, padding, "
-                                            r"dilation, layout"):
-        kgen.ops.conv2d(x, w, groups=2)
+    with pytest.raises(ArgumentError, match=r"kgen\.ops\.conv2d: unknown keyword 'padding_mode' \(convolutions "
+                                            r"pad with zeros only\); expected one of: x, w, bias, stride, padding, "
+                                            r"dilation, layout, groups"):
+        kgen.ops.conv2d(x, w, padding_mode="reflect")
     assert issubclass(ArgumentError, TypeError) and issubclass(ArgumentError, kgen.KgenError)
     with pytest.raises(ArgumentError, match=r"kgen\.ops\.sum: unknown keyword 'dim' \(kgen's ops take axis="):
         kgen.ops.sum(x, dim=1)

@@ -89,50 +89,64 @@ def _out(size, k, s, p, d=1) -> int:
 
 
 def _conv_padding(padding, kernel, stride, dilation) -> tuple:
+    """The padding summed over both sides of each axis ("same" pads one more after the
+    image than before it where the window's span less one is odd, as torch does)."""
     if padding == "valid":
         return (0, 0)
     if padding == "same":
         need(stride == (1, 1), "'same' needs stride 1")
-        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        need(all(t % 2 == 0 for t in total), "'same' with uneven padding")
-        return (total[0] // 2, total[1] // 2)
-    return pair(padding)
+        return tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+    return tuple(2 * p for p in pair(padding))
 
 
 def _nchw(x: Info, layout: str) -> tuple:
-    need(len(x.shape) == 4, "a 4-D tensor")
-    shape = (x.shape[0], x.shape[3], x.shape[1], x.shape[2]) if layout == "NHWC" else x.shape
+    need(len(x.shape) in (3, 4), "a 4-D tensor or an unbatched 3-D one")
+    shape = x.shape if len(x.shape) == 4 else (1,) + x.shape  # unbatched: a batch of one
+    if layout == "NHWC":
+        shape = (shape[0], shape[3], shape[1], shape[2])
     need(all(isinstance(d, int) for d in shape[1:]), "C, H, W must be static")
     return shape
 
 
 def _conv_geometry(step, kernel):
+    """stride, padding summed over both sides, dilation."""
     stride, dilation = pair(step["stride"]), pair(step["dilation"])
     padding = _conv_padding(step["padding"], kernel, stride, dilation)
     need(min(stride) >= 1 and min(dilation) >= 1 and min(padding) >= 0, "bad conv attributes")
     return stride, padding, dilation
 
 
+def _conv_out(size, k, s, both, d) -> int:
+    return (size + both - d * (k - 1) - 1) // s + 1
+
+
 def _conv_infer(step, infos, sizes):
     x, w = infos[:2]
     want_float(x), want_float(w)
     n, c, h, wd = _nchw(x, step.get("layout", "NCHW"))
-    need(len(w.shape) == 4 and all(isinstance(d, int) for d in w.shape), "w is a static [F, C, KH, KW]")
+    need(len(w.shape) == 4 and all(isinstance(d, int) for d in w.shape), "w is a static [F, C/groups, KH, KW]")
     f, wc, kh, kw = w.shape
-    need(wc == c, "channels differ")
+    groups = step.get("groups", 1)
+    need(groups >= 1 and wc * groups == c and f % groups == 0, "channels differ")
     stride, padding, dilation = _conv_geometry(step, (kh, kw))
-    oh, ow = (_out(h, kh, stride[0], padding[0], dilation[0]), _out(wd, kw, stride[1], padding[1], dilation[1]))
+    oh, ow = (_conv_out(h, kh, stride[0], padding[0], dilation[0]), _conv_out(wd, kw, stride[1], padding[1], dilation[1]))
     need(oh >= 1 and ow >= 1, "the window is larger than the padded input")
-    m = c * kh * kw * x.mag * w.mag
+    m = wc * kh * kw * x.mag * w.mag
     if len(infos) == 3:
         need(infos[2].shape == (f,), "bias is [F]")
         m += infos[2].mag
     shape = (n, oh, ow, f) if step.get("layout") == "NHWC" else (n, f, oh, ow)
-    return Info(shape, FLOAT, -m, m)
+    return Info(shape if len(x.shape) == 4 else shape[1:], FLOAT, -m, m)
 
 
-def _image(g: Gen, layout="NCHW", channels=None):
-    """A 4-D float value with static C, H, W (an existing one, or a new input)."""
+def _image(g: Gen, layout="NCHW", channels=None, unbatched=False):
+    """A 4-D float value with static C, H, W (an existing one, or a new input); with
+    `unbatched`, a new 3-D one ([C, H, W] or [H, W, C]) at times."""
+    if unbatched and g.chance(0.15):
+        c, h, w = g.choice([1, 2, 3, 4]), g.rng.randint(1, 7), g.rng.randint(1, 7)
+        x = g.new_input((h, w, c) if layout == "NHWC" else (c, h, w), "float")
+        return x, _nchw(g.infos[x], layout)
+
     def fits(i):
         if i.dtype != FLOAT or len(i.shape) != 4:
             return False
@@ -162,31 +176,40 @@ def _draw_conv(g: Gen, h, w):
             s, p, d = _conv_geometry({"stride": stride, "padding": padding, "dilation": dilation}, kernel)
         except Illegal:
             continue
-        if _out(h, kernel[0], s[0], p[0], d[0]) >= 1 and _out(w, kernel[1], s[1], p[1], d[1]) >= 1:
+        if _conv_out(h, kernel[0], s[0], p[0], d[0]) >= 1 and _conv_out(w, kernel[1], s[1], p[1], d[1]) >= 1:
             return kernel, stride, padding, dilation
     raise Illegal("no conv fits")
 
 
+def _draw_groups(g: Gen, c: int) -> tuple:
+    """groups (1, a divisor of c, or c: depthwise) and a filter count it divides."""
+    groups = g.choice([1, 1, c, c] + [d for d in range(2, c) if c % d == 0]) if c > 1 else 1
+    if groups == 1:
+        return 1, g.choice([1, 2, 3, 4] + ([0] if g.chance(0.05) else []))
+    return groups, groups * g.choice([1, 1, 2])
+
+
 def _conv_propose(g: Gen):
     layout = "NHWC" if g.chance(0.3) else "NCHW"
-    x, (n, c, h, w) = _image(g, layout)
+    x, (n, c, h, w) = _image(g, layout, unbatched=True)
     kernel, stride, padding, dilation = _draw_conv(g, h, w)
-    f = g.choice([1, 2, 3, 4] + ([0] if g.chance(0.05) else []))
-    wt = g.operand((f, c) + kernel, shared=0.6)
+    groups, f = _draw_groups(g, c)
+    wt = g.operand((f, c // groups) + kernel, shared=0.6)
     ins = [x, wt] + ([g.operand((f,), shared=0.6)] if g.chance(0.5) else [])
-    g.add("conv2d", ins, stride=stride, padding=padding, dilation=dilation, layout=layout)
+    g.add("conv2d", ins, stride=stride, padding=padding, dilation=dilation, layout=layout, groups=groups)
 
 
 def _conv_kgen(step, args, infos):
     bias = args[2] if len(args) == 3 else "None"
     return (f"ops.conv2d({args[0]}, {args[1]}, {bias}, stride={arg(step['stride'])}, "
-            f"padding={arg(step['padding'])}, dilation={arg(step['dilation'])}, layout={step['layout']!r})")
+            f"padding={arg(step['padding'])}, dilation={arg(step['dilation'])}, layout={step['layout']!r}, "
+            f"groups={step.get('groups', 1)})")
 
 
 def _conv_torch(step, args, infos):
     bias = args[2] if len(args) == 3 else "None"
     return (f"T.conv2d({args[0]}, {args[1]}, {bias}, {pair(step['stride'])!r}, {arg(step['padding'])}, "
-            f"{pair(step['dilation'])!r}, {step['layout']!r})")
+            f"{pair(step['dilation'])!r}, {step['layout']!r}, {step.get('groups', 1)})")
 
 
 register("conv2d", _conv_propose, _conv_infer, _conv_kgen, _conv_torch, weight=1.5)
@@ -199,6 +222,55 @@ def _pool_out_ceil(size, k, s, p, d, ceil) -> int:
         return reach // s + 1
     out = -(-reach // s) + 1
     return out - 1 if (out - 1) * s >= size + p else out
+
+
+# conv1d: x [N, C, L] or [C, L], w [F, C/groups, K]; stride, padding and dilation are ints
+# (or, for padding, "same" / "valid"), checked as conv2d's second axis with a first of 1
+def _conv1d_infer(step, infos, sizes):
+    x, w = infos[:2]
+    need(len(x.shape) in (2, 3) and len(w.shape) == 3, "x [N, C, L] or [C, L], w [F, C/groups, K]")
+    x4 = Info(x.shape[:-1] + (1,) + x.shape[-1:], x.dtype, x.lo, x.hi)
+    w4 = Info(w.shape[:2] + (1,) + w.shape[2:], w.dtype, w.lo, w.hi)
+    padding = step["padding"] if isinstance(step["padding"], str) else [0, step["padding"]]
+    conv = {"stride": [1, step["stride"]], "padding": padding, "dilation": [1, step["dilation"]],
+            "groups": step["groups"]}
+    out = _conv_infer(conv, [x4, w4] + list(infos[2:]), sizes)
+    return Info(out.shape[:-2] + out.shape[-1:], out.dtype, out.lo, out.hi)
+
+
+def _conv1d_propose(g: Gen):
+    if g.chance(0.2):
+        c = g.choice([1, 2, 3, 4])
+        x = g.new_input((c, g.rng.randint(1, 9)), "float")
+    else:
+        x = g.pick(lambda i: i.dtype == FLOAT and len(i.shape) == 3 and all(isinstance(d, int) for d in i.shape[1:])
+                   and i.shape[2] >= 1)
+        if x is None or g.chance(0.3):
+            x = g.new_input((g.dim(), g.choice([1, 2, 3, 4]), g.rng.randint(1, 9)), "float")
+    c, length = g.infos[x].shape[-2:]
+    groups, f = _draw_groups(g, c)
+    kernel, stride, dilation = g.rng.randint(1, 3), g.choice([1, 1, 2]), g.choice([1, 1, 2])
+    padding = g.choice([0, 1, 2, "valid"] + (["same"] if stride == 1 else []))
+    if _conv_out(length, kernel, stride, _conv_padding(padding, (kernel,), (stride,), (dilation,))[0], dilation) < 1:
+        raise Illegal("the window is larger than the padded input")
+    wt = g.operand((f, c // groups, kernel), shared=0.6)
+    ins = [x, wt] + ([g.operand((f,), shared=0.6)] if g.chance(0.5) else [])
+    g.add("conv1d", ins, stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _conv1d_kgen(step, args, infos):
+    bias = args[2] if len(args) == 3 else "None"
+    return (f"ops.conv1d({args[0]}, {args[1]}, {bias}, stride={step['stride']!r}, padding={step['padding']!r}, "
+            f"dilation={step['dilation']!r}, groups={step['groups']})")
+
+
+def _conv1d_torch(step, args, infos):
+    bias = args[2] if len(args) == 3 else "None"
+    return (f"T.conv1d({args[0]}, {args[1]}, {bias}, {step['stride']!r}, {step['padding']!r}, "
+            f"{step['dilation']!r}, {step['groups']})")
+
+
+register("conv1d", _conv1d_propose, _conv1d_infer, _conv1d_kgen, _conv1d_torch, weight=0.75)
 
 
 def _pool_geometry(step):

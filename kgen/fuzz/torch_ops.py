@@ -48,7 +48,9 @@ def sum_to(x, shape):
     return out.reshape(tuple(shape))
 
 
-def conv2d(x, w, bias, stride, padding, dilation, layout):
+def conv2d(x, w, bias, stride, padding, dilation, layout, groups=1):
+    if x.dim() == 3:  # unbatched
+        return conv2d(x.unsqueeze(0), w, bias, stride, padding, dilation, layout, groups).squeeze(0)
     if layout == "NHWC":
         x = x.permute(0, 3, 1, 2)
     if x.shape[1] == 0 or w.shape[0] == 0:  # torch refuses no channels or no filters; a sum over none is 0
@@ -59,8 +61,16 @@ def conv2d(x, w, bias, stride, padding, dilation, layout):
         if bias is not None:
             out = out + bias.reshape(1, -1, 1, 1)
     else:
-        out = F.conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation)
+        out = F.conv2d(x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
     return out.permute(0, 2, 3, 1) if layout == "NHWC" else out
+
+
+def conv1d(x, w, bias, stride, padding, dilation, groups):
+    if x.shape[-2] == 0 or w.shape[0] == 0:  # as conv2d's: an image one row high
+        pad = padding if isinstance(padding, str) else (0, padding)
+        return conv2d(x.unsqueeze(-2), w.unsqueeze(-2), bias, (1, stride), pad, (1, dilation), "NCHW",
+                      groups).squeeze(-2)
+    return F.conv1d(x, w, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
 def _pair(v):

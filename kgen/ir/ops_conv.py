@@ -1,8 +1,8 @@
 """Op table entries for 2-D convolution and pooling, NCHW, as torch.nn.functional has them.
 
-    conv2d(x[N,C,H,W], w[F,C,KH,KW])      -> [N,F,OH,OW]   stride, padding, dilation
+    conv2d(x[N,C,H,W], w[F,C/G,KH,KW])    -> [N,F,OH,OW]   stride, padding, dilation, groups G
     conv2d_input_grad(g[N,F,OH,OW], w)     -> [N,C,H,W]     ... and input_size=(H, W)
-    conv2d_weight_grad(x, g[N,F,OH,OW])    -> [F,C,KH,KW]   ... and kernel_size=(KH, KW)
+    conv2d_weight_grad(x, g[N,F,OH,OW])    -> [F,C/G,KH,KW] ... and kernel_size=(KH, KW)
     max_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   kernel_size, stride, padding
     max_pool2d_indices(x[N,C,H,W])         -> [N,C,OH,OW]   int64 flat argmax in each H*W plane
     max_pool2d_grad(g[N,C,OH,OW], x)       -> [N,C,H,W]     g routed to each window's argmax
@@ -10,8 +10,10 @@
     avg_pool2d(x[N,C,H,W])                 -> [N,C,OH,OW]   kernel_size, stride, padding
     avg_pool2d_grad(g[N,C,OH,OW])          -> [N,C,H,W]     ... and input_size=(H, W)
 
-with OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1, as torch computes it. Padding reads zeros
-(conv, average) or -inf (max).
+with OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1, as torch computes it. A convolution of
+`groups` G splits the channels C and the filters F (both divisible by G) into G groups:
+filter f sees only the C/G channels of its group f // (F/G), as in torch. Padding reads
+zeros (conv, average) or -inf (max).
 
 The pools take torch's options as attrs, each present only when it is not torch's default
 (POOL_OPTIONS), so a pool with the defaults is the node it always was: dilation and
@@ -38,9 +40,13 @@ there is -inf, as torch does on CPU. Half-precision operands accumulate in float
 Channel, spatial and kernel sizes must be ints; the batch size may be symbolic.
 
 Each entry also states its cost and its library twin: the three convolutions are implicit
-GEMMs (`gemm`: their extents as kgen/kernels/conv.py tiles them) of 2 flops per (output
-element of the forward conv, weight tap); a pooling op does one compare or add per window
-element of each pooled value; `vendor` is the torch call computing the same value.
+GEMMs of 2 flops per (output element of the forward conv, weight tap); a pooling op does one
+compare or add per window element of each pooled value; `vendor` is the torch call
+computing the same value. A convolution of one group is one GEMM, and its `gemm` fact gives
+its extents as kgen/kernels/conv.py tiles them; one of G > 1 groups is G GEMMs (or, when
+depthwise, no GEMM at all: kgen/kernels/depthwise.py), so its `gemm` is None, as a batched
+matmul's is: fusion rule E4 would read one GEMM's extents as the whole kernel's. Its
+template reads each group's extents from `group_gemm`.
 """
 from __future__ import annotations
 
@@ -61,8 +67,8 @@ def _ops():
 
 
 def _conv_args(attrs) -> dict:
-    """A node's stride, padding and dilation, as keyword arguments of a conv builder."""
-    return {k: attrs[k] for k in CONV_ATTRS}
+    """A node's stride, padding, dilation and groups, as keyword arguments of a conv builder."""
+    return {**{k: attrs[k] for k in CONV_ATTRS}, "groups": attrs["groups"]}
 
 
 def _pool_args(attrs) -> dict:
@@ -260,6 +266,25 @@ def _batch_channel_index(shape):
     return np.arange(n).reshape(-1, 1, 1, 1), np.arange(c).reshape(1, -1, 1, 1)
 
 
+def _check_groups(attrs, filters, channels=None) -> int:
+    """The attrs' groups G, which must divide the filters and the channels (if given: the
+    input gradient's channels are the weight's times G)."""
+    if "groups" not in attrs:
+        raise ShapeError("missing attribute 'groups' (expected stride, padding, dilation, groups)")
+    groups = attrs["groups"]
+    if not (isinstance(groups, int) and not isinstance(groups, bool) and groups >= 1):
+        raise ShapeError(f"groups must be an int >= 1, got {groups!r}")
+    if filters % groups or (channels is not None and channels % groups):
+        sizes = f"the {channels} channels and " if channels is not None else ""
+        raise ShapeError(f"groups={groups} must divide {sizes}the {filters} filters")
+    return groups
+
+
+def _per_group(groups: int, axis: int, part):
+    """part(i) for each group i, joined along `axis` (one group: part(0) itself)."""
+    return part(0) if groups == 1 else np.concatenate([part(i) for i in range(groups)], axis=axis)
+
+
 def _conv_flops(out, weight):
     """2 flops per (element of the forward conv's output `out`, tap of a filter of `weight`)."""
     return 2 * shapes.numel(out.shape) * shapes.numel(weight.shape[1:])
@@ -272,7 +297,7 @@ def _pool_flops(pooled, attrs):
 
 
 def _torch_conv_attrs(node) -> dict:
-    return {k: tuple(node.attrs[k]) for k in CONV_ATTRS}
+    return {**{k: tuple(node.attrs[k]) for k in CONV_ATTRS}, "groups": node.attrs["groups"]}
 
 
 def _torch_pool_args(node) -> tuple:
@@ -314,27 +339,39 @@ def spatial_size(size, what: str) -> tuple:
     return pair(size, what)
 
 
-def _conv_padding(padding, kernel, stride, dilation) -> tuple:
-    """conv2d's padding: ints, a pair, "valid" (none) or "same" (stride 1, equal on both sides)."""
+def conv_padding(padding, kernel, stride, dilation) -> tuple:
+    """conv2d's padding as torch takes it (ints, a pair, "valid" or "same"): the pair padded
+    on both sides, and the pair padded after that at the bottom and right only. Only "same"
+    has the second, where a (dilated) window's span less one is odd: torch pads the extra
+    row or column after the image, and so does kgen.ops.conv2d (a pad view of x)."""
     if isinstance(padding, str):
         if padding == "valid":
-            return (0, 0)
+            return (0, 0), (0, 0)
         if padding != "same":
             raise ShapeError(f"conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
         if stride != (1, 1):
             raise ShapeError(f"conv2d: padding='same' needs stride 1, got stride {stride}")
         total = [d * (k - 1) for d, k in zip(dilation, kernel)]
-        if any(t % 2 for t in total):
-            raise ShapeError(f"conv2d: padding='same' with kernel {tuple(kernel)} and dilation {dilation} "
-                             f"needs unequal padding on the two sides, which kgen does not do")
-        return (total[0] // 2, total[1] // 2)
-    return pair(padding, "conv2d: padding")
+        return (total[0] // 2, total[1] // 2), (total[0] % 2, total[1] % 2)
+    return pair(padding, "conv2d: padding"), (0, 0)
 
 
-def conv_attrs(stride, padding, dilation, kernel) -> dict:
-    """The attrs of a convolution node with a (KH, KW) `kernel`, from torch-style arguments."""
+def _groups(groups) -> int:
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, (bool, np.bool_)) or groups < 1:
+        raise ShapeError(f"conv2d: groups must be an int >= 1, got {groups!r}")
+    return int(groups)
+
+
+def conv_attrs(stride, padding, dilation, kernel, groups=1) -> dict:
+    """The attrs of a convolution node with a (KH, KW) `kernel`, from torch-style arguments
+    (a padding="same" that needs an extra row or column after the image is refused here:
+    kgen.ops.conv2d pads x for it)."""
     stride, dilation = pair(stride, "conv2d: stride"), pair(dilation, "conv2d: dilation")
-    return {"stride": stride, "padding": _conv_padding(padding, kernel, stride, dilation), "dilation": dilation}
+    both, extra = conv_padding(padding, kernel, stride, dilation)
+    if any(extra):
+        raise ShapeError(f"conv2d: padding='same' with kernel {tuple(kernel)} and dilation {dilation} pads "
+                         f"one more after the image than before it, which only kgen.ops.conv2d does")
+    return {"stride": stride, "padding": both, "dilation": dilation, "groups": _groups(groups)}
 
 
 def _pool_option(op: str, key: str, value):
@@ -368,19 +405,19 @@ def pool_attrs(op: str, kernel_size, stride, padding, **options) -> dict:
 # The gradient ops are IR primitives that the VJP rules below build (and tests, to check
 # them alone), not kgen.ops functions, as torch's aten backward ops are no torch.* functions.
 # They take nodes of one floating dtype as the rules have them; the shape rules check it.
-def conv2d_input_grad(g, w, input_size, stride=1, padding=0, dilation=1) -> Node:
+def conv2d_input_grad(g, w, input_size, stride=1, padding=0, dilation=1, groups=1) -> Node:
     """The gradient of conv2d with respect to its input x, of spatial size `input_size`
     ((H, W) or x's whole shape), given the output gradient g (torch.nn.grad.conv2d_input)."""
-    attrs = conv_attrs(stride, padding, dilation, w.shape[2:])
+    attrs = conv_attrs(stride, padding, dilation, w.shape[2:], groups)
     attrs["input_size"] = spatial_size(input_size, "conv2d_input_grad: input_size")
     return Node("conv2d_input_grad", (g, w), attrs)
 
 
-def conv2d_weight_grad(x, g, kernel_size, stride=1, padding=0, dilation=1) -> Node:
+def conv2d_weight_grad(x, g, kernel_size, stride=1, padding=0, dilation=1, groups=1) -> Node:
     """The gradient of conv2d with respect to its weight, of kernel size `kernel_size`
     ((KH, KW) or w's whole shape), given x and the output gradient g (torch.nn.grad.conv2d_weight)."""
     kernel = spatial_size(kernel_size, "conv2d_weight_grad: kernel_size")
-    attrs = conv_attrs(stride, padding, dilation, kernel)
+    attrs = conv_attrs(stride, padding, dilation, kernel, groups)
     attrs["kernel_size"] = kernel
     return Node("conv2d_weight_grad", (x, g), attrs)
 
@@ -414,8 +451,11 @@ def _infer_conv2d(inputs, attrs):
     _check_4d(x, "x", "[N, C, H, W]")
     _check_4d(w, "w", "[F, C, KH, KW]", static_from=0)
     _check_pairs(attrs, CONV_ATTRS)
-    if x.shape[1] != w.shape[1]:
-        raise ShapeError(f"x {_fmt(x)} has {x.shape[1]} channels but w {_fmt(w)} expects {w.shape[1]}")
+    groups = _check_groups(attrs, w.shape[0], x.shape[1])
+    if x.shape[1] != w.shape[1] * groups:
+        per = f" ({w.shape[1]} per group of {groups})" if groups > 1 else ""
+        raise ShapeError(f"x {_fmt(x)} has {x.shape[1]} channels but w {_fmt(w)} expects "
+                         f"{w.shape[1] * groups}{per}")
     oh, ow = _check_fits(x.shape[2:], w.shape[2:], attrs)
     return x.dtype, (x.shape[0], w.shape[0], oh, ow)
 
@@ -424,7 +464,9 @@ def _conv2d_reference(node, arrays, shape):
     x, w = _accumulating(*arrays)
     a = node.attrs
     cols = _windows(_pad(x, a["padding"], 0), w.shape[2:], shape[2:], a["stride"], a["dilation"])
-    return np.tensordot(cols, w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    c, f = w.shape[1], w.shape[0] // a["groups"]  # per group
+    return _per_group(a["groups"], 3, lambda i: np.tensordot(cols[:, i * c:(i + 1) * c], w[i * f:(i + 1) * f],
+                                                              axes=([1, 4, 5], [1, 2, 3]))).transpose(0, 3, 1, 2)
 
 
 def _conv2d_vjp(g, node):
@@ -433,14 +475,33 @@ def _conv2d_vjp(g, node):
             conv2d_weight_grad(x, g, w.shape[2:], **_conv_args(node.attrs)))
 
 
-def _conv2d_gemm(node):  # rows N*OH*OW (output pixels), cols F, over C*KH*KW
+def _conv2d_gemm(node):  # rows N*OH*OW (output pixels), cols F/G, over C/G*KH*KW
     x, w = node.inputs
-    return shapes.numel([node.shape[0], *node.shape[2:]]), w.shape[0], shapes.numel(w.shape[1:]), x, w
+    return shapes.numel([node.shape[0], *node.shape[2:]]), w.shape[0] // node.attrs["groups"], \
+        shapes.numel(w.shape[1:]), x, w
+
+
+def group_gemm(node):
+    """(M, N, K, A operand, B operand) of one group's GEMM of a convolution node, as
+    kgen/kernels/conv.py tiles it: with one group, the node's `gemm` fact."""
+    return _GROUP_GEMMS[node.op](node)
+
+
+def is_depthwise(node) -> bool:
+    """Whether a convolution node (conv2d or a gradient) has G > 1 groups of one channel:
+    kgen/kernels/depthwise.py computes it, with no GEMM."""
+    per_group = node.shape[1] if node.op == "conv2d_weight_grad" else node.inputs[1].shape[1]
+    return node.attrs["groups"] > 1 and per_group == 1
+
+
+def _one_gemm(group_extents):
+    """A `gemm` fact: one group's GEMM when there is one group, else None (see the module)."""
+    return lambda node: group_extents(node) if node.attrs["groups"] == 1 else None
 
 
 register(OpDef("conv2d", "template", _infer_conv2d, _conv2d_reference, _conv2d_vjp, "conv2d", arity=2,
                epilogue=True,  # bias and activation run in the conv kernel (fusion rule E1)
-               flops=lambda node: _conv_flops(node, node.inputs[1]), gemm=_conv2d_gemm,
+               flops=lambda node: _conv_flops(node, node.inputs[1]), gemm=_one_gemm(_conv2d_gemm),
                vendor=lambda node, operands: F.conv2d(*operands, **_torch_conv_attrs(node))))
 
 
@@ -454,15 +515,18 @@ def _infer_conv2d_input_grad(inputs, attrs):
     if g.shape[1] != w.shape[0]:
         raise ShapeError(f"g {_fmt(g)} has {g.shape[1]} channels but w {_fmt(w)} "
                          f"has {w.shape[0]} filters")
+    groups = _check_groups(attrs, w.shape[0])
     hw = attrs["input_size"]
     _check_grad_size(g, _check_fits(hw, w.shape[2:], attrs), hw)
-    return g.dtype, (g.shape[0], w.shape[1]) + tuple(hw)
+    return g.dtype, (g.shape[0], w.shape[1] * groups) + tuple(hw)
 
 
 def _conv2d_input_grad_reference(node, arrays, shape):
     g, w = _accumulating(*arrays)
-    return _scatter_windows(g, shape, w.shape[2:], g.shape[2:], node.attrs,
-                            lambda kh, kw: np.einsum("nfpq,fc->ncpq", g, w[:, :, kh, kw]))
+    groups = node.attrs["groups"]
+    f = w.shape[0] // groups  # per group
+    return _scatter_windows(g, shape, w.shape[2:], g.shape[2:], node.attrs, lambda kh, kw: _per_group(
+        groups, 1, lambda i: np.einsum("nfpq,fc->ncpq", g[:, i * f:(i + 1) * f], w[i * f:(i + 1) * f, :, kh, kw])))
 
 
 def _conv2d_input_grad_vjp(c, node):
@@ -471,21 +535,22 @@ def _conv2d_input_grad_vjp(c, node):
             conv2d_weight_grad(c, g, w.shape[2:], **_conv_args(node.attrs)))
 
 
-def _conv2d_input_grad_gemm(node):  # rows N*H*W (input pixels), cols C, over F*KH*KW
+def _conv2d_input_grad_gemm(node):  # rows N*H*W (input pixels), cols C/G, over F/G*KH*KW
     g, w = node.inputs
-    return shapes.numel([node.shape[0], *node.shape[2:]]), node.shape[1], \
-        shapes.numel([w.shape[0], *w.shape[2:]]), g, w
+    groups = node.attrs["groups"]
+    return shapes.numel([node.shape[0], *node.shape[2:]]), node.shape[1] // groups, \
+        shapes.numel([w.shape[0] // groups, *w.shape[2:]]), g, w
 
 
 def _conv2d_input_grad_vendor(node, operands):
     g, w = operands
-    size = (g.shape[0], w.shape[1]) + tuple(node.attrs["input_size"])
+    size = (g.shape[0], w.shape[1] * node.attrs["groups"]) + tuple(node.attrs["input_size"])
     return torch.nn.grad.conv2d_input(size, w, g, **_torch_conv_attrs(node))
 
 
 register(OpDef("conv2d_input_grad", "template", _infer_conv2d_input_grad, _conv2d_input_grad_reference,
                _conv2d_input_grad_vjp, "conv2d_input_grad", arity=2,
-               epilogue=True, flops=lambda node: _conv_flops(*node.inputs), gemm=_conv2d_input_grad_gemm,
+               epilogue=True, flops=lambda node: _conv_flops(*node.inputs), gemm=_one_gemm(_conv2d_input_grad_gemm),
                vendor=_conv2d_input_grad_vendor))
 
 
@@ -498,16 +563,19 @@ def _infer_conv2d_weight_grad(inputs, attrs):
     _check_pairs(attrs, CONV_ATTRS + ("kernel_size",))
     if not shapes.dims_equal(x.shape[0], g.shape[0]):
         raise ShapeError(f"x {_fmt(x)} and g {_fmt(g)} differ in batch size")
+    groups = _check_groups(attrs, g.shape[1], x.shape[1])
     khw = attrs["kernel_size"]
     _check_grad_size(g, _check_fits(x.shape[2:], khw, attrs), x.shape[2:])
-    return x.dtype, (g.shape[1], x.shape[1]) + tuple(khw)
+    return x.dtype, (g.shape[1], x.shape[1] // groups) + tuple(khw)
 
 
 def _conv2d_weight_grad_reference(node, arrays, shape):
     x, g = _accumulating(*arrays)
     a = node.attrs
     cols = _windows(_pad(x, a["padding"], 0), shape[2:], g.shape[2:], a["stride"], a["dilation"])
-    return np.tensordot(g, cols, axes=([0, 2, 3], [0, 2, 3]))
+    c, f = shape[1], shape[0] // a["groups"]  # per group
+    return _per_group(a["groups"], 0, lambda i: np.tensordot(g[:, i * f:(i + 1) * f], cols[:, i * c:(i + 1) * c],
+                                                              axes=([0, 2, 3], [0, 2, 3])))
 
 
 def _conv2d_weight_grad_vjp(c, node):
@@ -516,9 +584,10 @@ def _conv2d_weight_grad_vjp(c, node):
             _ops().conv2d(x, c, **_conv_args(node.attrs)))
 
 
-def _conv2d_weight_grad_gemm(node):  # rows F, cols C*KH*KW, over N*OH*OW
+def _conv2d_weight_grad_gemm(node):  # rows F/G, cols C/G*KH*KW, over N*OH*OW
     x, g = node.inputs
-    return node.shape[0], shapes.numel(node.shape[1:]), shapes.numel([g.shape[0], *g.shape[2:]]), g, x
+    return node.shape[0] // node.attrs["groups"], shapes.numel(node.shape[1:]), \
+        shapes.numel([g.shape[0], *g.shape[2:]]), g, x
 
 
 def _conv2d_weight_grad_vendor(node, operands):
@@ -529,8 +598,12 @@ def _conv2d_weight_grad_vendor(node, operands):
 
 register(OpDef("conv2d_weight_grad", "template", _infer_conv2d_weight_grad, _conv2d_weight_grad_reference,
                _conv2d_weight_grad_vjp, "conv2d_weight_grad", arity=2,
-               epilogue=True, flops=lambda node: _conv_flops(node.inputs[1], node), gemm=_conv2d_weight_grad_gemm,
+               epilogue=True, flops=lambda node: _conv_flops(node.inputs[1], node),
+               gemm=_one_gemm(_conv2d_weight_grad_gemm),
                vendor=_conv2d_weight_grad_vendor))
+
+_GROUP_GEMMS = {"conv2d": _conv2d_gemm, "conv2d_input_grad": _conv2d_input_grad_gemm,
+                "conv2d_weight_grad": _conv2d_weight_grad_gemm}
 
 
 # --- max_pool2d (the templates of kgen/kernels/pool.py from here on) -----------------------------

@@ -12,6 +12,12 @@ coordinates a window reads, the padding bounds folded into the load mask.
     conv2d_weight_grad  rows F  x  cols C*KH*KW  over N*OH*OW
                         A = g[n, f, oh, ow],  B = x[n, c, oh*sh - ph + kh*dh, ow*sw - pw + kw*dw]
 
+With G > 1 groups each template is G GEMMs, one per group, of the extents above with C and
+F read as C/G and F/G: grid axis 2 walks the groups (`grp`, as a batched matmul's axis 2
+walks its batch), which offsets the channels and filters the tiles read and write. A
+depthwise convolution (G > 1 groups of one channel each) is no GEMM worth a tl.dot (its K
+is KH*KW): kgen/kernels/depthwise.py computes it, and these templates hand it over.
+
 Each tile accumulates in float32; float32 operands use exact products (input_precision=
 "ieee"), half-precision ones go to tensor cores, as in the matmul template. The image
 coordinates of a gathered tile are Triton values of the kernel (`ih`, `iw`, ...) that the
@@ -23,13 +29,15 @@ from __future__ import annotations
 import sympy
 
 from kgen.ir import dtypes, shapes
+from kgen.ir.ops_conv import group_gemm, is_depthwise
+from kgen.kernels import depthwise
 from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
 from kgen.kernels.matmul import _tile, emit_tile_ids, gemm_resources, gemm_space, gemm_steps
 from kgen.kernels.side import SideReduction
 from kgen.kernels.splitk import GRID_AXIS, SplitK, splittable
 from kgen.kernels.templates import template
+from kgen.kernels.window import bounds_mask, define, window_offsets
 from kgen.kernels.writer import KernelSource, KernelWriter
-from kgen.ir import indexing
 from kgen.ir.indexing import FloorDiv, ModularIndexing, flat_index, index_var
 
 
@@ -67,42 +75,16 @@ def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
 CONV = register(Family("conv", _default, gemm_space, gemm_resources, gemm_steps, gemm=True))
 
 
-def define(w: KernelWriter, name: str, expr, bound, like: str, scalars=()):
-    """Emit `name = expr` and return `name` as an index variable over [0, bound) (which
-    holds wherever the kernel's mask is set). The value is kept a block, at least `like`'s,
-    when `expr` simplifies to a constant or to loop counters only (`scalars`): masks and the
-    pointers of masked loads must be blocks."""
-    expr = indexing.simplify(expr)
-    text = w.index(expr)
-    if not indexing.index_vars(expr) - set(scalars):
-        text = f"{like} * 0 + {text}"
-    w.emit(f"{name} = {text}")
-    return index_var(name, bound)
-
-
-def window_offsets(flat, kh: int, kw: int) -> tuple:
-    """(row, column) in a KH x KW window of the row-major position `flat`."""
-    return ModularIndexing(flat, kw, kh), ModularIndexing(flat, 1, kw)
-
-
-def bounds_mask(names, sizes, pads) -> str:
-    """The mask terms keeping image coordinates `names` inside `sizes`; none are needed
-    along an axis without padding, where a window never leaves the image."""
-    terms = []
-    for name, size, pad in zip(names, sizes, pads):
-        if pad:
-            terms += [f"({name} >= 0)", f"({name} < {size})"]
-    return "".join(f" & {t}" for t in terms)
-
-
 class GemmKernel:
     """The frame shared by the three templates: program ids over row and column tiles, a
     loop over the reduction in BLOCK_K steps, a float32 accumulator and its store."""
 
     def __init__(self, name: str, root, written: set, names: dict, epilogue=(), side=None):
         self.root = root
-        m, n, k, _, _ = root.opdef.gemm(root)  # the GEMM's extents, from the op table, as fusion sees them (E4)
+        # one group's GEMM extents, from the op table: with one group, its `gemm`, as fusion sees them (E4)
+        m, n, k, _, _ = group_gemm(root)
         self.m, self.n, self.k = m, n, k
+        self.groups = root.attrs["groups"]
         self.written, self.epilogue = written, tuple(epilogue)
         side_writes = (side[0], *side[1]) if side else ()
         self.w = w = KernelWriter(name, written - {root} - set(epilogue) - set(side_writes), names)
@@ -111,9 +93,13 @@ class GemmKernel:
         self.rm, self.rn = index_var("rm", m), index_var("rn", n)
         self.ka, self.kb = index_var("ka", k), index_var("kb", k)
         w.lanes = (self.rm, self.rn)
+        self.group = None  # the group's index, a grid axis (None: one group)
+        if self.groups > 1:
+            w.emit("grp = tl.program_id(2)")
+            self.group = index_var("grp", self.groups)
         emit_tile_ids(w, self.M, self.N, self.bm, self.bn)
         self.split = SplitK(w, m, n, self.M, self.N, self.K, self.bm, self.bn, self.bk) \
-            if splittable(m, n, k, 1) else None
+            if splittable(m, n, k, self.groups) else None
         self.side = None
         if side:  # fusion rule E4 (kgen.kernels.side)
             reduction, side_epilogue, rows = side
@@ -147,6 +133,10 @@ class GemmKernel:
             self.side.accumulate()
         w.end_loop()
 
+    def grouped(self, index, per_group: int):
+        """A channel or filter `index` within a group, offset to its group's."""
+        return index if self.group is None else self.group * per_group + index
+
     def finish(self, out_coords, summary: str) -> KernelSource:
         """Store the result (if it is written) and compute the epilogue (fusion rule E1)."""
         w, root = self.w, self.root
@@ -168,8 +158,9 @@ class GemmKernel:
         if self.split:
             summary += " K may split over SPLIT_K programs per tile (kgen.kernels.splitk)."
         writes = ((root,) if root in self.written else ()) + self.epilogue + side_out
+        third = [GRID_AXIS] if self.split else [(self.groups, None)] if self.group is not None else []
         return KernelSource(w.name, "conv", w.function(summary), w.ordered_params(),
-                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")] + ([GRID_AXIS] if self.split else []),
+                            [(self.m, "BLOCK_M"), (self.n, "BLOCK_N")] + third,
                             writes, w.reads(),
                             tuple(w.computed_in_order()), CONV.name, {"m": self.m, "n": self.n, "k": self.k})
 
@@ -177,8 +168,10 @@ class GemmKernel:
 def _describe(name: str, root) -> str:
     a = root.attrs
     operands = " and ".join(shapes.format_shape(i.shape) for i in root.inputs)
+    groups = f", {a['groups']} groups" if a["groups"] > 1 else ""
     return (f"kgen {name}: {root.op} of {operands} -> {shapes.format_shape(root.shape)}, stride {a['stride']}, "
-            f"padding {a['padding']}, dilation {a['dilation']}; an implicit GEMM.")
+            f"padding {a['padding']}, dilation {a['dilation']}{groups}; an implicit GEMM"
+            f"{' per group' if groups else ''}.")
 
 
 def _geometry(root, image, weight, out) -> tuple:
@@ -193,6 +186,8 @@ def _geometry(root, image, weight, out) -> tuple:
 
 @template("conv2d")
 def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
+    if is_depthwise(root):
+        return depthwise.emit_conv2d(name, root, written, names, epilogue)
     x, weight = root.inputs
     batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = \
         _geometry(root, x, weight, root)
@@ -207,15 +202,19 @@ def emit_conv2d(name: str, root, written: set, names: dict, epilogue=(), side=No
     kh, kw = window_offsets(ka, kh_size, kw_size)
     ih = define(w, "ih", oh * sh - ph + kh * dh, height, "rm")
     iw = define(w, "iw", ow * sw - pw + kw * dw, width, "rm")
-    image = [n, FloorDiv(ka, kh_size * kw_size), ih, iw]
-    filt = [rn, FloorDiv(kb, kh_size * kw_size), *window_offsets(kb, kh_size, kw_size)]
+    channels, filters = weight.shape[1], g.n  # per group
+    image = [n, g.grouped(FloorDiv(ka, kh_size * kw_size), channels), ih, iw]
+    filt = [g.grouped(rn, filters), FloorDiv(kb, kh_size * kw_size), *window_offsets(kb, kh_size, kw_size)]
     g.dot_and_end_loop(x, image, bounds_mask(("ih", "iw"), (height, width), (ph, pw)), weight, filt, "")
-    out = [FloorDiv(rm, pixels), rn, ModularIndexing(rm, ow_size, oh_size), ModularIndexing(rm, 1, ow_size)]
+    out = [FloorDiv(rm, pixels), g.grouped(rn, filters), ModularIndexing(rm, ow_size, oh_size),
+           ModularIndexing(rm, 1, ow_size)]
     return g.finish(out, _describe(name, root))
 
 
 @template("conv2d_input_grad")
 def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
+    if is_depthwise(root):
+        return depthwise.emit_conv2d_input_grad(name, root, written, names, epilogue)
     grad, weight = root.inputs
     batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = \
         _geometry(root, root, weight, grad)
@@ -235,15 +234,19 @@ def emit_conv2d_input_grad(name: str, root, written: set, names: dict, epilogue=
         span = define(w, t, i + pad - k * dil, sympy.oo, "rm")  # may be negative: masked off below
         coords.append(define(w, o, FloorDiv(span, stride), size, "rm"))
         mask += f" & ({t} >= 0) & ({o} < {size})" + (f" & ({t} % {stride} == 0)" if stride > 1 else "")
-    out_grad = [n, FloorDiv(ka, kh_size * kw_size), *coords]
-    filt = [FloorDiv(kb, kh_size * kw_size), rn, *window_offsets(kb, kh_size, kw_size)]
+    channels, filters = g.n, weight.shape[0] // g.groups  # per group
+    out_grad = [n, g.grouped(FloorDiv(ka, kh_size * kw_size), filters), *coords]
+    filt = [g.grouped(FloorDiv(kb, kh_size * kw_size), filters), rn, *window_offsets(kb, kh_size, kw_size)]
     g.dot_and_end_loop(grad, out_grad, mask, weight, filt, "")
-    out = [FloorDiv(rm, height * width), rn, ModularIndexing(rm, width, height), ModularIndexing(rm, 1, width)]
+    out = [FloorDiv(rm, height * width), g.grouped(rn, channels), ModularIndexing(rm, width, height),
+           ModularIndexing(rm, 1, width)]
     return g.finish(out, _describe(name, root))
 
 
 @template("conv2d_weight_grad")
 def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue=(), side=None) -> KernelSource:
+    if is_depthwise(root):
+        return depthwise.emit_conv2d_weight_grad(name, root, written, names, epilogue)
     x, grad = root.inputs
     batch, height, width, kh_size, kw_size, oh_size, ow_size, (sh, sw), (ph, pw), (dh, dw) = \
         _geometry(root, x, root, grad)
@@ -257,13 +260,14 @@ def emit_conv2d_weight_grad(name: str, root, written: set, names: dict, epilogue
     pa = define(w, "pa", ModularIndexing(ka, 1, pixels), pixels, "ka")
     nb = define(w, "nb", FloorDiv(kb, pixels), batch, "kb")
     pb = define(w, "pb", ModularIndexing(kb, 1, pixels), pixels, "kb")
-    out_grad = [na, rm, FloorDiv(pa, ow_size), ModularIndexing(pa, 1, ow_size)]
+    channels, filters = root.shape[1], g.m  # per group
+    out_grad = [na, g.grouped(rm, filters), FloorDiv(pa, ow_size), ModularIndexing(pa, 1, ow_size)]
     oh = define(w, "oh", FloorDiv(pb, ow_size), oh_size, "kb")
     ow = define(w, "ow", ModularIndexing(pb, 1, ow_size), ow_size, "kb")
     kh, kw = window_offsets(rn, kh_size, kw_size)
     ih = define(w, "ih", oh * sh - ph + kh * dh, height, "kb")
     iw = define(w, "iw", ow * sw - pw + kw * dw, width, "kb")
-    image = [nb, FloorDiv(rn, kh_size * kw_size), ih, iw]
+    image = [nb, g.grouped(FloorDiv(rn, kh_size * kw_size), channels), ih, iw]
     g.dot_and_end_loop(grad, out_grad, "", x, image, bounds_mask(("ih", "iw"), (height, width), (ph, pw)))
-    out = [rm, FloorDiv(rn, kh_size * kw_size), *window_offsets(rn, kh_size, kw_size)]
+    out = [g.grouped(rm, filters), FloorDiv(rn, kh_size * kw_size), *window_offsets(rn, kh_size, kw_size)]
     return g.finish(out, _describe(name, root))

@@ -7,6 +7,7 @@ from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Embedding, Flatten, Line
 from kgen.nn.layers import BatchNorm1d, BatchNorm2d, LayerNorm
 from kgen.nn.layers import ELU, GELU, Hardtanh, Identity, LeakyReLU, ReLU6, SiLU, Softplus
 from kgen.nn.layers import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, MaxPool1d
+from kgen.nn.layers import Conv1d
 from kgen.nn.losses import BCELoss, CrossEntropyLoss, MSELoss, NLLLoss, SparseCategoricalCrossentropy
 from kgen.nn.module import Module
 from kgen.nn.optim import SGD, Adam, Optimizer
@@ -14,7 +15,7 @@ from kgen.nn.recurrent import GRU, LSTM, LastStep
 from kgen.nn.train import Trainer, eval_step, predict_step, train_step
 
 __all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
-           "split_mnist_5k", "AvgPool2d", "Conv2d", "Dropout", "Embedding", "MaxPool2d", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
+           "split_mnist_5k", "AvgPool2d", "Conv1d", "Conv2d", "Dropout", "Embedding", "MaxPool2d", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "GRU", "LSTM", "LastStep", "Trainer",
            "eval_step", "predict_step", "train_step", "BatchNorm1d", "BatchNorm2d", "LayerNorm",

@@ -69,26 +69,65 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _conv_channels(layer: str, in_channels: int, out_channels: int, groups: int, padding_mode: str) -> None:
+    """torch's checks of a convolution layer's channels and groups; kgen pads with zeros only."""
+    if padding_mode != "zeros":
+        raise OptionError(f"{layer}: padding_mode must be 'zeros' (kgen's convolutions pad with zeros), "
+                          f"got {padding_mode!r}")
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ShapeError(f"{layer}: groups must be an int >= 1, got {groups!r}")
+    if in_channels % groups or out_channels % groups:
+        raise ShapeError(f"{layer}: in_channels {in_channels} and out_channels {out_channels} must both be "
+                         f"divisible by groups {groups}")
+
+
 class Conv2d(Module):
-    """torch.nn.Conv2d without groups: weight [out, in, kh, kw], NCHW input (or NHWC with
-    layout="NHWC", read through free index expressions)."""
+    """torch.nn.Conv2d: weight [out, in/groups, kh, kw], NCHW input (or NHWC with
+    layout="NHWC", read through free index expressions); an unbatched [C, H, W] input gives
+    an unbatched output. Initialised as torch does, from the fan-in in/groups*kh*kw."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, layout: str = "NCHW"):
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", layout: str = "NCHW"):
         super().__init__()
+        _conv_channels("Conv2d", in_channels, out_channels, groups, padding_mode)
         kh, kw = _pair(kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (kh, kw)
         self.stride, self.padding, self.dilation, self.layout = stride, padding, dilation, layout
-        bound = 1.0 / math.sqrt(in_channels * kh * kw)
-        self.add_parameter("weight", _uniform(bound, (out_channels, in_channels, kh, kw)))
+        self.groups = groups
+        bound = 1.0 / math.sqrt(in_channels // groups * kh * kw)
+        self.add_parameter("weight", _uniform(bound, (out_channels, in_channels // groups, kh, kw)))
         self.bias = self.add_parameter("bias", _uniform(bound, (out_channels,))) if bias else None
 
     def forward(self, x):
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.layout)
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.layout,
+                          self.groups)
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+                f"stride={self.stride}, padding={self.padding}" + (f", groups={self.groups}" if self.groups > 1 else ""))
+
+
+class Conv1d(Module):
+    """torch.nn.Conv1d: weight [out, in/groups, k], input [N, C, L] (or unbatched [C, L]);
+    kgen.ops.conv1d, a conv2d one row high. Initialised as torch does."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros"):
+        super().__init__()
+        _conv_channels("Conv1d", in_channels, out_channels, groups, padding_mode)
+        (k,) = kernel_size if isinstance(kernel_size, (tuple, list)) else (kernel_size,)
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, (k,)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        bound = 1.0 / math.sqrt(in_channels // groups * k)
+        self.add_parameter("weight", _uniform(bound, (out_channels, in_channels // groups, k)))
+        self.bias = self.add_parameter("bias", _uniform(bound, (out_channels,))) if bias else None
+
+    def forward(self, x):
+        return ops.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def extra_repr(self):
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}" + (f", groups={self.groups}" if self.groups > 1 else ""))
 
 
 class _Pool(Module):

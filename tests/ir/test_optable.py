@@ -958,6 +958,8 @@ TESTED_FUNCTIONS |= {"max_pool1d", "avg_pool1d", "adaptive_avg_pool2d", "adaptiv
 GRADIENT_PRIMITIVES |= {"embedding_grad"}
 TESTED_PRIMITIVES |= {"embedding", "embedding_grad"}
 TESTED_FUNCTIONS |= {"mse_loss"}
+# conv1d, a conv2d one row high: against torch in tests/kernels/test_conv_groups.py
+TESTED_FUNCTIONS |= {"conv1d"}
 
 
 def test_every_table_op_has_a_test():

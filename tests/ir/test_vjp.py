@@ -278,6 +278,23 @@ CASES.update({
                             f(g=any_((2, 3, 4, 4)))),
 })
 
+# groups: two groups of two channels, and depthwise with a channel multiplier of 2
+_GROUPED, _DEPTHWISE = dict(stride=2, padding=1, groups=2), dict(stride=(1, 2), padding=(1, 0), groups=4)
+CASES.update({
+    "conv2d_grouped": Case("conv2d", lambda x, w: ops.conv2d(x, w, **_GROUPED), lambda x, w: F.conv2d(x, w, **_GROUPED),
+                           f(x=any_((2, 4, 6, 6)), w=any_((6, 2, 3, 3)))),
+    "conv2d_depthwise": Case("conv2d", lambda x, w: ops.conv2d(x, w, **_DEPTHWISE),
+                             lambda x, w: F.conv2d(x, w, **_DEPTHWISE), f(x=any_((1, 4, 5, 6)), w=any_((8, 1, 3, 2)))),
+    "conv2d_input_grad_depthwise": Case(
+        "conv2d_input_grad", lambda g, w: ops_conv.conv2d_input_grad(g, w, (5, 6), **_DEPTHWISE),
+        lambda g, w: torch.nn.grad.conv2d_input((1, 4, 5, 6), w, g, **_DEPTHWISE),
+        f(g=any_((1, 8, 5, 3)), w=any_((8, 1, 3, 2)))),
+    "conv2d_weight_grad_grouped": Case(
+        "conv2d_weight_grad", lambda x, g: ops_conv.conv2d_weight_grad(x, g, (3, 3), **_GROUPED),
+        lambda x, g: torch.nn.grad.conv2d_weight(x, (6, 2, 3, 3), g, **_GROUPED),
+        f(x=any_((2, 4, 6, 6)), g=any_((2, 6, 3, 3)))),
+})
+
 
 def _rows(rng, shape):  # indices into a table of 5 rows, repeated ones included
     return np.resize(np.array([3, 0, 3, 4, 1, 3], np.int64), shape)
