@@ -960,13 +960,16 @@ def conv2d(x, w, bias=None, stride=1, padding=0, dilation=1, layout="NCHW", grou
     return transpose(out, (0, 2, 3, 1)) if layout == "NHWC" else out
 
 
-def _one(value, what: str) -> int:
-    """conv1d's stride, padding or dilation: an int or a 1-tuple (padding: also a string)."""
+def _one(value, what: str):
+    """conv1d's stride, padding or dilation: an int or a 1-tuple (padding: also a string,
+    which conv2d checks)."""
     if isinstance(value, (tuple, list)) and len(value) == 1:
         value = value[0]
-    if isinstance(value, str) or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+    if (isinstance(value, str) and what == "padding") or (isinstance(value, numbers.Integral)
+                                                          and not isinstance(value, bool)):
         return value
-    raise ShapeError(f"conv1d: {what} must be an int or a 1-tuple, got {value!r}")
+    raise ShapeError(f"conv1d: {what} must be an int or a 1-tuple{', or a string' if what == 'padding' else ''}, "
+                     f"got {value!r}")
 
 
 def conv1d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1) -> Node:

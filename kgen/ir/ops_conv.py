@@ -488,10 +488,10 @@ def group_gemm(node):
 
 
 def is_depthwise(node) -> bool:
-    """Whether a convolution node (conv2d or a gradient) has G > 1 groups of one channel:
-    kgen/kernels/depthwise.py computes it, with no GEMM."""
-    per_group = node.shape[1] if node.op == "conv2d_weight_grad" else node.inputs[1].shape[1]
-    return node.attrs["groups"] > 1 and per_group == 1
+    """Whether a convolution node (conv2d or a gradient) has G > 1 groups of one channel
+    (and some filters): kgen/kernels/depthwise.py computes it, with no GEMM."""
+    weight = node if node.op == "conv2d_weight_grad" else node.inputs[1]  # [F, C/G, KH, KW]
+    return node.attrs["groups"] > 1 and weight.shape[1] == 1 and weight.shape[0] > 0
 
 
 def _one_gemm(group_extents):

@@ -58,6 +58,12 @@ def conv2d_weight_grad():
     return kgen.Graph([x, g], [ops_conv.conv2d_weight_grad(x, g, (3, 3), padding=1)])
 
 
+def depthwise_conv2d():
+    """A depthwise conv (groups == C): the "depthwise" family's loop over the taps."""
+    x, w = kgen.tensor("x", ("N", 4, 10, 10)), kgen.tensor("w", (8, 1, 3, 3))
+    return kgen.Graph([x, w], [ops.conv2d(x, w, padding=1, groups=4)])
+
+
 def max_pool():
     x = kgen.tensor("x", ("N", 3, 10, 10))
     return kgen.Graph([x], [ops.max_pool2d(x, 2)])
@@ -76,7 +82,7 @@ def two_reductions():
 
 PROGRAMS = {f.__name__: f for f in (pointwise, column_sum, row_sum, softmax_rows, matmul_fp32, matmul_fp16,
                                     matmul_softmax, conv2d, conv2d_input_grad, conv2d_weight_grad, max_pool, avg_pool,
-                                    two_reductions)}
+                                    two_reductions, depthwise_conv2d)}
 
 _compiled = {}
 

@@ -115,6 +115,16 @@ def test_depthwise_epilogue_and_half_precision(rng):
     assert_close(run_compiled(graph, values)[0], want, rtol=2e-3)
 
 
+def test_groups_with_no_filters(rng):
+    """G groups of no filters: an empty output and a zero input gradient (the GEMM
+    templates, whose K is then empty, compute it; the depthwise ones would read no weight)."""
+    graph, out_shape = group_graph((2, 4, 5, 5, 0, 3, 3, 4, 1, 1, 1), bias=False)
+    values = group_values((2, 4, 5, 5, 0, 3, 3, 4), out_shape, rng)
+    kgen.check(graph, values, strict=True)
+    y, dx, dw, db = run_compiled(graph, values)
+    assert y.shape == (2, 0, 5, 5) and dw.shape == (0, 1, 3, 3) and not dx.any()
+
+
 # --- VJPs of the new attrs: finite differences and torch.autograd ----------------------------------
 VJP_GROUPS = [dict(groups=2, stride=1, padding=1, dilation=1), dict(groups=4, stride=2, padding=1, dilation=1),
               dict(groups=4, stride=(2, 1), padding=(0, 2), dilation=(1, 2))]
