@@ -694,5 +694,6 @@ for _name in ("floor", "trunc"):
     register(_name, _rounding_propose(_name), _rounding_infer, lambda step, args, infos: f"ops.{step['op']}({args[0]})",
              lambda step, args, infos: f"torch.{step['op']}({args[0]})", weight=0.5)
 
-for _name in ("fmod", "remainder", "floor_divide"):
-    register(_name, _division_propose(_name), _division_infer, _division_kgen, _division_torch, weight=0.5)
+for _name in ("fmod", "remainder", "floor_divide"):  # floor_divide also draws div's integer rounding modes
+    register(_name, _division_propose(_name), _division_infer, _division_kgen, _division_torch,
+             weight=1.0 if _name == "floor_divide" else 0.5)
