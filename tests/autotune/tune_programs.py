@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import kgen
 from kgen import ops
-from kgen.ir import ops_conv
+from kgen.ir import ops_conv, ops_gather
 
 
 def pointwise():
@@ -80,9 +80,19 @@ def two_reductions():
     return kgen.Graph([x], [ops.sum(x, 0), ops.max(x, 1)])
 
 
+def embedding():
+    i, w = kgen.tensor("i", ("N", 5), "int32"), kgen.tensor("w", (30, 8))
+    return kgen.Graph([i, w], [ops.embedding(i, w) * 2.0])
+
+
+def embedding_grad():
+    i, g = kgen.tensor("i", ("N", 5), "int32"), kgen.tensor("g", ("N", 5, 8))
+    return kgen.Graph([i, g], [ops_gather.embedding_grad(g, i, 30)])
+
+
 PROGRAMS = {f.__name__: f for f in (pointwise, column_sum, row_sum, softmax_rows, matmul_fp32, matmul_fp16,
                                     matmul_softmax, conv2d, conv2d_input_grad, conv2d_weight_grad, max_pool, avg_pool,
-                                    two_reductions, depthwise_conv2d)}
+                                    two_reductions, depthwise_conv2d, embedding, embedding_grad)}
 
 _compiled = {}
 
