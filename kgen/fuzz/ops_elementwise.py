@@ -475,7 +475,7 @@ def _activation_bounds(name, step, x: Info) -> tuple:
     a = step.get("a", {"leaky_relu": 0.01, "elu": 1.0, "hardtanh": (-1.0, 1.0)}.get(name))
     f = {"erf": math.erf, "leaky_relu": lambda v: v if v > 0 else v * a,
          "elu": lambda v: v if v > 0 else a * math.expm1(v),
-         "softplus": lambda v: math.log1p(math.exp(min(v, 30.0))),
+         "softplus": lambda v: math.log1p(math.exp(min(v * step.get("beta", 1.0), 30.0))) / step.get("beta", 1.0),
          "hardtanh": lambda v: min(max(v, a[0]), a[1]), "relu6": lambda v: min(max(v, 0.0), 6.0),
          "gelu": lambda v: max(v, 0.0), "silu": lambda v: max(v, 0.0)}[name]
     lo, hi = f(x.lo), f(x.hi)
