@@ -9,7 +9,7 @@ import importlib.util
 import sys
 import types
 
-from kgen.errors import (ArgumentError, CheckError, DTypeError, GradError, InputError, KgenError,
+from kgen.errors import (ArgumentError, CaptureError, CheckError, DTypeError, GradError, InputError, KgenError,
                          NonFiniteError, OptionError, ShapeError, UnknownOpError, VerifyError)
 
 __version__ = "0.1.0"
@@ -27,7 +27,7 @@ _PUBLIC = {
     **{name: ("kgen.artifact", name) for name in ("Artifact", "ArtifactError", "compile_artifact", "load")},
 }
 
-__all__ = ["ArgumentError", "CheckError", "DTypeError", "GradError", "InputError", "KgenError",
+__all__ = ["ArgumentError", "CaptureError", "CheckError", "DTypeError", "GradError", "InputError", "KgenError",
            "NonFiniteError", "OptionError", "ShapeError", "UnknownOpError", "VerifyError", *_PUBLIC,
            "__version__"]
 

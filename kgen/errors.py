@@ -46,6 +46,11 @@ class OptionError(KgenError, ValueError):
     """An option or setting kgen cannot use: fit(batch_size=0), a cache path that is a file."""
 
 
+class CaptureError(KgenError, RuntimeError):
+    """A foreign model kgen could not capture: torch.export refused the torch module (its own
+    reason follows), before any of it was translated."""
+
+
 class NonFiniteError(KgenError, FloatingPointError):
     """With check_finite on (or KGEN_CHECK_FINITE=1): a kernel wrote a NaN or an infinity."""
 

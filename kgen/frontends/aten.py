@@ -15,8 +15,10 @@ and the device state it needs (a dropout's seed) with the updates that advance i
 from __future__ import annotations
 
 import builtins
+import math
 
 import sympy
+import torch
 
 from kgen import ops
 from kgen.errors import KgenError, ShapeError
@@ -29,10 +31,11 @@ INT64_MAX = 2**63 - 1  # torch's "to the end" in a slice
 
 
 def aten(*names):
-    """Register the decorated translator for the ATen ops `names` ("add.Tensor" is aten.add.Tensor)."""
+    """Register the decorated translator for the ATen ops `names` ("add.Tensor" is aten.add.Tensor;
+    a name with its own namespace, "kgen.stop_gradient.default", is taken as it is)."""
     def register(fn):
         for name in names:
-            key = "aten." + name
+            key = name if name.startswith("kgen.") else "aten." + name
             if key in ATEN:
                 raise ValueError(f"ATen op {key!r} is translated twice")
             ATEN[key] = fn
@@ -41,7 +44,11 @@ def aten(*names):
 
 
 def _dtype(torch_dtype):
-    return None if torch_dtype is None else dtypes.dtype(torch_dtype)
+    """A torch dtype as kgen's; float64 becomes float32, kgen's widest float (a model that
+    casts to float64 is computed in float32, as its float32 inputs are)."""
+    if torch_dtype is None:
+        return None
+    return dtypes.float32 if torch_dtype == torch.float64 else dtypes.dtype(torch_dtype)
 
 
 def _axes(dims, ndim):
@@ -103,7 +110,7 @@ _UNARY = {"neg": ops.neg, "abs": ops.abs, "exp": ops.exp, "log": ops.log, "sqrt"
           "tanh": ops.tanh, "sigmoid": ops.sigmoid, "relu": ops.relu,
           "rsqrt": lambda x: ops.div(1.0, ops.sqrt(x)), "reciprocal": lambda x: ops.div(1.0, x),
           "log1p": lambda x: ops.log(ops.add(x, 1.0)), "expm1": lambda x: ops.sub(ops.exp(x), 1.0),
-          "erf": lambda x: ops.erf(x), "floor": lambda x: ops.floor(x)}
+          "erf": lambda x: ops.erf(x), "floor": lambda x: ops.floor(x), "trunc": lambda x: ops.trunc(x)}
 for _name, _fn in _UNARY.items():
     aten(f"{_name}.default")(lambda ctx, x, _fn=_fn: _fn(x))
 
@@ -172,9 +179,14 @@ def _to_copy(ctx, x, dtype=None, layout=None, device=None, pin_memory=None, non_
     return x if dtype is None else ops.cast(x, _dtype(dtype))
 
 
-@aten("clone.default")
+@aten("clone.default", "alias.default")
 def _identity(ctx, x, memory_format=None):
     return x
+
+
+@aten("kgen.stop_gradient.default")  # x.detach() and no-grad regions (kgen/frontends/fx.py, core_aten)
+def _stop_gradient(ctx, x):
+    return ops.stop_gradient(x)
 
 
 @aten("scalar_tensor.default")
@@ -185,6 +197,20 @@ def _scalar_tensor(ctx, value, dtype=None, layout=None, device=None, pin_memory=
 @aten("full.default")
 def _full(ctx, size, value, dtype=None, layout=None, device=None, pin_memory=None):
     return ops.broadcast_to(ops.constant(value, _dtype(dtype) or dtypes.float32), list(size))
+
+
+@aten("copy.default")
+def _copy(ctx, x, src, non_blocking=False):
+    return ops.broadcast_to(ops.cast(src, x.dtype), x.shape)
+
+
+@aten("arange.start_step")
+def _arange(ctx, start, end, step=1, dtype=None, layout=None, device=None, pin_memory=None):
+    n = math.ceil((end - start) / step) if all(isinstance(v, (int, float)) for v in (start, end, step)) else None
+    if n is None:
+        raise ShapeError(f"arange: kgen takes static bounds, got start {start}, end {end}, step {step}")
+    dt = _dtype(dtype) or (dtypes.float32 if any(isinstance(v, float) for v in (start, end, step)) else dtypes.int64)
+    return ops.add(ops.mul(ops.iota((max(n, 0),), 0, dt), step), start)
 
 
 @aten("full_like.default")

@@ -30,7 +30,7 @@ import torch
 from torch.export.graph_signature import InputKind, OutputKind
 
 from kgen.errors import KgenError
-from kgen.frontends.fx import Context, quiet_export, torch_shape, translate
+from kgen.frontends.fx import Context, core_aten, quiet_export, torch_shape, translate
 from kgen.function import function, tensor
 from kgen.ir import dtypes
 from kgen.ir.autodiff import grad
@@ -73,7 +73,7 @@ class _Variant:
     def __init__(self, gm, args):
         with quiet_export():
             try:
-                program = torch.export.export(gm, tuple(args), strict=False).run_decompositions()
+                program = core_aten(torch.export.export(gm, tuple(args), strict=False))
             except Exception as e:
                 raise KgenError(f"torch.export could not capture the graph: {str(e).strip().splitlines()[0]}") from e
         signature = program.graph_signature

@@ -14,6 +14,7 @@ the node's `nn_module_stack`) and its operands' shapes.
 from __future__ import annotations
 
 import contextlib
+import copy
 import operator
 import warnings
 
@@ -33,6 +34,55 @@ def quiet_export():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         yield
+
+
+# --- capture to core ATen, keeping where gradients stop ------------------------------------------
+# Core ATen is an inference IR: run_decompositions turns `x.detach()` into `aten.alias` (as it
+# does a no-op view) and inlines a `torch.no_grad()` region, so a translation of it would
+# differentiate through both. Before decomposing, kgen marks them with an op of its own,
+# kgen::stop_gradient (the identity, translated to ops.stop_gradient): detach maps to it,
+# and each tensor entering a no-grad region passes through it.
+@torch.library.custom_op("kgen::stop_gradient", mutates_args=())
+def _stop_gradient(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_stop_gradient.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def _stop_no_grad_regions(program):
+    """`program`, or a copy of it whose no-grad regions' tensor inputs pass through
+    kgen::stop_gradient (a region's result then carries no gradient, as in torch)."""
+    regions = [n for n in program.graph.nodes if n.op == "call_function"
+               and n.target is torch.ops.higher_order.wrap_with_set_grad_enabled and n.args[0] is False]
+    if not regions:
+        return program
+    program = copy.deepcopy(program)
+    graph = program.graph_module.graph
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.higher_order.wrap_with_set_grad_enabled \
+                and node.args[0] is False:
+            args = list(node.args)
+            for k, arg in enumerate(args[2:], start=2):
+                if isinstance(arg, torch.fx.Node) and isinstance(arg.meta.get("val"), torch.Tensor):
+                    with graph.inserting_before(node):
+                        stopped = graph.call_function(torch.ops.kgen.stop_gradient.default, (arg,))
+                    stopped.meta["val"] = arg.meta["val"]
+                    args[k] = stopped
+            node.args = tuple(args)
+    program.graph_module.recompile()
+    return program
+
+
+def core_aten(program):
+    """An ExportedProgram (torch.export's training IR) lowered to core ATen, with detach and
+    no-grad regions kept as kgen::stop_gradient."""
+    table = torch.export.default_decompositions()
+    table[torch.ops.aten.detach.default] = lambda x: torch.ops.kgen.stop_gradient(x)
+    with quiet_export():
+        return _stop_no_grad_regions(program).run_decompositions(table)
 
 
 class Context:

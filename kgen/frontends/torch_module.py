@@ -25,8 +25,8 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.utils import _pytree as pytree
 
 from kgen import ops
-from kgen.errors import InputError, KgenError, ShapeError
-from kgen.frontends.fx import Context, quiet_export, torch_shape, translate
+from kgen.errors import CaptureError, InputError, KgenError, ShapeError
+from kgen.frontends.fx import Context, core_aten, quiet_export, torch_shape, translate
 from kgen.function import shared, tensor
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
@@ -70,10 +70,9 @@ def capture(module: torch.nn.Module, example_inputs, dynamic_batch: bool = True)
                 if dynamic_batch and ("Constraints violated" in first or "is not equal to" in first):
                     hint = (f" (dim 0 of every input is the batch size {BATCH}: pass dynamic_batch=False when an "
                             f"input has no batch dimension or the model fixes the batch size)")
-                raise KgenError(f"from_torch: torch.export could not capture {type(module).__name__} in {mode} "
+                raise CaptureError(f"from_torch: torch.export could not capture {type(module).__name__} in {mode} "
                                 f"mode: {first}{hint}") from e
-            with quiet_export():
-                programs[mode] = exported.run_decompositions()
+            programs[mode] = core_aten(exported)
     finally:
         module.train(was_training)
     return programs
@@ -85,8 +84,7 @@ def from_torch(module, *example_inputs, dynamic_batch: bool = True) -> "TorchMod
     if isinstance(module, ExportedProgram):
         if example_inputs:
             raise InputError("from_torch: an ExportedProgram carries its own input shapes; pass no example inputs")
-        with quiet_export():
-            program = module.run_decompositions()
+        program = core_aten(module)
         model = TorchModule({"train": program, "eval": program}, program.state_dict, type(module).__name__)
     elif isinstance(module, torch.nn.Module):
         if not example_inputs:

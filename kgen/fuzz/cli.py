@@ -96,7 +96,7 @@ def _progress(total):
 
 
 def fuzz(seed: int, programs=None, minutes=None, jobs: int = 1, max_steps: int = 8, timeout: float = 300.0,
-         log=print) -> Tally:
+         log=print, through: str = "kgen") -> Tally:
     """Run programs of seeds seed, seed+1, ... until `programs` ran or `minutes` passed."""
     tally = Tally()
     start = time.monotonic()
@@ -110,7 +110,7 @@ def fuzz(seed: int, programs=None, minutes=None, jobs: int = 1, max_steps: int =
 
     bar = _progress(programs)
     last = start
-    with Pool(jobs, timeout=timeout) as pool:
+    with Pool(jobs, timeout=timeout, through=through) as pool:
         for program, outcome in pool.imap(seeds()):
             tally.add(program, outcome)
             if bar is not None:
@@ -128,7 +128,7 @@ def fuzz(seed: int, programs=None, minutes=None, jobs: int = 1, max_steps: int =
 
 
 def shrink_groups(tally: Tally, out: Path, minutes: float, per_group: int = 3, timeout: float = 40.0,
-                  log=print) -> None:
+                  log=print, through: str = "kgen") -> None:
     """Shrink up to `per_group` programs of each failure group (the smallest ones with
     different sets of ops) and write a reproducer for each distinct shrunk program (same
     signature, same ops: one class)."""
@@ -143,7 +143,7 @@ def shrink_groups(tally: Tally, out: Path, minutes: float, per_group: int = 3, t
                 work.append((group, program, outcome))
         group["classes"] = {}
     deadline = time.monotonic() + minutes * 60
-    with Pool(1, timeout=timeout) as pool:
+    with Pool(1, timeout=timeout, through=through) as pool:
         for k, (group, program, example) in enumerate(work):
             left = deadline - time.monotonic()
             shrunk, outcome = program, example
@@ -192,7 +192,7 @@ def result_json(tally: Tally, args, seed: int, elapsed: float) -> dict:
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "device": _device(),
             "host": platform.node(), "python": platform.python_version(),
             "seeds": [seed, seed + tally.total], "programs": tally.total, "elapsed_s": round(elapsed, 1),
-            "jobs": args.jobs, "max_steps": args.max_steps, "counts": {s: tally.counts[s] for s in STATUSES},
+            "jobs": args.jobs, "max_steps": args.max_steps, "through": args.through, "counts": {s: tally.counts[s] for s in STATUSES},
             "margins": tally.margins(),
             "by_op": {op: dict(c) for op, c in sorted(tally.by_op.items())}, "failures": groups}
 
@@ -210,12 +210,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-shrink", action="store_true", help="write failures unshrunk")
     ap.add_argument("--shrink-minutes", type=float, default=15.0, help="time for shrinking, all groups")
     ap.add_argument("--shrink-per-group", type=int, default=3, help="programs shrunk per failure signature")
+    ap.add_argument("--through", choices=("kgen", "torch"), default="kgen",
+                    help="build each program with kgen's API, or import its torch twin with kgen.from_torch")
     ap.add_argument("--replay", help="run one program from a reproducer's .json and print its outcome")
     args = ap.parse_args(argv)
 
     if args.replay:
         record = json.loads(Path(args.replay).read_text())
-        with Pool(1, timeout=args.timeout, quiet=False) as pool:
+        with Pool(1, timeout=args.timeout, quiet=False, through=args.through) as pool:
             outcome = pool.run(Program.from_dict(record.get("program", record)))
         print(json.dumps({k: v for k, v in outcome.items() if k != "mismatches"}, indent=1))
         return 0 if outcome["status"] == "ok" else 1
@@ -227,7 +229,7 @@ def main(argv=None) -> int:
           f"{f'{args.programs} programs' if args.programs else ''}", flush=True)
     start = time.monotonic()
     tally = fuzz(seed, args.programs, args.minutes, args.jobs, args.max_steps, args.timeout,
-                 log=lambda m: print(m, flush=True))
+                 log=lambda m: print(m, flush=True), through=args.through)
     elapsed = time.monotonic() - start
     kgen_failures = {s: g for s, g in tally.groups.items() if g["status"] != "invalid"}
     if tally.groups:
@@ -239,7 +241,7 @@ def main(argv=None) -> int:
                                                      "reproducer": str(write_reproducer(program, outcome, args.out))}}
         else:
             shrink_groups(tally, Path(args.out), args.shrink_minutes, args.shrink_per_group,
-                          log=lambda m: print(m, flush=True))
+                          log=lambda m: print(m, flush=True), through=args.through)
     print()
     print(tally.table())
     for pair, m in tally.margins().items():

@@ -83,6 +83,23 @@ class Stage(Exception):
         self.stage, self.error = stage, error
 
 
+def torch_results(get, call: dict, values: dict, names) -> list:
+    """The torch oracle's results for one call, then the shared values `names` it updates,
+    as NumPy (float64); `values` holds the inputs and the shared values before the call."""
+    params = list(inspect.signature(get("torch_oracle")).parameters)[1:]
+    default = torch.get_default_dtype()
+    try:
+        torch.set_default_dtype(torch.float64)
+        leaves = [_torch_value(values[p] if p in values else get("STATE")[p], not p.startswith("cot_"))
+                  for p in params]
+        want, news = get("torch_oracle")(call["N"], *leaves)
+        return [to_numpy(w) for w in want] + [to_numpy(news[n]) for n in names]
+    except Exception as e:  # noqa: BLE001
+        raise Stage("oracle", e) from e
+    finally:
+        torch.set_default_dtype(default)
+
+
 def run_calls(ns, calls, worst=None) -> list:
     """Run the module `ns` (a module or a dict-like namespace with make_function,
     torch_oracle, INPUTS, RESULTS, UPDATED) on `calls`; return the mismatches (dicts).
@@ -95,7 +112,6 @@ def run_calls(ns, calls, worst=None) -> list:
     except Exception as e:  # noqa: BLE001  (classified by the caller)
         raise Stage("build", e) from e
     updated = {var.name: var for var, _ in fn.updates}
-    params = list(inspect.signature(get("torch_oracle")).parameters)[1:]
     results, names = get("RESULTS"), list(get("UPDATED"))
     mismatches = []
     for c, call in enumerate(calls):
@@ -113,17 +129,7 @@ def run_calls(ns, calls, worst=None) -> list:
             native = kgen.reference.run(fn.graph, feed, "native")
         except Exception as e:  # noqa: BLE001
             raise Stage("reference", e) from e
-        default = torch.get_default_dtype()
-        try:
-            torch.set_default_dtype(torch.float64)
-            leaves = [_torch_value(values[p] if p in values else get("STATE")[p], not p.startswith("cot_"))
-                      for p in params]
-            want, news = get("torch_oracle")(call["N"], *leaves)
-            want = [to_numpy(w) for w in want] + [to_numpy(news[n]) for n in names]
-        except Exception as e:  # noqa: BLE001
-            raise Stage("oracle", e) from e
-        finally:
-            torch.set_default_dtype(default)
+        want = torch_results(get, call, values, names)
         mine = got + [after[n] for n in names]
         labels = list(results) + [f"state:{n}" for n in names]
         for k, label in enumerate(labels):

@@ -20,9 +20,10 @@ from multiprocessing.connection import wait
 from kgen.fuzz.program import Program
 
 
-def _serve(conn, quiet: bool, crash_log: str) -> None:
+def _serve(conn, quiet: bool, crash_log: str, through: str = "kgen") -> None:
     """A worker's loop: receive a program (as a dict), send back its outcome; None stops.
-    A fatal signal writes the Python stack to `crash_log` (faulthandler)."""
+    A fatal signal writes the Python stack to `crash_log` (faulthandler). `through`: how the
+    program is built (kgen/fuzz/runner.py, run_program)."""
     import faulthandler
     log = open(crash_log, "w")
     faulthandler.enable(log)
@@ -40,7 +41,7 @@ def _serve(conn, quiet: bool, crash_log: str) -> None:
         message = conn.recv()
         if message is None:
             return
-        conn.send(run_program(Program.from_dict(message)))
+        conn.send(run_program(Program.from_dict(message), through))
 
 
 def crash_site(text: str) -> str:
@@ -74,11 +75,11 @@ def died(program: Program, exitcode, seconds: float, timed_out: bool = False, st
 
 
 class _Worker:
-    def __init__(self, context, quiet: bool):
+    def __init__(self, context, quiet: bool, through: str):
         self.conn, child = context.Pipe()
         fd, self.crash_log = tempfile.mkstemp(prefix="kgen-fuzz-crash-", suffix=".txt")
         os.close(fd)
-        self.process = context.Process(target=_serve, args=(child, quiet, self.crash_log), daemon=True)
+        self.process = context.Process(target=_serve, args=(child, quiet, self.crash_log, through), daemon=True)
         self.process.start()
         child.close()
         self.done = 0
@@ -114,9 +115,11 @@ class _Worker:
 class Pool:
     """`jobs` worker processes; `imap(programs)` yields (program, outcome) as they finish."""
 
-    def __init__(self, jobs: int = 1, timeout: float = 300.0, recycle: int = 150, quiet: bool = True):
+    def __init__(self, jobs: int = 1, timeout: float = 300.0, recycle: int = 150, quiet: bool = True,
+                 through: str = "kgen"):
         self.context = multiprocessing.get_context("spawn")
         self.jobs, self.timeout, self.recycle, self.quiet = max(1, jobs), timeout, recycle, quiet
+        self.through = through
         self.workers = []
 
     def __enter__(self):
@@ -131,7 +134,7 @@ class Pool:
         self.workers = []
 
     def _fresh(self) -> _Worker:
-        return _Worker(self.context, self.quiet)
+        return _Worker(self.context, self.quiet, self.through)
 
     def imap(self, programs):
         programs = iter(programs)

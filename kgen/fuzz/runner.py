@@ -20,6 +20,7 @@ import traceback
 import numpy as np
 
 from kgen.errors import KgenError
+from kgen.fuzz.frontend import run_calls_through_torch
 from kgen.fuzz.harness import Stage, run_calls
 from kgen.fuzz.program import FLOAT, Illegal, N, Program, analyze, shape_of
 from kgen.fuzz.source import module_source, result_names
@@ -110,8 +111,10 @@ def mismatch_signature(mismatches: list) -> str:
     return f"mismatch:{pair}:{kind}"
 
 
-def run_program(program: Program) -> dict:
-    """Run `program` here and now; an outcome dict (status, signature, details)."""
+def run_program(program: Program, through: str = "kgen") -> dict:
+    """Run `program` here and now; an outcome dict (status, signature, details). `through`:
+    "kgen" builds it with kgen's API; "torch" imports its torch twin with kgen.from_torch
+    (kgen/fuzz/frontend.py)."""
     start = time.perf_counter()
     outcome = {"seed": program.seed, "ops": program.ops, "steps": len(program.steps),
                "symbolic": bool(program.sizes)}
@@ -126,10 +129,13 @@ def run_program(program: Program) -> dict:
         ns = {"__name__": "kgen_fuzz_program", "STATE": state}
         exec(compile(module_source(program, infos), f"<fuzz program {program.seed}>", "exec"), ns)
         worst = {}
-        mismatches = run_calls(ns, calls, worst)
+        if through == "torch":
+            mismatches = run_calls_through_torch(ns, calls, worst)
+        else:
+            mismatches = run_calls(ns, calls, worst)
         outcome["worst"] = {k: float(f"{v:.3g}") for k, v in worst.items()}
     except Stage as e:
-        outcome.update(failure("invalid" if e.stage == "oracle" else None, e.stage, e.error))
+        outcome.update(failure("invalid" if e.stage in ("oracle", "export") else None, e.stage, e.error))
     except Exception as e:  # noqa: BLE001  (the fuzzer's own code failed)
         outcome.update(failure("invalid", "fuzzer", e))
     else:

@@ -107,6 +107,11 @@ def module_source(program: Program, infos: dict, state=None, calls=None, title: 
     lines.append('    """The same computation in torch, float64: the results and the updated shared values."""')
     lines += ["    " + b for b in body]
     lines.append("")
+    steps = body[:len(program.steps)]
+    params = ", ".join(["N"] + [v["name"] for v in program.inputs] + shared)
+    lines.append(f"def torch_forward({params}):")
+    lines.append('    """The steps alone, as a torch model\'s forward (`--through torch`: kgen.from_torch builds it)."""')
+    lines += ["    " + b for b in steps] + [f"    return [{', '.join(program.outputs)}]", ""]
 
     if calls is not None:
         lines.append("CALLS = [")

@@ -26,6 +26,11 @@ def _i(high, *shape):
     return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(high))
 
 
+def _no_grad_scale(a, b):
+    with torch.no_grad():
+        return (a * b).tanh() + 1
+
+
 # name -> (function of torch tensors, example inputs)
 CASES = {
     "arith": (lambda a, b: (a + 2 * b - b / 3) * b - torch.maximum(a, b) + torch.minimum(a, -b), (_r(4, 3), _r(4, 3))),
@@ -43,7 +48,12 @@ CASES = {
                     + F.elu(a, 0.7) + F.selu(a) + F.softplus(a, 2.0, 5.0) + F.hardtanh(a, -0.5, 0.5)
                     + a.clamp(-0.2, 0.3) + a.clamp(min=0.1) + F.relu6(a * 4), (_r(6, 4),)),
     "rounding": (lambda a, b: torch.div(a, b, rounding_mode="floor") + torch.div(a, b, rounding_mode="trunc")
-                 + torch.remainder(a, b) + a.floor(), (_r(4, 3) * 5, _r(4, 3, positive=True))),
+                 + torch.remainder(a, b) + a.floor() + a.trunc(), (_r(4, 3) * 5, _r(4, 3, positive=True))),
+    "arange-copy-alias": (lambda a: a + torch.arange(3) + torch.arange(0.5, 2.0, 0.5) + torch.zeros_like(a).copy_(a * 2)
+                          + a[:, :] + a.double().sum(1, keepdim=True).float(), (_r(4, 3),)),
+    # where torch stops gradients (core ATen alone would lose both: kgen/frontends/fx.py, core_aten)
+    "detach": (lambda a, b: a * a.detach() + (b * a).detach().exp() * b, (_r(4, 3), _r(4, 3))),
+    "no-grad": (lambda a, b: _no_grad_scale(a, b) * a + b, (_r(4, 3), _r(4, 3))),
     "casts": (lambda a: a.to(torch.int32).to(torch.float32) + (a > 0).float() + a.clone(), (_r(4, 3) * 3,)),
     "full": (lambda a: a + torch.full((4, 3), 2.0) + torch.zeros_like(a) + torch.ones(3), (_r(4, 3),)),
     "reductions": (lambda a: a.sum() + a.sum(dim=1).mean() + a.mean(dim=(0, 2), keepdim=True).sum()

@@ -64,3 +64,27 @@ def test_untranslatable_graph_runs_eagerly_with_one_log_line(caplog):
     torch.testing.assert_close(out, model(x))
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "runs in eager torch" in lines[0] and "aten.cumsum" in lines[0], lines
+
+
+class _StopsGradients(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        with torch.no_grad():
+            scale = y.tanh() + 1
+        return y * scale + y * y.detach()
+
+
+def test_detach_and_no_grad_stop_gradients_as_in_torch(caplog):
+    torch.manual_seed(0)
+    model, x = _StopsGradients(), torch.randn(5, 4)
+    eager = copy.deepcopy(model)
+    with caplog.at_level(logging.WARNING, logger="kgen.dynamo"):
+        torch.compile(model, backend="kgen")(x).sum().backward()
+    assert not caplog.records, caplog.text
+    eager(x).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
