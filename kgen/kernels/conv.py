@@ -97,6 +97,7 @@ class GemmKernel:
         if self.groups > 1:
             w.emit("grp = tl.program_id(2)")
             self.group = index_var("grp", self.groups)
+            w.program_vars = (self.group,)  # a load at the group alone (a bias of F/G = 1) is one element
         emit_tile_ids(w, self.M, self.N, self.bm, self.bn)
         self.split = SplitK(w, m, n, self.M, self.N, self.K, self.bm, self.bn, self.bk) \
             if splittable(m, n, k, self.groups) else None

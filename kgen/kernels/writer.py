@@ -125,6 +125,7 @@ class KernelWriter:
         self.mask = None  # the mask loads use, set by the template
         self.lanes: tuple = ()  # the index variables spanning the kernel's output block, set by the template
         self.block_vars: tuple = ()  # every index variable that differs between lanes (others are per program)
+        self.program_vars: tuple = ()  # or else: the index variables that are one value per program
         self.indent = 0
         self.computed: list = []  # nodes computed here, in order
         self.uniform: set = set()  # emitted expressions that are the same in every lane
@@ -347,7 +348,7 @@ class KernelWriter:
     def _varies(self, expr) -> bool:
         """Whether `expr` differs between the lanes of a block (a program id does not)."""
         used = indexing.index_vars(expr)
-        return bool(used & set(self.block_vars)) if self.block_vars else bool(used)
+        return bool(used & set(self.block_vars)) if self.block_vars else bool(used - set(self.program_vars))
 
     @staticmethod
     def broadcast_coords(node: Node, operand: Node, coords) -> list:

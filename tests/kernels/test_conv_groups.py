@@ -43,6 +43,8 @@ GROUP_CASES = [
     (1, 2, 7, 7, 6, 3, 3, 2, 2, "valid", 1),  # depthwise x3, "valid"
     (1, 2, 1, 1, 2, 3, 3, 2, 2, 1, 1),  # sizes of 1
     (2, 3, 6, 6, 3, 3, 3, 1, 1, "same", 1),  # one group: the implicit GEMM as before
+    (1, 4, 2, 4, 2, 1, 1, 2, (2, 1), 0, 1),  # one filter per group: its bias is one element per program
+    (2, 6, 5, 5, 3, 3, 3, 3, 1, 1, 1),  # the same with 3x3 windows (found by kgen.fuzz --through torch)
 ]
 
 
