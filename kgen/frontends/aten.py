@@ -96,6 +96,11 @@ def _remainder(ctx, a, b):
     return ops.remainder(a, b)
 
 
+@aten("fmod.Tensor", "fmod.Scalar")
+def _fmod(ctx, a, b):
+    return ops.fmod(a, b)
+
+
 @aten("pow.Tensor_Scalar", "pow.Tensor_Tensor")
 def _pow(ctx, a, b):
     return ops.pow(a, b)
@@ -145,6 +150,11 @@ def _clamp(ctx, x, min=None, max=None):
 @aten("where.self")
 def _where(ctx, cond, a, b):
     return ops.where(cond, a, b)
+
+
+@aten("logical_not.default")
+def _logical_not(ctx, x):
+    return ops.equal(x, False if x.dtype is dtypes.bool_ else 0)
 
 
 @aten("bitwise_not.default")
@@ -326,13 +336,29 @@ def _select(ctx, x, dim, index):
 
 @aten("cat.default")
 def _cat(ctx, tensors, dim=0):
-    tensors = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)]  # torch skips empty 1-D
-    return tensors[0] if len(tensors) == 1 else ops.concatenate(tensors, dim % tensors[0].ndim)
+    kept = [t for t in tensors if not (t.ndim == 1 and t.shape[0] == 0)] or tensors[:1]  # torch skips empty 1-D
+    return kept[0] if len(kept) == 1 else ops.concatenate(kept, dim % kept[0].ndim)
 
 
 @aten("split_with_sizes.default")
 def _split_with_sizes(ctx, x, sizes, dim=0):
     return tuple(ops.split(x, list(sizes), dim % x.ndim))
+
+
+@aten("slice_scatter.default")
+def _slice_scatter(ctx, x, src, dim=0, start=None, end=None, step=1):
+    """x with src written over x[start:end:step] along `dim` (what a slice assignment
+    becomes in core ATen): src placed by a pad view, chosen where the slice's mask holds."""
+    dim %= x.ndim
+    size = x.shape[dim]
+    if not isinstance(size, int):
+        raise ShapeError(f"slice_scatter: axis {dim} of {x.type_str()} is symbolic; kgen writes slices of static axes")
+    start = 0 if start is None else _clip_index(start, size)
+    low, steps = [0] * x.ndim, [1] * x.ndim
+    low[dim], steps[dim] = start, step
+    placed = ops.pad_strided(ops.cast(src, x.dtype), low, steps, x.shape)
+    inside = ops.pad_strided(ops.broadcast_to(ops.constant(True, dtypes.bool_), src.shape), low, steps, x.shape)
+    return ops.where(inside, placed, x)
 
 
 @aten("constant_pad_nd.default")
@@ -363,10 +389,11 @@ def _convolution(ctx, x, w, bias, stride, padding, dilation, transposed, output_
     if transposed:
         raise KgenError("convolution: transposed convolution (ConvTranspose) is not supported")
     spatial = w.ndim - 2
+    stride, padding, dilation = (_per_axis(v, spatial) for v in (stride, padding, dilation))
     if spatial == 1:
         return ops.conv1d(x, w, bias, stride[0], padding[0], dilation[0], groups=groups)
     if spatial == 2:
-        return ops.conv2d(x, w, bias, tuple(stride), tuple(padding), tuple(dilation), groups=groups)
+        return ops.conv2d(x, w, bias, stride, padding, dilation, groups=groups)
     raise KgenError(f"convolution: {spatial}-D convolution is not supported (kgen has 1-D and 2-D)")
 
 
@@ -387,6 +414,12 @@ def _avg_pool2d(ctx, x, kernel_size, stride=(), padding=0, ceil_mode=False, coun
 @aten("_adaptive_avg_pool2d.default")
 def _adaptive_avg_pool2d(ctx, x, output_size):
     return ops.adaptive_avg_pool2d(x, tuple(output_size))
+
+
+def _per_axis(v, spatial: int) -> tuple:
+    """A conv argument per spatial axis: torch repeats a one-element list."""
+    v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+    return v * spatial if len(v) == 1 else v
 
 
 def _pair(v):

@@ -41,6 +41,8 @@ def _build(get, call: dict, values: dict):
     output that has one) -> the program's results (outputs, loss, gradients)."""
     params = list(inspect.signature(get("torch_forward")).parameters)[1:]
     examples = [torch.from_numpy(np.array(values[p])) for p in params]
+    if not examples:  # a program of constants alone: no model to import
+        raise Stage("export", ValueError("the program has no inputs"))
     try:
         model = from_torch(_Forward(get("torch_forward"), call["N"]), *examples, dynamic_batch=False)
     except CaptureError as e:  # torch.export could not capture the twin: the fuzzer's limit, not kgen's

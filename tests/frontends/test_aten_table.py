@@ -26,6 +26,12 @@ def _i(high, *shape):
     return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(high))
 
 
+def _assign(a, b):
+    out = a * 2
+    out[:, 1:5:2] = b * 3  # core ATen: slice_scatter
+    return out
+
+
 def _no_grad_scale(a, b):
     with torch.no_grad():
         return (a * b).tanh() + 1
@@ -39,7 +45,9 @@ CASES = {
     "compare": (lambda a, b: torch.where((a > b) & ~(a == 0.1) | (a <= 0) & (b >= a) & (a != b) | (a < 0.5),
                                          a, b * 2), (_r(4, 3), _r(4, 3))),
     "compare-more": (lambda a, b: torch.where((a == b) ^ (a < b) | (a <= b) & (a >= 0.5) | (a != 0.2) & (a > 0.1),
-                                              a, -b) + a.clamp(min=b) + torch.remainder(a, 0.7), (_r(4, 3), _r(4, 3))),
+                                              a, -b) + a.clamp(min=b) + torch.remainder(a, 0.7)
+                     + torch.logical_not(a > b).float() + torch.fmod(a, 0.7) + torch.fmod(a, b), (_r(4, 3), _r(4, 3))),
+    "slice-assign": (lambda a, b: _assign(a, b), (_r(4, 6), _r(4, 2))),
     "unary": (lambda a: (-a).exp() + a.abs().log() + a.abs().sqrt() + a.tanh() + a.sigmoid() + a.relu()
               + a.abs().rsqrt() + (a.abs() + 1).reciprocal() + a.abs().log1p() + a.expm1() + torch.erf(a),
               (_r(5, 3, positive=True),)),
@@ -73,6 +81,7 @@ CASES = {
                + torch.addmm(b[0], a, b, beta=0.5, alpha=2.0), (_r(4, 3), _r(3, 5), _r(2, 4, 6))),
     "linear": (lambda a, w, bias: F.linear(a, w, bias) + F.linear(a, w), (_r(4, 3), _r(5, 3), _r(5))),
     "conv": (lambda x, w, w1, wg: F.conv2d(x, w, padding=1, stride=(1, 2)).sum() + F.conv1d(x[:, :, 0], w1).sum()
+             + F.conv2d(x, w, padding=[1], stride=[2]).sum()
              + F.conv2d(x, wg, groups=2, dilation=2).sum(), (_r(2, 4, 6, 6), _r(3, 4, 3, 3), _r(5, 4, 2),
                                                             _r(4, 2, 2, 2))),
     "pools": (lambda x: F.max_pool2d(x, 2).sum() + F.avg_pool2d(x, 3, 2, 1, count_include_pad=False).sum()
