@@ -23,6 +23,7 @@ _PUBLIC = {
     "grad": ("kgen.ir.autodiff", "grad"),
     **{name: ("kgen.function", name) for name in ("Function", "SharedVariable", "function", "shared", "tensor")},
     "from_torch": ("kgen.frontends.torch_module", "from_torch"),
+    "from_onnx": ("kgen.frontends.onnx", "from_onnx"),  # needs the onnx package; import kgen does not
     "compile": ("kgen.compiler", "compile"), "check": ("kgen.check", "check"),
     **{name: ("kgen.artifact", name) for name in ("Artifact", "ArtifactError", "compile_artifact", "load")},
 }

@@ -81,7 +81,7 @@ for _name, _fn in _BINARY.items():
                                           else ("default",))))(lambda ctx, a, b, _fn=_fn: _fn(a, b))
 
 
-@aten("div.Tensor")
+@aten("div.Tensor", "div.Scalar")
 def _div(ctx, a, b):
     return ops.div(a, b)
 
@@ -251,6 +251,13 @@ def _amax(ctx, x, dim=(), keepdim=False):
 @aten("amin.default")
 def _amin(ctx, x, dim=(), keepdim=False):
     return ops.neg(ops.max(ops.neg(x), _axes(dim, x.ndim), keepdims=keepdim))
+
+
+@aten("any.dims", "any.dim", "any.default")
+def _any(ctx, x, dim=None, keepdim=False):
+    """Whether any element is non-zero: a max over x != 0 (a bool result, as torch's)."""
+    hit = ops.cast(ops.not_equal(x, False if x.dtype is dtypes.bool_ else 0), dtypes.int32)
+    return ops.not_equal(ops.max(hit, _axes(dim, x.ndim), keepdims=keepdim), 0)
 
 
 @aten("var.correction")

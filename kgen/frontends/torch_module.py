@@ -27,6 +27,7 @@ from torch.utils import _pytree as pytree
 from kgen import ops
 from kgen.errors import CaptureError, InputError, KgenError, ShapeError
 from kgen.frontends.fx import Context, core_aten, quiet_export, torch_shape, translate
+from kgen.frontends.scope import place
 from kgen.function import shared, tensor
 from kgen.ir import dtypes, shapes
 from kgen.ir.node import Node
@@ -115,17 +116,8 @@ class TorchModule(Module):
         for name, value in state.items():
             if name not in parameters and name not in buffers:
                 continue
-            *path, leaf = name.split(".")
-            scope = self
-            for part in path:  # torch's submodules, so that state_dict names come out as torch's
-                if part not in scope._modules:
-                    setattr(scope, part, _Scope())
-                scope = scope._modules[part]
-            array = value.detach().cpu().numpy()
-            if name in parameters:
-                setattr(scope, leaf, shared(array.astype(np.float32), name=f"t{id(self):x}_{name.replace('.', '_')}"))
-            else:
-                scope.register_buffer(leaf, array)
+            place(self, name, value.detach().cpu().numpy().astype(np.float32) if name in parameters
+                  else value.detach().cpu().numpy(), buffer=name not in parameters)
 
     # --- what it takes ------------------------------------------------------------------------
     @property
@@ -201,11 +193,6 @@ class TorchModule(Module):
     def extra_repr(self) -> str:
         n = sum(int(np.prod(p.shape)) for p in self.parameters())
         return f"from torch {self.torch_name}: {n:,} parameters"
-
-
-class _Scope(Module):
-    """The parameters and buffers of one torch submodule (`layer1.0`), under their torch
-    names; the graph that reads them is the TorchModule's."""
 
 
 def _batch_symbols(program) -> dict:

@@ -48,6 +48,8 @@ CASES = {
                                               a, -b) + a.clamp(min=b) + torch.remainder(a, 0.7)
                      + torch.logical_not(a > b).float() + torch.fmod(a, 0.7) + torch.fmod(a, b), (_r(4, 3), _r(4, 3))),
     "slice-assign": (lambda a, b: _assign(a, b), (_r(4, 6), _r(4, 2))),
+    "any-all": (lambda a, b: a * (a > b).any(1, keepdim=True) + b * (a > 0).all() + (a != b).any()
+                + torch.any(a > 0.5, 0).float() + torch.all(a, 1, keepdim=True), (_r(4, 3), _r(4, 3))),
     "unary": (lambda a: (-a).exp() + a.abs().log() + a.abs().sqrt() + a.tanh() + a.sigmoid() + a.relu()
               + a.abs().rsqrt() + (a.abs() + 1).reciprocal() + a.abs().log1p() + a.expm1() + torch.erf(a),
               (_r(5, 3, positive=True),)),
@@ -93,7 +95,8 @@ CASES = {
     "embedding": (lambda idx, w: F.embedding(idx, w).sum(1) + F.embedding(idx, w, padding_idx=0).sum(1),
                   (_i(7, 4, 3), _r(7, 5))),
     "losses": (lambda a, y, t: F.cross_entropy(a, y) + F.nll_loss(F.log_softmax(a, 1), y, reduction="sum")
-               + F.mse_loss(a, t) + F.cross_entropy(a, y, label_smoothing=0.1), (_r(4, 5), _i(5, 4), _r(4, 5))),
+               + F.mse_loss(a, t) + F.cross_entropy(a, y, label_smoothing=0.1)
+               + F.cross_entropy(a, t.softmax(1), weight=torch.linspace(0.5, 1.0, 5)), (_r(4, 5), _i(5, 4), _r(4, 5))),
     "symbolic-batch": (lambda a: a.view(a.shape[0], -1).sum(1) + a.view(a.shape[0] * 3, 4).sum(1).view(a.shape[0], 3)[:, 0],
                        (_r(4, 3, 4),)),
 }

@@ -138,6 +138,16 @@ def test_bad_examples_are_refused(example, expected):
         kgen.from_torch(_BNMlp(), example)
 
 
+class _Branchy(torch.nn.Module):
+    def forward(self, x):
+        return x * 2 if x.sum() > 0 else x  # Python control flow on a value: torch.export cannot trace it
+
+
+def test_what_torch_export_refuses_is_a_capture_error_with_torchs_reason():
+    with pytest.raises(kgen.CaptureError, match="could not capture _Branchy in train mode: .*data-dependent"):
+        kgen.from_torch(_Branchy(), torch.randn(4, 3))
+
+
 def test_not_a_module_is_refused():
     with pytest.raises(kgen.InputError, match="expected a torch.nn.Module or a torch.export.ExportedProgram"):
         kgen.from_torch(lambda x: x, torch.randn(4, 6))
