@@ -37,11 +37,12 @@ DEFAULT_TARGETS = ["sm_80", "sm_90"]
 
 # --- what the commands do ----------------------------------------------------------------------
 def _spec(name):
-    """The zoo's record for a zoo name, or a zoo-like one for a .pt2 file (kgen/frontends/pt2.py)."""
+    """The zoo's record for a zoo name, or a zoo-like one for a .pt2 or .onnx file
+    (kgen/frontends/model_file.py)."""
     # at run time: kgen --help imports neither torch nor triton
     from kgen import nn
-    from kgen.frontends import pt2
-    return pt2.spec(name) if pt2.is_pt2(name) else nn.zoo.get(name)
+    from kgen.frontends import model_file
+    return model_file.spec(name) if model_file.is_model_file(name) else nn.zoo.get(name)
 
 
 def _spec_and_model(name, seed=0):
@@ -49,7 +50,7 @@ def _spec_and_model(name, seed=0):
     from kgen import nn
     spec = _spec(name)
     nn.manual_seed(seed)
-    return spec, spec.model()  # a .pt2 model is already trained: the seed does not change it
+    return spec, spec.model()  # a model file's weights are its own: the seed does not change them
 
 
 def _example_batch(spec, batch):
@@ -83,9 +84,9 @@ def _state_names(model, step) -> dict:
 
 
 def cmd_train(args):
-    if args.model.endswith(".pt2"):
+    if args.model.endswith((".pt2", ".onnx")):
         raise KgenError(f"kgen train: {args.model} holds a model but no data; train it from Python "
-                        f"(kgen.from_torch, then fit), or check, measure or compile it here")
+                        f"(kgen.from_torch or kgen.from_onnx, then fit), or check, measure or compile it here")
     spec, model = _spec_and_model(args.model, args.seed)
     (xtr, ytr), (xte, yte) = spec.data()
     epochs = args.epochs or spec.epochs
@@ -301,7 +302,7 @@ class Parser(argparse.ArgumentParser):
 
 def _zoo_model(p) -> None:
     p.add_argument("model", metavar="MODEL", help=f"a zoo model: {', '.join(ZOO)} (`kgen models` describes them); "
-                                                  f"check, stats and compile also take a .pt2 file")
+                                                  f"check, stats and compile also take a .pt2 or .onnx file")
 
 
 def _batch(p, default) -> None:
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
   kgen run mlp128.kgen --steps 3 --save state.npz       run it, keep the trained state
 
 MODEL is a zoo name ({', '.join(ZOO)}) or, for check, stats and compile, a .pt2 file
-written by torch.export.save (a classifier's [N, C] output trains with cross-entropy, any other
+written by torch.export.save or an .onnx file (a classifier's [N, C] output trains with cross-entropy, any other
 output with mean squared error; the data is random).
 Lists are comma-separated (--batch 64,512); a list option may also be repeated.
 `kgen COMMAND --help` shows a command's options and their defaults.""")

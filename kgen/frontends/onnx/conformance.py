@@ -14,6 +14,10 @@ import re
 import warnings
 
 import numpy as np
+import onnx
+
+from kgen.frontends.onnx.backend import KgenBackend
+from kgen.frontends.onnx.table import kgen_dtype
 
 LISTED = frozenset("""
 Add Sub Mul Div Pow Neg Abs Exp Log Sqrt Tanh Sigmoid Relu LeakyRelu Elu Softplus Erf Clip Max Min Where Cast
@@ -54,7 +58,6 @@ def primary_op(case) -> str:
     """The op a case examines: the longest ONNX op name its name starts with
     (test_maxpool_2d_pads -> MaxPool, test_softmax_axis_0_expanded -> Softmax), else its
     graph's first node's."""
-    import onnx
     name = case.name[len("test_"):].lower().replace("_", "")
     for prefix, op in ALIASES.items():
         if name.startswith(prefix):
@@ -69,8 +72,6 @@ def primary_op(case) -> str:
 
 def skip_reason(case) -> str | None:
     """Why a case does not count (None when it does)."""
-    import onnx
-    from kgen.frontends.onnx.table import kgen_dtype
     if case.model is None:
         return "no model in the wheel (a download-only case)"
     if primary_op(case) not in LISTED:
@@ -79,8 +80,6 @@ def skip_reason(case) -> str | None:
 
 
 def _dtype_reason(case) -> str | None:
-    import onnx
-    from kgen.frontends.onnx.table import kgen_dtype
     for info in list(case.model.graph.input) + list(case.model.graph.output):
         if not info.type.HasField("tensor_type"):
             return f"{info.name} is not a tensor"
@@ -106,7 +105,6 @@ def run_case(case) -> tuple:
     """(status, reason): 'pass', or 'fail' (wrong values) / 'error' (kgen refused or
     crashed) with the first line of why. The comparison is the suite's: outputs of the
     expected dtype and shape, close at the case's rtol/atol."""
-    from kgen.frontends.onnx.backend import KgenBackend
     try:
         rep = KgenBackend.prepare(case.model)
         for inputs, expected in case.data_sets:
