@@ -10,11 +10,14 @@ tests/frontends/test_onnx_conformance.py runs a fixed subset through onnx's own 
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from kgen.frontends.onnx.backend import KgenBackend
 from kgen.frontends.onnx.table import kgen_dtype
@@ -35,10 +38,27 @@ KINDS = ("node", "pytorch-converted", "pytorch-operator", "simple")
 
 
 def load_cases(kind: str) -> list:
+    """The wheel's cases of `kind`, each with its model and data sets: node cases are built in
+    memory; the model tests' files (model.onnx, test_data_set_*/input_*.pb) are read."""
     from onnx.backend.test.loader import load_model_tests  # builds every case: seconds, and noisy
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return load_model_tests(kind=kind)
+        cases = load_model_tests(kind=kind)
+    return [case if case.model is not None or not case.model_dir else _read(case) for case in cases]
+
+
+def _read(case):
+    directory = Path(case.model_dir)
+    if not (directory / "model.onnx").exists():
+        return case
+    data_sets = []
+    for folder in sorted(directory.glob("test_data_set_*")):
+        arrays = {}
+        for kind in ("input", "output"):
+            files = sorted(folder.glob(f"{kind}_*.pb"), key=lambda f: int(f.stem.split("_")[1]))
+            arrays[kind] = [numpy_helper.to_array(onnx.load_tensor(str(f))) for f in files]
+        data_sets.append((arrays["input"], arrays["output"]))
+    return dataclasses.replace(case, model=onnx.load(str(directory / "model.onnx")), data_sets=data_sets)
 
 
 def graph_ops(model) -> set:

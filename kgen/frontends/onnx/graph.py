@@ -25,9 +25,9 @@ from kgen.frontends.onnx.table import ONNX, OnnxNode, kgen_dtype
 from kgen.ir import shapes
 from kgen.ir.node import Node
 
-# The default domain's opsets kgen translates: 7 (the first with today's broadcasting rules)
-# to the newest the installed onnx package defines.
-OPSETS = range(7, onnx.defs.onnx_opset_version() + 1)
+# The default domain's opsets kgen translates: from 6 (what older torch exporters wrote; its
+# binary ops' `broadcast`/`axis` attributes are honoured) to the newest the installed onnx defines.
+OPSETS = range(6, onnx.defs.onnx_opset_version() + 1)
 DOMAINS = ("", "ai.onnx")
 
 
