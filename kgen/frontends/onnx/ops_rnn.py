@@ -6,6 +6,7 @@ projection and applies the gates. Directions (forward, reverse, bidirectional), 
 biases, initial states, LSTM peepholes and input_forget, GRU's linear_before_reset, `clip`
 and the activations ONNX lists are translated. `sequence_lens` masks the steps past each
 sequence's end (its state stays, its output is zero), so it may be computed at run time.
+`clip` bounds the gates' inputs, not the cell state's before LSTM's h (as onnxruntime does).
 
 ONNX orders the gates i, o, f, c (LSTM) and z, r, h (GRU) in W, R and B; the peepholes P
 are i, o, f.
@@ -17,18 +18,19 @@ from dataclasses import dataclass
 from kgen import ops
 from kgen.errors import KgenError, ShapeError
 from kgen.frontends.onnx.table import onnx_op
+from kgen.ir import shapes
 
 # name (lower case) -> (function of x, alpha, beta; alpha's default, beta's default); None: no
-# such parameter, REQUIRED_VALUE: the activation_alpha/beta lists must give it.
-REQUIRED_VALUE = object()
+# such parameter; _NEEDED: activation_alpha/beta must give it (ONNX names no default).
+_NEEDED = object()
 _ACTIVATIONS = {
     "sigmoid": (lambda x, a, b: ops.sigmoid(x), None, None),
     "tanh": (lambda x, a, b: ops.tanh(x), None, None),
     "relu": (lambda x, a, b: ops.relu(x), None, None),
-    "affine": (lambda x, a, b: ops.add(ops.mul(x, a), b), REQUIRED_VALUE, REQUIRED_VALUE),
+    "affine": (lambda x, a, b: ops.add(ops.mul(x, a), b), _NEEDED, _NEEDED),
     "leakyrelu": (lambda x, a, b: ops.leaky_relu(x, a), 0.01, None),
     "thresholdedrelu": (lambda x, a, b: ops.where(ops.greater(x, a), x, 0.0), 1.0, None),
-    "scaledtanh": (lambda x, a, b: ops.mul(ops.tanh(ops.mul(x, b)), a), REQUIRED_VALUE, REQUIRED_VALUE),
+    "scaledtanh": (lambda x, a, b: ops.mul(ops.tanh(ops.mul(x, b)), a), _NEEDED, _NEEDED),
     "hardsigmoid": (lambda x, a, b: ops.clamp(ops.add(ops.mul(x, a), b), 0.0, 1.0), 0.2, 0.5),
     "elu": (lambda x, a, b: ops.elu(x, a), 1.0, None),
     "softsign": (lambda x, a, b: ops.div(x, ops.add(ops.abs(x), 1.0)), None, None),
@@ -40,16 +42,33 @@ _GATES = {"LSTM": 4, "GRU": 3}
 
 @dataclass
 class _Cell:
-    """What every direction of one recurrent node shares: its activations (one tuple per
-    direction), clip, and the sequence mask."""
-    activations: list
+    """What every step of one recurrent node shares: hidden_size, clip, and the sequence
+    lengths (a kgen [batch] tensor, or None when every sequence runs the whole length)."""
+    hidden: int
     clip: float | None
-    lengths: object  # a kgen [batch] tensor of sequence lengths, or None when all run the whole sequence
+    lengths: object
 
     def gate(self, x, fn):
+        """Activation `fn` of a gate's input, clipped first when the node has `clip`."""
         if self.clip is not None:
             x = ops.clamp(x, -self.clip, self.clip)
         return fn(x)
+
+    def part(self, x, k: int):
+        """Gate k of a [..., gates * hidden] tensor."""
+        return ops.getitem(x, (..., slice(k * self.hidden, (k + 1) * self.hidden)))
+
+
+@dataclass
+class _Direction:
+    """One direction's inputs to its steps."""
+    projected: object  # X's projection at every step, input bias added: [seq, batch, gates * hidden]
+    recurrence: object  # R transposed: [hidden, gates * hidden]
+    bias: object  # R's bias [gates * hidden], or None
+    peepholes: object  # LSTM's P [3 * hidden], or None
+    states: list  # the initial states (h, and c for LSTM) [batch, hidden]
+    order: range  # the steps, in the order this direction visits them
+    activations: tuple  # f, g (, h)
 
 
 @onnx_op("LSTM")
@@ -77,21 +96,25 @@ def _recurrent(node, direction_fn):
         raise node.refuse(f"the sequence length must be static (kgen unrolls the recurrence), got {steps}",
                           ShapeError)
     weights, recurrence = node.tensor(1), node.tensor(2)
-    hidden = int(node.attr("hidden_size", recurrence.shape[-1]))
-    gates = _GATES[node.op]
-    _check_shape(node, "W", weights, (len(directions), gates * hidden, x.shape[2]))
-    _check_shape(node, "R", recurrence, (len(directions), gates * hidden, hidden))
-    cell = _Cell(_activations(node, len(directions)), node.attr("clip", None), _lengths(node, steps))
-    states = [_initial(node, i, layout) for i in (5, 6)[:gates - 2]]
+    hidden, gates, count = int(node.attr("hidden_size", recurrence.shape[-1])), _GATES[node.op], len(directions)
+    _check_shape(node, "W", weights, (count, gates * hidden, x.shape[2]))
+    _check_shape(node, "R", recurrence, (count, gates * hidden, hidden))
+    bias = _optional(node, 3, "B", (count, 2 * gates * hidden))
+    peepholes = _optional(node, 7, "P", (count, 3 * hidden)) if node.op == "LSTM" else None
+    states = [_initial(node, i, layout, (count, x.shape[1], hidden)) for i in (5, 6)[:gates - 2]]
+    cell = _Cell(hidden, node.attr("clip", None), _lengths(node, steps))
     outputs = []
-    for d, reverse in enumerate(directions):
-        bias = ops.getitem(node.tensor(3), d) if node.has(3) else None
-        peepholes = ops.getitem(node.tensor(7), d) if node.op == "LSTM" and node.has(7) else None
+    for d, (reverse, activations) in enumerate(zip(directions, _activations(node, count))):
         projected = ops.matmul(x, ops.swap_last(ops.getitem(weights, d)))
-        order = range(steps - 1, -1, -1) if reverse else range(steps)
-        init = [None if s is None else ops.getitem(s, d) for s in states]
-        outputs.append(direction_fn(node, cell, d, projected, ops.getitem(recurrence, d), bias, peepholes, order,
-                                    init, hidden))
+        b = None if bias is None else ops.getitem(bias, d)
+        run = _Direction(
+            projected=projected if b is None else ops.add(projected, ops.getitem(b, slice(0, gates * hidden))),
+            recurrence=ops.swap_last(ops.getitem(recurrence, d)),
+            bias=None if b is None else ops.getitem(b, slice(gates * hidden, 2 * gates * hidden)),
+            peepholes=None if peepholes is None else ops.getitem(peepholes, d),
+            states=[_zeros(projected, hidden) if s is None else ops.getitem(s, d) for s in states],
+            order=range(steps - 1, -1, -1) if reverse else range(steps), activations=activations)
+        outputs.append(direction_fn(node, cell, run))
     return _assemble(outputs, steps, layout)
 
 
@@ -105,9 +128,18 @@ def _directions(node) -> list:
 
 
 def _check_shape(node, what, value, shape):
-    if tuple(value.shape) != shape:
-        raise node.refuse(f"{what} must have shape {list(shape)} (num_directions, gates * hidden_size, ...), got "
-                          f"{value.type_str()}", ShapeError)
+    if len(value.shape) != len(shape) or not all(shapes.dims_equal(a, b) for a, b in zip(value.shape, shape)):
+        raise node.refuse(f"{what} must have shape {shapes.format_shape(shape)} (from num_directions, the gates, "
+                          f"hidden_size, X), got {value.type_str()}", ShapeError)
+
+
+def _optional(node, i: int, what: str, shape: tuple):
+    """Optional input i, shape-checked, or None."""
+    if not node.has(i):
+        return None
+    value = node.tensor(i)
+    _check_shape(node, what, value, shape)
+    return value
 
 
 def _activations(node, directions: int) -> list:
@@ -137,7 +169,7 @@ def _parameter(node, name, attribute, given: list, default):
         return None
     if given:
         return float(given.pop(0))
-    if default is REQUIRED_VALUE:
+    if default is _NEEDED:
         raise node.refuse(f"activation {name!r} needs a value in {attribute}, which has none left")
     return default
 
@@ -158,29 +190,15 @@ def _lengths(node, steps: int):
     return node.tensor(4)
 
 
-def _initial(node, i: int, layout: int):
+def _initial(node, i: int, layout: int, shape: tuple):
     """initial_h / initial_c as [num_directions, batch, hidden], or None (zeros)."""
-    if not node.has(i):
-        return None
-    state = node.tensor(i)
-    return ops.permute(state, 1, 0, 2) if layout else state
+    state = _optional(node, i, ("initial_h", "initial_c")[i - 5], (shape[1], shape[0], shape[2]) if layout else shape)
+    return ops.permute(state, 1, 0, 2) if state is not None and layout else state
 
 
 def _zeros(projected, hidden: int):
     """A zero [batch, hidden] state in the input's dtype."""
     return ops.broadcast_to(ops.constant(0.0, projected.dtype), (projected.shape[1], hidden))
-
-
-def _bias_halves(bias, gates: int, hidden: int):
-    """B's input and recurrence halves (Wb, Rb), or (None, None)."""
-    if bias is None:
-        return None, None
-    return ops.getitem(bias, slice(0, gates * hidden)), ops.getitem(bias, slice(gates * hidden, 2 * gates * hidden))
-
-
-def _part(x, k: int, hidden: int):
-    """Gate k of a [..., gates * hidden] tensor."""
-    return ops.getitem(x, (..., slice(k * hidden, (k + 1) * hidden)))
 
 
 def _add(x, y):
@@ -203,23 +221,18 @@ def _output(cell, t: int, h):
     return h if cell.lengths is None else ops.where(_valid(cell, t), h, 0.0)
 
 
-def _lstm_direction(node, cell, d, projected, recurrence, bias, peepholes, order, init, hidden):
-    f, g, h_fn = cell.activations[d]
-    w_bias, r_bias = _bias_halves(bias, 4, hidden)
-    projected = _add(projected, w_bias)
-    recurrence_t = ops.swap_last(recurrence)
-    h = init[0] if init[0] is not None else _zeros(projected, hidden)
-    c = init[1] if init[1] is not None else _zeros(projected, hidden)
-    p_i, p_o, p_f = (None,) * 3 if peepholes is None else (_part(peepholes, k, hidden) for k in range(3))
+def _lstm_direction(node, cell, run):
+    f, g, h_fn = run.activations
+    h, c = run.states
+    p_i, p_o, p_f = (None,) * 3 if run.peepholes is None else (cell.part(run.peepholes, k) for k in range(3))
     forget_coupled = bool(node.attr("input_forget", 0))
     ys = {}
-    for t in order:
-        z = _add(ops.add(ops.getitem(projected, t), ops.matmul(h, recurrence_t)), r_bias)
-        i = cell.gate(_add(_part(z, 0, hidden), _peep(p_i, c)), f)
-        forget = ops.sub(1.0, i) if forget_coupled else cell.gate(_add(_part(z, 2, hidden), _peep(p_f, c)), f)
-        candidate = cell.gate(_part(z, 3, hidden), g)
-        c_new = ops.add(ops.mul(forget, c), ops.mul(i, candidate))
-        o = cell.gate(_add(_part(z, 1, hidden), _peep(p_o, c_new)), f)
+    for t in run.order:
+        z = _add(ops.add(ops.getitem(run.projected, t), ops.matmul(h, run.recurrence)), run.bias)
+        i = cell.gate(_add(cell.part(z, 0), _peep(p_i, c)), f)
+        forget = ops.sub(1.0, i) if forget_coupled else cell.gate(_add(cell.part(z, 2), _peep(p_f, c)), f)
+        c_new = ops.add(ops.mul(forget, c), ops.mul(i, cell.gate(cell.part(z, 3), g)))
+        o = cell.gate(_add(cell.part(z, 1), _peep(p_o, c_new)), f)
         h_new = ops.mul(o, h_fn(c_new))
         ys[t] = _output(cell, t, h_new)
         h, c = _masked(cell, t, h_new, h), _masked(cell, t, c_new, c)
@@ -230,29 +243,28 @@ def _peep(p, c):
     return None if p is None else ops.mul(p, c)
 
 
-def _gru_direction(node, cell, d, projected, recurrence, bias, peepholes, order, init, hidden):
-    f, g = cell.activations[d]
-    w_bias, r_bias = _bias_halves(bias, 3, hidden)
-    projected = _add(projected, w_bias)
+def _gru_direction(node, cell, run):
+    """GRU's steps; with linear_before_reset the reset gate scales H's projection (one matmul
+    for all gates), else it scales H before the candidate's own matmul."""
+    f, g = run.activations
+    hidden = cell.hidden
     before_reset = bool(node.attr("linear_before_reset", 0))
-    recurrence_t = ops.swap_last(recurrence)
-    h = init[0] if init[0] is not None else _zeros(projected, hidden)
+    gates = slice(0, (3 if before_reset else 2) * hidden)
+    recurrence = ops.getitem(run.recurrence, (slice(None), gates))
+    bias = None if run.bias is None else ops.getitem(run.bias, gates)
+    (h,) = run.states
     ys = {}
-    for t in order:
-        x_t = ops.getitem(projected, t)
+    for t in run.order:
+        x_t = ops.getitem(run.projected, t)
+        hr = _add(ops.matmul(h, recurrence), bias)
+        update = cell.gate(ops.add(cell.part(x_t, 0), cell.part(hr, 0)), f)
+        reset = cell.gate(ops.add(cell.part(x_t, 1), cell.part(hr, 1)), f)
         if before_reset:
-            hr = _add(ops.matmul(h, recurrence_t), r_bias)
+            mixed = ops.mul(reset, cell.part(hr, 2))
         else:
-            hr = _add(ops.matmul(h, ops.getitem(recurrence_t, (slice(None), slice(0, 2 * hidden)))),
-                      None if r_bias is None else ops.getitem(r_bias, slice(0, 2 * hidden)))
-        update = cell.gate(ops.add(_part(x_t, 0, hidden), _part(hr, 0, hidden)), f)
-        reset = cell.gate(ops.add(_part(x_t, 1, hidden), _part(hr, 1, hidden)), f)
-        if before_reset:
-            mixed = ops.mul(reset, _part(hr, 2, hidden))
-        else:
-            mixed = _add(ops.matmul(ops.mul(reset, h), _part(recurrence_t, 2, hidden)),
-                         None if r_bias is None else _part(r_bias, 2, hidden))
-        candidate = cell.gate(ops.add(_part(x_t, 2, hidden), mixed), g)
+            mixed = _add(ops.matmul(ops.mul(reset, h), cell.part(run.recurrence, 2)),
+                         None if run.bias is None else cell.part(run.bias, 2))
+        candidate = cell.gate(ops.add(cell.part(x_t, 2), mixed), g)
         h_new = ops.add(ops.mul(ops.sub(1.0, update), candidate), ops.mul(update, h))
         ys[t] = _output(cell, t, h_new)
         h = _masked(cell, t, h_new, h)
