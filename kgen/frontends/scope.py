@@ -24,7 +24,6 @@ def place(root: Module, name: str, value: np.ndarray, buffer: bool) -> None:
         if part not in scope._modules:
             setattr(scope, part, Scope())
         scope = scope._modules[part]
-    if buffer:
-        scope.register_buffer(leaf, value)
-    else:
-        setattr(scope, leaf, shared(value, name=f"m{id(root):x}_" + re.sub(r"\W", "_", name)))
+    variable = shared(value, name=f"m{id(root):x}_" + re.sub(r"\W", "_", name))
+    # straight into the tables: a foreign name need not be an identifier (ONNX's "3", "onnx::Conv_7")
+    (scope._buffers if buffer else scope._parameters)[leaf] = variable
