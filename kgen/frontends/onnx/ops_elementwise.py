@@ -2,12 +2,9 @@
 kgen's), unary math, activations, comparisons, Where, Cast, Identity."""
 from __future__ import annotations
 
-import numpy as np
-
 from kgen import ops
 from kgen.errors import DTypeError
 from kgen.frontends.onnx.table import kgen_dtype, onnx_op
-from kgen.ir import dtypes
 
 _BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Pow": ops.pow, "Equal": ops.equal,
            "Less": ops.less, "LessOrEqual": ops.less_equal, "Greater": ops.greater,
@@ -61,6 +58,12 @@ def _cast(node):
     return ops.cast(node.tensor(0), to)
 
 
+@onnx_op("CastLike")
+def _cast_like(node):
+    """Input 0 in input 1's dtype (expanded function bodies cast their constants so)."""
+    return ops.cast(node.tensor(0), node.input_dtype(1))
+
+
 @onnx_op("Where")
 def _where(node):
     return ops.where(node.tensor(0), node.tensor(1), node.tensor(2))
@@ -100,5 +103,3 @@ def _scalar(node, i):
         raise node.refuse(f"input {i} must be a scalar, got shape {list(value.shape)}", DTypeError)
     return value.reshape(()).item()
 
-
-_ = (np, dtypes)
