@@ -6,7 +6,7 @@ from kgen import ops
 from kgen.errors import DTypeError
 from kgen.frontends.onnx.table import kgen_dtype, onnx_op
 
-_BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Pow": ops.pow, "Equal": ops.equal,
+_BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Equal": ops.equal,
            "Less": ops.less, "LessOrEqual": ops.less_equal, "Greater": ops.greater,
            "GreaterOrEqual": ops.greater_equal}
 
@@ -14,6 +14,19 @@ _BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Pow": ops.pow, "Equa
 @onnx_op(*_BINARY)
 def _binary(node):
     return _BINARY[node.op](node.tensor(0), node.tensor(1))
+
+
+@onnx_op("Pow")
+def _pow(node):
+    """ONNX's power has the base's type; kgen's is floating, so an integer base's power is
+    rounded back to its integers (exact powers are whole numbers up to rounding)."""
+    base = node.tensor(0)
+    out = ops.pow(base, node.tensor(1))
+    if out.dtype == base.dtype:
+        return out
+    if base.dtype.is_float:
+        return ops.cast(out, base.dtype)
+    return ops.cast(ops.floor(ops.add(out, 0.5)), base.dtype)
 
 
 @onnx_op("Div")

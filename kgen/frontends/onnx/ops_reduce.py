@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kgen import ops
+from kgen.errors import DTypeError
 from kgen.frontends.onnx.table import onnx_op
 from kgen.ir import dtypes, shapes
 
@@ -16,7 +17,8 @@ _REDUCE = {"ReduceSum": ops.sum, "ReduceMean": ops.mean, "ReduceMax": ops.max}
 @onnx_op(*_REDUCE, static=(1,))
 def _reduce(node):
     """Axes from the attribute or input 1; none given reduces every axis, unless
-    noop_with_empty_axes makes the node the identity."""
+    noop_with_empty_axes makes the node the identity. kgen reduces no bools, and ReduceMax
+    takes them (opset 20): their max is their any, False over no element."""
     x = node.tensor(0)
     if node.opset < _AXES_INPUT_FROM[node.op]:
         axes = node.attr("axes", None)
@@ -28,21 +30,32 @@ def _reduce(node):
             return x
         axes = None
     keepdims = bool(node.attr("keepdims", 1))
-    if x.dtype is dtypes.bool_ and node.op == "ReduceMax":  # kgen reduces no bools; their max is their any (False over no element)
+    if x.dtype is dtypes.bool_ and node.op == "ReduceMax":
         return ops.greater(ops.sum(ops.cast(x, dtypes.int32), axes, keepdims), 0)
     return _REDUCE[node.op](x, axes, keepdims)
 
 
+def _float_operands(node, count):
+    """The first `count` inputs, refused unless floating: kgen multiplies matrices in floating
+    point, which would round an integer product's large sums."""
+    operands = [node.tensor(i) for i in range(count)]
+    for i, x in enumerate(operands):
+        if not x.dtype.is_float:
+            raise node.refuse(f"input {i} is {x.type_str()}; kgen multiplies floating-point matrices only",
+                              DTypeError)
+    return operands
+
+
 @onnx_op("MatMul")
 def _matmul(node):
-    return ops.matmul(node.tensor(0), node.tensor(1))
+    return ops.matmul(*_float_operands(node, 2))
 
 
 @onnx_op("Gemm")
 def _gemm(node):
     """alpha * A' @ B' + beta * C, A' and B' transposed when transA / transB say so; C is
     optional (from opset 11) and broadcasts to the product's shape."""
-    a, b = node.tensor(0), node.tensor(1)
+    a, b = _float_operands(node, 2)
     a = ops.transpose(a) if node.attr("transA", 0) else a
     b = ops.transpose(b) if node.attr("transB", 0) else b
     out = ops.matmul(a, b)
@@ -84,6 +97,5 @@ def _dropout(node):
                           f"kgen imports dropout for inference (training_mode false, or ratio 0)")
     if len(node.proto.output) < 2 or not node.proto.output[1]:
         return x
-    mask_dtype = x.dtype if node.opset < 10 else dtypes.bool_
-    return x, ops.broadcast_to(ops.constant(True, mask_dtype) if mask_dtype is dtypes.bool_
-                               else ops.constant(1.0, mask_dtype), x.shape)
+    mask_dtype = x.dtype if node.opset < 10 else dtypes.bool_  # before opset 10, the input's type
+    return x, ops.broadcast_to(ops.constant(1, mask_dtype), x.shape)
