@@ -1,12 +1,14 @@
 """ONNX reductions and products onto kgen.ops: ReduceSum/Mean/Max, MatMul, Gemm, Softmax,
-LogSoftmax, and Dropout as inference runs it."""
+LogSoftmax, and Dropout as inference runs it. Also Size and ConstantOfShape where they do not
+fold (a tensor computed at run time, a shape holding a symbolic size)."""
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from kgen import ops
 from kgen.errors import DTypeError
-from kgen.frontends.onnx.table import onnx_op
+from kgen.frontends.onnx.table import kgen_dtype, onnx_op
 from kgen.ir import dtypes, shapes
 
 # The opset from which each reduction takes its axes as input 1 instead of an attribute.
@@ -32,7 +34,8 @@ def _reduce(node):
     keepdims = bool(node.attr("keepdims", 1))
     if x.dtype is dtypes.bool_ and node.op == "ReduceMax":
         return ops.greater(ops.sum(ops.cast(x, dtypes.int32), axes, keepdims), 0)
-    return _REDUCE[node.op](x, axes, keepdims)
+    out = _REDUCE[node.op](x, axes, keepdims)
+    return out if out.dtype == x.dtype else ops.cast(out, x.dtype)  # an integer mean truncates, as ONNX's
 
 
 def _float_operands(node, count):
@@ -99,3 +102,20 @@ def _dropout(node):
         return x
     mask_dtype = x.dtype if node.opset < 10 else dtypes.bool_  # before opset 10, the input's type
     return x, ops.broadcast_to(ops.constant(1, mask_dtype), x.shape)
+
+
+@onnx_op("Size")
+def _size(node):
+    """The element count, known at import (a sympy size when the shape is symbolic)."""
+    count = shapes.numel(node.tensor(0).shape)
+    return np.array(count, np.int64) if isinstance(count, int) else np.array(count, dtype=object)
+
+
+@onnx_op("ConstantOfShape", static=(0,))
+def _constant_of_shape(node):
+    """`value` (one element; float 0 by default) broadcast to the shape given as input 0."""
+    value = node.attr("value", None)
+    if value is None:
+        return ops.broadcast_to(ops.constant(0.0), tuple(node.ints(0)))
+    array = numpy_helper.to_array(value).reshape(-1)
+    return ops.broadcast_to(ops.constant(array[0], kgen_dtype(value.data_type, str(node))), tuple(node.ints(0)))

@@ -92,6 +92,12 @@ def test_reduce_axes_input(op, opset, axes, noop):
     _check(model, _x(2, 3, 4))
 
 
+def test_reduce_mean_of_integers_truncates():
+    model = _single("ReduceMean", [("x", TensorProto.INT32, [2, 3])], [("y", TensorProto.INT32, None)], 13,
+                    axes=[1], keepdims=0)
+    _check(model, np.array([[1, 2, 2], [-1, -2, -2]], np.int32))
+
+
 def test_reduce_max_of_bools_is_any():
     model = _single("ReduceMax", [("x", TensorProto.BOOL, [2, 3])], [("y", TensorProto.BOOL, None)], 20,
                     keepdims=0)
@@ -160,6 +166,25 @@ def test_constant_value_forms(attr, value, elem):
     model = _model([const, add], [("x", elem, [2, 3])], [("y", elem, [2, 3])], 13)
     x = _x(2, 3) if elem == FLOAT else np.arange(6, dtype=np.int64).reshape(2, 3)
     _check(model, x)
+
+
+def test_size_and_constant_of_shape_with_a_symbolic_batch():
+    """Neither folds when the batch is a symbol: Size is a size expression, ConstantOfShape a
+    broadcast constant."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ConstantOfShape", ["s"], ["c"], value=helper.make_tensor("v", FLOAT, [1], [0.5])),
+             helper.make_node("Size", ["x"], ["n"]), helper.make_node("CastLike", ["n", "x"], ["nf"]),
+             helper.make_node("Mul", ["x", "nf"], ["xn"]), helper.make_node("Add", ["xn", "c"], ["y"])]
+    model = _model(nodes, [("x", FLOAT, ["N", 3])], [("y", FLOAT, ["N", 3])], 15)
+    module = kgen.from_onnx(model)
+    x = kgen.tensor(*module.inputs[0])
+    run = kgen.function([x], [module(x)])
+    for batch in (2, 5):
+        value = _x(batch, 3)
+        got = run(value)
+        got = got[0] if isinstance(got, (list, tuple)) else got
+        np.testing.assert_allclose(np.asarray(got.detach().cpu() if hasattr(got, "detach") else got),
+                                   value * 3 * batch + 0.5, rtol=1e-6)
 
 
 @pytest.mark.parametrize("opset", [7, 13])
@@ -247,7 +272,8 @@ CONFORMANCE = [
     "test_max_one_input", "test_min_two_inputs", "test_where_long_example", "test_cast_FLOAT16_to_FLOAT",
     "test_relu_expanded_ver18", "test_elu_default_expanded_ver18", "test_softplus_example_expanded_ver18",
     "test_reduce_sum_empty_axes_input_noop", "test_reduce_sum_empty_set",
-    "test_reduce_mean_default_axes_keepdims_example", "test_reduce_max_empty_set", "test_matmul_4d", "test_gemm_all_attributes", "test_gemm_default_scalar_bias",
+    "test_reduce_mean_default_axes_keepdims_example", "test_reduce_max_empty_set", "test_matmul_4d",
+    "test_gemm_all_attributes", "test_gemm_default_scalar_bias",
     "test_softmax_axis_0_expanded_ver18", "test_logsoftmax_large_number", "test_dropout_default_mask_ratio",
     "test_training_dropout_zero_ratio_mask", "test_dropout_random_old", "test_constant", "test_identity",
 ]
