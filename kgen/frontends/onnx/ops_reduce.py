@@ -94,7 +94,7 @@ def _dropout(node):
     import can reproduce, so it is refused."""
     x = node.tensor(0)
     training = bool(np.asarray(node.static(2)).reshape(-1)[0]) if node.has(2) else False
-    ratio = float(np.asarray(node.static(1)).reshape(-1)[0]) if node.has(1) else float(node.attr("ratio", 0.5))
+    ratio = float(np.asarray(node.static(1)).reshape(-1)[0]) if training and node.has(1) else 0.5
     if training and ratio > 0.0:
         raise node.refuse(f"training_mode is true with ratio {ratio}: its random mask cannot be reproduced; "
                           f"kgen imports dropout for inference (training_mode false, or ratio 0)")
