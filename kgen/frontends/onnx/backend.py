@@ -55,14 +55,30 @@ class KgenRep(BackendRep):
             symbolic.append(tensor(name, value.shape, dtype))
         outputs = module(*symbolic)
         outputs = list(outputs) if isinstance(outputs, tuple) else [outputs]
-        results = function(symbolic, outputs)(*[given[n] for n in self.names if n not in self.static])
+        results = function(symbolic, outputs)(*[_input(given[n]) for n in self.names if n not in self.static])
         results = results if isinstance(results, (list, tuple)) else [results]
         declared = [out.type.tensor_type.elem_type for out in self.model.graph.output]
         return tuple(_numpy(r, t) for r, t in zip(results, declared))
 
 
+_BFLOAT16 = onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.BFLOAT16)  # ml_dtypes' type
+
+
+def _input(array: np.ndarray):
+    """An input as kgen takes it: NumPy has no bfloat16 of its own (ONNX's is ml_dtypes'),
+    so those become torch tensors, exactly (every bfloat16 is a float32)."""
+    if array.dtype != _BFLOAT16:
+        return array
+    import torch
+    return torch.from_numpy(array.astype(np.float32)).to(torch.bfloat16)
+
+
 def _numpy(value, element_type: int) -> np.ndarray:
-    array = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        array = value.float().numpy() if str(value.dtype) == "torch.bfloat16" else value.numpy()
+    else:
+        array = np.asarray(value)
     if element_type:
         array = array.astype(onnx.helper.tensor_dtype_to_np_dtype(element_type), copy=False)
     return array

@@ -2,14 +2,11 @@
 kgen's), unary math, activations, comparisons, Where, Cast, Identity."""
 from __future__ import annotations
 
-import numpy as np
-
 from kgen import ops
 from kgen.errors import DTypeError
 from kgen.frontends.onnx.table import kgen_dtype, onnx_op
-from kgen.ir import dtypes
 
-_BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Pow": ops.pow, "Equal": ops.equal,
+_BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Equal": ops.equal,
            "Less": ops.less, "LessOrEqual": ops.less_equal, "Greater": ops.greater,
            "GreaterOrEqual": ops.greater_equal}
 
@@ -17,6 +14,19 @@ _BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Pow": ops.pow, "Equa
 @onnx_op(*_BINARY)
 def _binary(node):
     return _BINARY[node.op](node.tensor(0), node.tensor(1))
+
+
+@onnx_op("Pow")
+def _pow(node):
+    """ONNX's power has the base's type; kgen's is floating, so an integer base's power is
+    rounded back to its integers (exact powers are whole numbers up to rounding)."""
+    base = node.tensor(0)
+    out = ops.pow(base, node.tensor(1))
+    if out.dtype == base.dtype:
+        return out
+    if base.dtype.is_float:
+        return ops.cast(out, base.dtype)
+    return ops.cast(ops.floor(ops.add(out, 0.5)), base.dtype)
 
 
 @onnx_op("Div")
@@ -61,6 +71,12 @@ def _cast(node):
     return ops.cast(node.tensor(0), to)
 
 
+@onnx_op("CastLike")
+def _cast_like(node):
+    """Input 0 in input 1's dtype (expanded function bodies cast their constants so)."""
+    return ops.cast(node.tensor(0), node.input_dtype(1))
+
+
 @onnx_op("Where")
 def _where(node):
     return ops.where(node.tensor(0), node.tensor(1), node.tensor(2))
@@ -100,5 +116,3 @@ def _scalar(node, i):
         raise node.refuse(f"input {i} must be a scalar, got shape {list(value.shape)}", DTypeError)
     return value.reshape(()).item()
 
-
-_ = (np, dtypes)
