@@ -11,9 +11,20 @@ _BINARY = {"Add": ops.add, "Sub": ops.sub, "Mul": ops.mul, "Equal": ops.equal,
            "GreaterOrEqual": ops.greater_equal}
 
 
+def _second(node):
+    """Input 1 of a binary op. Before opset 7, `broadcast=1` aligned it with input 0 from
+    `axis` (default: the trailing axes); kgen broadcasts numpy's way, so it gains trailing
+    axes of size 1 to say the same."""
+    a, b = node.tensor(0), node.tensor(1)
+    if node.opset < 7 and node.attr("broadcast", 0) and "axis" in node.attrs:
+        axis = node.attr("axis") % a.ndim
+        b = ops.reshape(b, tuple(b.shape) + (1,) * (a.ndim - axis - b.ndim))
+    return b
+
+
 @onnx_op(*_BINARY)
 def _binary(node):
-    return _BINARY[node.op](node.tensor(0), node.tensor(1))
+    return _BINARY[node.op](node.tensor(0), _second(node))
 
 
 @onnx_op("Pow")
@@ -21,7 +32,7 @@ def _pow(node):
     """ONNX's power has the base's type; kgen's is floating, so an integer base's power is
     rounded back to its integers (exact powers are whole numbers up to rounding)."""
     base = node.tensor(0)
-    out = ops.pow(base, node.tensor(1))
+    out = ops.pow(base, _second(node))
     if out.dtype == base.dtype:
         return out
     if base.dtype.is_float:
@@ -31,7 +42,7 @@ def _pow(node):
 
 @onnx_op("Div")
 def _div(node):
-    a, b = node.tensor(0), node.tensor(1)
+    a, b = node.tensor(0), _second(node)
     if not a.dtype.is_float and not b.dtype.is_float:  # integer division truncates in ONNX (C's rule)
         return ops.div(a, b, rounding_mode="trunc")
     return ops.div(a, b)

@@ -174,3 +174,16 @@ def test_the_command_checks_measures_and_compiles_an_onnx_file(tmp_path, capsys)
     (tmp_path / "bad.onnx").write_text("nope")
     assert main(["stats", str(tmp_path / "bad.onnx")]) != 0
     assert "bad.onnx: not an ONNX model" in capsys.readouterr().err
+
+
+def test_opset_6_broadcast_aligns_the_second_input_at_axis():
+    """Older exporters (opset 6) write Add(x [N,C,H,W], b [C], broadcast=1, axis=1)."""
+    graph = helper.make_graph([helper.make_node("Add", ["x", "b"], ["y"], broadcast=1, axis=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])],
+                              [numpy_helper.from_array(np.arange(3, dtype=np.float32), "b")])
+    model = kgen.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)]))
+    x = kgen.tensor(*model.inputs[0])
+    data = RNG.standard_normal((2, 3, 4)).astype(np.float32)
+    got = np.asarray(kgen.function([x], [model(x)])(data)[0])
+    np.testing.assert_allclose(got, data + np.arange(3, dtype=np.float32)[:, None], rtol=1e-6)
