@@ -38,14 +38,16 @@ def from_onnx(model_or_path, constants: dict | None = None) -> "OnnxModule":
     return module
 
 
-def _state_inputs(model) -> set:
-    """Initializer names read only where an op keeps state (batch norm's running statistics)."""
-    state, data = set(), set()
+def _read_only_at(model, field: str) -> set:
+    """Value names that every node reading them reads at a position its table entry lists in
+    `field` ("state": batch norm's running statistics; "static": a Reshape's shape), and that
+    are no graph output."""
+    listed, other = set(), {o.name for o in model.graph.output}
     for node in model.graph.node:
-        entry = ONNX.get(node.op_type)
+        positions = getattr(ONNX[node.op_type], field) if node.op_type in ONNX else ()
         for i, name in enumerate(node.input):
-            (state if entry is not None and i in entry.state else data).add(name)
-    return state - data
+            (listed if i in positions else other).add(name)
+    return listed - other
 
 
 class OnnxModule(Module):
@@ -65,7 +67,7 @@ class OnnxModule(Module):
         object.__setattr__(self, "_inputs", [(info, shape, dtype) for info, shape, dtype
                                              in onnx_graph.graph_inputs(model, where)
                                              if info.name not in constants])
-        keep, static_only = _state_inputs(model), _static_only(model)
+        keep, static_only = _read_only_at(model, "state"), _read_only_at(model, "static")
         object.__setattr__(self, "_folded", {})  # initializer name -> array, for those read as static inputs
         for name, value in onnx_graph.initializers(model).items():
             is_float = value.dtype.kind == "f"
@@ -126,17 +128,6 @@ class OnnxModule(Module):
     def extra_repr(self) -> str:
         n = sum(int(np.prod(p.shape)) for p in self.parameters())
         return f"from ONNX {self.onnx_model.graph.name or self.where}: {n:,} parameters"
-
-
-def _static_only(model) -> set:
-    """Initializer names read only at static positions (a Reshape's shape): folded, not state."""
-    static, other = set(), set()
-    for node in model.graph.node:
-        entry = ONNX.get(node.op_type)
-        for i, name in enumerate(node.input):
-            (static if entry is not None and i in entry.static else other).add(name)
-    outputs = {o.name for o in model.graph.output}
-    return static - other - outputs
 
 
 def _bind(where: str, name: str, shape: tuple, dtype, value, symbols: dict):
