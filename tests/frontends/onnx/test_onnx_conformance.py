@@ -42,4 +42,8 @@ def test_every_listed_case_is_in_the_suite():
 backend_test = onnx.backend.test.BackendTest(KgenBackend, __name__)
 for name in CASES:
     backend_test.include(rf"^{re.escape(name)}_cpu$")
-globals().update(backend_test.test_cases)
+test_classes = backend_test.test_cases  # (a property that builds new classes each time)
+for case_class in test_classes.values():  # keep the chosen cases, not thousands of skips
+    for attribute in [a for a in vars(case_class) if a.startswith("test_") and a[:-len("_cpu")] not in CASES]:
+        delattr(case_class, attribute)
+globals().update(test_classes)
