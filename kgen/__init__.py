@@ -20,7 +20,7 @@ _PUBLIC = {
     "counters": ("kgen.counters", None),
     **{name: ("kgen.ir", name) for name in ("Graph", "Node", "bfloat16", "bool_", "float16", "float32",
                                             "int32", "int64")},
-    "grad": ("kgen.ir.autodiff", "grad"),
+    "grad": ("kgen.ir.autodiff", "grad"), "scan": ("kgen.ops", "scan"),
     **{name: ("kgen.function", name) for name in ("Function", "SharedVariable", "function", "shared", "tensor")},
     "from_torch": ("kgen.frontends.torch_module", "from_torch"),
     "from_onnx": ("kgen.frontends.onnx", "from_onnx"),  # needs the onnx package; import kgen does not

@@ -35,7 +35,7 @@ __all__ = [
     "elu", "softplus", "hardtanh", "relu6",
     "max_pool1d", "avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool1d",
     "embedding", "mse_loss",
-    "conv1d",
+    "conv1d", "scan",
 ]
 
 
@@ -1126,8 +1126,78 @@ def embedding(indices, weight, padding_idx=None) -> Node:
     return Node("embedding", (indices, weight), {"padding_idx": padding_index(padding_idx, weight.shape[0])})
 
 
+# --- loops ---------------------------------------------------------------------------------------
+def _tuple_of(value, what: str) -> tuple:
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for v in items:
+        if not isinstance(v, Node):
+            raise KgenError(f"scan: {what} must be kgen tensors (or a tuple of them), got {type(v).__name__}")
+    return tuple(items)
+
+
+def scan(step, init, xs=None, length=None, reverse: bool = False):
+    """jax.lax.scan: run `step(carry, x_t) -> (carry, y_t)` over axis 0 of `xs` (a tensor
+    or a tuple of them; None with `length` for a scan over nothing), from `init` (a tensor
+    or a tuple). Returns (the last carry, every step's y stacked on a new axis 0), each in
+    the structure `step` gave. `reverse` runs the steps from the last to the first (ys stay
+    in time order). The body becomes one `scan` node family (kgen/ir/ops_loop.py)."""
+    # the graph and the scan entry are ir modules that build with kgen.ops (a cycle in the ir stage)
+    from kgen.ir.graph import Graph, topological_order
+    from kgen.ir.ops_loop import substitute
+    carries = _tuple_of(init, "init")
+    seqs = () if xs is None else _tuple_of(xs, "xs")
+    if not seqs and length is None:
+        raise ShapeError("scan: give xs, or length for a scan over nothing")
+    if seqs:
+        length = seqs[0].shape[0] if seqs[0].ndim else None
+        for k, x in enumerate(seqs):
+            if x.ndim == 0 or not shapes.dims_equal(x.shape[0], length):
+                raise ShapeError(f"scan: xs {k} is {x.type_str()}; every xs needs axis 0 of the scan's length "
+                                 f"{length}")
+    places = [Node("input", (), {"name": f"c{i}"}, c.dtype, c.shape) for i, c in enumerate(carries)]
+    slices = [Node("input", (), {"name": f"x{i}"}, x.dtype, x.shape[1:]) for i, x in enumerate(seqs)]
+    out = step(places[0] if not isinstance(init, (tuple, list)) else tuple(places),
+               None if xs is None else slices[0] if not isinstance(xs, (tuple, list)) else tuple(slices))
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise KgenError("scan: step must return (carry, y); y may be None")
+    new_carry, y = out
+    new_carries = _tuple_of(new_carry, "the step's carry")
+    ys = () if y is None else _tuple_of(y, "the step's y")
+    if len(new_carries) != len(carries):
+        raise KgenError(f"scan: step returned {len(new_carries)} carries for {len(carries)} given")
+    for i, (old, new) in enumerate(zip(carries, new_carries)):
+        if old.dtype != new.dtype or not shapes.dims_equal(old.ndim, new.ndim) or not builtins.all(
+                shapes.dims_equal(a, b) for a, b in zip(old.shape, new.shape)):
+            raise ShapeError(f"scan: carry {i} goes in as {old.type_str()} and comes out as {new.type_str()}; "
+                             f"a carry keeps its dtype and shape")
+    # Values the step reads from outside (weights, shared variables) become the body's
+    # inputs k0, k1, ...: the most outside nodes that feed a node depending on a placeholder.
+    outputs = list(new_carries) + list(ys)
+    inside = set(places) | set(slices)
+    closure, mapping = [], {}
+    for node in topological_order(outputs):
+        if node in inside or any(i in inside for i in node.inputs):
+            inside.add(node)
+            for i in node.inputs:
+                if i not in inside and i not in mapping and i.op not in ("constant", "iota"):
+                    mapping[i] = Node("input", (), {"name": f"k{len(closure)}"}, i.dtype, i.shape)
+                    closure.append(i)
+    for o in outputs:  # a carry or y that does not depend on the step's inputs at all
+        if o not in inside and o not in mapping and o.op not in ("constant", "iota"):
+            mapping[o] = Node("input", (), {"name": f"k{len(closure)}"}, o.dtype, o.shape)
+            closure.append(o)
+    body = Graph(places + slices + [mapping[c] for c in closure], substitute(outputs, mapping))
+    inputs = list(carries) + list(seqs) + closure
+    attrs = {"body": body, "carries": len(carries), "xs": len(seqs), "length": length, "reverse": bool(reverse)}
+    finals = tuple(Node("scan", inputs, {**attrs, "result": ("carry", i)}) for i in range(len(carries)))
+    stacked = tuple(Node("scan", inputs, {**attrs, "result": ("ys", j)}) for j in range(len(ys)))
+    return (finals if isinstance(init, (tuple, list)) else finals[0],
+            None if y is None else stacked if isinstance(y, (tuple, list)) else stacked[0])
+
+
 # An unknown keyword (conv2d(groups=2)) or a wrong count of arguments is a kgen ArgumentError
 # naming the op and the arguments it takes, for every public op (kgen.errors.check_arguments).
 for _name in __all__:
     globals()[_name] = check_arguments(globals()[_name], f"kgen.ops.{_name}")
 del _name
+

@@ -660,7 +660,10 @@ def _division_propose(name):
     """fmod, remainder, and floor_divide, which also stands for div's rounding modes (the
     step's `mode`: "floor" or "trunc" spells it ops.div(a, b, rounding_mode=mode))."""
     def propose(g: Gen):
-        a = g.pick(lambda i: numeric_pred(i) and i.exact)
+        a = None  # integer division (trunc_div, a primitive of its own) wants integer operands
+        if name == "floor_divide" and g.chance(0.5):
+            a = g.pick(lambda i: numeric_pred(i) and i.exact and not i.is_float)
+        a = a or g.pick(lambda i: numeric_pred(i) and i.exact)
         if a is None:
             raise Illegal("no exact operand")
         attrs = {}

@@ -2,7 +2,8 @@
 losses (with torch's keyword forms: reduction, class weight, ignore_index, label_smoothing,
 probability targets, an extra dimension), embedding, one_hot, dropout and rand, iota and
 constants, layer_norm and batch_norm (in training one of its three results, y or a new
-running statistic, per step). The gradient ops of convolution and
+running statistic, per step), and scan (a tanh recurrence over a short static axis 0,
+forward or reverse). The gradient ops of convolution and
 pooling are no kgen.ops functions, so none is drawn alone: every program that takes
 gradients of conv2d or a pool builds them, and tests/ir/test_vjp.py checks them alone.
 The pools draw torch's options, now and then an unbatched operand, and max pooling's
@@ -875,3 +876,25 @@ register("batch_norm", _batch_norm_propose, _batch_norm_infer,
                                                     else f", num_batches_tracked={step['tracked']}"),
          lambda step, args, infos: _batch_norm_call(step, args, "T.batch_norm",
                                                     f", num_batches_tracked={step['tracked']!r}"))
+
+
+# --- scan -----------------------------------------------------------------------------------------
+def _scan_infer(step, infos, sizes):
+    (x,) = infos
+    need(x.is_float, "scan of a non-float sequence")
+    need(x.ndim >= 1 and isinstance(x.shape[0], int) and 1 <= x.shape[0] <= 8,
+         "scan over an axis 0 that is symbolic, empty or long")
+    return Info(x.shape, FLOAT, -1.0, 1.0)  # every step's carry: 0, then tanh's range
+
+
+def _scan_propose(g: Gen):
+    x = g.pick(lambda i: float_pred(i) and i.ndim >= 1 and isinstance(i.shape[0], int) and 1 <= i.shape[0] <= 8)
+    if x is None:
+        raise Illegal("no sequence to scan")
+    g.add("scan", [x], a=g.choice([0.5, -1.5, 1.0]), reverse=g.chance(0.5))
+
+
+register("scan", _scan_propose, _scan_infer,  # a tanh recurrence; y_t is the carry before step t
+         lambda step, args, infos: f"ops.scan(lambda c, t: (ops.tanh(c * {step['a']} + t), c), {args[0]}[0] * 0.0, "
+                                   f"{args[0]}, reverse={step['reverse']})[1]",
+         lambda step, args, infos: f"T.scan_tanh({args[0]}, {step['a']}, {step['reverse']})")

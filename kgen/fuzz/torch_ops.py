@@ -215,3 +215,12 @@ def batch_norm(x, running_mean, running_var, weight, bias, training, momentum, e
     count = int(np.prod([x.shape[a] for a in axes]))
     unbiased = ((seen - seen.mean(axes, keepdim=True)) ** 2).sum(axes) / (count - 1)
     return y, (1 - factor) * running_mean + factor * seen.mean(axes), (1 - factor) * running_var + factor * unbiased
+
+
+def scan_tanh(xs, a, reverse):
+    """kgen.scan(lambda c, t: (tanh(c * a + t), c), xs[0] * 0, xs, reverse)'s stacked ys."""
+    c, ys = xs[0] * 0.0, [None] * len(xs)
+    for t in (reversed(range(len(xs))) if reverse else range(len(xs))):
+        ys[t] = c
+        c = torch.tanh(c * a + xs[t])
+    return torch.stack(ys)

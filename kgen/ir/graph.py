@@ -1,6 +1,7 @@
 """Graph: a program as a value, (inputs, outputs) over immutable nodes.
 
-Its text form has one line per node, jaxpr-like, and it is what dumps and errors show:
+Its text form has one line per node, jaxpr-like, and it is what dumps and errors show (a
+loop's body is printed nested under the first node holding it):
 
     graph(x: f32[N,3], w: f32[3]) {
       %0: f32[N,3] = mul x w
@@ -75,7 +76,15 @@ class Graph:
     def __str__(self):
         names = self.names()
         head = ", ".join(f"{names[i]}: {i.type_str()}" for i in self.inputs)
-        body = [f"  {self.line(n)}" for n in self.nodes if n.op != "input"]
+        body, shown = [], {}
+        for n in self.nodes:
+            if n.op == "input":
+                continue
+            body.append(f"  {self.line(n)}")
+            loop = n.attrs.get("body") if n.op == "scan" else None
+            if loop is not None and id(loop) not in shown:  # a loop's body, once, nested under it
+                shown[id(loop)] = names[n]
+                body.extend("    " + line for line in str(loop).splitlines())
         body.append("  return " + ", ".join(names[o] for o in self.outputs))
         return f"graph({head}) {{\n" + "\n".join(body) + "\n}"
 
@@ -84,6 +93,8 @@ class Graph:
 
 
 def format_attr(value) -> str:
+    if isinstance(value, Graph):  # a loop's body: printed nested under the first node holding it
+        return f"<body of {len(value.nodes)} nodes>"
     if isinstance(value, np.ndarray):
         return f"<array {value.dtype}{list(value.shape)}>"
     if isinstance(value, tuple):

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 from kgen.errors import UnknownOpError
 from kgen.ir import shapes
 
-KINDS = ("source", "elementwise", "reduction", "view", "template")
+KINDS = ("source", "elementwise", "reduction", "view", "template", "loop")  # loop: scan (ops_loop.py)
 
 
 @dataclass(frozen=True)

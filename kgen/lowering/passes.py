@@ -1,5 +1,6 @@
 """Graph-to-graph passes run before fusion. Each returns a new Graph.
 
+- unroll (kgen/lowering/loops.py): each scan of static length becomes its steps;
 - simplify (kgen/lowering/simplify.py): algebraic rewrite rules and constant folding;
 - cse: equal nodes (same op, same inputs, same attributes) become one. Unreachable nodes
   drop out as a side effect of rebuilding from the outputs (dead-code elimination).
@@ -10,6 +11,7 @@ import numpy as np
 
 from kgen.ir.graph import Graph
 from kgen.ir.node import Node
+from kgen.lowering.loops import unroll
 from kgen.lowering.simplify import simplify
 
 
@@ -41,5 +43,6 @@ def cse(graph: Graph) -> Graph:
 
 
 def optimize(graph: Graph) -> Graph:
-    """The pass pipeline run by kgen.compile: simplify (kgen.lowering.simplify), then CSE."""
-    return cse(simplify(graph))
+    """The pass pipeline run by kgen.compile: unroll loops, simplify (kgen.lowering.simplify),
+    then CSE."""
+    return cse(simplify(unroll(graph)))

@@ -960,6 +960,9 @@ TESTED_PRIMITIVES |= {"embedding", "embedding_grad"}
 TESTED_FUNCTIONS |= {"mse_loss"}
 # conv1d, a conv2d one row high: against torch in tests/kernels/test_conv_groups.py
 TESTED_FUNCTIONS |= {"conv1d"}
+# scan (kgen/ir/ops_loop.py): against NumPy and torch, gradients, kernels in tests/ir/test_scan.py
+TESTED_PRIMITIVES |= {"scan"}
+TESTED_FUNCTIONS |= {"scan"}
 
 
 def test_every_table_op_has_a_test():

@@ -300,6 +300,20 @@ def _rows(rng, shape):  # indices into a table of 5 rows, repeated ones included
     return np.resize(np.array([3, 0, 3, 4, 1, 3], np.int64), shape)
 
 
+def _torch_scan(x, w, c):
+    ys = []
+    for t in range(len(x)):
+        ys.append(c)
+        c = torch.tanh(x[t] @ w + c)
+    return torch.stack(ys).sum(0) + c
+
+
+# scan (kgen/ir/ops_loop.py): a recurrence reading a weight from outside its step; more in tests/ir/test_scan.py
+CASES["scan"] = Case("scan", lambda x, w, c: (lambda r: r[0] + ops.sum(r[1], 0))(
+                         ops.scan(lambda h, xt: (ops.tanh(xt @ w + h), h), c, x)),
+                     _torch_scan, f(x=any_((4, 2, 3)), w=any_((3, 3)), c=any_((2, 3))))
+
+
 CASES.update({
     # (padding_idx departs from the true derivative by design: tests/ir/test_embedding.py checks it against torch)
     "embedding": Case("embedding", lambda i, w: ops.embedding(i, w), F.embedding,

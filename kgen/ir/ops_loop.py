@@ -1,0 +1,118 @@
+"""Op table entry for loops: `scan`, a node holding a body graph that runs once per step.
+
+    carry, ys = kgen.scan(step, init, xs)        # step(carry, x_t) -> (carry, y_t)
+
+The body is a Graph over placeholders: the carries (`c0`, `c1`, ...), one step's slice of
+each scanned input (`x0`, ...), and the loop-invariant values the step reads from outside
+(`k0`, ...: weights, shared variables), which `kgen.ops.scan` finds and passes as the node's
+inputs. Its outputs are the new carries, then each step's outputs.
+
+A node is single-valued (DESIGN rule 2), so a scan is a family of sibling nodes with the same
+body and inputs, each giving one result (`attrs["result"]`):
+- ("carry", i): carry i after the last step;
+- ("ys", j): step output j of every step, stacked along a new axis 0 (time order, also when
+  the scan runs in reverse);
+- ("history", i): carry i *before* each step, stacked (what the gradient reads).
+The reference runs the body per step; lowering unrolls a scan of static length into its
+steps (kgen/lowering/loops.py), the siblings sharing one unrolled recurrence.
+
+The VJP of a result is a reverse scan over the forward's history: its body is the forward
+body's own VJP (kgen.grad of the body), its carries the carries' cotangents plus an
+accumulator per loop-invariant input (their gradients sum over steps).
+"""
+from __future__ import annotations
+
+from kgen.errors import KgenError, ShapeError
+from kgen.ir import shapes
+from kgen.ir.graph import Graph, topological_order
+from kgen.ir.node import Node
+from kgen.ir.optable import OpDef, register
+
+RESULTS = ("carry", "ys", "history")
+
+
+def substitute(outputs, mapping: dict) -> list:
+    """`outputs` rebuilt with each node of `mapping` replaced by its value (a node: the
+    same shapes and dtypes), every node depending on one rebuilt, the rest shared."""
+    rebuilt = dict(mapping)
+    for node in topological_order(outputs):
+        if node in rebuilt:
+            continue
+        inputs = tuple(rebuilt.get(i, i) for i in node.inputs)
+        rebuilt[node] = node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.dtype, node.shape)
+    return [rebuilt[o] for o in outputs]
+
+
+def apply_body(body: Graph, carries, xs, closure) -> tuple:
+    """(new carries, step outputs) of one step: the body with its placeholders bound."""
+    k, m = _counts(body)
+    values = substitute(list(body.outputs), dict(zip(body.inputs, list(carries) + list(xs) + list(closure))))
+    return values[:k], values[k:]
+
+
+def _counts(body: Graph) -> tuple:
+    k = sum(1 for i in body.inputs if i.name.startswith("c"))
+    return k, len(body.outputs) - k
+
+
+def length_of(node: Node):
+    return node.attrs["length"]
+
+
+def _infer(inputs, attrs):
+    body, k, m = attrs["body"], attrs["carries"], attrs["xs"]
+    kind, index = attrs["result"]
+    if len(inputs) != len(body.inputs):
+        raise KgenError(f"scan: the body takes {len(body.inputs)} values, got {len(inputs)}")
+    length = attrs["length"]
+    for place, value in zip(body.inputs, inputs):
+        expected = place.shape if not place.name.startswith("x") else (length,) + place.shape
+        if value.dtype != place.dtype or len(value.shape) != len(expected) or not all(
+                shapes.dims_equal(a, b) for a, b in zip(value.shape, expected)):
+            raise ShapeError(f"scan: {place.name} must be {place.dtype.short}{shapes.format_shape(expected)}, "
+                             f"got {value.type_str()}")
+    if kind == "carry":
+        return body.outputs[index].dtype, body.outputs[index].shape
+    if kind == "history":
+        return body.outputs[index].dtype, (length,) + tuple(body.outputs[index].shape)
+    y = body.outputs[k + index]
+    return y.dtype, (length,) + tuple(y.shape)
+
+
+def run(body: Graph, arrays: list, length: int, reverse: bool) -> tuple:
+    """The recurrence in NumPy: (final carries, stacked step outputs, stacked histories)."""
+    import numpy as np
+    from kgen.ir.reference import evaluate  # the interpreter runs the body (both in the ir)
+    k, m_out = _counts(body)
+    n_xs = sum(1 for i in body.inputs if i.name.startswith("x"))
+    carries, xs, closure = arrays[:k], arrays[k:k + n_xs], arrays[k + n_xs:]
+    ys, history = [[None] * length for _ in range(m_out)], [[None] * length for _ in range(k)]
+    for t in (reversed(range(length)) if reverse else range(length)):
+        for i in range(k):
+            history[i][t] = carries[i]
+        values = evaluate(body, list(carries) + [x[t] for x in xs] + list(closure))
+        out = [values[o] for o in body.outputs]
+        carries = out[:k]
+        for j in range(m_out):
+            ys[j][t] = out[k + j]
+    stack = lambda parts, like: np.stack(parts) if parts else np.zeros((0,) + like.shape, like.dtype)  # noqa: E731
+    return (carries, [stack(y, body.outputs[k + j]) for j, y in enumerate(ys)],
+            [stack(h, body.outputs[i]) for i, h in enumerate(history)])
+
+
+def _reference(node, arrays, shape):
+    length = shape[0] if node.attrs["result"][0] != "carry" else None
+    if length is None:  # the length is the scanned inputs' leading axis, or the attribute
+        xs = arrays[node.attrs["carries"]:node.attrs["carries"] + node.attrs["xs"]]
+        length = xs[0].shape[0] if xs else int(node.attrs["length"])
+    carries, ys, history = run(node.attrs["body"], arrays, length, node.attrs["reverse"])
+    kind, index = node.attrs["result"]
+    return {"carry": carries, "ys": ys, "history": history}[kind][index]
+
+
+def _vjp(g, node):
+    from kgen.ir.loop_grad import scan_vjp  # builds a reverse scan with kgen.ops (a cycle in the ir)
+    return scan_vjp(g, node)
+
+
+register(OpDef("scan", "loop", _infer, _reference, _vjp))
