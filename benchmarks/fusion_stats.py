@@ -27,8 +27,7 @@ def step_of(name: str, batch: int):
     spec = nn.zoo.get(name)
     nn.manual_seed(0)
     model = spec.model()
-    (x, y), _ = spec.data()
-    x, y = np.asarray(x[:batch]), np.asarray(y[:batch])
+    x, y = (np.asarray(v) for v in nn.zoo.example_batch(spec, batch))
     return nn.train_step(model, nn.losses.get(spec.loss), spec.optimizer(model.parameters()), x, y)
 
 

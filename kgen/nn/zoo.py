@@ -26,6 +26,18 @@ class ZooModel:
     data: Callable  # () -> ((x_train, y_train), (x_test, y_test))
     epochs: int
     batch_size: int = 64
+    # (batch) -> (x, y): a batch of the data's shapes and dtypes without reading the data, for
+    # what needs shapes only (kgen stats, check, compile); None: the data's first rows
+    example: Callable = None
+
+
+def example_batch(spec: ZooModel, batch: int):
+    """`batch` rows of the model's data, or of random data of its shapes where the model
+    says so (a data set that does not ship, such as CIFAR-10)."""
+    if spec.example is not None:
+        return spec.example(batch)
+    (x, y), _ = spec.data()
+    return x[:batch], y[:batch]
 
 
 def _mnist_flat():
@@ -46,6 +58,24 @@ def _mnist_rows():
 
 def _recurrent(layer):
     return lambda: L.Sequential(layer(28, 64, batch_first=True), R.LastStep(), L.Linear(64, 10), L.Softmax())
+
+
+def _cifar10():
+    return data.load_cifar10(split="train"), data.load_cifar10(split="test")
+
+
+def _cifar_example(batch: int):
+    rng = np.random.default_rng(0)
+    return rng.random((batch, 3, 32, 32), dtype=np.float32), rng.integers(0, 10, batch).astype(np.int32)
+
+
+def _cifar_cnn():
+    """The Keras CIFAR-10 tutorial network: two blocks of two 3x3 convolutions (the first
+    'same'), max pooling and dropout 0.25, then dense 512, dropout 0.5, dense 10."""
+    return L.Sequential(
+        L.Conv2d(3, 32, 3, padding=1), L.ReLU(), L.Conv2d(32, 32, 3), L.ReLU(), L.MaxPool2d(2), L.Dropout(0.25),
+        L.Conv2d(32, 64, 3, padding=1), L.ReLU(), L.Conv2d(64, 64, 3), L.ReLU(), L.MaxPool2d(2), L.Dropout(0.25),
+        L.Flatten(), L.Linear(64 * 6 * 6, 512), L.ReLU(), L.Dropout(0.5), L.Linear(512, 10), L.Softmax())
 
 
 def _line(n=256, seed=0):
@@ -89,6 +119,10 @@ MODELS = {m.name: m for m in [
     ZooModel("gru", "GRU(28, 64) over MNIST rows (28 steps of 28 pixels), last state - dense10 softmax, "
              "Adam lr 0.01", _recurrent(R.GRU), "sparse_categorical_crossentropy", lambda p: optim.Adam(p, lr=0.01),
              _mnist_rows, epochs=3),
+    ZooModel("cifar-cnn", "the Keras CIFAR-10 CNN: conv32x2-pool-drop-conv64x2-pool-drop-dense512-drop-dense10, "
+             "Adam; data from $KGEN_DATA (CIFAR-10 binary files, not shipped)", _cifar_cnn,
+             "sparse_categorical_crossentropy", lambda p: optim.Adam(p), _cifar10, epochs=10, batch_size=32,
+             example=_cifar_example),
 ]}
 
 

@@ -132,7 +132,8 @@ def test_fit_needs_compile_and_known_names():
 
 
 def test_zoo_names_the_brief_s_models():
-    assert set(nn.zoo.names()) == {"linreg", "logreg", "mlp64", "mlp128", "mlp32-dropout", "cnn", "lstm", "gru"}
+    assert set(nn.zoo.names()) == {"linreg", "logreg", "mlp64", "mlp128", "mlp32-dropout", "cnn", "lstm", "gru",
+                                    "cifar-cnn"}
     with pytest.raises(kgen.KgenError, match="unknown model 'resnet'"):
         nn.zoo.get("resnet")
 
