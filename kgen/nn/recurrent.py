@@ -1,137 +1,267 @@
-"""Recurrent layers: LSTM and GRU with PyTorch's arguments, parameter names, gate order and
-initialisation (every weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))), one
-layer, one direction.
+"""Recurrent layers: LSTM and GRU with PyTorch's arguments (num_layers, bias, batch_first,
+dropout, bidirectional), parameter names and order, gate order and initialisation (every
+weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))).
 
-The sequence length must be static: the layer unrolls into one graph of T steps, which
-autodiff differentiates (backpropagation through time) and the compiler fuses like any other.
-The input-to-hidden products of all steps are one matmul before the loop. Each step is then
-a hidden-to-hidden matmul, whose epilogue adds that step's slice of the input products, and
-one pointwise kernel for the gates, which are column slices of that matmul's result.
+The sequence length must be static: each layer and direction unrolls into one graph of T
+steps, which autodiff differentiates (backpropagation through time) and the compiler fuses
+like any other. The input-to-hidden products of all steps are one matmul before the loop.
+Each step is then a hidden-to-hidden matmul, whose epilogue adds that step's slice of the
+input products, and one pointwise kernel for the gates, which are column slices of that
+matmul's result. A reverse direction runs the same steps from the last time step to the
+first. Layer k > 0 reads layer k-1's output (both directions' states side by side), after
+dropout in training.
 """
 from __future__ import annotations
 
 import math
+import numbers
+from typing import NamedTuple, Optional
+
+import numpy as np
 
 from kgen import ops
-from kgen.errors import ShapeError
-from kgen.nn.layers import _uniform
+from kgen.errors import ArgumentError, OptionError, ShapeError
+from kgen.function import shared
+from kgen.ir import shapes
+from kgen.nn import layers
 from kgen.nn.module import Module
+
+
+class _Weights(NamedTuple):
+    """One direction of one layer: torch's weight_ih/hh_l{k}[_reverse] and bias_ih/hh (None without bias)."""
+    ih: object
+    hh: object
+    bias_ih: Optional[object]
+    bias_hh: Optional[object]
+
+
+def _positive_int(value, what: str, cls: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise OptionError(f"{cls}: {what} must be an int >= 1, got {value!r}")
+    return int(value)
 
 
 class _Recurrent(Module):
     GATES = 0  # gate blocks stacked in the weights (torch's order)
+    STATES = ()  # the names of the initial states forward takes (torch's h0, c0)
 
-    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, batch_first: bool = False):
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False):
         super().__init__()
-        self.input_size, self.hidden_size = input_size, hidden_size
-        self.bias, self.batch_first = bias, batch_first
+        cls = type(self).__name__
+        self.input_size = _positive_int(input_size, "input_size", cls)
+        self.hidden_size = _positive_int(hidden_size, "hidden_size", cls)
+        self.num_layers = _positive_int(num_layers, "num_layers", cls)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout <= 1.0:
+            raise OptionError(f"{cls}: dropout must be a number in [0, 1], got {dropout!r}")
+        self.bias, self.batch_first, self.bidirectional = bool(bias), bool(batch_first), bool(bidirectional)
+        self.dropout = float(dropout)
+        self.num_directions = 2 if self.bidirectional else 1
         bound, rows = 1.0 / math.sqrt(hidden_size), self.GATES * hidden_size
-        self.add_parameter("weight_ih_l0", _uniform(bound, (rows, input_size)))
-        self.add_parameter("weight_hh_l0", _uniform(bound, (rows, hidden_size)))
-        if bias:
-            self.add_parameter("bias_ih_l0", _uniform(bound, (rows,)))
-            self.add_parameter("bias_hh_l0", _uniform(bound, (rows,)))
+        for layer in range(self.num_layers):
+            inputs = self.input_size if layer == 0 else self.hidden_size * self.num_directions
+            for suffix in self._suffixes():
+                self.add_parameter(f"weight_ih_l{layer}{suffix}", layers._uniform(bound, (rows, inputs)))
+                self.add_parameter(f"weight_hh_l{layer}{suffix}", layers._uniform(bound, (rows, hidden_size)))
+                if self.bias:
+                    self.add_parameter(f"bias_ih_l{layer}{suffix}", layers._uniform(bound, (rows,)))
+                    self.add_parameter(f"bias_hh_l{layer}{suffix}", layers._uniform(bound, (rows,)))
+        # drawn only when used, so a layer without dropout leaves the initialisation stream as it was
+        seed = None
+        if self.dropout > 0 and self.num_layers > 1:
+            seed = shared(np.int32(layers._rng.integers(0, 2**31 - 1)), name=f"rnn{id(self):x}_dropout_seed")
+        object.__setattr__(self, "seed", seed)  # device state, not a parameter (as nn.Dropout's)
+        object.__setattr__(self, "_state_updates", [])
 
-    def _input_products(self, x) -> list:
-        """x @ weight_ih.T + bias_ih for every step, as one matmul: a [batch, gates] view per step."""
+    def _suffixes(self) -> list:
+        return ["", "_reverse"][:self.num_directions]
+
+    def _weights(self, layer: int, direction: int) -> _Weights:
+        suffix = f"_l{layer}{self._suffixes()[direction]}"
+        biases = (getattr(self, "bias_ih" + suffix), getattr(self, "bias_hh" + suffix)) if self.bias else (None, None)
+        return _Weights(getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix), *biases)
+
+    def _check_input(self, x):
+        """x's batch size, once x is known to be [time, batch, input_size] (or batch first) with a static time."""
         if x.ndim != 3 or not isinstance(x.shape[1 if self.batch_first else 0], int) \
                 or not isinstance(x.shape[2], int) or x.shape[2] != self.input_size:
             layout = "[batch, time, features]" if self.batch_first else "[time, batch, features]"
             raise ShapeError(f"{type(self).__name__}: expected an input {layout} with a static time length and "
                              f"{self.input_size} features, got {x.type_str()}")
-        steps = x.shape[1 if self.batch_first else 0]
-        flat = ops.reshape(x, (-1, self.input_size)) @ ops.transpose(self.weight_ih_l0)
-        if self.bias:
-            flat = flat + self.bias_ih_l0
+        return x.shape[0 if self.batch_first else 1]
+
+    def _input_products(self, x, w: _Weights) -> list:
+        """x @ weight_ih.T + bias_ih for every step, as one matmul: a [batch, gates] view per step."""
+        steps, features = x.shape[1 if self.batch_first else 0], x.shape[2]
+        flat = ops.reshape(x, (-1, features)) @ ops.transpose(w.ih)
+        if w.bias_ih is not None:
+            flat = flat + w.bias_ih
         if self.batch_first:
             products = ops.reshape(flat, (x.shape[0], steps, -1))
             return [products[:, t] for t in range(steps)]
         products = ops.reshape(flat, (steps, x.shape[1], -1))
         return [products[t] for t in range(steps)]
 
-    def _hidden_products(self, h):
+    @staticmethod
+    def _hidden_products(h, w: _Weights):
         """The step's gate pre-activations from the hidden state, h @ weight_hh.T + bias_hh:
         bias_hh alone (or None, for zeros) while the state is zero (the first step, with no
         initial state)."""
         if h is None:
-            return self.bias_hh_l0 if self.bias else None
-        out = h @ ops.transpose(self.weight_hh_l0)
-        return out + self.bias_hh_l0 if self.bias else out
+            return w.bias_hh
+        out = h @ ops.transpose(w.hh)
+        return out + w.bias_hh if w.bias_hh is not None else out
+
+    def _initial_states(self, hx, batch) -> list:
+        """Per layer and direction (torch's index layer * num_directions + direction), the
+        tuple of initial states as [batch, hidden] (None for zeros)."""
+        count = self.num_layers * self.num_directions
+        if hx is None:
+            return [(None,) * len(self.STATES)] * count
+        given = hx if len(self.STATES) > 1 else (hx,)
+        if len(self.STATES) > 1 and (not isinstance(hx, (tuple, list)) or len(hx) != len(self.STATES)):
+            raise ArgumentError(f"{type(self).__name__}: expected the initial states as a pair "
+                                f"({', '.join(self.STATES)}), got {type(hx).__name__}")
+        states = [self._check_state(s, what, batch) for s, what in zip(given, self.STATES)]
+        if count == 1:
+            return [tuple(ops.reshape(s, (batch, self.hidden_size)) for s in states)]
+        return [tuple(s[index] for s in states) for index in range(count)]
 
     def _check_state(self, state, what: str, batch):
-        if state is None:
-            return None
-        if state.ndim != 3 or state.shape[0] != 1 or state.shape[2] != self.hidden_size:
-            raise ShapeError(f"{type(self).__name__}: expected {what} of shape [1, batch, {self.hidden_size}] "
-                             f"(one layer, one direction), got {state.type_str()}")
-        return ops.reshape(state, (batch, self.hidden_size))
+        count = self.num_layers * self.num_directions
+        if state.ndim != 3 or state.shape[0] != count or state.shape[2] != self.hidden_size \
+                or not shapes.dims_equal(state.shape[1], batch):
+            raise ShapeError(f"{type(self).__name__}: expected {what} of shape [{count}, batch, {self.hidden_size}] "
+                             f"(num_layers * num_directions = {count}, batch {batch}), got {state.type_str()}")
+        return state
 
-    def _outputs(self, hs: list):
-        """torch's `output`: every step's hidden state, stacked along the time axis."""
-        return ops.stack(hs, axis=1 if self.batch_first else 0)
+    def _cell(self, x_product, w: _Weights, state: tuple) -> tuple:
+        """One time step: the new states (h first), from this step's input products."""
+        raise NotImplementedError
 
-    def _batch(self, x):
-        return x.shape[0 if self.batch_first else 1]
+    def _direction(self, products: list, w: _Weights, state: tuple, reverse: bool):
+        """Run one direction over the steps: every step's h in time order, and the final states."""
+        hs = []
+        for x_product in (reversed(products) if reverse else products):
+            state = self._cell(x_product, w, state)
+            hs.append(state[0])
+        return (hs[::-1] if reverse else hs), state
+
+    def _layer_output(self, directions: list):
+        """torch's `output` of one layer: every step's hidden state (both directions' side by
+        side), stacked along the time axis."""
+        axis = 1 if self.batch_first else 0
+        stacked = [ops.stack(hs, axis=axis) for hs in directions]
+        return stacked[0] if len(stacked) == 1 else ops.concatenate(stacked, axis=-1)
+
+    def _between_layers(self, x, layer: int):
+        """Dropout on a layer's output before the next layer reads it (training only, as
+        torch); layer k draws from seed + k, and each step advances the seed by the layers
+        that draw, so no two masks of a run share a seed."""
+        if not self.training or self.seed is None:
+            return x
+        return ops.dropout(x, self.dropout, self.seed + layer)
+
+    def _final_states(self, finals: list) -> tuple:
+        """h_n (and c_n): [num_layers * num_directions, batch, hidden] each."""
+        if len(finals) == 1:
+            return tuple(ops.expand_dims(s, 0) for s in finals[0])
+        return tuple(ops.stack(list(kind), axis=0) for kind in zip(*finals))
+
+    def _run(self, x, hx):
+        """(output, final states) of every layer and direction."""
+        batch = self._check_input(x)
+        initial = self._initial_states(hx, batch)
+        dropping = self.training and self.seed is not None
+        object.__setattr__(self, "_state_updates",
+                           [(self.seed, self.seed + (self.num_layers - 1))] if dropping else [])
+        finals = []
+        for layer in range(self.num_layers):
+            if layer > 0:
+                x = self._between_layers(x, layer - 1)
+            directions = []
+            for direction in range(self.num_directions):
+                w = self._weights(layer, direction)
+                index = layer * self.num_directions + direction
+                hs, final = self._direction(self._input_products(x, w), w, initial[index], reverse=direction == 1)
+                directions.append(hs)
+                finals.append(final)
+            x = self._layer_output(directions)
+        return x, self._final_states(finals)
 
     def extra_repr(self):
-        return f"{self.input_size}, {self.hidden_size}, bias={self.bias}, batch_first={self.batch_first}"
+        options = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
+        options += [f"bias={self.bias}", f"batch_first={self.batch_first}"]
+        options += [f"dropout={self.dropout}"] if self.dropout else []
+        options += ["bidirectional=True"] if self.bidirectional else []
+        return f"{self.input_size}, {self.hidden_size}, " + ", ".join(options)
 
 
 class LSTM(_Recurrent):
-    """torch.nn.LSTM(input_size, hidden_size, bias=True, batch_first=False), one layer:
+    """torch.nn.LSTM(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False); each layer and direction computes
 
         i, f, g, o = split(x_t @ W_ih.T + b_ih + h @ W_hh.T + b_hh, 4)
         c' = sigmoid(f) * c + sigmoid(i) * tanh(g)        h' = sigmoid(o) * tanh(c')
 
-    forward(x, (h0, c0)=None) -> (output, (h_n, c_n)) as in torch: output holds every
-    step's h, h_n and c_n are [1, batch, hidden_size]. A model that reads only the last
-    state should use h_n rather than slicing `output`."""
+    forward(x, (h0, c0)=None) -> (output, (h_n, c_n)) as in torch: output [time, batch,
+    num_directions * hidden_size] (batch first with batch_first) holds every step's h of the
+    last layer; h0, c0, h_n and c_n are [num_layers * num_directions, batch, hidden_size],
+    index layer * num_directions + direction. `dropout` zeroes elements of each layer's output
+    but the last's in training only (so nothing with one layer, where torch warns). A model
+    that reads only the last state should use h_n rather than slicing `output`."""
     GATES = 4
+    STATES = ("h0", "c0")
+
+    def _cell(self, x_product, w, state):
+        h, c = state
+        hidden = self._hidden_products(h, w)
+        i, f, g, o = ops.split(x_product if hidden is None else x_product + hidden, 4, axis=-1)
+        kept = ops.sigmoid(i) * ops.tanh(g)
+        c = kept if c is None else ops.sigmoid(f) * c + kept
+        return ops.sigmoid(o) * ops.tanh(c), c
 
     def forward(self, x, hx=None):
-        batch = self._batch(x)
-        h, c = (None, None) if hx is None else (self._check_state(hx[0], "h0", batch),
-                                                self._check_state(hx[1], "c0", batch))
-        hs = []
-        for x_product in self._input_products(x):
-            hidden = self._hidden_products(h)
-            i, f, g, o = ops.split(x_product if hidden is None else x_product + hidden, 4, axis=-1)
-            kept = ops.sigmoid(i) * ops.tanh(g)
-            c = kept if c is None else ops.sigmoid(f) * c + kept
-            h = ops.sigmoid(o) * ops.tanh(c)
-            hs.append(h)
-        return self._outputs(hs), (ops.expand_dims(h, 0), ops.expand_dims(c, 0))
+        return self._run(x, hx)
 
 
 class GRU(_Recurrent):
-    """torch.nn.GRU(input_size, hidden_size, bias=True, batch_first=False), one layer:
+    """torch.nn.GRU(input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+    dropout=0.0, bidirectional=False); each layer and direction computes
 
         r, z, n_x = split(x_t @ W_ih.T + b_ih, 3)      r_h, z_h, n_h = split(h @ W_hh.T + b_hh, 3)
         r = sigmoid(r + r_h)    z = sigmoid(z + z_h)    n = tanh(n_x + r * n_h)
         h' = (1 - z) * n + z * h
 
-    forward(x, h0=None) -> (output, h_n) as in torch, h_n [1, batch, hidden_size]."""
+    forward(x, h0=None) -> (output, h_n) as in torch (shapes as LSTM's)."""
     GATES = 3
+    STATES = ("h0",)
+
+    def _cell(self, x_product, w, state):
+        h, = state
+        r_x, z_x, n_x = ops.split(x_product, 3, axis=-1)
+        hidden = self._hidden_products(h, w)
+        r_h, z_h, n_h = ops.split(hidden, 3, axis=-1) if hidden is not None else (0.0, 0.0, 0.0)
+        r, z = ops.sigmoid(r_x + r_h), ops.sigmoid(z_x + z_h)
+        n = ops.tanh(n_x + r * n_h)
+        return ((1.0 - z) * n if h is None else (1.0 - z) * n + z * h),
 
     def forward(self, x, hx=None):
-        h = self._check_state(hx, "h0", self._batch(x))
-        hs = []
-        for x_product in self._input_products(x):
-            r_x, z_x, n_x = ops.split(x_product, 3, axis=-1)
-            hidden = self._hidden_products(h)
-            r_h, z_h, n_h = ops.split(hidden, 3, axis=-1) if hidden is not None else (0.0, 0.0, 0.0)
-            r, z = ops.sigmoid(r_x + r_h), ops.sigmoid(z_x + z_h)
-            n = ops.tanh(n_x + r * n_h)
-            h = (1.0 - z) * n if h is None else (1.0 - z) * n + z * h
-            hs.append(h)
-        return self._outputs(hs), ops.expand_dims(h, 0)
+        output, (h_n,) = self._run(x, hx)
+        return output, h_n
 
 
 class LastStep(Module):
-    """The last hidden state of a recurrent layer's result, as [batch, hidden_size]: the
-    classifier's input in Sequential(LSTM(...), LastStep(), Linear(...))."""
+    """The last layer's final hidden state from a recurrent layer's result (output, h_n) or
+    (output, (h_n, c_n)): the classifier's input in Sequential(LSTM(...), LastStep(),
+    Linear(...)). One direction: h_n[-1], [batch, hidden_size]. Two directions (read from
+    output's width, twice h_n's): the forward and the reverse direction's states side by side,
+    torch.cat((h_n[-2], h_n[-1]), 1) as torch classifiers write it, [batch, 2 * hidden_size];
+    the reverse state is the one after reading the whole sequence backwards (its first step)."""
 
     def forward(self, result):
-        state = result[1]
+        output, state = result
         h_n = state[0] if isinstance(state, tuple) else state
-        return ops.reshape(h_n, h_n.shape[1:])
+        if output.shape[-1] == 2 * h_n.shape[-1]:
+            return ops.concatenate([h_n[-2], h_n[-1]], axis=-1)
+        return ops.reshape(h_n, h_n.shape[1:]) if h_n.shape[0] == 1 else h_n[-1]
