@@ -1,6 +1,7 @@
 """kgen.nn: layers, losses, optimizers, data and training loops on kgen's kernels, with
 PyTorch's names and layouts and Keras's compile/fit/evaluate/predict."""
 from kgen.nn import data, zoo
+from kgen.nn.checkpoint import load, save
 from kgen.nn.data import DataLoader, batches, load_cifar10, load_idx, load_mnist, load_mnist_5k, split_mnist_5k
 from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Embedding, Flatten, Linear, LogSoftmax, MaxPool2d, ReLU, Sequential,
                             Sigmoid, Softmax, Tanh, manual_seed)
@@ -18,6 +19,6 @@ __all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "lo
            "split_mnist_5k", "AvgPool2d", "Conv1d", "Conv2d", "Dropout", "Embedding", "MaxPool2d", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "GRU", "LSTM", "LastStep", "Trainer",
-           "eval_step", "predict_step", "train_step", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
+           "eval_step", "predict_step", "train_step", "save", "load", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
            "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh", "ReLU6", "Identity",
            "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d"]

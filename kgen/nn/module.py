@@ -125,6 +125,19 @@ class Module:
             target = mine[name]
             target.set_value(value.astype(np.float32 if target.dtype.is_float else target.dtype.numpy))
 
+    # --- Keras style: weights files (kgen.nn.checkpoint) ---------------------------------------
+    def save_weights(self, path) -> None:
+        """Keras's save_weights: the state_dict, no optimizer state, to the safetensors file
+        `path` under torch's names (kgen.nn.save without an optimizer)."""
+        from kgen.nn import checkpoint  # at call time: kgen.nn.checkpoint builds on Module (a cycle in nn)
+        checkpoint.save(path, self)
+
+    def load_weights(self, path) -> None:
+        """Keras's load_weights: the state_dict from a safetensors file (kgen's or torch's);
+        a file that does not fit is an error that changes nothing."""
+        from kgen.nn import checkpoint  # at call time: kgen.nn.checkpoint builds on Module (a cycle in nn)
+        checkpoint.load(path, self)
+
     # --- modes --------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> "Module":
         for m in self.modules():
