@@ -68,10 +68,25 @@ class SparseCategoricalCrossentropy(CrossEntropyLoss):
         return ops.nll_loss(ops.log(ops.maximum(prediction, 1e-7)), labels)
 
 
+class CategoricalCrossentropy(Module):
+    """Keras's loss of one-hot (or probability) targets [N, C]: the mean over rows of
+    -sum(target * log(prediction)), the prediction a softmax output (clipped at 1e-7 as
+    Keras does) unless `from_logits`."""
+
+    def __init__(self, from_logits: bool = False):
+        super().__init__()
+        self.from_logits = from_logits
+
+    def forward(self, prediction, target):
+        logs = ops.log_softmax(prediction, -1) if self.from_logits else ops.log(ops.maximum(prediction, 1e-7))
+        return ops.neg(ops.mean(ops.sum(ops.mul(target, logs), -1)))
+
+
 _BY_NAME = {
     "cross_entropy": CrossEntropyLoss, "nll": NLLLoss, "mse": MSELoss, "bce": BCELoss,
     "binary_crossentropy": BCELoss, "mean_squared_error": MSELoss,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
 }
 
 
