@@ -13,13 +13,14 @@ import numpy as np
 import torch
 
 from kgen import ops
-from kgen.errors import DTypeError, InputError, KgenError, OptionError, ShapeError, check_arguments
+from kgen.errors import DTypeError, InputError, OptionError, ShapeError, check_arguments
 from kgen.function import function, tensor
 from kgen.ir import dtypes
 from kgen.ir.autodiff import grad
 from kgen.kernels.inputs import check_labels, device_problem
 from kgen.nn import losses, optim
 from kgen.nn.data import batches
+from kgen.nn.metrics import get as get_metric, name as metric_name
 
 
 PROGRESS_EVERY_S = 30.0  # fit prints a progress line this often within an epoch
@@ -51,7 +52,7 @@ def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=()):
     prediction = model(x)
     loss = loss_fn(prediction, y)
     grads = grad(loss, optimizer.params)
-    outputs = [loss] + [accuracy(prediction, y) for m in metrics if m == "accuracy"]
+    outputs = [loss] + [get_metric(m)(prediction, y) for m in metrics]
     return function([x, y], outputs, updates=optimizer.updates(grads) + model.state_updates())
 
 
@@ -60,7 +61,7 @@ def eval_step(model, loss_fn, x_example, y_example, metrics=()):
     x, y = _inputs(x_example, y_example)
     model.eval()
     prediction = model(x)
-    outputs = [loss_fn(prediction, y)] + [accuracy(prediction, y) for m in metrics if m == "accuracy"]
+    outputs = [loss_fn(prediction, y)] + [get_metric(m)(prediction, y) for m in metrics]
     model.train()
     return function([x, y], outputs)
 
@@ -78,8 +79,7 @@ class Trainer:
 
     def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=()):
         for m in metrics:
-            if m != "accuracy":
-                raise KgenError(f"unknown metric {m!r}: kgen offers 'accuracy'")
+            get_metric(m)  # an unknown name fails here, before any step is built
         self.model = model
         self.optimizer = optim.get(optimizer, model.parameters())
         self.loss = losses.get(loss)
@@ -114,7 +114,7 @@ class Trainer:
 
     @property
     def names(self):
-        return ["loss"] + list(self.metrics)
+        return ["loss"] + [metric_name(m) for m in self.metrics]
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
             validation_data=None, verbose: bool = True) -> dict:
