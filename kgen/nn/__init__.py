@@ -1,6 +1,8 @@
 """kgen.nn: layers, losses, optimizers, data and training loops on kgen's kernels, with
 PyTorch's names and layouts and Keras's compile/fit/evaluate/predict."""
-from kgen.nn import data, zoo
+from kgen.nn import callbacks, data, zoo
+from kgen.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint,
+                               ReduceLROnPlateau, TerminateOnNaN)
 from kgen.nn.data import DataLoader, batches, load_idx, load_mnist, load_mnist_5k, split_mnist_5k
 from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Embedding, Flatten, Linear, LogSoftmax, MaxPool2d, ReLU, Sequential,
                             Sigmoid, Softmax, Tanh, manual_seed)
@@ -10,11 +12,13 @@ from kgen.nn.layers import AdaptiveAvgPool1d, AdaptiveAvgPool2d, AvgPool1d, MaxP
 from kgen.nn.layers import Conv1d
 from kgen.nn.losses import BCELoss, CrossEntropyLoss, MSELoss, NLLLoss, SparseCategoricalCrossentropy
 from kgen.nn.module import Module
+from kgen.nn.plots import plot_history
 from kgen.nn.optim import SGD, Adam, Optimizer
 from kgen.nn.recurrent import GRU, LSTM, LastStep
 from kgen.nn.train import Trainer, eval_step, predict_step, train_step
 
-__all__ = ["data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
+__all__ = ["callbacks", "Callback", "CSVLogger", "EarlyStopping", "History", "LearningRateScheduler",
+           "ModelCheckpoint", "ReduceLROnPlateau", "TerminateOnNaN", "plot_history", "data", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
            "split_mnist_5k", "AvgPool2d", "Conv1d", "Conv2d", "Dropout", "Embedding", "MaxPool2d", "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid",
            "Softmax", "Tanh", "manual_seed", "BCELoss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "Optimizer", "GRU", "LSTM", "LastStep", "Trainer",
