@@ -15,6 +15,7 @@ import io
 import math
 import sys
 import time
+import warnings
 from numbers import Real
 from pathlib import Path
 
@@ -138,8 +139,8 @@ def _monitored(callback: str, monitor: str, logs):
     there are) where it is missing, as Keras warns."""
     value = (logs or {}).get(monitor)
     if value is None:
-        print(f"{callback}: the monitored {monitor!r} is not in the logs (they hold {sorted(logs or {})}); "
-              f"skipping this epoch", file=sys.stderr)
+        warnings.warn(f"{callback}: the monitored {monitor!r} is not in the logs (they hold {sorted(logs or {})}); "
+                      f"skipping this epoch", stacklevel=3)
     return value
 
 
@@ -164,7 +165,7 @@ class EarlyStopping(Callback):
         if current is None:
             return
         if self.restore_best_weights and self.best_weights is None:
-            self.best_weights = self.model.state_dict()  # the first epoch is the best so far
+            self.best_weights, self.best_epoch = self.model.state_dict(), epoch  # the first epoch: the best so far
         self.wait += 1
         if self.improves(current, self.best):
             self.best, self.best_epoch = current, epoch

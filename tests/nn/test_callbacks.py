@@ -117,6 +117,18 @@ def test_early_stopping_min_delta_and_mode():
         nn.EarlyStopping(mode="up")
 
 
+def test_a_missing_monitor_warns_and_stops_nothing(tmp_path, monkeypatch):
+    model, saved = tiny_model(), []
+    monkeypatch.setattr(model, "save_weights", saved.append, raising=False)
+    callbacks = [nn.EarlyStopping(patience=0), nn.ModelCheckpoint(str(tmp_path / "w"), save_best_only=True)]
+    with pytest.warns(UserWarning) as caught:
+        history = model.fit(*data(), epochs=3, batch_size=16, verbose=False, callbacks=callbacks)
+    assert len(history["loss"]) == 3 and saved == []
+    assert sorted({str(w.message) for w in caught}) == [
+        f"{name}: the monitored 'val_loss' is not in the logs (they hold ['accuracy', 'loss']); skipping this epoch"
+        for name in ("EarlyStopping", "ModelCheckpoint")]
+
+
 def test_restore_best_weights_restores_the_best_epoch_s_weights():
     # best val_loss at epoch 1; patience 2 stops after epoch 3, and the model ends with epoch 1's weights
     model = tiny_model()

@@ -69,8 +69,9 @@ def test_a_terminal_shows_a_progress_bar_per_epoch():
     finals = [line.split("\r")[-1] for line in out.split("\r\n") if "epoch" in line]
     assert len(finals) == 2, out
     for epoch, line in enumerate(finals, 1):
-        assert re.match(rf"epoch {epoch}/2: 100%\|.*\| 3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step), "
-                        r"loss=\d\.\d{4}, accuracy=\d\.\d{4}, val_loss=\d\.\d{4}, val_accuracy=\d\.\d{4}\]$", line), line
+        pattern = (rf"epoch {epoch}/2: 100%\|.*\| 3/3 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step), "
+                   r"loss=\d\.\d{4}, accuracy=\d\.\d{4}, val_loss=\d\.\d{4}, val_accuracy=\d\.\d{4}\]$")
+        assert re.match(pattern, line), line
     # within an epoch the bar counts the steps, with the running loss and an estimate of the time left
     assert re.search(r"epoch 1/2:  33%\|.*\| 1/3 \[\d\d:\d\d<\d\d:\d\d, .*loss=\d\.\d{4}, accuracy=\d\.\d{4}\]", out)
 
