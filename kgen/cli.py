@@ -1,7 +1,8 @@
 """The `kgen` command.
 
     kgen models                                  the zoo
-    kgen train MODEL [--epochs E] [--batch B]    train a zoo model: loss and accuracy per epoch, a final line
+    kgen train MODEL [--epochs E] [--batch B] [--plot FILE.png|FILE.svg]
+                                                 train a zoo model: loss and accuracy per epoch, a final line
     kgen check MODEL [--batch B]                 every kernel of its training step vs the reference
     kgen stats MODEL [--train] [--batch B] [--json]
                                                  launches, bytes and flops per step, fused and unfused
@@ -99,6 +100,10 @@ def cmd_train(args):
                         seed=args.seed, validation_data=(xte, yte))
     final = "  ".join(f"{name} {values[-1]:.4f}" for name, values in history.items())
     print(f"final: {final}  ({epochs} epoch{'s' if epochs > 1 else ''}, {time.perf_counter() - start:.1f} s)")
+    if args.plot:
+        # at run time: kgen --help imports neither torch nor triton
+        from kgen import nn
+        print(f"curves: {nn.plot_history(history, args.plot)}")
     return 0
 
 
@@ -276,6 +281,13 @@ def batch_list(text: str) -> list:
                                          f"positive integers, as in 64,512)") from None
 
 
+def plot_file(text: str) -> str:
+    """A path whose suffix names a format plot_history draws (kgen.nn.plots.FORMATS)."""
+    if Path(text).suffix.lower() not in (".png", ".svg"):
+        raise argparse.ArgumentTypeError(f"expected a .png or .svg path (the suffix chooses the format), got {text!r}")
+    return text
+
+
 def target_list(text: str) -> list:
     items = [item.strip() for item in text.split(",")]
     if not all(items):
@@ -357,10 +369,13 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
     p = _command(sub, "train", cmd_train, "train a zoo model",
                  "Train a zoo model on its data with kgen's kernels: loss and accuracy per epoch (with the\n"
                  "test set's), then a final line.",
-                 ["kgen train linreg", "kgen train mlp128 --epochs 3 --batch 128"])
+                 ["kgen train linreg", "kgen train mlp128 --epochs 3 --batch 128",
+                  "kgen train logreg --epochs 5 --plot curves.png"])
     _zoo_model(p)
     p.add_argument("--epochs", type=positive_int, metavar="E", help="epochs (default: the zoo model's own)")
     p.add_argument("--batch", type=positive_int, metavar="B", help="the batch size (default: the zoo model's own)")
+    p.add_argument("--plot", type=plot_file, metavar="FILE", help="draw the loss and metric curves (train and test "
+                                                                 "set) to FILE, .png or .svg")
     _seed(p, "the initial weights and the batch order")
 
     p = _command(sub, "check", cmd_check, "check a zoo model's training step against the reference",

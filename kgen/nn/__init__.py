@@ -1,6 +1,8 @@
 """kgen.nn: layers, losses, optimizers, data and training loops on kgen's kernels, with
 PyTorch's names and layouts and Keras's compile/fit/evaluate/predict."""
-from kgen.nn import data, metrics, schedules, zoo
+from kgen.nn import callbacks, data, metrics, schedules, zoo
+from kgen.nn.callbacks import (Callback, CSVLogger, EarlyStopping, History, LearningRateScheduler, ModelCheckpoint,
+                               ReduceLROnPlateau, TerminateOnNaN)
 from kgen.nn.checkpoint import load, save
 from kgen.nn.data import DataLoader, batches, load_cifar10, load_idx, load_mnist, load_mnist_5k, split_mnist_5k
 from kgen.nn.layers import (AvgPool2d, Conv2d, Dropout, Embedding, Flatten, Linear, LogSoftmax, MaxPool2d, ReLU, Sequential,
@@ -13,10 +15,13 @@ from kgen.nn.losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberL
                             SparseCategoricalCrossentropy)
 from kgen.nn.module import Module
 from kgen.nn.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
+from kgen.nn.plots import plot_history
 from kgen.nn.recurrent import GRU, LSTM, LastStep
 from kgen.nn.train import Trainer, eval_step, predict_step, train_step
 
-__all__ = ["data", "metrics", "schedules", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
+__all__ = ["callbacks", "Callback", "CSVLogger", "EarlyStopping", "History", "LearningRateScheduler",
+           "ModelCheckpoint", "ReduceLROnPlateau", "TerminateOnNaN", "plot_history",
+           "data", "metrics", "schedules", "zoo", "DataLoader", "batches", "load_idx", "load_mnist", "load_mnist_5k",
            "load_cifar10", "split_mnist_5k", "AvgPool2d", "Conv1d", "Conv2d", "Dropout", "Embedding", "MaxPool2d",
            "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "manual_seed",
            "BCELoss", "BCEWithLogitsLoss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "MSELoss", "NLLLoss",

@@ -159,6 +159,11 @@ class Module:
             raise KgenError(f"{type(self).__name__}: call compile(optimizer=..., loss=...) before fit/evaluate")
         return trainer
 
+    @property
+    def optimizer(self):
+        """The optimizer compile set up (Keras's model.optimizer: schedules set its lr)."""
+        return self._compiled().optimizer
+
     def fit(self, x, y, **kwargs) -> dict:
         return self._compiled().fit(x, y, **kwargs)
 

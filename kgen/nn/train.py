@@ -7,8 +7,6 @@ one compiled step serves every batch size (the last, smaller batch included).
 """
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
@@ -19,11 +17,11 @@ from kgen.ir import dtypes
 from kgen.ir.autodiff import grad
 from kgen.kernels.inputs import check_labels, device_problem
 from kgen.nn import losses, optim
+from kgen.nn.callbacks import CallbackList
 from kgen.nn.data import batches
 from kgen.nn.metrics import get as get_metric, name as metric_name
 
-
-PROGRESS_EVERY_S = 30.0  # fit prints a progress line this often within an epoch
+VALIDATION_BATCH = 256  # fit's validation runs in batches of evaluate's default size
 
 
 def _inputs(x_example, y_example=None):
@@ -117,47 +115,77 @@ class Trainer:
         return ["loss"] + [metric_name(m) for m in self.metrics]
 
     def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
-            validation_data=None, verbose: bool = True) -> dict:
-        """Train; returns the history (per-epoch means of loss and metrics, and val_* too).
+            validation_data=None, validation_split: float = 0.0, initial_epoch: int = 0, callbacks=None,
+            verbose=True) -> dict:
+        """Train epochs `initial_epoch` .. `epochs - 1` (Keras's counting: `epochs` is the last
+        epoch's number, so a resumed run passes the epochs done as `initial_epoch`, and epoch
+        e shuffles as it would have in one run). Returns the history, per-epoch means of loss
+        and metrics, and val_* for `validation_data`, or for `validation_split`, the last
+        fraction of x and y held out before shuffling (validation_data wins where both are
+        given, as in Keras). `callbacks` are kgen.nn.callbacks.Callback instances; verbose
+        shows a progress bar on a terminal, plain lines elsewhere or with verbose=2.
         epochs=0 trains nothing and returns an empty history, as Keras does."""
         _check_count("fit", "epochs", epochs, minimum=0)
         _check_count("fit", "batch_size", batch_size, minimum=1)
+        _check_count("fit", "initial_epoch", initial_epoch, minimum=0)
         x, y = _as_arrays("fit", x, y)
         self._check_labels("train", "fit", x, y)
-        history = {name: [] for name in self.names}
+        x, y, validation_data = _held_out(x, y, validation_split, validation_data)
+        if validation_data is not None:
+            self._check_labels("eval", "fit: validation_data", *validation_data)
+        names = self.names + ([f"val_{n}" for n in self.names] if validation_data is not None else [])
         steps = -(-len(x) // batch_size)
-        for epoch in range(epochs):
-            start = shown = time.perf_counter()
-            sums, count = np.zeros(len(self.names)), 0
-            for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)):
-                values = self._step("train", xb, yb)(xb, yb)
-                sums += [float(v) * len(xb) for v in values]
-                count += len(xb)
-                if verbose and time.perf_counter() - shown >= PROGRESS_EVERY_S and i + 1 < steps:
-                    shown = time.perf_counter()  # long epochs (the interpreter) show their progress
-                    print(f"epoch {epoch + 1}/{epochs}  batch {i + 1}/{steps}  loss {sums[0] / count:.4f}  "
-                          f"({shown - start:.1f}s)", flush=True)
-            for name, total in zip(self.names, sums):
-                history[name].append(total / count)
-            line = "  ".join(f"{n} {history[n][-1]:.4f}" for n in self.names)
+        callbacks = CallbackList(callbacks, self.model, {"epochs": epochs, "steps": steps, "verbose": verbose,
+                                                         "metrics": names}, verbose)
+        self.model.stop_training = False
+        logs = None
+        callbacks.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            callbacks.on_epoch_begin(epoch)
+            logs = self._train_epoch(x, y, batch_size, shuffle, seed, epoch, callbacks)
             if validation_data is not None:
-                for name, value in zip(self.names, self.evaluate(*validation_data, verbose=False)):
-                    history.setdefault(f"val_{name}", []).append(value)
-                    line += f"  val_{name} {value:.4f}"
-            if verbose:
-                print(f"epoch {epoch + 1}/{epochs}  {line}  ({time.perf_counter() - start:.1f}s)", flush=True)
-        return history
+                values = self._evaluate(*validation_data, VALIDATION_BATCH, callbacks)
+                logs.update((f"val_{n}", v) for n, v in zip(self.names, values))
+            callbacks.on_epoch_end(epoch, logs)
+            if self.model.stop_training:
+                break
+        callbacks.on_train_end(logs)
+        return callbacks.history.history
 
-    def evaluate(self, x, y, batch_size: int = 256, verbose: bool = True) -> list:
+    def _train_epoch(self, x, y, batch_size, shuffle, seed, epoch, callbacks) -> dict:
+        """One epoch's steps; the logs each batch's callbacks see are the running means so far."""
+        sums, count = np.zeros(len(self.names)), 0
+        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)):
+            callbacks.on_train_batch_begin(i)
+            values = self._step("train", xb, yb)(xb, yb)
+            sums += [float(v) * len(xb) for v in values]
+            count += len(xb)
+            logs = dict(zip(self.names, (sums / count).tolist()))
+            callbacks.on_train_batch_end(i, logs)
+            if self.model.stop_training:  # TerminateOnNaN stops at the batch, as in Keras
+                break
+        return logs
+
+    def evaluate(self, x, y, batch_size: int = 256, verbose: bool = True, callbacks=None) -> list:
         _check_count("evaluate", "batch_size", batch_size, minimum=1)
         x, y = _as_arrays("evaluate", x, y)
         self._check_labels("eval", "evaluate", x, y)
-        sums = np.zeros(len(self.names))
-        for xb, yb in batches(x, y, batch_size, shuffle=False):
-            sums += [float(v) * len(xb) for v in self._step("eval", xb, yb)(xb, yb)]
-        result = list(sums / len(x))
+        callbacks = CallbackList(callbacks, self.model, {"steps": -(-len(x) // batch_size), "verbose": verbose,
+                                                         "metrics": self.names}, verbose=False)
+        result = self._evaluate(x, y, batch_size, callbacks)
         if verbose:
             print("  ".join(f"{n} {v:.4f}" for n, v in zip(self.names, result)))
+        return result
+
+    def _evaluate(self, x, y, batch_size, callbacks) -> list:
+        callbacks.on_test_begin()
+        sums = np.zeros(len(self.names))
+        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=False)):
+            callbacks.on_test_batch_begin(i)
+            sums += [float(v) * len(xb) for v in self._step("eval", xb, yb)(xb, yb)]
+            callbacks.on_test_batch_end(i)
+        result = (sums / len(x)).tolist()
+        callbacks.on_test_end(dict(zip(self.names, result)))
         return result
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
@@ -207,6 +235,27 @@ def _samples(caller: str, name: str, value) -> np.ndarray:
         raise InputError(f"{what}: expected at least one sample (an array whose first axis counts them), "
                          f"got shape {list(array.shape)}")
     return array.astype(np.float32) if array.dtype == np.float64 else array
+
+
+def _held_out(x, y, validation_split, validation_data):
+    """(x, y, validation data): Keras's split, the last `validation_split` of the samples
+    held out (validation_data, where given, wins), every array checked as fit's data is."""
+    if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float, np.floating)) \
+            or not 0 <= validation_split < 1:
+        raise OptionError(f"fit: validation_split must be a fraction in [0, 1), got {validation_split!r}")
+    if validation_data is not None:
+        is_sequence = isinstance(validation_data, (tuple, list))
+        if not is_sequence or len(validation_data) != 2:
+            given = type(validation_data).__name__ + (f" of {len(validation_data)}" if is_sequence else "")
+            raise InputError(f"fit: validation_data must be a pair (x_val, y_val), got {given}")
+        return (x, y, _as_arrays("fit: validation_data", *validation_data))
+    if not validation_split:
+        return x, y, None
+    split = int(np.floor(len(x) * (1.0 - validation_split)))
+    if split == 0:
+        raise OptionError(f"fit: validation_split={validation_split} of {len(x)} samples leaves no training sample; "
+                          f"give more data or a smaller fraction")
+    return x[:split], y[:split], (x[split:], y[split:])
 
 
 def _check_count(caller: str, option: str, value, minimum: int) -> None:

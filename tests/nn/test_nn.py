@@ -102,15 +102,6 @@ def test_keras_style_softmax_model_with_sparse_categorical_crossentropy():
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_long_epochs_show_their_progress(monkeypatch, capsys):
-    monkeypatch.setattr(nn.train, "PROGRESS_EVERY_S", 0.0)
-    model = small_mlp()
-    model.compile(optimizer="adam", loss="nll")
-    model.fit(*data(24), epochs=1, batch_size=8)
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split("  loss")[0] for line in lines] == ["epoch 1/1  batch 1/3", "epoch 1/1  batch 2/3", "epoch 1/1"]
-
-
 def test_load_state_dict_checks_names_and_shapes():
     model = small_mlp()
     state = model.state_dict()
