@@ -12,12 +12,17 @@ functions carry the arithmetic, as in TorchInductor:
 cases plain, e.g. the coordinates of a row-major tensor read back row-major become `xindex`:
 
     x -> 0                                              when x < 1
-    ModularIndexing(x, 1, n) -> x                       when x < n
-    ModularIndexing(x, d, m) -> FloorDiv(x, d)          when x < d*m
+    ModularIndexing(x, 1, n) -> x                       when 0 <= x < n
+    ModularIndexing(x, d, m) -> FloorDiv(x, d)          when 0 <= x < d*m
     c*ModularIndexing(x, d, m) + c*m*ModularIndexing(x, d*m, k) -> c*ModularIndexing(x, d, m*k)
     c*ModularIndexing(x, d, m) + c*m*FloorDiv(x, d*m)          -> c*FloorDiv(x, d)
     FloorDiv(q*d*x + r, d) -> q*x + FloorDiv(r, d)
     ModularIndexing(q*d*m*x + r, d, m) -> ModularIndexing(r, d, m)
+
+The functions mean Python's floor division and modulo, also of a negative base (a pad's or
+a slice's offset makes one: x - 3); the rules that drop them hold only for a base that is
+provably >= 0 (`provably_nonnegative`), and the kernel writer prints a base that may be
+negative so that Triton, whose integer // and % truncate as C's do, computes the same.
 """
 from __future__ import annotations
 
@@ -134,6 +139,45 @@ def upper_bound(expr):
     return None
 
 
+def lower_bound(expr):
+    """An inclusive lower bound of an index expression, or None if unknown. Index variables,
+    ModularIndexing and sizes are non-negative; a pad's or slice's offset (x - 3) is not,
+    and the rules and the printer must not treat such a base as one."""
+    if expr.is_Integer:
+        return expr
+    if expr in _BOUNDS or isinstance(expr, ModularIndexing) or (expr.is_Symbol and expr.is_positive):
+        return sympy.Integer(0)
+    if isinstance(expr, FloorDiv):
+        inner = lower_bound(expr.args[0])
+        return None if inner is None else (sympy.Integer(0) if _is_nonnegative(inner) else None)
+    if expr.is_Add:
+        parts = [lower_bound(a) for a in expr.args]
+        return None if any(p is None for p in parts) else sympy.Add(*parts)
+    if expr.is_Mul:
+        coeff, rest = _split(expr)
+        if rest == 1:
+            return expr if expr.is_nonnegative else None  # a product of sizes
+        if coeff.is_positive:
+            inner = lower_bound(rest)
+            return None if inner is None else coeff * inner
+        if coeff.is_negative:
+            inner = upper_bound(rest)
+            return None if inner is None else coeff * inner
+    return None
+
+
+def _is_nonnegative(bound) -> bool:
+    return bool(sympy.simplify(bound).is_nonnegative)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def provably_nonnegative(expr) -> bool:
+    """Whether `expr` is >= 0 at every value of its index variables and sizes: where it is
+    not, floor division and modulo differ between Python (sympy) and Triton (C's)."""
+    bound = lower_bound(expr)
+    return bound is not None and _is_nonnegative(bound)
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def _provably_below(expr, limit) -> bool:
     """expr <= ub(expr) < limit, decided by sympy for non-negative size symbols."""
@@ -157,7 +201,7 @@ def _simplify_atom(atom):
         kept = [t for t in terms if not _divides(div * mod, t)]  # multiples of div*mod wrap away
         if len(kept) < len(terms):
             return simplify(ModularIndexing(sympy.Add(*kept), div, mod))
-        if _provably_below(base, div * mod):
+        if provably_nonnegative(base) and _provably_below(base, div * mod):
             return simplify(FloorDiv(base, div))
         return atom
     if isinstance(atom, FloorDiv):
@@ -167,7 +211,7 @@ def _simplify_atom(atom):
         if whole:
             rest = sympy.Add(*[t for t in terms if t not in whole])
             return simplify(sympy.Add(*[t / div for t in whole]) + FloorDiv(rest, div))
-        if _provably_below(base, div):
+        if provably_nonnegative(base) and _provably_below(base, div):
             return sympy.Integer(0)
     return atom
 

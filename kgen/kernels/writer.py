@@ -101,14 +101,25 @@ class IndexPrinter(StrPrinter):
             raise KgenError(f"index expression {expr} has a power Triton cannot take")
         return "(" + " * ".join([self._operand(base)] * int(exponent)) + ")"  # Triton has no **
 
+    def _floor(self, base, div) -> str:
+        """base // div with Python's floor (sympy's meaning): Triton's integer // truncates
+        toward zero as C's does, which differs for a base that may be negative."""
+        a, d = self._operand(base), self._operand(div)
+        if indexing.provably_nonnegative(base):
+            return f"({a} // {d})"
+        return f"tl.where({a} >= 0, {a} // {d}, ({a} - {d} + 1) // {d})"
+
     def _print_FloorDiv(self, expr):
-        base, div = expr.args
-        return f"({self._operand(base)} // {self._operand(div)})"
+        return self._floor(*expr.args)
 
     def _print_ModularIndexing(self, expr):
         base, div, mod = expr.args
-        inner = self._operand(base) if div == 1 else f"({self._operand(base)} // {self._operand(div)})"
-        return f"({inner} % {self._operand(mod)})"
+        m = self._operand(mod)
+        if indexing.provably_nonnegative(base):
+            inner = self._operand(base) if div == 1 else f"({self._operand(base)} // {self._operand(div)})"
+            return f"({inner} % {m})"
+        inner = self._operand(base) if div == 1 else self._floor(base, div)
+        return f"((({inner} % {m}) + {m}) % {m})"  # Python's modulo of a negative value
 
 
 class KernelWriter:
