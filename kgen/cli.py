@@ -23,6 +23,7 @@ Until a command runs, this module imports only the standard library and kgen.err
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,20 +90,35 @@ def cmd_train(args):
     if args.model.endswith((".pt2", ".onnx")):
         raise KgenError(f"kgen train: {args.model} holds a model but no data; train it from Python "
                         f"(kgen.from_torch or kgen.from_onnx, then fit), or check, measure or compile it here")
+    # at run time: kgen --help imports neither torch nor triton
+    from kgen import nn
+    if args.resume and not args.checkpoint:
+        raise KgenError("kgen train: --resume continues from --checkpoint DIR's last.safetensors; give --checkpoint")
     spec, model = _spec_and_model(args.model, args.seed)
     (xtr, ytr), (xte, yte) = spec.data()
     epochs = args.epochs or spec.epochs
     print(f"{spec.name}: {spec.description}")
     model.compile(spec.optimizer(model.parameters()), spec.loss,
                   ["accuracy"] if spec.name not in ("linreg",) else [])
+    callbacks, first = [], 0
+    if args.checkpoint:
+        last = os.path.join(args.checkpoint, "last.safetensors")
+        if args.resume:
+            if not os.path.isfile(last):
+                raise KgenError(f"kgen train --resume: no checkpoint {last} to resume from")
+            first = int(nn.load(last, model, model.optimizer).get("epoch", 0))
+            print(f"resumed from {last} after epoch {first}")
+        callbacks.append(nn.ModelCheckpoint(last, save_weights_only=False))
     start = time.perf_counter()
-    history = model.fit(xtr, ytr, epochs=epochs, batch_size=args.batch or spec.batch_size,
-                        seed=args.seed, validation_data=(xte, yte))
+    history = model.fit(xtr, ytr, epochs=epochs, batch_size=args.batch or spec.batch_size, seed=args.seed,
+                        validation_data=(xte, yte), callbacks=callbacks, initial_epoch=first)
+    if not any(history.values()):
+        print(f"nothing to train: the checkpoint is at epoch {first} and --epochs is {epochs}")
+        return 0
     final = "  ".join(f"{name} {values[-1]:.4f}" for name, values in history.items())
-    print(f"final: {final}  ({epochs} epoch{'s' if epochs > 1 else ''}, {time.perf_counter() - start:.1f} s)")
+    ran = epochs - first
+    print(f"final: {final}  ({ran} epoch{'s' if ran > 1 else ''}, {time.perf_counter() - start:.1f} s)")
     if args.plot:
-        # at run time: kgen --help imports neither torch nor triton
-        from kgen import nn
         print(f"curves: {nn.plot_history(history, args.plot)}")
     return 0
 
@@ -370,12 +386,17 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
                  "Train a zoo model on its data with kgen's kernels: loss and accuracy per epoch (with the\n"
                  "test set's), then a final line.",
                  ["kgen train linreg", "kgen train mlp128 --epochs 3 --batch 128",
-                  "kgen train logreg --epochs 5 --plot curves.png"])
+                  "kgen train logreg --epochs 5 --plot curves.png",
+                  "kgen train mlp64 --epochs 4 --checkpoint runs/mlp64 --resume"])
     _zoo_model(p)
     p.add_argument("--epochs", type=positive_int, metavar="E", help="epochs (default: the zoo model's own)")
     p.add_argument("--batch", type=positive_int, metavar="B", help="the batch size (default: the zoo model's own)")
     p.add_argument("--plot", type=plot_file, metavar="FILE", help="draw the loss and metric curves (train and test "
                                                                  "set) to FILE, .png or .svg")
+    p.add_argument("--checkpoint", metavar="DIR", help="save the weights and optimizer state to DIR/last.safetensors "
+                                                       "after each epoch")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/last.safetensors (with --checkpoint): "
+                                                         "the same run as one that never stopped")
     _seed(p, "the initial weights and the batch order")
 
     p = _command(sub, "check", cmd_check, "check a zoo model's training step against the reference",

@@ -188,11 +188,12 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Saves the weights after each epoch with `model.save_weights(path)`; `filepath` may
-    hold Keras's fields, `{epoch:02d}` (counted from 1) and any log's name
-    (`{val_loss:.3f}`). With `save_best_only`, only when `monitor` improves on the best so
-    far. kgen has no whole-model file (a model is Python code), so `save_weights_only=False`,
-    Keras's default, writes the weights too: the argument is taken so Keras code runs."""
+    """Saves after each epoch; `filepath` may hold Keras's fields, `{epoch:02d}` (counted
+    from 1) and any log's name (`{val_loss:.3f}`). With `save_best_only`, only when `monitor`
+    improves on the best so far. `save_weights_only` writes `model.save_weights(path)`; else
+    (Keras's default) the whole training state, weights and the optimizer's state with the
+    epoch (`nn.save(path, model, optimizer, epoch=...)`), from which `nn.load` and
+    `fit(initial_epoch=...)` resume exactly. kgen has no whole-model file: a model is code."""
 
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto", save_freq="epoch"):
@@ -215,7 +216,12 @@ class ModelCheckpoint(Callback):
             self.best = current
         path = self._path(epoch, logs)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.model.save_weights(path)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            # checkpoints sit beside fit in nn; imported when one is written (safetensors)
+            from kgen.nn.checkpoint import save
+            save(path, self.model, self.model.optimizer, epoch=epoch + 1)
 
     def _path(self, epoch: int, logs: dict) -> str:
         try:

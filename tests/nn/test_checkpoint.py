@@ -326,3 +326,36 @@ def test_save_weights_and_load_weights(tmp_path):
     with pytest.raises(ShapeError, match=r"0.weight has shape \[5, 4\], expected \[8, 4\]"):
         wide.load_weights(tmp_path / "narrow.safetensors")
     _assert_same(_snapshot(wide), before)
+
+
+# --- resume: a run that stops and continues in a new process is the run that never stopped ------
+_RESUME = """
+import sys
+from kgen.cli import main
+sys.exit(main(["train", "mlp64", "--epochs", sys.argv[1], "--batch", "1024", "--checkpoint", sys.argv[2]]
+              + (["--resume"] if sys.argv[3] == "1" else [])))
+"""
+
+
+def test_resume_in_a_new_process_is_bit_identical(tmp_path):
+    import subprocess
+    import sys
+    from safetensors.numpy import load_file
+    script = tmp_path / "run.py"
+    script.write_text(_RESUME)
+
+    def run(epochs, where, resume):
+        result = subprocess.run([sys.executable, str(script), str(epochs), str(tmp_path / where), str(int(resume))],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    run(2, "straight", False)
+    run(1, "stopped", False)
+    out = run(2, "stopped", True)  # a new process: load after epoch 1, train epoch 2
+    assert "resumed from" in out and "after epoch 1" in out
+    straight = load_file(str(tmp_path / "straight" / "last.safetensors"))
+    resumed = load_file(str(tmp_path / "stopped" / "last.safetensors"))
+    assert sorted(straight) == sorted(resumed)
+    for name in straight:  # weights, Adam's moments and step: bit for bit
+        np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
