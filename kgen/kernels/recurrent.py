@@ -150,12 +150,12 @@ class _Frame:
 
 
 def _sigmoid(w: KernelWriter, x: str, note: str) -> str:
-    return w.assign(f"1.0 / (1.0 + tl.exp(-{x}))", "a", note)
+    return w.assign(f"1.0 / (1.0 + tl.exp(-({x})))", "a", note)
 
 
 def _tanh(w: KernelWriter, x: str, note: str) -> str:
     """tanh as 2 * sigmoid(2x) - 1: exact enough, and no overflow for large |x|."""
-    return w.assign(f"2.0 / (1.0 + tl.exp(-2.0 * {x})) - 1.0", "a", note)
+    return w.assign(f"2.0 / (1.0 + tl.exp(-2.0 * ({x}))) - 1.0", "a", note)
 
 
 def _lstm_gates(f: _Frame, h: str) -> tuple:
