@@ -1,9 +1,9 @@
 """Op table entries for whole recurrences, each one persistent kernel (kgen/kernels/recurrent.py):
 
-    lstm_recurrence(xproj[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H])          -> [T,B,2H]  (h_t | c_t)
-    lstm_recurrence_grad(g[T,B,2H], xproj, w_hh, out, h0, c0)            -> [T+1,B,5H]
-    gru_recurrence(xproj[T,B,3H], w_hh[3H,H], b_hh[3H], h0[B,H])          -> [T,B,H]   (h_t)
-    gru_recurrence_grad(g[T,B,H], xproj, w_hh, b_hh, out, h0)             -> [T+1,B,5H]
+    lstm_recurrence(xproj[T,B,4H], w_hh[4H,H], h0[B,H], c0[B,H])          -> [T+1,B,2H]  (h | c)
+    lstm_recurrence_grad(g[T+1,B,2H], xproj, w_hh, out, h0, c0)          -> [T+1,B,5H]
+    gru_recurrence(xproj[T,B,3H], w_hh[3H,H], b_hh[3H], h0[B,H])          -> [T+1,B,H]   (h)
+    gru_recurrence_grad(g[T+1,B,H], xproj, w_hh, b_hh, out, h0)           -> [T+1,B,5H]
 
 `xproj` holds every step's input products x_t @ W_ih.T + b_ih (one matmul before the loop),
 in torch's gate order (LSTM i, f, g, o; GRU r, z, n). Per step, the LSTM computes
@@ -11,7 +11,9 @@ z = xproj[t] + h @ w_hh.T, c = sig(f) * c + sig(i) * tanh(g), h = sig(o) * tanh(
 r = sig(x_r + h_r), z = sig(x_z + h_z), n = tanh(x_n + r * h_n), h = (1 - z) * n + z * h with
 (h_r, h_z, h_n) = h @ w_hh.T + b_hh (b_hh is inside the op: r multiplies its n block). With
 `reverse`, the steps run from t = T-1 down to 0; results stay in time order. One node holds
-every result: the layer's output, final states and what the gradient reads are views of it.
+every result, the layer's output and final states being views of it: row 1 + t holds the
+state after step t, row 0 the final state (after the last step, t = T-1 or, reversed, 0), so
+that every view is at a static offset also when T is a size symbol.
 
 The gradient ops run the steps backwards, carrying the state cotangents, and pack what the
 VJP needs. Row 0 holds the initial states' cotangents (LSTM: d h0 | d c0 | zeros; GRU:
@@ -82,6 +84,15 @@ def _flops(gates: int, elementwise: int, passes: int):
     return count
 
 
+def block(node, first_row: int, rows, first_column: int, columns: int) -> Node:
+    """Rows [first_row, first_row + rows) and columns [first_column, first_column + columns)
+    of a [T+1, B, W] result, a view (with `rows` 1, as [B, columns])."""
+    ops = _ops()
+    batch = node.shape[1]
+    part = ops.slice_strided(node, (first_row, 0, first_column), (1, 1, 1), (rows, batch, columns))
+    return ops.reshape(part, (batch, columns)) if rows == 1 else part
+
+
 def _xproj_w(node):
     """(xproj, w_hh) of a recurrence or its gradient op (the gradient op's first input is g)."""
     return node.inputs[1:3] if node.op.endswith("_grad") else node.inputs[:2]
@@ -89,7 +100,7 @@ def _xproj_w(node):
 
 # --- lstm_recurrence ------------------------------------------------------------------------------
 def lstm_recurrence(xproj, w_hh, h0, c0, reverse: bool = False) -> Node:
-    """Every step of one LSTM direction (see the module docstring): [T, B, 2H], h_t then c_t."""
+    """Every step of one LSTM direction (see the module docstring): [T+1, B, 2H], h then c."""
     return _recurrence("lstm_recurrence", xproj, w_hh, h0, c0, reverse=reverse)
 
 
@@ -103,7 +114,7 @@ def _infer_lstm(inputs, attrs):
     steps, batch, hidden = _dims("lstm_recurrence", xproj, w_hh)
     _check("lstm_recurrence", {"xproj": xproj, "w_hh": w_hh, "h0": h0, "c0": c0},
            {"xproj": xproj.shape, "w_hh": w_hh.shape, "h0": (batch, hidden), "c0": (batch, hidden)}, xproj.dtype)
-    return xproj.dtype, (steps, batch, 2 * hidden)
+    return xproj.dtype, (steps + 1, batch, 2 * hidden)
 
 
 def _lstm_gates(z, hidden):
@@ -119,7 +130,8 @@ def _lstm_reference(node, arrays, shape):
         i, f, g, o = _lstm_gates(xproj[t] + h @ w_hh.T, hidden)
         c = f * c + i * g
         h = o * np.tanh(c)
-        out[t, :, :hidden], out[t, :, hidden:] = h, c
+        out[1 + t, :, :hidden], out[1 + t, :, hidden:] = h, c
+    out[0, :, :hidden], out[0, :, hidden:] = h, c
     return out
 
 
@@ -128,10 +140,9 @@ def _lstm_vjp(g, node):
     steps, batch, hidden = _dims("lstm_recurrence", xproj, w_hh)
     packed = lstm_recurrence_grad(g, xproj, w_hh, node, h0, c0, reverse=node.attrs["reverse"])
     ops = _ops()
-    dz = ops.slice_strided(packed, (1, 0, 0), (1, 1, 1), (steps, batch, 4 * hidden))
-    h_prev = ops.slice_strided(packed, (1, 0, 4 * hidden), (1, 1, 1), (steps, batch, hidden))
+    dz, h_prev = block(packed, 1, steps, 0, 4 * hidden), block(packed, 1, steps, 4 * hidden, hidden)
     d_w = ops.transpose(ops.reshape(dz, (-1, 4 * hidden))) @ ops.reshape(h_prev, (-1, hidden))
-    return dz, d_w, packed[0, :, :hidden], packed[0, :, hidden:2 * hidden]
+    return dz, d_w, block(packed, 0, 1, 0, hidden), block(packed, 0, 1, hidden, hidden)
 
 
 register(OpDef("lstm_recurrence", "template", _infer_lstm, _lstm_reference, _lstm_vjp, "lstm_recurrence", arity=4,
@@ -143,8 +154,8 @@ def _infer_lstm_grad(inputs, attrs):
     steps, batch, hidden = _dims("lstm_recurrence_grad", xproj, w_hh)
     state = (batch, hidden)
     _check("lstm_recurrence_grad", dict(zip(("g", "xproj", "w_hh", "out", "h0", "c0"), inputs)),
-           {"g": (steps, batch, 2 * hidden), "xproj": xproj.shape, "w_hh": w_hh.shape,
-            "out": (steps, batch, 2 * hidden), "h0": state, "c0": state}, xproj.dtype)
+           {"g": (steps + 1, batch, 2 * hidden), "xproj": xproj.shape, "w_hh": w_hh.shape,
+            "out": (steps + 1, batch, 2 * hidden), "h0": state, "c0": state}, xproj.dtype)
     return xproj.dtype, (steps + 1, batch, 5 * hidden)
 
 
@@ -153,13 +164,13 @@ def _lstm_grad_reference(node, arrays, shape):
     hidden, reverse = w_hh.shape[1], node.attrs["reverse"]
     steps = xproj.shape[0]
     packed = np.zeros(shape, xproj.dtype)
-    dh, dc = np.zeros_like(h0), np.zeros_like(c0)
+    dh, dc = g[0, :, :hidden], g[0, :, hidden:]
     for t in reversed(list(_order(steps, reverse))):
         before = t + 1 if reverse else t - 1
-        h, c = (out[before, :, :hidden], out[before, :, hidden:]) if 0 <= before < steps else (h0, c0)
+        h, c = (out[1 + before, :, :hidden], out[1 + before, :, hidden:]) if 0 <= before < steps else (h0, c0)
         i, f, gg, o = _lstm_gates(xproj[t] + h @ w_hh.T, hidden)
-        dh, dc = dh + g[t, :, :hidden], dc + g[t, :, hidden:]
-        tanh_c = np.tanh(out[t, :, hidden:])
+        dh, dc = dh + g[1 + t, :, :hidden], dc + g[1 + t, :, hidden:]
+        tanh_c = np.tanh(out[1 + t, :, hidden:])
         dc = dc + dh * o * (1 - tanh_c ** 2)
         dz = np.concatenate([dc * gg * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - gg ** 2),
                              dh * tanh_c * o * (1 - o)], axis=-1)
@@ -176,7 +187,7 @@ register(OpDef("lstm_recurrence_grad", "template", _infer_lstm_grad, _lstm_grad_
 
 # --- gru_recurrence -------------------------------------------------------------------------------
 def gru_recurrence(xproj, w_hh, b_hh, h0, reverse: bool = False) -> Node:
-    """Every step of one GRU direction (see the module docstring): [T, B, H]."""
+    """Every step of one GRU direction (see the module docstring): [T+1, B, H]."""
     return _recurrence("gru_recurrence", xproj, w_hh, b_hh, h0, reverse=reverse)
 
 
@@ -190,7 +201,7 @@ def _infer_gru(inputs, attrs):
     steps, batch, hidden = _dims("gru_recurrence", xproj, w_hh)
     _check("gru_recurrence", {"xproj": xproj, "w_hh": w_hh, "b_hh": b_hh, "h0": h0},
            {"xproj": xproj.shape, "w_hh": w_hh.shape, "b_hh": (3 * hidden,), "h0": (batch, hidden)}, xproj.dtype)
-    return xproj.dtype, (steps, batch, hidden)
+    return xproj.dtype, (steps + 1, batch, hidden)
 
 
 def _gru_step(x, h, w_hh, b_hh, hidden):
@@ -209,7 +220,8 @@ def _gru_reference(node, arrays, shape):
     for t in _order(xproj.shape[0], node.attrs["reverse"]):
         r, z, n, _ = _gru_step(xproj[t], h, w_hh, b_hh, hidden)
         h = (1 - z) * n + z * h
-        out[t] = h
+        out[1 + t] = h
+    out[0] = h
     return out
 
 
@@ -218,13 +230,13 @@ def _gru_vjp(g, node):
     steps, batch, hidden = _dims("gru_recurrence", xproj, w_hh)
     packed = gru_recurrence_grad(g, xproj, w_hh, b_hh, node, h0, reverse=node.attrs["reverse"])
     ops = _ops()
-    gates = ops.slice_strided(packed, (1, 0, 0), (1, 1, 1), (steps, batch, 4 * hidden))
-    d_x = gates[:, :, :3 * hidden]
-    d_hidden = ops.concatenate([gates[:, :, :2 * hidden], gates[:, :, 3 * hidden:]], axis=-1)
-    h_prev = ops.slice_strided(packed, (1, 0, 4 * hidden), (1, 1, 1), (steps, batch, hidden))
+    d_x = block(packed, 1, steps, 0, 3 * hidden)
+    d_hidden = ops.concatenate([block(packed, 1, steps, 0, 2 * hidden), block(packed, 1, steps, 3 * hidden, hidden)],
+                               axis=-1)
+    h_prev = block(packed, 1, steps, 4 * hidden, hidden)
     flat = ops.reshape(d_hidden, (-1, 3 * hidden))
     d_w = ops.transpose(flat) @ ops.reshape(h_prev, (-1, hidden))
-    return d_x, d_w, ops.sum(flat, axis=0), packed[0, :, :hidden]
+    return d_x, d_w, ops.sum(flat, axis=0), block(packed, 0, 1, 0, hidden)
 
 
 register(OpDef("gru_recurrence", "template", _infer_gru, _gru_reference, _gru_vjp, "gru_recurrence", arity=4,
@@ -235,8 +247,8 @@ def _infer_gru_grad(inputs, attrs):
     g, xproj, w_hh, b_hh, out, h0 = inputs
     steps, batch, hidden = _dims("gru_recurrence_grad", xproj, w_hh)
     _check("gru_recurrence_grad", dict(zip(("g", "xproj", "w_hh", "b_hh", "out", "h0"), inputs)),
-           {"g": (steps, batch, hidden), "xproj": xproj.shape, "w_hh": w_hh.shape, "b_hh": (3 * hidden,),
-            "out": (steps, batch, hidden), "h0": (batch, hidden)}, xproj.dtype)
+           {"g": (steps + 1, batch, hidden), "xproj": xproj.shape, "w_hh": w_hh.shape, "b_hh": (3 * hidden,),
+            "out": (steps + 1, batch, hidden), "h0": (batch, hidden)}, xproj.dtype)
     return xproj.dtype, (steps + 1, batch, 5 * hidden)
 
 
@@ -245,12 +257,12 @@ def _gru_grad_reference(node, arrays, shape):
     hidden, reverse = w_hh.shape[1], node.attrs["reverse"]
     steps = xproj.shape[0]
     packed = np.zeros(shape, xproj.dtype)
-    dh = np.zeros_like(h0)
+    dh = g[0]
     for t in reversed(list(_order(steps, reverse))):
         before = t + 1 if reverse else t - 1
-        h = out[before] if 0 <= before < steps else h0
+        h = out[1 + before] if 0 <= before < steps else h0
         r, z, n, n_h = _gru_step(xproj[t], h, w_hh, b_hh, hidden)
-        dh = dh + g[t]
+        dh = dh + g[1 + t]
         d_n = dh * (1 - z) * (1 - n ** 2)
         d_r, d_z = d_n * n_h * r * (1 - r), dh * (h - n) * z * (1 - z)
         d_nh = d_n * r

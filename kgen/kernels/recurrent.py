@@ -134,7 +134,7 @@ class _Frame:
         """The state before step t: the forward's result at tp (columns column*H + [0, H)),
         or the initial state at the first step."""
         w = self.w
-        earlier = self.load(out, [self.tp, self.rb, column * self.hidden + self.rh], "later")
+        earlier = self.load(out, [self.tp + 1, self.rb, column * self.hidden + self.rh], "later")
         start = self.load(initial, [self.rb, self.rh], "first")
         return w.assign(f"{earlier} + {start}", "s")
 
@@ -181,11 +181,13 @@ def emit_lstm_recurrence(name: str, root, written: set, names: dict, epilogue=()
     i, fg, g, o = _lstm_gates(f, "h")
     w.emit(f"c = tl.where(rmask, {fg} * c + {i} * {g}, 0.0)", note)
     w.emit(f"h = {o} * {_tanh(w, 'c', note)}", note)
-    f.store("h", 0)
-    f.store("c", 1)
+    f.store("h", 0, row=f.t + 1)
+    f.store("c", 1, row=f.t + 1)
     w.end_loop()
+    f.store("h", 0, row=0)
+    f.store("c", 1, row=0)
     return f.finish("Each program keeps h and c of BLOCK_B rows in registers over the steps; "
-                    "columns [0, H) of step t hold h_t, [H, 2H) c_t.", "recurrent")
+                    "row 1 + t holds h and c after step t, row 0 the final ones.", "recurrent")
 
 
 @template("lstm_recurrence_grad")
@@ -194,14 +196,14 @@ def emit_lstm_recurrence_grad(name: str, root, written: set, names: dict, epilog
     g, xproj, w_hh, out, h0, c0 = root.inputs
     f = _Frame(name, root, written, names, xproj, w_hh)
     w, note = f.w, f.w.note(root)
-    w.emit(f"dh = tl.zeros({f.tile}, tl.float32)", note)
-    w.emit(f"dc = tl.zeros({f.tile}, tl.float32)", note)
+    w.emit(f"dh = {f.gate(g, 0, t=0)}", note)
+    w.emit(f"dc = {f.gate(g, 1, t=0)}", note)
     f.time_loop(backwards=True)
     h_prev, c_prev = f.state_before(out, h0), f.state_before(out, c0, 1)
     i, fg, gg, o = _lstm_gates(f, h_prev)
-    tanh_c = _tanh(w, f.gate(out, 1), note)
-    w.emit(f"dh = dh + {f.gate(g, 0)}", note)
-    w.emit(f"dc = dc + {f.gate(g, 1)} + dh * {o} * (1.0 - {tanh_c} * {tanh_c})", note)
+    tanh_c = _tanh(w, f.gate(out, 1, t=f.t + 1), note)
+    w.emit(f"dh = dh + {f.gate(g, 0, t=f.t + 1)}", note)
+    w.emit(f"dc = dc + {f.gate(g, 1, t=f.t + 1)} + dh * {o} * (1.0 - {tanh_c} * {tanh_c})", note)
     dz = [w.assign(expr, "dz", note) for expr in (
         f"tl.where(rmask, dc * {gg} * {i} * (1.0 - {i}), 0.0)", f"tl.where(rmask, dc * {c_prev} * {fg} * (1.0 - {fg}), 0.0)",
         f"tl.where(rmask, dc * {i} * (1.0 - {gg} * {gg}), 0.0)", f"tl.where(rmask, dh * {tanh_c} * {o} * (1.0 - {o}), 0.0)")]
@@ -242,9 +244,11 @@ def emit_gru_recurrence(name: str, root, written: set, names: dict, epilogue=())
     f.time_loop(backwards=False)
     r, z, n, _ = _gru_parts(f, "h", b_hh)
     w.emit(f"h = tl.where(rmask, (1.0 - {z}) * {n} + {z} * h, 0.0)", note)
-    f.store("h", 0)
+    f.store("h", 0, row=f.t + 1)
     w.end_loop()
-    return f.finish("Each program keeps h of BLOCK_B rows in registers over the steps.", "recurrent")
+    f.store("h", 0, row=0)
+    return f.finish("Each program keeps h of BLOCK_B rows in registers over the steps; row 1 + t holds h "
+                    "after step t, row 0 the final one.", "recurrent")
 
 
 @template("gru_recurrence_grad")
@@ -253,11 +257,11 @@ def emit_gru_recurrence_grad(name: str, root, written: set, names: dict, epilogu
     g, xproj, w_hh, b_hh, out, h0 = root.inputs
     f = _Frame(name, root, written, names, xproj, w_hh)
     w, note = f.w, f.w.note(root)
-    w.emit(f"dh = tl.zeros({f.tile}, tl.float32)", note)
+    w.emit(f"dh = {f.gate(g, 0, t=0)}", note)
     f.time_loop(backwards=True)
     h_prev = f.state_before(out, h0)
     r, z, n, n_h = _gru_parts(f, h_prev, b_hh)
-    w.emit(f"dh = dh + {f.gate(g, 0)}", note)
+    w.emit(f"dh = dh + {f.gate(g, 0, t=f.t + 1)}", note)
     d_n = w.assign(f"tl.where(rmask, dh * (1.0 - {z}) * (1.0 - {n} * {n}), 0.0)", "dz", note)
     d_r = w.assign(f"{d_n} * {n_h} * {r} * (1.0 - {r})", "dz", note)
     d_z = w.assign(f"tl.where(rmask, dh * ({h_prev} - {n}) * {z} * (1.0 - {z}), 0.0)", "dz", note)
