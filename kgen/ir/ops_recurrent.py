@@ -86,11 +86,13 @@ def _flops(gates: int, elementwise: int, passes: int):
 
 def block(node, first_row: int, rows, first_column: int, columns: int) -> Node:
     """Rows [first_row, first_row + rows) and columns [first_column, first_column + columns)
-    of a [T+1, B, W] result, a view (with `rows` 1, as [B, columns])."""
-    ops = _ops()
-    batch = node.shape[1]
-    part = ops.slice_strided(node, (first_row, 0, first_column), (1, 1, 1), (rows, batch, columns))
-    return ops.reshape(part, (batch, columns)) if rows == 1 else part
+    of a [T+1, B, W] result, a view."""
+    return _ops().slice_strided(node, (first_row, 0, first_column), (1, 1, 1), (rows, node.shape[1], columns))
+
+
+def row0(node, first_column: int, columns: int) -> Node:
+    """Columns [first_column, first_column + columns) of row 0 of a [T+1, B, W] result, as [B, columns]."""
+    return _ops().reshape(block(node, 0, 1, first_column, columns), (node.shape[1], columns))
 
 
 def _xproj_w(node):
@@ -142,7 +144,7 @@ def _lstm_vjp(g, node):
     ops = _ops()
     dz, h_prev = block(packed, 1, steps, 0, 4 * hidden), block(packed, 1, steps, 4 * hidden, hidden)
     d_w = ops.transpose(ops.reshape(dz, (-1, 4 * hidden))) @ ops.reshape(h_prev, (-1, hidden))
-    return dz, d_w, block(packed, 0, 1, 0, hidden), block(packed, 0, 1, hidden, hidden)
+    return dz, d_w, row0(packed, 0, hidden), row0(packed, hidden, hidden)
 
 
 register(OpDef("lstm_recurrence", "template", _infer_lstm, _lstm_reference, _lstm_vjp, "lstm_recurrence", arity=4,
@@ -236,7 +238,7 @@ def _gru_vjp(g, node):
     h_prev = block(packed, 1, steps, 4 * hidden, hidden)
     flat = ops.reshape(d_hidden, (-1, 3 * hidden))
     d_w = ops.transpose(flat) @ ops.reshape(h_prev, (-1, hidden))
-    return d_x, d_w, ops.sum(flat, axis=0), block(packed, 0, 1, 0, hidden)
+    return d_x, d_w, ops.sum(flat, axis=0), row0(packed, 0, hidden)
 
 
 register(OpDef("gru_recurrence", "template", _infer_gru, _gru_reference, _gru_vjp, "gru_recurrence", arity=4,
@@ -275,3 +277,21 @@ def _gru_grad_reference(node, arrays, shape):
 register(OpDef("gru_recurrence_grad", "template", _infer_gru_grad, _gru_grad_reference, None,
                "gru_recurrence_grad", arity=6,
                flops=_flops(3, 30, 2)))  # the forward's product recomputed, the dh product, ~30 flops per unit
+
+
+# --- what the layers build -------------------------------------------------------------------------
+def run_direction(cell: str, xproj, w_hh, b_hh, states: tuple, reverse: bool = False) -> tuple:
+    """One direction of an LSTM or GRU layer (`cell` "lstm" or "gru") as one node: (every
+    step's h as [T, B, H], the final states as [B, H] each: (h_n, c_n) or (h_n,)). `states`
+    holds the initial states, None for zeros; `b_hh` is None for a layer without bias (an
+    LSTM's b_hh is already in xproj)."""
+    ops = _ops()
+    steps, batch, hidden = _dims(f"{cell}_recurrence", xproj, w_hh)
+    zeros = ops.broadcast_to(ops.constant(0.0, xproj.dtype), (batch, hidden))
+    states = tuple(zeros if s is None else s for s in states)
+    if cell == "lstm":
+        out = lstm_recurrence(xproj, w_hh, *states, reverse=reverse)
+        return block(out, 1, steps, 0, hidden), (row0(out, 0, hidden), row0(out, hidden, hidden))
+    bias = ops.broadcast_to(ops.constant(0.0, xproj.dtype), (3 * hidden,)) if b_hh is None else b_hh
+    out = gru_recurrence(xproj, w_hh, bias, *states, reverse=reverse)
+    return block(out, 1, steps, 0, hidden), (row0(out, 0, hidden),)
