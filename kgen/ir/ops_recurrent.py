@@ -28,6 +28,7 @@ symbolic offset. T and B may be size symbols: T is a kernel argument of both ker
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from kgen.errors import DTypeError, ShapeError
 from kgen.ir import shapes
@@ -100,6 +101,51 @@ def _xproj_w(node):
     return node.inputs[1:3] if node.op.endswith("_grad") else node.inputs[:2]
 
 
+def _torch_steps(cell: str, xproj, w_hh, b_hh, h, c, reverse: bool):
+    """torch's cells over the steps (torch.lstm_cell / torch.gru_cell, xproj as the input
+    products with an identity W_ih): (the [T+1, B, *] result, every state before a step)."""
+    hidden = w_hh.shape[1]
+    eye = torch.eye(xproj.shape[2], dtype=xproj.dtype, device=xproj.device)
+    rows, before = [None] * xproj.shape[0], [None] * xproj.shape[0]
+    for t in _order(xproj.shape[0], reverse):
+        before[t] = (h, c)
+        if cell == "lstm":
+            h, c = torch.lstm_cell(xproj[t], (h, c), eye, w_hh)
+            rows[t] = torch.cat([h, c], -1)
+        else:
+            h = torch.gru_cell(xproj[t], h, eye, w_hh, None, b_hh)
+            rows[t] = h
+    final = torch.cat([h, c], -1) if cell == "lstm" else h
+    return torch.stack([final] + rows), before, hidden
+
+
+def _vendor(node, operands):
+    """torch's cells computing the same result (forward), or torch.autograd through them (gradient)."""
+    cell, reverse = node.op.split("_")[0], node.attrs["reverse"]
+    if not node.op.endswith("_grad"):
+        xproj, w_hh = operands[:2]
+        b_hh, h0, c0 = (None, *operands[2:]) if cell == "lstm" else (operands[2], operands[3], None)
+        return _torch_steps(cell, xproj, w_hh, b_hh, h0, c0, reverse)[0]
+    g, xproj, w_hh = operands[:3]
+    b_hh, h0, c0 = (None, *operands[4:]) if cell == "lstm" else (operands[3], operands[5], None)
+    with torch.enable_grad():
+        leaves = [v.detach().requires_grad_() if v is not None else None for v in (xproj, h0, c0)]
+        out, before, hidden = _torch_steps(cell, leaves[0], w_hh, b_hh, leaves[1], leaves[2], reverse)
+        grads = torch.autograd.grad(out, [leaves[0]] + [s for s in leaves[1:] if s is not None], g, allow_unused=True)
+    steps, batch = xproj.shape[:2]
+    packed = torch.zeros((steps + 1, batch, 5 * hidden), dtype=xproj.dtype, device=xproj.device)
+    initial = [d if d is not None else torch.zeros_like(h0) for d in grads[1:1 + (2 if cell == "lstm" else 1)]]
+    packed[0, :, :len(initial) * hidden] = torch.cat(initial, -1)
+    d_x = grads[0]
+    if cell == "gru":  # d h_n = d x_n * r, r recomputed from the state before each step
+        h_prev = torch.stack([pair[0] for pair in before])
+        r = torch.sigmoid(xproj[..., :hidden] + h_prev @ w_hh[:hidden].T + b_hh[:hidden])
+        d_x = torch.cat([d_x, d_x[..., 2 * hidden:] * r], -1)
+    packed[1:, :, :4 * hidden] = d_x
+    packed[1:, :, 4 * hidden:] = torch.stack([pair[0] for pair in before])
+    return packed
+
+
 # --- lstm_recurrence ------------------------------------------------------------------------------
 def lstm_recurrence(xproj, w_hh, h0, c0, reverse: bool = False) -> Node:
     """Every step of one LSTM direction (see the module docstring): [T+1, B, 2H], h then c."""
@@ -148,7 +194,7 @@ def _lstm_vjp(g, node):
 
 
 register(OpDef("lstm_recurrence", "template", _infer_lstm, _lstm_reference, _lstm_vjp, "lstm_recurrence", arity=4,
-               flops=_flops(4, 10, 1)))  # a product with w_hh and ~10 gate flops per unit, per step
+               flops=_flops(4, 10, 1), vendor=_vendor))  # a product with w_hh and ~10 gate flops per unit, per step
 
 
 def _infer_lstm_grad(inputs, attrs):
@@ -184,7 +230,7 @@ def _lstm_grad_reference(node, arrays, shape):
 
 register(OpDef("lstm_recurrence_grad", "template", _infer_lstm_grad, _lstm_grad_reference, None,
                "lstm_recurrence_grad", arity=6,
-               flops=_flops(4, 30, 2)))  # the forward's product recomputed, the dh product, ~30 flops per unit
+               flops=_flops(4, 30, 2), vendor=_vendor))  # the forward's product recomputed, the dh product, ~30 flops per unit
 
 
 # --- gru_recurrence -------------------------------------------------------------------------------
@@ -242,7 +288,7 @@ def _gru_vjp(g, node):
 
 
 register(OpDef("gru_recurrence", "template", _infer_gru, _gru_reference, _gru_vjp, "gru_recurrence", arity=4,
-               flops=_flops(3, 12, 1)))  # a product with w_hh and ~12 gate flops per unit, per step
+               flops=_flops(3, 12, 1), vendor=_vendor))  # a product with w_hh and ~12 gate flops per unit, per step
 
 
 def _infer_gru_grad(inputs, attrs):
@@ -276,7 +322,7 @@ def _gru_grad_reference(node, arrays, shape):
 
 register(OpDef("gru_recurrence_grad", "template", _infer_gru_grad, _gru_grad_reference, None,
                "gru_recurrence_grad", arity=6,
-               flops=_flops(3, 30, 2)))  # the forward's product recomputed, the dh product, ~30 flops per unit
+               flops=_flops(3, 30, 2), vendor=_vendor))  # the forward's product recomputed, the dh product, ~30 flops per unit
 
 
 # --- what the layers build -------------------------------------------------------------------------

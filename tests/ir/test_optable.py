@@ -963,6 +963,10 @@ TESTED_FUNCTIONS |= {"conv1d"}
 # scan (kgen/ir/ops_loop.py): against NumPy and torch, gradients, kernels in tests/ir/test_scan.py
 TESTED_PRIMITIVES |= {"scan"}
 TESTED_FUNCTIONS |= {"scan"}
+# the recurrence ops (kgen/ir/ops_recurrent.py), built by kgen.nn's LSTM and GRU, no kgen.ops
+# functions: against torch, finite differences and in kernels in tests/ir/test_recurrence_ops.py
+GRADIENT_PRIMITIVES |= {"lstm_recurrence_grad", "gru_recurrence_grad"}
+TESTED_PRIMITIVES |= {"lstm_recurrence", "gru_recurrence", "lstm_recurrence_grad", "gru_recurrence_grad"}
 
 
 def test_every_table_op_has_a_test():
