@@ -16,7 +16,8 @@ state after step t, row 0 the final state (after the last step, t = T-1 or, reve
 that every view is at a static offset also when T is a size symbol.
 
 The gradient ops run the steps backwards, carrying the state cotangents, and pack what the
-VJP needs. Row 0 holds the initial states' cotangents (LSTM: d h0 | d c0 | zeros; GRU:
+VJP needs; they read from `out` only the states before each step (the LSTM's c_t is
+recomputed from them, as cheap as reading it). Row 0 holds the initial states' cotangents (LSTM: d h0 | d c0 | zeros; GRU:
 d h0 | zeros); row 1 + t holds step t's gate pre-activation cotangents and the state before
 step t (LSTM: dz_t (4H, also d xproj_t) | h_prev_t; GRU: d r, d z, d x_n, d h_n | h_prev_t,
 where d h_n is the cotangent of the n block of h @ w_hh.T + b_hh). The weight gradient is then
@@ -120,29 +121,35 @@ def _torch_steps(cell: str, xproj, w_hh, b_hh, h, c, reverse: bool):
 
 
 def _vendor(node, operands):
-    """torch's cells computing the same result (forward), or torch.autograd through them (gradient)."""
+    """torch's cells computing the same result (forward); for a gradient op, torch.autograd
+    through one cell per step, from the states before each step as the op reads them (out)."""
     cell, reverse = node.op.split("_")[0], node.attrs["reverse"]
+    lstm = cell == "lstm"
     if not node.op.endswith("_grad"):
         xproj, w_hh = operands[:2]
-        b_hh, h0, c0 = (None, *operands[2:]) if cell == "lstm" else (operands[2], operands[3], None)
+        b_hh, h0, c0 = (None, *operands[2:]) if lstm else (operands[2], operands[3], None)
         return _torch_steps(cell, xproj, w_hh, b_hh, h0, c0, reverse)[0]
     g, xproj, w_hh = operands[:3]
-    b_hh, h0, c0 = (None, *operands[4:]) if cell == "lstm" else (operands[3], operands[5], None)
-    with torch.enable_grad():
-        leaves = [v.detach().requires_grad_() if v is not None else None for v in (xproj, h0, c0)]
-        out, before, hidden = _torch_steps(cell, leaves[0], w_hh, b_hh, leaves[1], leaves[2], reverse)
-        grads = torch.autograd.grad(out, [leaves[0]] + [s for s in leaves[1:] if s is not None], g, allow_unused=True)
-    steps, batch = xproj.shape[:2]
+    b_hh, out, h0, c0 = (None, *operands[3:]) if lstm else (operands[3], operands[4], operands[5], None)
+    steps, batch, hidden = xproj.shape[0], xproj.shape[1], w_hh.shape[1]
+    eye = torch.eye(xproj.shape[2], dtype=xproj.dtype, device=xproj.device)
     packed = torch.zeros((steps + 1, batch, 5 * hidden), dtype=xproj.dtype, device=xproj.device)
-    initial = [d if d is not None else torch.zeros_like(h0) for d in grads[1:1 + (2 if cell == "lstm" else 1)]]
-    packed[0, :, :len(initial) * hidden] = torch.cat(initial, -1)
-    d_x = grads[0]
-    if cell == "gru":  # d h_n = d x_n * r, r recomputed from the state before each step
-        h_prev = torch.stack([pair[0] for pair in before])
-        r = torch.sigmoid(xproj[..., :hidden] + h_prev @ w_hh[:hidden].T + b_hh[:hidden])
-        d_x = torch.cat([d_x, d_x[..., 2 * hidden:] * r], -1)
-    packed[1:, :, :4 * hidden] = d_x
-    packed[1:, :, 4 * hidden:] = torch.stack([pair[0] for pair in before])
+    carry = [g[0, :, :hidden], g[0, :, hidden:]] if lstm else [g[0]]
+    for t in reversed(list(_order(steps, reverse))):
+        before = t + 1 if reverse else t - 1
+        state = [out[1 + before, :, :hidden], out[1 + before, :, hidden:]] if 0 <= before < steps else [h0, c0]
+        with torch.enable_grad():
+            x = xproj[t].detach().requires_grad_()
+            prev = [s.detach().requires_grad_() for s in state[:len(carry)]]
+            after = torch.lstm_cell(x, tuple(prev), eye, w_hh) if lstm else (torch.gru_cell(x, prev[0], eye, w_hh,
+                                                                                                  None, b_hh),)
+            cotangents = [c + (g[1 + t, :, k * hidden:(k + 1) * hidden]) for k, c in enumerate(carry)]
+            d_x, *carry = torch.autograd.grad(after, [x] + prev, cotangents)
+        if not lstm:  # d h_n = d x_n * r, r from the state before the step
+            r = torch.sigmoid(xproj[t, :, :hidden] + prev[0].detach() @ w_hh[:hidden].T + b_hh[:hidden])
+            d_x = torch.cat([d_x, d_x[:, 2 * hidden:] * r], -1)
+        packed[1 + t, :, :4 * hidden], packed[1 + t, :, 4 * hidden:] = d_x, state[0]
+    packed[0, :, :len(carry) * hidden] = torch.cat(carry, -1)
     return packed
 
 
@@ -218,7 +225,7 @@ def _lstm_grad_reference(node, arrays, shape):
         h, c = (out[1 + before, :, :hidden], out[1 + before, :, hidden:]) if 0 <= before < steps else (h0, c0)
         i, f, gg, o = _lstm_gates(xproj[t] + h @ w_hh.T, hidden)
         dh, dc = dh + g[1 + t, :, :hidden], dc + g[1 + t, :, hidden:]
-        tanh_c = np.tanh(out[1 + t, :, hidden:])
+        tanh_c = np.tanh(f * c + i * gg)
         dc = dc + dh * o * (1 - tanh_c ** 2)
         dz = np.concatenate([dc * gg * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - gg ** 2),
                              dh * tanh_c * o * (1 - o)], axis=-1)

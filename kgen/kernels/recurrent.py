@@ -201,7 +201,7 @@ def emit_lstm_recurrence_grad(name: str, root, written: set, names: dict, epilog
     f.time_loop(backwards=True)
     h_prev, c_prev = f.state_before(out, h0), f.state_before(out, c0, 1)
     i, fg, gg, o = _lstm_gates(f, h_prev)
-    tanh_c = _tanh(w, f.gate(out, 1, t=f.t + 1), note)
+    tanh_c = _tanh(w, f"{fg} * {c_prev} + {i} * {gg}", note)  # c_t recomputed, as the op's reference does
     w.emit(f"dh = dh + {f.gate(g, 0, t=f.t + 1)}", note)
     w.emit(f"dc = dc + {f.gate(g, 1, t=f.t + 1)} + dh * {o} * (1.0 - {tanh_c} * {tanh_c})", note)
     dz = [w.assign(expr, "dz", note) for expr in (
