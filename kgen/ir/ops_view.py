@@ -138,11 +138,23 @@ def whole_axis(origin, step, out_dim, in_dim) -> bool:
     return origin == 0 and step == 1 and shapes.dims_equal(out_dim, in_dim)
 
 
+def _fits(origin: int, step: int, count, extent) -> bool:
+    """Whether `count` elements from `origin` in steps of `step` lie inside `extent`. Static
+    sizes are compared; symbolic ones must fit at every value of their symbols (>= 0): the
+    room left, extent - origin - step * (count - 1) - 1, is a polynomial in the symbols with
+    no negative coefficient (rows 1 to T of a [T + 1, ...] result, say)."""
+    if isinstance(count, int) and isinstance(extent, int):
+        return count == 0 or origin + step * (count - 1) < extent
+    room = sympy.expand(sympy.sympify(extent) - origin - step * (sympy.sympify(count) - 1) - 1)
+    symbols = sorted(room.free_symbols, key=str)
+    return all(c >= 0 for c in sympy.Poly(room, *symbols).coeffs()) if symbols else room >= 0
+
+
 def _infer_window(op: str, x, origin, step, shape, window_in_input: bool):
     """The checks slice and pad share: per axis, `count` elements from `origin` in steps of
     `step` lie inside `extent`. A slice takes its output's elements from inside its input;
     a pad places its input's elements inside its output. An axis taken whole may be
-    symbolic; any other must be static."""
+    symbolic; any other must fit whatever its symbols' values (`_fits`)."""
     shape = shapes.as_shape(shape)
     if not len(origin) == len(step) == len(shape) == x.ndim:
         raise ShapeError(f"{op}: {'start' if window_in_input else 'low'} {origin}, step {step} and shape {shape} "
@@ -150,8 +162,7 @@ def _infer_window(op: str, x, origin, step, shape, window_in_input: bool):
                          f"of {shapes.format_shape(x.shape)}")
     for axis, (b, s, d, n) in enumerate(zip(origin, step, shape, x.shape)):
         count, extent = (d, n) if window_in_input else (n, d)
-        if s < 1 or b < 0 or not whole_axis(b, s, d, n) and not (isinstance(count, int) and isinstance(extent, int)
-                                                 and (count == 0 or b + s * (count - 1) < extent)):
+        if s < 1 or b < 0 or not whole_axis(b, s, d, n) and not _fits(b, s, count, extent):
             raise ShapeError(f"{op}: axis {axis} cannot {'give' if window_in_input else 'place'} "
                              f"{shapes.format_dim(count)} elements from {b} in steps of {s} "
                              f"{'from' if window_in_input else 'inside'} {shapes.format_dim(extent)}")

@@ -337,7 +337,7 @@ class KernelWriter:
                 at = f"({at} + tl.zeros([1], tl.int32))"  # gives int32, which no load takes as a mask
             if low:
                 terms.append(f"({at} >= {low})")
-            terms.append(f"({at} < {low + step * (count - 1) + 1})")
+            terms.append(f"({at} < {self.index(low + step * (count - 1) + 1)})")  # a symbolic count: a size argument
             if step > 1:
                 terms.append(f"(({at} - {low}) % {step} == 0)")
         outer = self.guard

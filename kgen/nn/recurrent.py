@@ -2,14 +2,14 @@
 dropout, bidirectional), parameter names and order, gate order and initialisation (every
 weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))).
 
-The sequence length must be static: each layer and direction unrolls into one graph of T
-steps, which autodiff differentiates (backpropagation through time) and the compiler fuses
-like any other. The input-to-hidden products of all steps are one matmul before the loop.
-Each step is then a hidden-to-hidden matmul, whose epilogue adds that step's slice of the
-input products, and one pointwise kernel for the gates, which are column slices of that
-matmul's result. A reverse direction runs the same steps from the last time step to the
-first. Layer k > 0 reads layer k-1's output (both directions' states side by side), after
-dropout in training.
+Each layer and direction is one node of the op table (kgen/ir/ops_recurrent.py), computed
+by one persistent kernel that loops over the time steps with the state in registers, and
+differentiated by another running the steps backwards; the input-to-hidden products of all
+steps are one matmul before it, and the hidden-to-hidden weight's gradient one matmul over
+all steps after. The sequence length may be a size symbol: one compiled program serves
+every length. A reverse direction runs the same steps from the last time step to the first.
+Layer k > 0 reads layer k-1's output (both directions' states side by side), after dropout
+in training.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from kgen import ops
 from kgen.errors import ArgumentError, OptionError, ShapeError
 from kgen.function import shared
 from kgen.ir import shapes
+from kgen.ir.ops_recurrent import run_direction
 from kgen.nn import layers
 from kgen.nn.module import Module
 
@@ -82,35 +83,22 @@ class _Recurrent(Module):
         return _Weights(getattr(self, "weight_ih" + suffix), getattr(self, "weight_hh" + suffix), *biases)
 
     def _check_input(self, x):
-        """x's batch size, once x is known to be [time, batch, input_size] (or batch first) with a static time."""
-        if x.ndim != 3 or not isinstance(x.shape[1 if self.batch_first else 0], int) \
-                or not isinstance(x.shape[2], int) or x.shape[2] != self.input_size:
+        """x's batch size, once x is known to be [time, batch, input_size] (or batch first); the
+        time and batch sizes may be symbols."""
+        if x.ndim != 3 or not isinstance(x.shape[2], int) or x.shape[2] != self.input_size:
             layout = "[batch, time, features]" if self.batch_first else "[time, batch, features]"
-            raise ShapeError(f"{type(self).__name__}: expected an input {layout} with a static time length and "
+            raise ShapeError(f"{type(self).__name__}: expected an input {layout} with "
                              f"{self.input_size} features, got {x.type_str()}")
         return x.shape[0 if self.batch_first else 1]
 
-    def _input_products(self, x, w: _Weights) -> list:
-        """x @ weight_ih.T + bias_ih for every step, as one matmul: a [batch, gates] view per step."""
-        steps, features = x.shape[1 if self.batch_first else 0], x.shape[2]
-        flat = ops.reshape(x, (-1, features)) @ ops.transpose(w.ih)
-        if w.bias_ih is not None:
-            flat = flat + w.bias_ih
-        if self.batch_first:
-            products = ops.reshape(flat, (x.shape[0], steps, -1))
-            return [products[:, t] for t in range(steps)]
-        products = ops.reshape(flat, (steps, x.shape[1], -1))
-        return [products[t] for t in range(steps)]
-
-    @staticmethod
-    def _hidden_products(h, w: _Weights):
-        """The step's gate pre-activations from the hidden state, h @ weight_hh.T + bias_hh:
-        bias_hh alone (or None, for zeros) while the state is zero (the first step, with no
-        initial state)."""
-        if h is None:
-            return w.bias_hh
-        out = h @ ops.transpose(w.hh)
-        return out + w.bias_hh if w.bias_hh is not None else out
+    def _input_products(self, x, w: _Weights):
+        """x @ weight_ih.T + bias_ih for every step, as one matmul: [time, batch, gates] (x is
+        time first). An LSTM adds bias_hh here too: its gates take both biases summed."""
+        flat = ops.reshape(x, (-1, x.shape[2])) @ ops.transpose(w.ih)
+        for bias in (w.bias_ih, w.bias_hh if self.GATES == 4 else None):
+            if bias is not None:
+                flat = flat + bias
+        return ops.reshape(flat, (x.shape[0], x.shape[1], -1))
 
     def _initial_states(self, hx, batch) -> list:
         """Per layer and direction (torch's index layer * num_directions + direction), the
@@ -135,24 +123,14 @@ class _Recurrent(Module):
                              f"(num_layers * num_directions = {count}, batch {batch}), got {state.type_str()}")
         return state
 
-    def _cell(self, x_product, w: _Weights, state: tuple) -> tuple:
-        """One time step: the new states (h first), from this step's input products."""
-        raise NotImplementedError
-
-    def _direction(self, products: list, w: _Weights, state: tuple, reverse: bool):
-        """Run one direction over the steps: every step's h in time order, and the final states."""
-        hs = []
-        for x_product in (reversed(products) if reverse else products):
-            state = self._cell(x_product, w, state)
-            hs.append(state[0])
-        return (hs[::-1] if reverse else hs), state
+    def _layout(self, x):
+        """x between torch's layout and time first (a view, its own inverse)."""
+        return ops.transpose(x, (1, 0, 2)) if self.batch_first else x
 
     def _layer_output(self, directions: list):
-        """torch's `output` of one layer: every step's hidden state (both directions' side by
-        side), stacked along the time axis."""
-        axis = 1 if self.batch_first else 0
-        stacked = [ops.stack(hs, axis=axis) for hs in directions]
-        return stacked[0] if len(stacked) == 1 else ops.concatenate(stacked, axis=-1)
+        """torch's `output` of one layer, time first: every step's hidden state (both
+        directions' side by side)."""
+        return directions[0] if len(directions) == 1 else ops.concatenate(directions, axis=-1)
 
     def _between_layers(self, x, layer: int):
         """Dropout on a layer's output before the next layer reads it (training only, as
@@ -175,19 +153,21 @@ class _Recurrent(Module):
         dropping = self.training and self.seed is not None
         object.__setattr__(self, "_state_updates",
                            [(self.seed, self.seed + (self.num_layers - 1))] if dropping else [])
-        finals = []
+        finals, cell = [], type(self).__name__.lower()
+        x = self._layout(x)
         for layer in range(self.num_layers):
-            if layer > 0:
-                x = self._between_layers(x, layer - 1)
+            if layer > 0:  # dropout in torch's layout, as its masks are drawn
+                x = self._layout(self._between_layers(self._layout(x), layer - 1))
             directions = []
             for direction in range(self.num_directions):
                 w = self._weights(layer, direction)
                 index = layer * self.num_directions + direction
-                hs, final = self._direction(self._input_products(x, w), w, initial[index], reverse=direction == 1)
+                hs, final = run_direction(cell, self._input_products(x, w), w.hh, w.bias_hh, initial[index],
+                                          reverse=direction == 1)
                 directions.append(hs)
                 finals.append(final)
             x = self._layer_output(directions)
-        return x, self._final_states(finals)
+        return self._layout(x), self._final_states(finals)
 
     def extra_repr(self):
         options = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
@@ -213,14 +193,6 @@ class LSTM(_Recurrent):
     GATES = 4
     STATES = ("h0", "c0")
 
-    def _cell(self, x_product, w, state):
-        h, c = state
-        hidden = self._hidden_products(h, w)
-        i, f, g, o = ops.split(x_product if hidden is None else x_product + hidden, 4, axis=-1)
-        kept = ops.sigmoid(i) * ops.tanh(g)
-        c = kept if c is None else ops.sigmoid(f) * c + kept
-        return ops.sigmoid(o) * ops.tanh(c), c
-
     def forward(self, x, hx=None):
         return self._run(x, hx)
 
@@ -236,15 +208,6 @@ class GRU(_Recurrent):
     forward(x, h0=None) -> (output, h_n) as in torch (shapes as LSTM's)."""
     GATES = 3
     STATES = ("h0",)
-
-    def _cell(self, x_product, w, state):
-        h, = state
-        r_x, z_x, n_x = ops.split(x_product, 3, axis=-1)
-        hidden = self._hidden_products(h, w)
-        r_h, z_h, n_h = ops.split(hidden, 3, axis=-1) if hidden is not None else (0.0, 0.0, 0.0)
-        r, z = ops.sigmoid(r_x + r_h), ops.sigmoid(z_x + z_h)
-        n = ops.tanh(n_x + r * n_h)
-        return ((1.0 - z) * n if h is None else (1.0 - z) * n + z * h),
 
     def forward(self, x, hx=None):
         output, (h_n,) = self._run(x, hx)
