@@ -45,19 +45,23 @@ def _table(header: list, rows: list) -> str:
 def summary(data: dict) -> str:
     s = data["summary"]
     fused, unfused, b = s["fused"], s["unfused"], s["buffers"]
-    rows = [["fused (kgen)", fused["launches"], fused["bytes"], fused["flops"]],
-            ["unfused (one kernel per op)", unfused["launches"], unfused["bytes"], unfused["flops"]]]
+    rows = [["fused (kgen)", fused["launches"], fused["bytes"], fused["flops"]]]
+    if unfused is not None:
+        rows.append(["unfused (one kernel per op)", unfused["launches"], unfused["bytes"], unfused["flops"]])
     sizes = ", ".join(f"{k}={v}" for k, v in data["sizes"].items()) or "static"
-    timing = "".join(f"<li>{escape(what)}: {s[key]:.2f} s</li>" for what, key in
-                     (("trace and compile", "compile_seconds"), ("AOT compile for the targets", "aot_seconds"))
-                     if s.get(key) is not None)
-    versions = ", ".join(f"{k} {escape(v)}" for k, v in data["versions"].items())
+    notes = [f"{escape(what)}: {s[key]:.2f} s" for what, key in
+             (("trace and compile", "compile_seconds"), ("AOT compile for the targets", "aot_seconds"))
+             if s.get(key) is not None]
+    if b is not None:
+        notes.append(f"buffer plan: {b['slots']} slots, {b['slot_bytes']:,} B ({b['unshared_bytes']:,} B without "
+                     f"reuse); {b['inplace']} updates in place")
+    notes.append("versions: " + ", ".join(f"{k} {escape(v)}" for k, v in data["versions"].items()))
+    if s.get("note"):
+        notes.append(escape(s["note"]))
     return (f'<section id="summary"><h2>Summary</h2>'
             f"<p>Per step at {escape(sizes)}; targets {escape(', '.join(data['targets']) or 'none')}.</p>"
             + _table(["", "launches", "bytes", "flops"], rows)
-            + f"<ul>{timing}<li>buffer plan: {b['slots']} slots, {b['slot_bytes']:,} B "
-              f"({b['unshared_bytes']:,} B without reuse); {b['inplace']} updates in place</li>"
-              f"<li>versions: {versions}</li></ul></section>")
+            + "<ul>" + "".join(f"<li>{n}</li>" for n in notes) + "</ul></section>")
 
 
 def graph(data: dict) -> str:
@@ -109,8 +113,10 @@ def _targets(k: dict) -> str:
         occupancy = f"{f['occupancy']:.0%} ({f['blocks_per_sm']} blocks/SM)" if "occupancy" in f else "-"
         predicted = f"{f['predicted_us']:.2f} us ({escape(f['bound'])})" if "predicted_us" in f else "-"
         config = ", ".join(f"{k}={v}" for k, v in f["config"].items())
+        chosen = {True: "tuned", False: "default", None: "the artifact's"}[f["tuned"]]
+        key = f"<code>{f['key']}</code>" if f["key"] else "-"
         rows.append([escape(target), f["registers"], f["spill_bytes"], f["shared_bytes"], occupancy, predicted,
-                     f"{escape(config)} ({'tuned' if f['tuned'] else 'default'})", f"<code>{f['key']}</code>"])
+                     f"{escape(config)} ({chosen})", key])
     return _table(["target", "registers", "spill B", "shared B", "occupancy", "predicted", "config", "cache key"],
                   rows)
 

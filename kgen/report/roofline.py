@@ -15,9 +15,9 @@ def points(kernels: list, target: str) -> list:
     out = []
     for k in kernels:
         facts = k["targets"].get(target, {})
-        moved = k["bytes_read"] + k["bytes_written"]
-        if k["flops"] and moved and facts.get("predicted_us"):
-            out.append((k["name"], k["flops"] / moved, k["flops"] / (facts["predicted_us"] * 1e3)))
+        if k["flops"] and facts.get("predicted_us"):
+            moved = k["bytes_read"] + k["bytes_written"]
+            out.append((k["name"], k["flops"] / max(1, moved), k["flops"] / (facts["predicted_us"] * 1e3)))
     return out
 
 

@@ -181,3 +181,18 @@ def test_a_real_browser_renders_every_kernel_without_console_errors(cnn_page, tm
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_artifact_directory_reports_from_its_manifest(tmp_path, capsys):
+    artifact, out = tmp_path / "mlp64.kgen", tmp_path / "artifact.html"
+    assert cli.main(["compile", "mlp64", "--out", str(artifact), "--target", "sm_80", "--batch", "4",
+                     "--workers", "1"]) == 0
+    assert cli.main(["report", str(artifact), "--out", str(out)]) == 0
+    text = out.read_text()
+    parsed = Page(text)
+    assert not parsed.problems and len(parsed.ids) == len(set(parsed.ids))
+    assert all(link[1:] in set(parsed.ids) for link in parsed.links)
+    names = json.loads((artifact / "manifest.json").read_text())["launch_order"]
+    for name in names:
+        assert f'id="{kernel_anchor(name)}"' in text and f"def {name}(" in text
+    assert text.count("<td>sm_80</td>") == len(names) and "need the program" in text
