@@ -199,7 +199,7 @@ def cmd_report(args):
         title = f"{args.model} {'training' if args.train else 'evaluation'} step, batch {args.batch}"
         path = report(step, args.out, sizes={"N": args.batch}, targets=args.target,
                       check=[x, y] if args.check else None, history=args.history, title=title,
-                      compile_seconds=seconds)
+                      compile_seconds=seconds, state_names=_state_names(model, step))
     print(f"report: {path}")
     return 0
 

@@ -17,7 +17,7 @@ from kgen.report.curves import check_history
 
 
 def report(target, path, sizes: dict = None, targets=("sm_80", "sm_90"), check=None, history=None,
-           title: str = None, compile_seconds: float = None, workers: int = None) -> Path:
+           title: str = None, compile_seconds: float = None, workers: int = None, state_names: dict = None) -> Path:
     """Write the report of `target` (a kgen.function, a compiled Program, or the directory of
     an artifact written by `kgen compile`) to `path`, and return the path.
 
@@ -25,7 +25,8 @@ def report(target, path, sizes: dict = None, targets=("sm_80", "sm_90"), check=N
     with `check`); targets: the GPUs to compile for and predict on; check: the function's
     arguments, to run kgen.check on and show each kernel's error; history: what fit returns
     (or a JSON file of it), drawn as training curves; compile_seconds: the trace and compile
-    time to show (the caller measured it)."""
+    time to show (the caller measured it); state_names: the model's names of the state
+    inputs (input name -> `0.weight`), shown beside kgen's."""
     history = load_history(history)
     if isinstance(target, (str, Path)) and Path(target).is_dir():
         from kgen.report.artifact import collect_artifact  # loads an artifact's manifest only when asked
@@ -39,7 +40,7 @@ def report(target, path, sizes: dict = None, targets=("sm_80", "sm_90"), check=N
             report_ = check_kernels(target, list(check))
             sizes = {**_sizes_of(target, check), **(sizes or {})}
         data = collect(program, sizes, tuple(targets), report_, title or "kgen program", compile_seconds, workers,
-                       history)
+                       history, state_names)
     atomic_write(path, page.render(data))
     return Path(path)
 

@@ -47,12 +47,14 @@ def versions() -> dict:
     return {"kgen": kgen.__version__, "triton": triton.__version__, "torch": torch.__version__}
 
 
-def graph_lines(graph, computed_by: dict) -> list:
+def graph_lines(graph, computed_by: dict, state_names: dict = None) -> list:
     """Per node, in the graph's order: (anchor or None, text, [kernel names computing it]);
+    an input's line ends with its model name from `state_names` (`# 0.weight`), where given;
     a loop's body follows its node, unanchored."""
-    names, lines, shown = graph.names(), [], set()
+    names, lines, shown, state_names = graph.names(), [], set(), state_names or {}
     for node in graph.inputs:
-        lines.append((anchor(names[node]), graph.line(node), computed_by.get(node, [])))
+        owner = f"  # {state_names[node.name]}" if node.name in state_names else ""
+        lines.append((anchor(names[node]), graph.line(node) + owner, computed_by.get(node, [])))
     for node in graph.nodes:
         if node.op == "input":
             continue
@@ -129,9 +131,11 @@ def _prediction(kernel, sizes, target, config, fact) -> dict:
 
 
 def collect(program, sizes: dict = None, targets=("sm_80", "sm_90"), check=None, title: str = "kgen program",
-            compile_seconds: float = None, workers: int = None, history: dict = None) -> dict:
+            compile_seconds: float = None, workers: int = None, history: dict = None,
+            state_names: dict = None) -> dict:
     """Everything the page shows of `program` at `sizes`; `check` is a kgen.check report
-    (CheckReport) or None; `history` the per-epoch lists fit returns, or None."""
+    (CheckReport) or None; `history` the per-epoch lists fit returns, or None;
+    `state_names` the model's names of state inputs (input name -> `0.weight`), or None."""
     sizes = default_sizes(program, sizes)
     graph = program.graph
     names = graph.names()
@@ -161,17 +165,18 @@ def collect(program, sizes: dict = None, targets=("sm_80", "sm_90"), check=None,
             "summary": {"fused": {key: fused[key] for key in ("launches", "bytes", "flops")}, "unfused": unfused,
                         "compile_seconds": compile_seconds, "aot_seconds": aot_seconds,
                         "buffers": program.buffers.describe(sizes)},
-            "graph": graph_lines(graph, computed_by), "kernels": kernels, "buffers": buffer_lifetimes(program),
+            "graph": graph_lines(graph, computed_by, state_names), "kernels": kernels,
+            "buffers": buffer_lifetimes(program, state_names),
             "history": history}
 
 
-def buffer_lifetimes(program) -> list:
+def buffer_lifetimes(program, state_names: dict = None) -> list:
     """The buffer plan as rows over launches: per slot (B2) the values it holds, each from
     the launch writing it to the last launch reading it; per state updated in place (B3),
     the launch overwriting it; the fresh outputs (B1). Each row: (label, rule, [(value,
     first launch, last launch, in_place)])."""
     graph, plan = program.graph, program.buffers
-    names = graph.names()
+    names = {**graph.names(), **{n: state_names[n.name] for n in graph.inputs if n.name in (state_names or {})}}
     written_at, last_read = {}, {}
     for li, k in enumerate(program.kernels):
         for n in k.roots:
