@@ -25,6 +25,7 @@ _PUBLIC = {
     "from_torch": ("kgen.frontends.torch_module", "from_torch"),
     "from_onnx": ("kgen.frontends.onnx", "from_onnx"),  # needs the onnx package; import kgen does not
     "compile": ("kgen.compiler", "compile"), "check": ("kgen.check", "check"),
+    "report": ("kgen.report", "report"),
     **{name: ("kgen.artifact", name) for name in ("Artifact", "ArtifactError", "compile_artifact", "load")},
 }
 
@@ -47,7 +48,7 @@ class _Package(types.ModuleType):
         return value
 
     def __setattr__(self, name, value):
-        # Importing the submodule kgen.check (or kgen.function) binds it here by its name:
+        # Importing the submodule kgen.check (or kgen.function, kgen.report) binds it here by its name:
         # kgen.check is the function of that name, as when everything was imported eagerly.
         if isinstance(value, types.ModuleType) and _PUBLIC.get(name, (None, None))[1] is not None:
             return

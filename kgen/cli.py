@@ -12,6 +12,8 @@
                                                  an artifact of its training (or evaluation) step
     kgen run DIR [--inputs FILE.npz | --batch B] [--seed S] [--steps K] [--save FILE.npz]
                                                  load an artifact, run it, save its state
+    kgen report TARGET --out FILE.html [--train] [--batch B] [--target sm_80,sm_90] [--history run.json] [--check]
+                                                 one HTML page of what kgen did to a model (or an artifact)
 
 A list is comma-separated (`--batch 64,512`), and a list option may be repeated
 (`--batch 64 --batch 512`). Bad options are refused before any work, in one line naming
@@ -203,6 +205,26 @@ def cmd_run(args):
     return run_artifact(args)
 
 
+def cmd_report(args):
+    # at run time: kgen --help imports neither torch nor triton
+    from kgen.report import report
+    _check_targets(args.target)
+    if Path(args.model).is_dir():
+        path = report(args.model, args.out, history=args.history, title=f"artifact {args.model}")
+    else:
+        spec, model = _spec_and_model(args.model, args.seed)
+        x, y = _example_batch(spec, args.batch)
+        start = time.perf_counter()
+        step = _step(spec, model, x, y, train=args.train)
+        seconds = time.perf_counter() - start
+        title = f"{args.model} {'training' if args.train else 'evaluation'} step, batch {args.batch}"
+        path = report(step, args.out, sizes={"N": args.batch}, targets=args.target,
+                      check=[x, y] if args.check else None, history=args.history, title=title,
+                      compile_seconds=seconds, state_names=_state_names(model, step))
+    print(f"report: {path}")
+    return 0
+
+
 def cmd_tune(args):
     import warnings
 
@@ -374,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
   kgen tune mlp128 --target sm_80,sm_90 --batch 64,512  fill the autotune cache
   kgen compile mlp128 --out mlp128.kgen --batch 64,512  an artifact (no GPU needed)
   kgen run mlp128.kgen --steps 3 --save state.npz       run it, keep the trained state
+  kgen report cnn --train --out cnn.html                one HTML page: IR, kernels, rooflines
 
 MODEL is a zoo name ({', '.join(ZOO)}) or, for check, stats and compile, a .pt2 file
 written by torch.export.save or an .onnx file (a classifier's [N, C] output trains with cross-entropy, any other
@@ -473,6 +496,27 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
                    help="calls (a training step updates its state each time) (default: 1)")
     p.add_argument("--save", metavar="FILE.npz",
                    help="write the state after the calls (parameters and optimizer state, by name) to this .npz")
+
+    p = _command(sub, "report", cmd_report, "one HTML page showing what kgen did to a model",
+                 "Write one self-contained HTML page (inline CSS and SVG, nothing fetched) of a model's step:\n"
+                 "launches, bytes and flops fused and unfused; the IR, each node linked to its kernel; the\n"
+                 "kernels in launch order with their Triton source (each line linked to the IR node it\n"
+                 "computes), fusion decisions, figures, and per target registers, spills, shared memory,\n"
+                 "occupancy and the cost model's time; a roofline per target; the buffer plan over launches;\n"
+                 "with --history, the training curves. TARGET may also be an artifact directory.",
+                 ["kgen report mlp128 --train --out mlp128.html",
+                  "kgen report cnn --train --batch 8 --target sm_90 --check --out cnn.html",
+                  "kgen report mlp128.kgen --out artifact.html"])
+    p.add_argument("model", metavar="TARGET", help=f"a zoo model ({', '.join(ZOO)}), a .pt2 or .onnx file, or "
+                                                   f"an artifact directory written by `kgen compile`")
+    p.add_argument("--out", required=True, metavar="FILE.html", help="the page to write")
+    p.add_argument("--train", action="store_true", help="the training step (default: the evaluation step)")
+    _batch(p, 64)
+    _targets(p, "compile facts and predictions for each")
+    p.add_argument("--history", metavar="FILE.json", help="training history as fit returns it "
+                   "({\"loss\": [...], \"val_loss\": [...]}), drawn as curves")
+    p.add_argument("--check", action="store_true", help="run kgen.check and show each kernel's max error")
+    _seed(p)
     return parser
 
 

@@ -246,7 +246,7 @@ def layout_tables() -> tuple:
 
 def test_design_layout_names_what_exists():
     built, planned = layout_tables()
-    assert len(built) > 10 and planned
+    assert len(built) > 10
     missing = [path for path, _ in built if not (ROOT / path).exists()]
     assert not missing, f"DESIGN.md's layout names as built paths that do not exist: {missing}"
     # a directory row's file names (`writer.py`, `ops_*.py`) are files in that directory
