@@ -50,7 +50,7 @@ def _space(dims: dict, tier: str, default: dict):
     """BLOCK_B rows per program (16 to 64, at most the batch's power of two) on 4 to 8 warps,
     one pipeline stage (see _default: more buffer the weights past a block's shared memory)."""
     cap = max(16, next_pow2(dims["b"]))
-    blocks, warps = ((16, 32), (8,)) if tier == "quick" else ((16, 32, 64), (4, 8))
+    blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (4, 8))
     for block in blocks:
         for warp in warps:
             yield {"BLOCK_B": min(block, cap), "num_warps": warp, "num_stages": 1}
