@@ -51,8 +51,11 @@ def fits(kernel, config: dict, target: str, work) -> bool:
     elements = 1
     for v in blocks.values():
         elements *= v
-    if families.lookup(kernel.config_rule).gemm:
+    family = families.lookup(kernel.config_rule)
+    if family.gemm:
         elements = config["BLOCK_M"] * config["BLOCK_N"]  # accumulators: one per thread at least
+    elif family.elements is not None:
+        elements = family.elements(config, work)
     return elements >= threads
 
 

@@ -14,6 +14,9 @@ a new template family is one record beside its template and nothing else:
     steps      the loop steps one program takes (the cost model's latency and bytes in flight)
     gemm       whether its kernels are GEMMs: BLOCK_M x BLOCK_N output tiles over BLOCK_K
                steps, for which the cost model counts tile re-reads and dot efficiency
+    elements   the elements of a program's largest block, when not the product of the
+               config's blocks (a recurrence's tiles are BLOCK_B rows of the hidden size):
+               the space prunes configs with more threads than elements
 
 Each template module registers its family next to its templates (`register`), as templates
 register themselves in kgen.kernels.templates; importing kgen.kernels imports them all."""
@@ -53,6 +56,7 @@ class Family:
     resources: Optional[Callable] = None
     steps: Callable = _one_step  # (dims, config) -> loop steps per program
     gemm: bool = False
+    elements: Optional[Callable] = None  # (config, work) -> elements of a program's largest block
 
 
 FAMILIES: dict = {}

@@ -47,26 +47,36 @@ def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
 
 
 def _space(dims: dict, tier: str, default: dict):
-    """BLOCK_B rows per program (16 to 64, at most the batch's power of two) on 4 to 8 warps,
+    """BLOCK_B rows per program (16 to 64, at most the batch's power of two) on 2 to 8 warps,
     one pipeline stage (see _default: more buffer the weights past a block's shared memory)."""
     cap = max(16, next_pow2(dims["b"]))
-    blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (4, 8))
+    blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (2, 4, 8))
     for block in blocks:
         for warp in warps:
             yield {"BLOCK_B": min(block, cap), "num_warps": warp, "num_stages": 1}
 
 
+def _hidden_side(work) -> int:
+    """HB, which is not in the config, estimated from the dot's operand size: a rough side,
+    enough to rank configs."""
+    return max(16, int((work.bytes / max(1, work.loads)) ** 0.25))
+
+
+def _elements(config: dict, work) -> int:
+    return config["BLOCK_B"] * _hidden_side(work)
+
+
 def _resources(config: dict, work) -> tuple:
     """About ten [BLOCK_B, HB] tiles live per step (state, gates, their cotangents) and a
     [HB, HB] weight block, spread over the threads; the dot stages both operands in shared
-    memory. HB is not in the config: it is estimated from the dot's operand size."""
+    memory."""
     threads = 32 * config.get("num_warps", 4)
-    hb = max(16, int((work.bytes / max(1, work.loads)) ** 0.25))  # a rough side, enough to rank configs
+    hb = _hidden_side(work)
     tile = config["BLOCK_B"] * hb
     return 32 + (10 * tile + hb * hb) / threads, (tile + hb * hb) * work.dot_bytes
 
 
-RECURRENT = register(Family("recurrent", _default, _space, _resources))
+RECURRENT = register(Family("recurrent", _default, _space, _resources, elements=_elements))
 
 
 class _Frame:
