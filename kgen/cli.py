@@ -77,14 +77,19 @@ STEP_OUTPUTS = ["loss"]  # what _step's function returns, in order (nn.train_ste
 
 def _state_names(model, step) -> dict:
     """The step's state (shared variables) by the model's names, where it has them: a
-    parameter's state_dict name (`0.weight`), and that name for the optimizer state kept
-    per parameter (`0.weight_m`, named after its parameter by kgen.nn.optim)."""
+    parameter's state_dict name (`0.weight`), that name for the optimizer state kept per
+    parameter (`0.weight_m`, named after its parameter by kgen.nn.optim), and
+    `optimizer.lr` (`.momentum`, `.step`, ...) for the optimizer's own device scalars."""
+    # at run time: kgen --help imports neither torch nor triton
+    from kgen.nn import optim
     of_parameter = {p.name: name for name, p in model.named_parameters()}
     names = {}
     for var in step.shared:
         owner = next((p for p in of_parameter if var.name == p or var.name.startswith(p + "_")), None)
         if owner is not None:
             names[var.name] = of_parameter[owner] + var.name[len(owner):]
+        elif optim.setting_of(var.name):
+            names[var.name] = f"optimizer.{optim.setting_of(var.name)}"
     return names
 
 

@@ -46,7 +46,7 @@ def artifact(linreg, tmp_path):
 def test_run_names_outputs_and_state_as_the_program_does(artifact, capsys):
     manifest = mf.read(artifact)
     assert [o["name"] for o in manifest["outputs"]] == ["loss", "new weight", "new bias"]
-    assert [i["name"] for i in manifest["inputs"]] == ["x", "y", "weight", "bias"]
+    assert [i["name"] for i in manifest["inputs"]] == ["x", "y", "weight", "bias", "optimizer.lr"]
     assert main(["run", str(artifact), "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^step 2: loss [\d.e+-]+$", out, re.M) and re.search(r"^loss +\[\] +float32 ", out, re.M)
@@ -75,7 +75,7 @@ def test_run_saves_the_state_after_its_steps(artifact, tmp_path, capsys):
     np.testing.assert_allclose(printed, losses, rtol=1e-5)
     assert f"saved the state after 3 calls to {save}" in out
     with np.load(save) as state:
-        assert sorted(state.files) == ["bias", "weight"]
+        assert sorted(state.files) == ["bias", "optimizer.lr", "weight"]  # the lr: a device scalar, state too
         np.testing.assert_allclose(state["weight"], w, rtol=1e-5)
         np.testing.assert_allclose(state["bias"], b, rtol=1e-5)
     assert [p.name for p in save.parent.iterdir()] == ["state.npz"]  # no temporary file left beside it

@@ -164,10 +164,10 @@ class Module:
         """The optimizer compile set up (Keras's model.optimizer: schedules set its lr)."""
         return self._compiled().optimizer
 
-    def fit(self, x, y, **kwargs) -> dict:
+    def fit(self, x, y=None, **kwargs) -> dict:
         return self._compiled().fit(x, y, **kwargs)
 
-    def evaluate(self, x, y, **kwargs) -> list:
+    def evaluate(self, x, y=None, **kwargs) -> list:
         return self._compiled().evaluate(x, y, **kwargs)
 
     def predict(self, x, **kwargs):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 
@@ -298,3 +299,12 @@ def get(optimizer, params) -> Optimizer:
     if isinstance(optimizer, str) and optimizer.lower() in _BY_NAME:
         return _BY_NAME[optimizer.lower()](params)
     raise KgenError(f"unknown optimizer {optimizer!r}: expected an Optimizer or one of {sorted(_BY_NAME)}")
+
+
+def setting_of(shared_name: str):
+    """The setting (lr, momentum, step, ...) that an optimizer's own device scalar holds, from
+    the scalar's name ("adam7f..._lr" -> "lr"), or None for any other shared value."""
+    kinds = "|".join(sorted({c.__name__.lower() for c in (SGD, Adam, AdamW, RMSprop, Adagrad)}, key=len,
+                            reverse=True))
+    found = re.fullmatch(rf"(?:{kinds})[0-9a-f]+_(\w+)", shared_name)
+    return found.group(1) if found else None

@@ -114,9 +114,9 @@ class Trainer:
     def names(self):
         return ["loss"] + [metric_name(m) for m in self.metrics]
 
-    def fit(self, x, y, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 32, shuffle: bool = True, seed: int = 0,
             validation_data=None, validation_split: float = 0.0, initial_epoch: int = 0, callbacks=None,
-            verbose=True) -> dict:
+            verbose=True, steps_per_epoch: int = None) -> dict:
         """Train epochs `initial_epoch` .. `epochs - 1` (Keras's counting: `epochs` is the last
         epoch's number, so a resumed run passes the epochs done as `initial_epoch`, and epoch
         e shuffles as it would have in one run). Returns the history, per-epoch means of loss
@@ -124,17 +124,30 @@ class Trainer:
         fraction of x and y held out before shuffling (validation_data wins where both are
         given, as in Keras). `callbacks` are kgen.nn.callbacks.Callback instances; verbose
         shows a progress bar on a terminal, plain lines elsewhere or with verbose=2.
-        epochs=0 trains nothing and returns an empty history, as Keras does."""
+        epochs=0 trains nothing and returns an empty history, as Keras does.
+        x may also be a data source, with y None: a torch DataLoader or any iterable of
+        (x, y) batches (one pass per epoch), or a generator (`steps_per_epoch` batches per
+        epoch); its batches are used as they come (no shuffle, no batch_size)."""
         _check_count("fit", "epochs", epochs, minimum=0)
         _check_count("fit", "batch_size", batch_size, minimum=1)
         _check_count("fit", "initial_epoch", initial_epoch, minimum=0)
-        x, y = _as_arrays("fit", x, y)
-        self._check_labels("train", "fit", x, y)
-        x, y, validation_data = _held_out(x, y, validation_split, validation_data)
-        if validation_data is not None:
+        source = Source.of("fit", x, y, steps_per_epoch)
+        if source is not None:
+            if validation_split:
+                raise OptionError("fit: validation_split needs arrays to split; a data source takes "
+                                  "validation_data=(another source, or arrays)")
+            steps = source.steps
+        else:
+            x, y = _as_arrays("fit", x, y)
+            self._check_labels("train", "fit", x, y)
+            x, y, validation_data = _held_out(x, y, validation_split, validation_data)
+            steps = -(-len(x) // batch_size)
+        validation = Source.of("fit: validation_data", validation_data, None, None) \
+            if validation_data is not None and not isinstance(validation_data, (tuple, list)) else None
+        if validation_data is not None and validation is None:
+            validation_data = _as_arrays("fit: validation_data", *validation_data)
             self._check_labels("eval", "fit: validation_data", *validation_data)
         names = self.names + ([f"val_{n}" for n in self.names] if validation_data is not None else [])
-        steps = -(-len(x) // batch_size)
         callbacks = CallbackList(callbacks, self.model, {"epochs": epochs, "steps": steps, "verbose": verbose,
                                                          "metrics": names}, verbose)
         self.model.stop_training = False
@@ -142,9 +155,14 @@ class Trainer:
         callbacks.on_train_begin()
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
-            logs = self._train_epoch(x, y, batch_size, shuffle, seed, epoch, callbacks)
+            data = source.batches() if source is not None else \
+                batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)
+            logs = self._train_epoch(data, callbacks)
+            if validation is not None:
+                values = self._evaluate(validation.batches(), callbacks)
+            elif validation_data is not None:
+                values = self._evaluate(batches(*validation_data, VALIDATION_BATCH, shuffle=False), callbacks)
             if validation_data is not None:
-                values = self._evaluate(*validation_data, VALIDATION_BATCH, callbacks)
                 logs.update((f"val_{n}", v) for n, v in zip(self.names, values))
             callbacks.on_epoch_end(epoch, logs)
             if self.model.stop_training:
@@ -152,10 +170,12 @@ class Trainer:
         callbacks.on_train_end(logs)
         return callbacks.history.history
 
-    def _train_epoch(self, x, y, batch_size, shuffle, seed, epoch, callbacks) -> dict:
-        """One epoch's steps; the logs each batch's callbacks see are the running means so far."""
-        sums, count = np.zeros(len(self.names)), 0
-        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)):
+    def _train_epoch(self, data, callbacks) -> dict:
+        """One epoch's steps over the (x, y) batches of `data`; the logs each batch's callbacks
+        see are the running means so far. A short last batch reuses the compiled step (its
+        batch size is the symbol N)."""
+        sums, count, logs = np.zeros(len(self.names)), 0, {}
+        for i, (xb, yb) in enumerate(data):
             callbacks.on_train_batch_begin(i)
             values = self._step("train", xb, yb)(xb, yb)
             sums += [float(v) * len(xb) for v in values]
@@ -166,38 +186,107 @@ class Trainer:
                 break
         return logs
 
-    def evaluate(self, x, y, batch_size: int = 256, verbose: bool = True, callbacks=None) -> list:
+    def evaluate(self, x, y=None, batch_size: int = 256, verbose: bool = True, callbacks=None,
+                 steps: int = None) -> list:
+        """Loss and metrics over (x, y), or over the batches of a data source x (`steps` of
+        them from an endless one)."""
         _check_count("evaluate", "batch_size", batch_size, minimum=1)
-        x, y = _as_arrays("evaluate", x, y)
-        self._check_labels("eval", "evaluate", x, y)
-        callbacks = CallbackList(callbacks, self.model, {"steps": -(-len(x) // batch_size), "verbose": verbose,
+        source = Source.of("evaluate", x, y, steps)
+        if source is None:
+            x, y = _as_arrays("evaluate", x, y)
+            self._check_labels("eval", "evaluate", x, y)
+        count = source.steps if source is not None else -(-len(x) // batch_size)
+        callbacks = CallbackList(callbacks, self.model, {"steps": count, "verbose": verbose,
                                                          "metrics": self.names}, verbose=False)
-        result = self._evaluate(x, y, batch_size, callbacks)
+        data = source.batches() if source is not None else batches(x, y, batch_size, shuffle=False)
+        result = self._evaluate(data, callbacks)
         if verbose:
             print("  ".join(f"{n} {v:.4f}" for n, v in zip(self.names, result)))
         return result
 
-    def _evaluate(self, x, y, batch_size, callbacks) -> list:
+    def _evaluate(self, data, callbacks) -> list:
         callbacks.on_test_begin()
-        sums = np.zeros(len(self.names))
-        for i, (xb, yb) in enumerate(batches(x, y, batch_size, shuffle=False)):
+        sums, count = np.zeros(len(self.names)), 0
+        for i, (xb, yb) in enumerate(data):
             callbacks.on_test_batch_begin(i)
             sums += [float(v) * len(xb) for v in self._step("eval", xb, yb)(xb, yb)]
+            count += len(xb)
             callbacks.on_test_batch_end(i)
-        result = (sums / len(x)).tolist()
+        if not count:
+            raise InputError("evaluate: the data gave no batches")
+        result = (sums / count).tolist()
         callbacks.on_test_end(dict(zip(self.names, result)))
         return result
 
-    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+    def predict(self, x, batch_size: int = 256, steps: int = None) -> np.ndarray:
+        """The model's outputs for x, or for the inputs of a data source's batches (x, or
+        (x, y) pairs whose y is ignored)."""
         _check_count("predict", "batch_size", batch_size, minimum=1)
-        x, _ = _as_arrays("predict", x, None)
-        return np.concatenate([self._step("predict", xb)(xb).cpu().numpy()
-                               for xb, _ in batches(x, np.zeros(len(x)), batch_size, shuffle=False)])
+        source = Source.of("predict", x, None, steps, inputs_only=True)
+        if source is not None:
+            data = source.batches()
+        else:
+            x, _ = _as_arrays("predict", x, None)
+            data = batches(x, np.zeros(len(x)), batch_size, shuffle=False)
+        return np.concatenate([self._step("predict", xb)(xb).cpu().numpy() for xb, _ in data])
 
     # fit(epoch=3) is a kgen ArgumentError naming the keywords fit takes
     fit = check_arguments(fit, "fit")
     evaluate = check_arguments(evaluate, "evaluate")
     predict = check_arguments(predict, "predict")
+
+
+class Source:
+    """Batches from a data source: a torch DataLoader, any iterable of (x, y) pairs (one pass
+    per epoch), or an iterator / generator, from which each epoch takes `steps` batches."""
+
+    def __init__(self, caller: str, data, steps, inputs_only: bool):
+        self.caller, self.data, self.inputs_only = caller, data, inputs_only
+        self.endless = iter(data) is data  # a generator: epochs continue where the last stopped
+        if steps is not None:
+            _check_count(caller, "steps_per_epoch", steps, minimum=1)
+        elif self.endless:
+            raise OptionError(f"{caller}: a generator gives batches without end: pass steps_per_epoch "
+                              f"(steps, for evaluate and predict)")
+        self.steps = steps if steps is not None else (len(data) if hasattr(data, "__len__") else None)
+        self.chosen = steps is not None
+        self._iterator = None
+
+    @staticmethod
+    def of(caller: str, x, y, steps, inputs_only: bool = False):
+        """A Source for x when it is one (y must then be None), else None."""
+        if isinstance(x, (np.ndarray, torch.Tensor, list, tuple, str, bytes, dict)) or x is None \
+                or not hasattr(x, "__iter__"):
+            return None
+        if y is not None:
+            raise InputError(f"{caller}: x is a data source of (x, y) batches ({type(x).__name__}); pass y=None")
+        return Source(caller, x, steps, inputs_only)
+
+    def batches(self):
+        if not self.chosen:
+            yield from (self._arrays(batch) for batch in self.data)
+            return
+        for _ in range(self.steps):
+            if self._iterator is None:
+                self._iterator = iter(self.data)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                if self.endless:
+                    raise InputError(f"{self.caller}: the generator ran out of batches before steps_per_epoch "
+                                     f"({self.steps}) were taken") from None
+                self._iterator = iter(self.data)  # a pass ended: the next batch starts another
+                batch = next(self._iterator)
+            yield self._arrays(batch)
+
+    def _arrays(self, batch):
+        if self.inputs_only and not isinstance(batch, (tuple, list)):
+            return _samples(self.caller, "a batch's x", batch), None
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise InputError(f"{self.caller}: expected each batch to be a pair (x, y), got "
+                             f"{type(batch).__name__}{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}")
+        xb = _samples(self.caller, "a batch's x", batch[0])
+        return xb, None if self.inputs_only else _samples(self.caller, "a batch's y", batch[1])
 
 
 def _as_arrays(caller: str, x, y):

@@ -160,14 +160,26 @@ def test_model_checkpoint_saves_only_on_improvement(tmp_path, monkeypatch):
 def test_model_checkpoint_saves_every_epoch_and_maximizes_accuracy(tmp_path, monkeypatch):
     model, saved = tiny_model(), []
     monkeypatch.setattr(model, "save_weights", saved.append, raising=False)
-    every = nn.ModelCheckpoint(str(tmp_path / "e{epoch}"))
-    best = nn.ModelCheckpoint(str(tmp_path / "best-{epoch}"), monitor="val_accuracy", save_best_only=True)
+    every = nn.ModelCheckpoint(str(tmp_path / "e{epoch}"), save_weights_only=True)
+    best = nn.ModelCheckpoint(str(tmp_path / "best-{epoch}"), monitor="val_accuracy", save_best_only=True,
+                              save_weights_only=True)
     model.fit(*data(), epochs=3, batch_size=16, verbose=False,
               callbacks=[Feed("val_accuracy", [0.5, 0.4, 0.7]), every, best])
     assert [p.rsplit("/", 1)[1] for p in saved] == ["e1", "best-1", "e2", "e3", "best-3"]
     bad = nn.ModelCheckpoint(str(tmp_path / "{val_los}"))
     with pytest.raises(kgen.OptionError, match=r"filepath .*\{val_los\}.* does not format"):
         model.fit(*data(), epochs=1, verbose=False, callbacks=[bad])
+
+
+def test_model_checkpoint_writes_the_whole_training_state_by_default(tmp_path):
+    model = tiny_model()
+    model.fit(*data(), epochs=2, batch_size=16, verbose=False,
+              callbacks=[nn.ModelCheckpoint(str(tmp_path / "last.safetensors"))])
+    again = tiny_model()
+    meta = nn.load(str(tmp_path / "last.safetensors"), again, again.optimizer)
+    assert meta["epoch"] == 2
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[name], value, err_msg=name)
 
 
 def test_csv_logger_writes_each_epoch_s_row(tmp_path):
