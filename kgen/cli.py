@@ -86,10 +86,11 @@ def _state_names(model, step) -> dict:
     names = {}
     for var in step.shared:
         owner = next((p for p in of_parameter if var.name == p or var.name.startswith(p + "_")), None)
+        setting = optim.setting_of(var.name)
         if owner is not None:
             names[var.name] = of_parameter[owner] + var.name[len(owner):]
-        elif optim.setting_of(var.name):
-            names[var.name] = f"optimizer.{optim.setting_of(var.name)}"
+        elif setting:
+            names[var.name] = f"optimizer.{setting}"
     return names
 
 

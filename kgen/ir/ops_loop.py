@@ -22,6 +22,8 @@ accumulator per loop-invariant input (their gradients sum over steps).
 """
 from __future__ import annotations
 
+import numpy as np
+
 from kgen.errors import KgenError, ShapeError
 from kgen.ir import shapes
 from kgen.ir.graph import Graph, topological_order
@@ -44,19 +46,10 @@ def substitute(outputs, mapping: dict) -> list:
 
 
 def apply_body(body: Graph, carries, xs, closure) -> tuple:
-    """(new carries, step outputs) of one step: the body with its placeholders bound."""
-    k, m = _counts(body)
+    """(new carries, step outputs) of one step: the body with its placeholders bound (its
+    inputs are the carries, then one step of each scanned input, then the closure)."""
     values = substitute(list(body.outputs), dict(zip(body.inputs, list(carries) + list(xs) + list(closure))))
-    return values[:k], values[k:]
-
-
-def _counts(body: Graph) -> tuple:
-    k = sum(1 for i in body.inputs if i.name.startswith("c"))
-    return k, len(body.outputs) - k
-
-
-def length_of(node: Node):
-    return node.attrs["length"]
+    return values[:len(carries)], values[len(carries):]
 
 
 def _infer(inputs, attrs):
@@ -65,8 +58,9 @@ def _infer(inputs, attrs):
     if len(inputs) != len(body.inputs):
         raise KgenError(f"scan: the body takes {len(body.inputs)} values, got {len(inputs)}")
     length = attrs["length"]
-    for place, value in zip(body.inputs, inputs):
-        expected = place.shape if not place.name.startswith("x") else (length,) + place.shape
+    for position, (place, value) in enumerate(zip(body.inputs, inputs)):
+        scanned = k <= position < k + m  # one step of it is the placeholder
+        expected = (length,) + place.shape if scanned else place.shape
         if value.dtype != place.dtype or len(value.shape) != len(expected) or not all(
                 shapes.dims_equal(a, b) for a, b in zip(value.shape, expected)):
             raise ShapeError(f"scan: {place.name} must be {place.dtype.short}{shapes.format_shape(expected)}, "
@@ -79,13 +73,12 @@ def _infer(inputs, attrs):
     return y.dtype, (length,) + tuple(y.shape)
 
 
-def run(body: Graph, arrays: list, length: int, reverse: bool) -> tuple:
-    """The recurrence in NumPy: (final carries, stacked step outputs, stacked histories)."""
-    import numpy as np
+def run(body: Graph, arrays: list, k: int, scanned: int, length: int, reverse: bool) -> tuple:
+    """The recurrence in NumPy: (final carries, stacked step outputs, stacked histories);
+    `arrays` holds the k initial carries, then the scanned inputs, then the closure."""
     from kgen.ir.reference import evaluate  # the interpreter runs the body (both in the ir)
-    k, m_out = _counts(body)
-    n_xs = sum(1 for i in body.inputs if i.name.startswith("x"))
-    carries, xs, closure = arrays[:k], arrays[k:k + n_xs], arrays[k + n_xs:]
+    m_out = len(body.outputs) - k
+    carries, xs, closure = arrays[:k], arrays[k:k + scanned], arrays[k + scanned:]
     ys, history = [[None] * length for _ in range(m_out)], [[None] * length for _ in range(k)]
     for t in (reversed(range(length)) if reverse else range(length)):
         for i in range(k):
@@ -105,7 +98,8 @@ def _reference(node, arrays, shape):
     if length is None:  # the length is the scanned inputs' leading axis, or the attribute
         xs = arrays[node.attrs["carries"]:node.attrs["carries"] + node.attrs["xs"]]
         length = xs[0].shape[0] if xs else int(node.attrs["length"])
-    carries, ys, history = run(node.attrs["body"], arrays, length, node.attrs["reverse"])
+    carries, ys, history = run(node.attrs["body"], arrays, node.attrs["carries"], node.attrs["xs"], length,
+                               node.attrs["reverse"])
     kind, index = node.attrs["result"]
     return {"carry": carries, "ys": ys, "history": history}[kind][index]
 

@@ -6,23 +6,7 @@ import torch
 
 import kgen
 from kgen import nn
-
-
-def small_mlp(seed=0):
-    nn.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3), nn.LogSoftmax(dim=1))
-
-
-def torch_mlp(model):
-    twin = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3),
-                               torch.nn.LogSoftmax(dim=1))
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return twin
-
-
-def data(n=13, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 6)).astype(np.float32), rng.integers(0, 3, size=n).astype(np.int32)
+from nn_helpers import data, small_mlp, torch_mlp
 
 
 def test_state_dict_names_and_shapes_are_torch_s():

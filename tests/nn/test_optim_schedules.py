@@ -12,23 +12,7 @@ import torch
 
 import kgen
 from kgen import counters, nn
-
-
-def small_mlp(seed=0):
-    nn.manual_seed(seed)
-    return nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3), nn.LogSoftmax(dim=1))
-
-
-def torch_twin(model):
-    twin = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3),
-                               torch.nn.LogSoftmax(dim=1))
-    twin.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
-    return twin
-
-
-def data(n=13, seed=1):
-    rng = np.random.default_rng(seed)
-    return rng.normal(size=(n, 6)).astype(np.float32), rng.integers(0, 3, size=n).astype(np.int32)
+from nn_helpers import data, small_mlp, torch_mlp
 
 
 OPTIMIZERS = {  # name -> (kgen class, torch class, keywords both take, clip_grad_norm or None)
@@ -65,7 +49,7 @@ def _assert_same_weights(model, twin, what):
 def test_five_steps_match_torch(name):
     ours_cls, theirs_cls, keywords, clip = OPTIMIZERS[name]
     model = small_mlp()
-    twin = torch_twin(model)
+    twin = torch_mlp(model)
     ours = ours_cls(model.parameters(), clip_grad_norm=clip, **keywords)
     theirs = theirs_cls(twin.parameters(), **keywords)
     x, y = data()
@@ -80,7 +64,7 @@ def test_five_steps_match_torch(name):
 def test_clipping_scale_is_torch_s():
     """The clipped case above clips for real: the norm of the first step's gradients is above max_norm."""
     model = small_mlp()
-    twin = torch_twin(model)
+    twin = torch_mlp(model)
     x, y = data()
     torch.nn.functional.nll_loss(twin(torch.from_numpy(x)), torch.from_numpy(y).long()).backward()
     assert torch.nn.utils.clip_grad_norm_(twin.parameters(), 0.3) > 0.3
@@ -90,7 +74,7 @@ def test_hyper_parameters_change_without_a_new_trace_or_compile():
     """lr, betas and weight decay changed between steps (as torch's param_groups are) take
     effect in the next step; the compiled step is the same one: no counter moves."""
     model = small_mlp()
-    twin = torch_twin(model)
+    twin = torch_mlp(model)
     ours = nn.Adam(model.parameters(), lr=0.01, weight_decay=0.01)
     theirs = torch.optim.Adam(twin.parameters(), lr=0.01, weight_decay=0.01)
     x, y = data()
@@ -113,7 +97,7 @@ def test_hyper_parameters_change_without_a_new_trace_or_compile():
 
 def test_a_schedule_drives_a_compiled_step_without_recompiling():
     model = small_mlp()
-    twin = torch_twin(model)
+    twin = torch_mlp(model)
     ours = nn.SGD(model.parameters(), lr=0.2, momentum=0.9)
     theirs = torch.optim.SGD(twin.parameters(), lr=0.2, momentum=0.9)
     ours_schedule = nn.schedules.StepLR(ours, step_size=2, gamma=0.3)

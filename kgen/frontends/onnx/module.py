@@ -59,9 +59,7 @@ class OnnxModule(Module):
         object.__setattr__(self, "where", where)
         object.__setattr__(self, "_constants", {})
         object.__setattr__(self, "_known", {name: np.asarray(v) for name, v in constants.items()})
-        declared = {info.name for info, _, _ in onnx_graph.graph_inputs(model, where)} if not constants else \
-            {info.name for info in model.graph.input}
-        unknown = sorted(set(constants) - declared)
+        unknown = sorted(set(constants) - {info.name for info in model.graph.input})
         if unknown:
             raise InputError(f"{where}: constants names {unknown[0]!r}, which is not an input of the graph")
         object.__setattr__(self, "_inputs", [(info, shape, dtype) for info, shape, dtype
