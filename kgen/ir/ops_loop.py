@@ -73,9 +73,10 @@ def _infer(inputs, attrs):
     return y.dtype, (length,) + tuple(y.shape)
 
 
-def run(body: Graph, arrays: list, k: int, scanned: int, length: int, reverse: bool) -> tuple:
+def run(body: Graph, arrays: list, k: int, scanned: int, length: int, reverse: bool, sizes=None) -> tuple:
     """The recurrence in NumPy: (final carries, stacked step outputs, stacked histories);
-    `arrays` holds the k initial carries, then the scanned inputs, then the closure."""
+    `arrays` holds the k initial carries, then the scanned inputs, then the closure; `sizes`
+    the size symbols' values in the graph holding the scan."""
     from kgen.ir.reference import evaluate  # the interpreter runs the body (both in the ir)
     m_out = len(body.outputs) - k
     carries, xs, closure = arrays[:k], arrays[k:k + scanned], arrays[k + scanned:]
@@ -83,7 +84,7 @@ def run(body: Graph, arrays: list, k: int, scanned: int, length: int, reverse: b
     for t in (reversed(range(length)) if reverse else range(length)):
         for i in range(k):
             history[i][t] = carries[i]
-        values = evaluate(body, list(carries) + [x[t] for x in xs] + list(closure))
+        values = evaluate(body, list(carries) + [x[t] for x in xs] + list(closure), sizes=sizes)
         out = [values[o] for o in body.outputs]
         carries = out[:k]
         for j in range(m_out):
@@ -93,13 +94,13 @@ def run(body: Graph, arrays: list, k: int, scanned: int, length: int, reverse: b
             [stack(h, body.outputs[i]) for i, h in enumerate(history)])
 
 
-def _reference(node, arrays, shape):
+def _reference(node, arrays, shape, sizes):
     length = shape[0] if node.attrs["result"][0] != "carry" else None
     if length is None:  # the length is the scanned inputs' leading axis, or the attribute
         xs = arrays[node.attrs["carries"]:node.attrs["carries"] + node.attrs["xs"]]
         length = xs[0].shape[0] if xs else int(node.attrs["length"])
     carries, ys, history = run(node.attrs["body"], arrays, node.attrs["carries"], node.attrs["xs"], length,
-                               node.attrs["reverse"])
+                               node.attrs["reverse"], sizes)
     kind, index = node.attrs["result"]
     return {"carry": carries, "ys": ys, "history": history}[kind][index]
 
@@ -109,4 +110,4 @@ def _vjp(g, node):
     return scan_vjp(g, node)
 
 
-register(OpDef("scan", "loop", _infer, _reference, _vjp))
+register(OpDef("scan", "loop", _infer, _reference, _vjp, sized_reference=True))

@@ -44,7 +44,7 @@ def constant_lower(node, args):
 
 
 register(OpDef("constant", "source", _infer_given, _constant_reference, vjp=None,
-               lower=constant_lower, arity=0))
+               lower=constant_lower, arity=0, sized_reference=True))
 
 
 def _infer_iota(inputs, attrs):

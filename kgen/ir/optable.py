@@ -3,7 +3,8 @@
 An entry holds everything the pipeline needs to know about an op, side by side:
 - `infer(inputs, attrs) -> (dtype, shape)`: its dtype and shape rule (raises KgenError);
 - `reference(node, arrays, shape) -> ndarray`: its NumPy meaning (`shape` is the output's
-  concrete shape), used by the reference interpreter;
+  concrete shape), used by the reference interpreter; with `sized_reference`, it also takes
+  the size symbols' values (a constant 1/N; a scan, whose body's shapes hold them);
 - `vjp(g, node) -> tuple`: its gradient rule, one cotangent (or None for zero) per input,
   written with kgen.ops so gradients are IR like everything else;
 - `lower`: how codegen computes it. For an elementwise op, a function of the operands'
@@ -55,6 +56,7 @@ class OpDef:
     gemm: Optional[Callable] = None  # node -> (M, N, K, A, B) or None; set only for tl.dot templates
     row_epilogue: bool = False  # a row kernel over the result's rows can run in its epilogue (E5)
     vendor: Optional[Callable] = None  # (node, torch operands) -> torch's library op's result
+    sized_reference: bool = False  # reference(node, arrays, shape, sizes): it reads the size symbols' values
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind

@@ -49,11 +49,12 @@ def bind_inputs(graph: Graph, inputs) -> dict:
     return dict(zip(graph.inputs, inputs))
 
 
-def evaluate(graph: Graph, inputs: Union[Mapping, Sequence], precision: str = "float64") -> dict:
-    """Every node's value (node -> ndarray), for the given inputs."""
+def evaluate(graph: Graph, inputs: Union[Mapping, Sequence], precision: str = "float64", sizes=None) -> dict:
+    """Every node's value (node -> ndarray), for the given inputs. `sizes` binds size symbols
+    known already (a loop body's, from the graph holding it: 2*N cannot tell N at N = 0)."""
     if precision not in PRECISIONS:
         raise KgenError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    values, sizes = {}, {}
+    values, sizes = {}, dict(sizes or {})
     for node, value in bind_inputs(graph, inputs).items():
         array = _to_numpy(value, node, precision)
         shapes.bind_shape(node.shape, array.shape, sizes, f"input {node.name!r}")
@@ -68,7 +69,7 @@ def evaluate(graph: Graph, inputs: Union[Mapping, Sequence], precision: str = "f
         if precision == "native" and node.opdef.kind == "elementwise" and node.dtype is dtypes.float16:
             args = [a.astype(np.float32) if a.dtype == np.float16 else a for a in args]  # round once, as kernels do
         with np.errstate(all="ignore"):
-            if node.op == "constant":
+            if node.opdef.sized_reference:
                 out = node.opdef.reference(node, args, shape, sizes)
             else:
                 out = node.opdef.reference(node, args, shape)

@@ -165,3 +165,15 @@ def test_bad_steps_are_clear_errors():
         kgen.scan(lambda c, xt: (c, None), _zeros((3,)))
     with pytest.raises(kgen.ShapeError, match="every xs needs axis 0 of the scan's length 4"):
         kgen.scan(lambda c, xt: (c, None), _zeros((3,)), (x, kgen.tensor("y", (5, 3))))
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_a_carry_sized_by_an_expression_of_a_symbol_runs_at_every_size(n):
+    """The body's shapes hold the graph's symbols (a carry [2*N]); the reference binds them
+    from the graph, since 2*N alone cannot tell N at N = 0 (found by kgen.fuzz)."""
+    x = kgen.tensor("x", (2, 1, 1, "N"))
+    rows = ops.reshape(x, (1, -1))
+    _, every = kgen.scan(lambda c, t: (ops.tanh(c + t), c), rows[0] * 0.0, rows)
+    data = RNG.standard_normal((2, 1, 1, n)).astype(np.float32)
+    got = _run_both([x], [every], [data])[0]
+    np.testing.assert_array_equal(got, np.zeros((1, 2 * n)))
