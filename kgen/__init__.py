@@ -9,8 +9,8 @@ import importlib.util
 import sys
 import types
 
-from kgen.errors import (ArgumentError, CaptureError, CheckError, DTypeError, GradError, InputError, KgenError,
-                         NonFiniteError, OptionError, ShapeError, UnknownOpError, VerifyError)
+from kgen.errors import (ArgumentError, CaptureError, CheckError, DistributedError, DTypeError, GradError,
+                         InputError, KgenError, NonFiniteError, OptionError, ShapeError, UnknownOpError, VerifyError)
 
 __version__ = "0.1.0"
 
@@ -29,8 +29,8 @@ _PUBLIC = {
     **{name: ("kgen.artifact", name) for name in ("Artifact", "ArtifactError", "compile_artifact", "load")},
 }
 
-__all__ = ["ArgumentError", "CaptureError", "CheckError", "DTypeError", "GradError", "InputError", "KgenError",
-           "NonFiniteError", "OptionError", "ShapeError", "UnknownOpError", "VerifyError", *_PUBLIC,
+__all__ = ["ArgumentError", "CaptureError", "CheckError", "DistributedError", "DTypeError", "GradError",
+           "InputError", "KgenError", "NonFiniteError", "OptionError", "ShapeError", "UnknownOpError", "VerifyError", *_PUBLIC,
            "__version__"]
 
 

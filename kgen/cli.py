@@ -1,7 +1,7 @@
 """The `kgen` command.
 
     kgen models                                  the zoo
-    kgen train MODEL [--epochs E] [--batch B] [--plot FILE.png|FILE.svg]
+    kgen train MODEL [--epochs E] [--batch B] [--plot FILE.png|FILE.svg] [--nproc K [--shard-optimizer]]
                                                  train a zoo model: loss and accuracy per epoch, a final line
     kgen check MODEL [--batch B]                 every kernel of its training step vs the reference
     kgen stats MODEL [--train] [--batch B] [--json]
@@ -98,16 +98,41 @@ def cmd_train(args):
     if args.model.endswith((".pt2", ".onnx")):
         raise KgenError(f"kgen train: {args.model} holds a model but no data; train it from Python "
                         f"(kgen.from_torch or kgen.from_onnx, then fit), or check, measure or compile it here")
-    # at run time: kgen --help imports neither torch nor triton
-    from kgen import nn
     if args.resume and not args.checkpoint:
         raise KgenError("kgen train: --resume continues from --checkpoint DIR's last.safetensors; give --checkpoint")
+    if args.shard_optimizer and not args.nproc:
+        raise KgenError("kgen train: --shard-optimizer shards the optimizer over the processes of --nproc K; give --nproc")
+    if args.nproc:
+        # at run time: kgen --help imports neither torch nor triton
+        from kgen.nn import distributed
+        distributed.launch(args.nproc, _train_worker, args)
+        return 0
+    return _train(args)
+
+
+def _train_worker(args):
+    """One of `kgen train --nproc K`'s processes: the same training, data-parallel; only
+    rank 0 prints, plots and writes the checkpoint."""
+    # at run time: kgen --help imports neither torch nor triton
+    from kgen.nn import distributed
+    distributed.init_from_env()
+    try:
+        with distributed.quiet_unless_main():
+            _train(args)
+    finally:
+        distributed.leave()
+
+
+def _train(args):
+    # at run time: kgen --help imports neither torch nor triton
+    from kgen import nn
+    from kgen.nn import distributed
     spec, model = _spec_and_model(args.model, args.seed)
     (xtr, ytr), (xte, yte) = spec.data()
     epochs = args.epochs or spec.epochs
     print(f"{spec.name}: {spec.description}")
     model.compile(spec.optimizer(model.parameters()), spec.loss,
-                  ["accuracy"] if spec.name not in ("linreg",) else [])
+                  ["accuracy"] if spec.name not in ("linreg",) else [], shard_optimizer=args.shard_optimizer)
     callbacks, first = [], 0
     if args.checkpoint:
         last = os.path.join(args.checkpoint, "last.safetensors")
@@ -126,7 +151,7 @@ def cmd_train(args):
     final = "  ".join(f"{name} {values[-1]:.4f}" for name, values in history.items())
     ran = epochs - first
     print(f"final: {final}  ({ran} epoch{'s' if ran > 1 else ''}, {time.perf_counter() - start:.1f} s)")
-    if args.plot:
+    if args.plot and distributed.is_main():
         print(f"curves: {nn.plot_history(history, args.plot)}")
     return 0
 
@@ -416,7 +441,8 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
                  "test set's), then a final line.",
                  ["kgen train linreg", "kgen train mlp128 --epochs 3 --batch 128",
                   "kgen train logreg --epochs 5 --plot curves.png",
-                  "kgen train mlp64 --epochs 4 --checkpoint runs/mlp64 --resume"])
+                  "kgen train mlp64 --epochs 4 --checkpoint runs/mlp64 --resume",
+                  "kgen train mlp128 --nproc 2 --batch 32"])
     _zoo_model(p)
     p.add_argument("--epochs", type=positive_int, metavar="E", help="epochs (default: the zoo model's own)")
     p.add_argument("--batch", type=positive_int, metavar="B", help="the batch size (default: the zoo model's own)")
@@ -427,6 +453,13 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.safetensors (with --checkpoint): "
                                                          "the same run as one that never stopped")
     _seed(p, "the initial weights and the batch order")
+    p.add_argument("--nproc", type=positive_int, metavar="K",
+                   help="train data-parallel in K local processes (torch.distributed through torchrun's launcher: "
+                        "gloo without a GPU, NCCL with GPUs); --batch is each process's, so K processes at B "
+                        "train as one at K*B")
+    p.add_argument("--shard-optimizer", action="store_true",
+                   help="with --nproc: each process updates its shard of the parameters and optimizer state "
+                        "(ZeRO stage 1)")
 
     p = _command(sub, "check", cmd_check, "check a zoo model's training step against the reference",
                  "Run every kernel of a zoo model's training step beside the NumPy reference interpreter\n"

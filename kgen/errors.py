@@ -51,6 +51,11 @@ class CaptureError(KgenError, RuntimeError):
     reason follows), before any of it was translated."""
 
 
+class DistributedError(KgenError, RuntimeError):
+    """A data-parallel step's collective failed: another rank raised or died, or did not
+    answer within the process group's timeout (kgen.nn.distributed)."""
+
+
 class NonFiniteError(KgenError, FloatingPointError):
     """With check_finite on (or KGEN_CHECK_FINITE=1): a kernel wrote a NaN or an infinity."""
 

@@ -172,13 +172,21 @@ class Program:
         else:
             fn[grid](*args, **config)
 
-    def run(self, tensors: dict, poison: bool = False, graphs: bool = True, check_finite: bool = None) -> list:
+    def run(self, tensors: dict, poison: bool = False, graphs: bool = True, check_finite: bool = None,
+            out: dict = None, after_launch=None) -> list:
         """Run every kernel; `tensors` maps each graph input node to a tensor on the
         program's device. Returns the outputs (fresh tensors). With `cuda_graphs` on, a
         repeated step replays a CUDA graph; `graphs=False` launches plainly (capture does).
         `check_finite` (default: $KGEN_CHECK_FINITE) stops at the first kernel that writes a
-        NaN or an infinity with a NonFiniteError naming it (kgen.kernels.inputs.FiniteWatch)."""
+        NaN or an infinity with a NonFiniteError naming it (kgen.kernels.inputs.FiniteWatch).
+        `out` maps output nodes to tensors of their shape to write them into (views of a
+        caller's flat buffer: the kernels write there, no copy, where B1 gives the output a
+        tensor of its own; otherwise it is copied there at the end); `after_launch(i)` is
+        called after the i-th kernel is launched (kgen.nn.distributed starts a gradient
+        bucket's all-reduce there). Either launches plainly."""
         watch = None
+        if out or after_launch is not None:
+            graphs = False
         if inputs.check_finite_on(check_finite):
             watch = inputs.FiniteWatch(self.source, [(self.graph.line(n), tensors[n]) for n in self.graph.inputs])
             graphs = False  # launch by launch, to look after each
@@ -194,18 +202,38 @@ class Program:
         env.update({node: slots[si].view([shapes.evaluate(d, sizes) for d in node.shape])
                     for node, si in plan.slot_of.items()})
         env.update({node: self.allocate(node, sizes) for node in plan.fresh})
+        placed = self._placed(out or {}, env, plan.fresh, sizes)
         if poison:
             for t in slots + [env[n] for n in plan.fresh]:
                 if t.dtype.is_floating_point:
                     t.fill_(float("nan"))
         env.update({new: env[old] for new, old in plan.inplace.items()})  # B3: written over old
-        for kernel in self.kernels:
+        for i, kernel in enumerate(self.kernels):
             self.launch(kernel, env, sizes)
             if watch is not None:
                 line = self.graph.line
                 watch.after(kernel.name, [(line(p.node), env[p.node]) for p in kernel.params if p.kind == "out"],
                             [line(p.node) for p in kernel.params if p.kind == "in"])
+            if after_launch is not None:
+                after_launch(i)
+        for node, tensor in (out or {}).items():
+            if node not in placed:
+                tensor.copy_(env[node].reshape(tensor.shape))
         return [env[o].clone() if is_in_memory_source(o) else env[o] for o in self.graph.outputs]
+
+    def _placed(self, out: dict, env: dict, fresh, sizes: dict) -> set:
+        """Put the caller's `out` tensors in `env` for the outputs that get a fresh tensor
+        (B1); the others are copied into theirs after the run. Returns the ones placed."""
+        fresh = set(fresh)
+        for node, tensor in out.items():
+            want = tuple(shapes.evaluate(d, sizes) for d in node.shape)
+            if tuple(tensor.shape) != want or tensor.dtype != node.dtype.torch or not tensor.is_contiguous():
+                raise KgenError(f"Program.run: out tensor for {self.graph.line(node)} must be a contiguous "
+                                f"{node.dtype} tensor of shape {list(want)}, got {tensor.dtype} "
+                                f"{list(tensor.shape)}")
+        placed = {node for node in out if node in fresh}
+        env.update({node: out[node] for node in placed})
+        return placed
 
     def to_tensor(self, value, node) -> torch.Tensor:
         """An argument for input `node` as a tensor on this program's device, converted and

@@ -28,7 +28,10 @@ from kgen.files import atomic_write
 class Callback:
     """The protocol: every hook does nothing unless a subclass overrides it. `model` and
     `params` (epochs, steps per epoch, verbose, and the names logged: `metrics`) are set by
-    fit before `on_train_begin`."""
+    fit before `on_train_begin`. One that `writes_files` runs only on rank 0 of a data-parallel
+    fit (kgen.nn.distributed); the others run on every rank, as they steer training."""
+
+    writes_files = False
 
     def __init__(self):
         self.model = None
@@ -195,6 +198,8 @@ class ModelCheckpoint(Callback):
     epoch (`nn.save(path, model, optimizer, epoch=...)`), from which `nn.load` and
     `fit(initial_epoch=...)` resume exactly. kgen has no whole-model file: a model is code."""
 
+    writes_files = True
+
     def __init__(self, filepath, monitor: str = "val_loss", verbose: int = 0, save_best_only: bool = False,
                  save_weights_only: bool = False, mode: str = "auto", save_freq="epoch"):
         super().__init__()
@@ -305,6 +310,8 @@ class CSVLogger(Callback):
     """Each epoch's logs as a CSV row (`epoch` first, then the names in sorted order, as
     Keras writes them). The whole file is rewritten atomically after each epoch, so a
     reader never sees half a row; with `append`, rows already in the file are kept."""
+
+    writes_files = True
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         super().__init__()

@@ -148,9 +148,11 @@ class Module:
         return self.train(False)
 
     # --- Keras style: compile / fit / evaluate / predict (kgen.nn.train.Trainer) --------------
-    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=()) -> "Module":
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(), process_group=None,
+                shard_optimizer: bool = False) -> "Module":
+        """Keras's compile; `process_group` and `shard_optimizer` are data-parallel fit's (kgen.nn.train.Trainer)."""
         from kgen.nn.train import Trainer  # at call time: kgen.nn.train builds on Module (a cycle in nn)
-        object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics))
+        object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics, process_group, shard_optimizer))
         return self
 
     def _compiled(self):

@@ -4,6 +4,10 @@ A training step is one kgen.function: forward, loss, backward (kgen.grad) and th
 optimizer's updates, compiled together, so the updates fuse into the kernels that produce
 the gradients. Shapes come from the data: the batch dimension is the size symbol `N`, so
 one compiled step serves every batch size (the last, smaller batch included).
+
+With a torch.distributed process group, train_step and fit run data-parallel
+(kgen.nn.distributed): each rank takes its part of every global batch, the gradients are
+averaged over the ranks, and only rank 0 prints and writes files.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from kgen.function import function, tensor
 from kgen.ir import dtypes
 from kgen.ir.autodiff import grad
 from kgen.kernels.inputs import check_labels, device_problem
-from kgen.nn import losses, optim
+from kgen.nn import distributed, losses, optim
 from kgen.nn.callbacks import CallbackList
 from kgen.nn.data import batches
 from kgen.nn.metrics import get as get_metric, name as metric_name
@@ -43,12 +47,25 @@ def accuracy(prediction, labels):
     return ops.mean(ops.cast(ops.equal(ops.greater(prediction, 0.5), ops.greater(labels, 0.5)), "float32"))
 
 
-def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=()):
-    """A compiled step(x, y) -> [loss, *metrics] that also applies the optimizer's updates."""
+def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), process_group=None,
+               shard_optimizer: bool = False, bucket_bytes: int = None):
+    """A compiled step(x, y) -> [loss, *metrics] that also applies the optimizer's updates.
+    With a torch.distributed process group initialised (`process_group`, None: the default
+    group) of more than one rank, a data-parallel step (kgen.nn.distributed.DataParallelStep):
+    x and y are this rank's samples, the loss and metrics the means over every rank's, the
+    gradients averaged over the ranks in buckets of `bucket_bytes` (25 MiB); with
+    `shard_optimizer`, each rank updates its shard of the parameters and optimizer state
+    (ZeRO stage 1). Without a group, the single fused program."""
     x, y = _inputs(x_example, y_example)
     model.train()
     prediction = model(x)
     loss = loss_fn(prediction, y)
+    group = distributed.group_of(process_group)
+    distributed.check_shardable(shard_optimizer, group)
+    if group is not None:
+        outputs = [loss] + [get_metric(m)(prediction, y) for m in metrics]
+        return distributed.DataParallelStep([x, y], loss, outputs, optimizer, model.state_updates(), group,
+                                            shard_optimizer, bucket_bytes)
     grads = grad(loss, optimizer.params)
     outputs = [loss] + [get_metric(m)(prediction, y) for m in metrics]
     return function([x, y], outputs, updates=optimizer.updates(grads) + model.state_updates())
@@ -73,24 +90,37 @@ def predict_step(model, x_example):
 
 
 class Trainer:
-    """Keras's compile/fit/evaluate/predict for a kgen.nn module."""
+    """Keras's compile/fit/evaluate/predict for a kgen.nn module. Under a torch.distributed
+    process group (`process_group`, None: the default one when initialised) fit trains
+    data-parallel: N processes at batch_size B train as one process at N*B does, each on its
+    part of every batch (`shard_optimizer`: ZeRO stage 1, see kgen.nn.distributed);
+    evaluate splits its batches likewise; only rank 0 prints and runs the callbacks that
+    write files."""
 
-    def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=()):
+    def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(),
+                 process_group=None, shard_optimizer: bool = False):
         for m in metrics:
             get_metric(m)  # an unknown name fails here, before any step is built
         self.model = model
         self.optimizer = optim.get(optimizer, model.parameters())
         self.loss = losses.get(loss)
         self.metrics = tuple(metrics)
+        self.process_group, self.shard_optimizer = process_group, bool(shard_optimizer)
         self._steps = {}
+
+    @property
+    def _group(self):
+        return distributed.group_of(self.process_group)
 
     def _step(self, kind, x, y=None):
         key = (kind, np.asarray(x).shape[1:], np.asarray(x).dtype.kind,
-               None if y is None else (np.asarray(y).shape[1:], np.asarray(y).dtype.kind))
+               None if y is None else (np.asarray(y).shape[1:], np.asarray(y).dtype.kind),
+               id(self._group) if kind == "train" else None)
         if key not in self._steps:
             try:
                 if kind == "train":
-                    self._steps[key] = train_step(self.model, self.loss, self.optimizer, x, y, self.metrics)
+                    self._steps[key] = train_step(self.model, self.loss, self.optimizer, x, y, self.metrics,
+                                                  self.process_group, self.shard_optimizer)
                 elif kind == "eval":
                     self._steps[key] = eval_step(self.model, self.loss, x, y, self.metrics)
                 else:
@@ -127,7 +157,14 @@ class Trainer:
         epochs=0 trains nothing and returns an empty history, as Keras does.
         x may also be a data source, with y None: a torch DataLoader or any iterable of
         (x, y) batches (one pass per epoch), or a generator (`steps_per_epoch` batches per
-        epoch); its batches are used as they come (no shuffle, no batch_size)."""
+        epoch); its batches are used as they come (no shuffle, no batch_size), and under a
+        process group as each rank's own (a DistributedSampler's)."""
+        with distributed.quiet_unless_main():
+            return self._fit(x, y, epochs, batch_size, shuffle, seed, validation_data, validation_split,
+                             initial_epoch, callbacks, verbose, steps_per_epoch)
+
+    def _fit(self, x, y, epochs, batch_size, shuffle, seed, validation_data, validation_split, initial_epoch,
+             callbacks, verbose, steps_per_epoch) -> dict:
         _check_count("fit", "epochs", epochs, minimum=0)
         _check_count("fit", "batch_size", batch_size, minimum=1)
         _check_count("fit", "initial_epoch", initial_epoch, minimum=0)
@@ -141,13 +178,18 @@ class Trainer:
             x, y = _as_arrays("fit", x, y)
             self._check_labels("train", "fit", x, y)
             x, y, validation_data = _held_out(x, y, validation_split, validation_data)
-            steps = -(-len(x) // batch_size)
+        rank, world = distributed.rank_and_world(self._group)
+        if source is None:
+            steps = -(-len(x) // (batch_size * world))
         validation = Source.of("fit: validation_data", validation_data, None, None) \
             if validation_data is not None and not isinstance(validation_data, (tuple, list)) else None
         if validation_data is not None and validation is None:
             validation_data = _as_arrays("fit: validation_data", *validation_data)
             self._check_labels("eval", "fit: validation_data", *validation_data)
         names = self.names + ([f"val_{n}" for n in self.names] if validation_data is not None else [])
+        if rank and isinstance(callbacks, (list, tuple)):  # only rank 0 writes files
+            callbacks = [c for c in callbacks if not getattr(c, "writes_files", False)]
+        verbose = verbose if not rank else False
         callbacks = CallbackList(callbacks, self.model, {"epochs": epochs, "steps": steps, "verbose": verbose,
                                                          "metrics": names}, verbose)
         self.model.stop_training = False
@@ -156,14 +198,16 @@ class Trainer:
         for epoch in range(initial_epoch, epochs):
             callbacks.on_epoch_begin(epoch)
             data = source.batches() if source is not None else \
-                batches(x, y, batch_size, shuffle=shuffle, seed=seed, epoch=epoch)
+                self._shards(batches(x, y, batch_size * world, shuffle=shuffle, seed=seed, epoch=epoch))
             logs = self._train_epoch(data, callbacks)
             if validation is not None:
                 values = self._evaluate(validation.batches(), callbacks)
             elif validation_data is not None:
-                values = self._evaluate(batches(*validation_data, VALIDATION_BATCH, shuffle=False), callbacks)
+                values = self._evaluate(self._shards(batches(*validation_data, VALIDATION_BATCH * world,
+                                                             shuffle=False)), callbacks)
             if validation_data is not None:
                 logs.update((f"val_{n}", v) for n, v in zip(self.names, values))
+            self._gather_state()
             callbacks.on_epoch_end(epoch, logs)
             if self.model.stop_training:
                 break
@@ -177,9 +221,11 @@ class Trainer:
         sums, count, logs = np.zeros(len(self.names)), 0, {}
         for i, (xb, yb) in enumerate(data):
             callbacks.on_train_batch_begin(i)
-            values = self._step("train", xb, yb)(xb, yb)
-            sums += [float(v) * len(xb) for v in values]
-            count += len(xb)
+            step = self._step("train", xb, yb)
+            values = step(xb, yb)
+            samples = getattr(step, "samples", len(xb))  # a data-parallel step's: the global batch's
+            sums += [float(v) * samples for v in values]
+            count += samples
             logs = dict(zip(self.names, (sums / count).tolist()))
             callbacks.on_train_batch_end(i, logs)
             if self.model.stop_training:  # TerminateOnNaN stops at the batch, as in Keras
@@ -198,9 +244,11 @@ class Trainer:
         count = source.steps if source is not None else -(-len(x) // batch_size)
         callbacks = CallbackList(callbacks, self.model, {"steps": count, "verbose": verbose,
                                                          "metrics": self.names}, verbose=False)
-        data = source.batches() if source is not None else batches(x, y, batch_size, shuffle=False)
+        world = distributed.rank_and_world(self._group)[1]
+        data = source.batches() if source is not None else \
+            self._shards(batches(x, y, batch_size * world, shuffle=False))
         result = self._evaluate(data, callbacks)
-        if verbose:
+        if verbose and distributed.is_main():
             print("  ".join(f"{n} {v:.4f}" for n, v in zip(self.names, result)))
         return result
 
@@ -209,14 +257,34 @@ class Trainer:
         sums, count = np.zeros(len(self.names)), 0
         for i, (xb, yb) in enumerate(data):
             callbacks.on_test_batch_begin(i)
-            sums += [float(v) * len(xb) for v in self._step("eval", xb, yb)(xb, yb)]
-            count += len(xb)
+            if len(xb):  # under a process group a rank's part of a small batch may be empty
+                sums += [float(v) * len(xb) for v in self._step("eval", xb, yb)(xb, yb)]
+                count += len(xb)
             callbacks.on_test_batch_end(i)
+        group = self._group
+        if group is not None:  # every rank's sums: the means over all their samples
+            total = torch.tensor([count, *sums], dtype=torch.float64)
+            distributed.all_reduce_on_host(total, group, "evaluate's sums")
+            count, sums = int(total[0]), total[1:].numpy()
         if not count:
             raise InputError("evaluate: the data gave no batches")
         result = (sums / count).tolist()
         callbacks.on_test_end(dict(zip(self.names, result)))
         return result
+
+    def _shards(self, data):
+        """This rank's part of each (x, y) batch of `data` (all of it without a group)."""
+        rank, world = distributed.rank_and_world(self._group)
+        for xb, yb in data:
+            lo, hi = distributed.shard_bounds(len(xb), rank, world)
+            yield xb[lo:hi], yb[lo:hi]
+
+    def _gather_state(self) -> None:
+        """A sharded optimizer's state made whole on every rank (each must call it), so the
+        callbacks that write checkpoints at the epoch's end see all of it."""
+        for step in self._steps.values():
+            if isinstance(step, distributed.DataParallelStep):
+                step.gather_state()
 
     def predict(self, x, batch_size: int = 256, steps: int = None) -> np.ndarray:
         """The model's outputs for x, or for the inputs of a data source's batches (x, or

@@ -1,0 +1,166 @@
+"""Running a function in several processes of one gloo group on loopback, for the
+data-parallel tests: `run_ranks(worker, world, *args)` starts `world` spawned processes, each
+joins a group through a FileStore (no ports) with a short timeout, runs worker(rank, world,
+*args) and hands back its result, or the error it raised as (type name, message)."""
+from __future__ import annotations
+
+import datetime
+import multiprocessing
+import os
+import pickle
+import tempfile
+import traceback
+
+import numpy as np
+import torch
+
+GROUP_TIMEOUT_S = 30  # a rank left waiting on a failed one gives up after this
+JOIN_TIMEOUT_S = 900  # the whole run's bound; the group's timeout ends a stuck rank far sooner
+
+
+class RankFailed:
+    """What a rank raised: the exception's type name and message (and the traceback)."""
+
+    def __init__(self, error: BaseException):
+        self.type = type(error).__name__
+        self.message = str(error)
+        self.traceback = traceback.format_exc()
+
+    def __repr__(self):
+        return f"RankFailed({self.type}: {self.message})\n{self.traceback}"
+
+
+def _entry(rank: int, world: int, directory: str, worker, args) -> None:
+    torch.set_num_threads(1)  # two ranks share the machine's cores
+    import torch.distributed as dist
+    store = dist.FileStore(os.path.join(directory, "store"), world)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_S))
+    try:
+        result = worker(rank, world, *args)
+    except BaseException as e:  # handed back to the test, which asserts on it
+        result = RankFailed(e)
+    with open(os.path.join(directory, f"rank{rank}.pkl"), "wb") as f:
+        pickle.dump(result, f)
+    if not isinstance(result, RankFailed):
+        dist.destroy_process_group()
+
+
+def run_ranks(worker, world: int = 2, *args) -> list:
+    """worker(rank, world, *args) on each of `world` ranks; their results in rank order."""
+    context = multiprocessing.get_context("spawn")
+    with tempfile.TemporaryDirectory() as directory:
+        processes = [context.Process(target=_entry, args=(rank, world, directory, worker, args)) for rank in range(world)]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join(JOIN_TIMEOUT_S)
+        stuck = [p for p in processes if p.is_alive()]
+        for p in stuck:
+            p.kill()
+            p.join()
+        assert not stuck, f"{len(stuck)} rank(s) still running after {JOIN_TIMEOUT_S} s"
+        results = []
+        for rank in range(world):
+            path = os.path.join(directory, f"rank{rank}.pkl")
+            assert os.path.exists(path), f"rank {rank} handed back nothing (exit code {processes[rank].exitcode})"
+            with open(path, "rb") as f:
+                results.append(pickle.load(f))
+        return results
+
+
+def state(model) -> dict:
+    return {name: np.array(value) for name, value in model.state_dict().items()}
+
+
+# --- what the tests run on each rank (and, with world 1, in one process) -----------------------
+GLOBAL_BATCH = 64
+STEPS = 5
+OPTIMIZERS = {"sgd-momentum": lambda params: _nn().SGD(params, lr=0.1, momentum=0.9),
+              "adam": lambda params: _nn().Adam(params, lr=0.01)}
+
+
+def _nn():
+    from kgen import nn
+    return nn
+
+
+def step_data():
+    from nn_helpers import data
+    return data(GLOBAL_BATCH * STEPS, seed=2)
+
+
+def train_steps(rank: int, world: int, optimizer: str, shard: bool, bucket_bytes=None) -> dict:
+    """STEPS steps of nn.train_step, each on rank `rank`'s part of a global batch of
+    GLOBAL_BATCH: the parameters, the optimizer's state, the losses, and what the step is."""
+    from nn_helpers import small_mlp
+    nn = _nn()
+    model = small_mlp(0)
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    x, y = step_data()
+    local = GLOBAL_BATCH // world
+    options = {"shard_optimizer": True, "bucket_bytes": bucket_bytes} if shard else {"bucket_bytes": bucket_bytes}
+    step = nn.train_step(model, nn.NLLLoss(), opt, x[:local], y[:local], ["accuracy"],
+                         **(options if world > 1 else {}))
+    losses = []
+    for k in range(STEPS):
+        start = k * GLOBAL_BATCH + rank * local
+        losses.append([float(v) for v in step(x[start:start + local], y[start:start + local])])
+    facts = {}
+    if world > 1:
+        step.gather_state()
+        facts = {"launches": [len(p.kernels) for p in step.programs], "buckets": len(step.buckets),
+                 "bytes": step.bytes_reduced}
+    else:
+        facts = {"launches": [len(step.kernels)]}
+    return {"state": state(model), "optimizer": optimizer_state(model, opt), "losses": losses, **facts}
+
+
+def optimizer_state(model, opt) -> dict:
+    from kgen.nn import checkpoint
+    return {name: var.get_value() for name, var in checkpoint._optimizer_state("test", model, opt).items()}
+
+
+def fit_data():
+    from nn_helpers import data
+    return data(101, seed=3), data(37, seed=4)  # a short last batch: 101 = 3*32 + 5, split 2 and 3
+
+
+def fit_run(rank: int, world: int, optimizer: str, shard: bool, directory: str) -> dict:
+    """fit for two epochs at batch 16 per rank (32 in all) with validation data, a
+    checkpoint and a CSV log written after each epoch (named by rank), its printout kept."""
+    import contextlib
+    import io
+    from nn_helpers import small_mlp
+    nn = _nn()
+    model = small_mlp(0)
+    model.compile(OPTIMIZERS[optimizer](model.parameters()), "nll", ["accuracy"],
+                  **({"shard_optimizer": shard} if world > 1 else {}))
+    (x, y), validation = fit_data()
+    name = f"{directory}/{optimizer}-{int(shard)}-rank{rank}-of-{world}"
+    callbacks = [nn.ModelCheckpoint(name + ".safetensors"), nn.CSVLogger(name + ".csv")]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        history = model.fit(x, y, epochs=2, batch_size=32 // world, validation_data=validation,
+                            callbacks=callbacks, verbose=2)
+    return {"history": history, "printed": printed.getvalue(), "state": state(model),
+            "optimizer": optimizer_state(model, model.optimizer), "checkpoint": name + ".safetensors"}
+
+
+def everything(rank: int, world: int, directory: str) -> dict:
+    """All the two-rank runs the tests compare, in one group (one start-up for all)."""
+    runs = {}
+    for optimizer in OPTIMIZERS:
+        for shard in (False, True):
+            runs["steps", optimizer, shard] = train_steps(rank, world, optimizer, shard, bucket_bytes=64)
+    for optimizer, shard in (("sgd-momentum", False), ("adam", True)):
+        runs["fit", optimizer, shard] = fit_run(rank, world, optimizer, shard, directory)
+    return runs
+
+
+def fails_on_rank_one(rank: int, world: int) -> str:
+    """Rank 1 raises before its first step; rank 0 steps and should hear of it."""
+    if rank == 1:
+        raise ValueError("rank 1 gives up")
+    train_steps(rank, world, "sgd-momentum", False)
+    return "rank 0 finished its steps"

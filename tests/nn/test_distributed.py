@@ -1,0 +1,154 @@
+"""Data-parallel training on torch.distributed (kgen.nn.distributed): two gloo processes on
+loopback at batch 32 each train as one process at batch 64 does, with and without the sharded
+optimizer (ZeRO-1); fit under two processes gives one process's history and writes files on
+rank 0 only; a checkpoint of a two-process run loads into a one-process model; a rank that
+fails makes the other fail with a DistributedError instead of hanging; `kgen train --nproc 2`
+trains as one process at twice the batch. All the two-process runs share one group
+(dist_helpers.everything), as starting processes is most of their cost."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from kgen import nn
+from kgen.errors import OptionError
+
+import dist_helpers
+from dist_helpers import OPTIMIZERS, run_ranks
+from nn_helpers import small_mlp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FLOAT32 = dict(rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("dist")
+    results = run_ranks(dist_helpers.everything, 2, str(directory))
+    for rank, result in enumerate(results):
+        assert isinstance(result, dict), f"rank {rank} failed: {result!r}"
+    return results
+
+
+def _assert_close(got: dict, want: dict, what: str):
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], **FLOAT32, err_msg=f"{what}: {name}")
+
+
+@pytest.mark.parametrize("shard", [False, True], ids=["all-reduce", "zero1"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_two_ranks_at_32_train_as_one_process_at_64(two_ranks, optimizer, shard):
+    one = dist_helpers.train_steps(0, 1, optimizer, False)
+    for rank, result in enumerate(two_ranks):
+        run = result["steps", optimizer, shard]
+        _assert_close(run["state"], one["state"], f"rank {rank}'s parameters")
+        _assert_close(run["optimizer"], one["optimizer"], f"rank {rank}'s optimizer state")
+        np.testing.assert_allclose(run["losses"], one["losses"], **FLOAT32)
+    for name, value in two_ranks[0]["steps", optimizer, shard]["state"].items():  # the ranks agree exactly
+        np.testing.assert_array_equal(two_ranks[1]["steps", optimizer, shard]["state"][name], value)
+
+
+@pytest.mark.parametrize("shard", [False, True], ids=["all-reduce", "zero1"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_the_update_is_one_launch_after_the_gradients(two_ranks, optimizer, shard):
+    run = two_ranks[0]["steps", optimizer, shard]
+    one = dist_helpers.train_steps(0, 1, optimizer, False)
+    gradients, update = run["launches"]
+    # Adam's step count is written after the update has read it: a second launch
+    assert update == (1 if optimizer == "sgd-momentum" else 2)
+    assert gradients == one["launches"][0]  # for this MLP, as many as the fused single-process step
+    # 64-byte buckets: the MLP's 53 parameters (212 bytes) in several; ZeRO-1 reduce-scatters one
+    assert run["buckets"] == (1 if shard else 4)
+    # float32 gradients (53, or 2 shards of 27 with ZeRO-1, whose parameters are all-gathered too)
+    # and three float64 sums (samples, loss, accuracy)
+    assert run["bytes"] == (4 * 54 * 2 if shard else 4 * 53) + 8 * 3
+
+
+@pytest.mark.parametrize("optimizer, shard", [("sgd-momentum", False), ("adam", True)],
+                         ids=["all-reduce", "zero1"])
+def test_fit_under_two_processes_gives_the_history_of_one(two_ranks, tmp_path, optimizer, shard):
+    one = dist_helpers.fit_run(0, 1, optimizer, False, str(tmp_path))
+    for rank, result in enumerate(two_ranks):
+        run = result["fit", optimizer, shard]
+        assert run["history"].keys() == one["history"].keys()
+        for name, values in one["history"].items():
+            np.testing.assert_allclose(run["history"][name], values, **FLOAT32, err_msg=f"rank {rank}: {name}")
+        _assert_close(run["state"], one["state"], f"rank {rank}'s parameters")
+
+
+@pytest.mark.parametrize("optimizer, shard", [("sgd-momentum", False), ("adam", True)],
+                         ids=["all-reduce", "zero1"])
+def test_only_rank_zero_prints_and_writes_files(two_ranks, optimizer, shard):
+    first, second = (result["fit", optimizer, shard] for result in two_ranks)
+    assert "epoch 2/2" in first["printed"] and second["printed"] == ""
+    assert os.path.isfile(first["checkpoint"]) and os.path.isfile(first["checkpoint"][:-12] + ".csv")
+    assert not os.path.exists(second["checkpoint"]) and not os.path.exists(second["checkpoint"][:-12] + ".csv")
+
+
+@pytest.mark.parametrize("optimizer, shard", [("sgd-momentum", False), ("adam", True)],
+                         ids=["all-reduce", "zero1"])
+def test_a_two_process_checkpoint_loads_into_a_one_process_model(two_ranks, tmp_path, optimizer, shard):
+    run = two_ranks[0]["fit", optimizer, shard]
+    one = dist_helpers.fit_run(0, 1, optimizer, False, str(tmp_path))
+    model = small_mlp(1)
+    opt = OPTIMIZERS[optimizer](model.parameters())
+    assert nn.load(run["checkpoint"], model, opt) == {"epoch": 2}
+    _assert_close(dist_helpers.state(model), one["state"], "loaded parameters")
+    # with ZeRO-1 each rank updated a shard of the state: the file holds all of it, gathered
+    _assert_close(dist_helpers.optimizer_state(model, opt), one["optimizer"], "loaded optimizer state")
+
+
+def test_a_rank_that_raises_makes_the_other_fail_with_a_clear_error():
+    failing, raising = run_ranks(dist_helpers.fails_on_rank_one, 2)
+    assert isinstance(raising, dist_helpers.RankFailed) and raising.message == "rank 1 gives up"
+    assert isinstance(failing, dist_helpers.RankFailed), failing
+    assert failing.type == "DistributedError"
+    assert re.search(r"rank 0 of 2: exchanging .* failed: another rank failed, or did not answer within "
+                     r"the process group's timeout", failing.message), failing.message
+
+
+def test_a_sharded_optimizer_needs_a_process_group():
+    model = small_mlp(0)
+    x, y = dist_helpers.step_data()
+    with pytest.raises(OptionError, match="shard_optimizer=True shards the optimizer over a torch.distributed "
+                                          "process group, and none is initialised"):
+        nn.train_step(model, nn.NLLLoss(), nn.SGD(model.parameters()), x, y, shard_optimizer=True)
+
+
+def test_without_a_process_group_the_step_is_the_single_fused_program():
+    model = small_mlp(0)
+    x, y = dist_helpers.step_data()
+    step = nn.train_step(model, nn.NLLLoss(), nn.SGD(model.parameters(), lr=0.1, momentum=0.9), x, y)
+    assert isinstance(step, __import__("kgen").Function) and len(step.kernels) == 4
+
+
+def _epoch_lines(output: str) -> list:
+    return [re.sub(r"\s+\([\d.]+s\)$", "", line) for line in output.splitlines() if line.startswith("epoch ")]
+
+
+def test_kgen_train_nproc_2_trains_as_one_process_at_twice_the_batch(tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+
+    def train(*options):
+        result = subprocess.run([sys.executable, "-m", "kgen.cli", "train", "linreg", "--epochs", "2", *options],
+                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+
+    two = train("--nproc", "2", "--batch", "16", "--checkpoint", "runs")
+    one = train("--batch", "32")
+    assert _epoch_lines(two) == _epoch_lines(one) and len(_epoch_lines(one)) == 2
+    assert two.count("final: ") == 1  # rank 0 alone prints
+    assert os.path.isfile(tmp_path / "runs" / "last.safetensors")
+
+
+def test_kgen_train_shard_optimizer_needs_nproc(capsys):
+    from kgen import cli
+    assert cli.main(["train", "linreg", "--shard-optimizer"]) == 2
+    assert "--shard-optimizer shards the optimizer over the processes of --nproc K" in capsys.readouterr().err
