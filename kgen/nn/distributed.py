@@ -349,41 +349,41 @@ class DataParallelStep:
                                          flat.buffer[lo:hi])])
 
     def _collective(self, what: str, collective, *args):
-        return _collective(self.group, f"data-parallel step: {what}", collective, *args)
+        return _collective(self.group, "data-parallel step", what, collective, *args)
 
     def _wait(self, works) -> None:
         _wait(self.group, works)
 
 
-def _collective(group, what: str, collective, *args) -> tuple:
-    """(what, the work handle) of collective(*args) started async on `group`; a failure is
-    a DistributedError."""
+def _collective(group, where: str, what: str, collective, *args) -> tuple:
+    """((where, what), the work handle) of collective(*args) started async on `group`; a
+    failure is a DistributedError."""
     try:
-        return what, collective(*args, group=group, async_op=True)
+        return (where, what), collective(*args, group=group, async_op=True)
     except (RuntimeError, ValueError) as e:
-        raise _failure(group, what, e) from None
+        raise _failure(group, (where, what), e) from None
 
 
 def _wait(group, works) -> None:
-    for what, work in works:
+    for label, work in works:
         try:
             work.wait()
         except (RuntimeError, ValueError) as e:
-            raise _failure(group, what, e) from None
+            raise _failure(group, label, e) from None
 
 
-def _failure(group, what: str, error) -> DistributedError:
-    rank, world = rank_and_world(group)
+def _failure(group, label: tuple, error) -> DistributedError:
+    (where, what), (rank, world) = label, rank_and_world(group)
     first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return DistributedError(f"rank {rank} of {world}: exchanging {what} failed: another rank failed, or did not "
-                            f"answer within the process group's timeout ({first})")
+    return DistributedError(f"{where} on rank {rank} of {world}: exchanging {what} failed: another rank failed, or "
+                            f"did not answer within the process group's timeout ({first})")
 
 
-def all_reduce_on_host(values: torch.Tensor, group, what: str) -> None:
+def all_reduce_on_host(values: torch.Tensor, group, where: str, what: str) -> None:
     """Sum the small CPU tensor `values` over the ranks, in place (through the GPU for NCCL)."""
     device = torch.device("cuda") if dist.get_backend(group) == "nccl" else values.device
     moved = values.to(device)
-    _wait(group, [_collective(group, what, dist.all_reduce, moved)])
+    _wait(group, [_collective(group, where, what, dist.all_reduce, moved)])
     values.copy_(moved.cpu())
 
 

@@ -264,7 +264,7 @@ class Trainer:
         group = self._group
         if group is not None:  # every rank's sums: the means over all their samples
             total = torch.tensor([count, *sums], dtype=torch.float64)
-            distributed.all_reduce_on_host(total, group, "evaluate's sums")
+            distributed.all_reduce_on_host(total, group, "evaluate", "the loss and metric sums")
             count, sums = int(total[0]), total[1:].numpy()
         if not count:
             raise InputError("evaluate: the data gave no batches")

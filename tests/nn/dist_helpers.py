@@ -30,12 +30,12 @@ class RankFailed:
         return f"RankFailed({self.type}: {self.message})\n{self.traceback}"
 
 
-def _entry(rank: int, world: int, directory: str, worker, args) -> None:
+def _entry(rank: int, world: int, directory: str, timeout_s: float, worker, args) -> None:
     torch.set_num_threads(1)  # two ranks share the machine's cores
     import torch.distributed as dist
     store = dist.FileStore(os.path.join(directory, "store"), world)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_S))
+                            timeout=datetime.timedelta(seconds=timeout_s))
     try:
         result = worker(rank, world, *args)
     except BaseException as e:  # handed back to the test, which asserts on it
@@ -46,11 +46,12 @@ def _entry(rank: int, world: int, directory: str, worker, args) -> None:
         dist.destroy_process_group()
 
 
-def run_ranks(worker, world: int = 2, *args) -> list:
-    """worker(rank, world, *args) on each of `world` ranks; their results in rank order."""
+def run_ranks(worker, world: int = 2, *args, timeout_s: float = GROUP_TIMEOUT_S) -> list:
+    """worker(rank, world, *args) on each of `world` ranks, in a group whose collectives give
+    up after `timeout_s`; their results in rank order."""
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as directory:
-        processes = [context.Process(target=_entry, args=(rank, world, directory, worker, args)) for rank in range(world)]
+        processes = [context.Process(target=_entry, args=(rank, world, directory, timeout_s, worker, args)) for rank in range(world)]
         for p in processes:
             p.start()
         for p in processes:
