@@ -417,7 +417,7 @@ def _call(fn, args, out=None, after_launch=None) -> list:
     return results[:len(fn.outputs)]
 
 
-def check_shardable(shard_optimizer: bool, group) -> None:
+def check_shardable(shard_optimizer: bool) -> None:
     if shard_optimizer and not (dist.is_available() and dist.is_initialized()):
         raise OptionError("shard_optimizer=True shards the optimizer over a torch.distributed process group, and "
                           "none is initialised (torchrun, or torch.distributed.init_process_group, starts one)")

@@ -61,7 +61,7 @@ def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), proc
     prediction = model(x)
     loss = loss_fn(prediction, y)
     group = distributed.group_of(process_group)
-    distributed.check_shardable(shard_optimizer, group)
+    distributed.check_shardable(shard_optimizer)
     if group is not None:
         outputs = [loss] + [get_metric(m)(prediction, y) for m in metrics]
         return distributed.DataParallelStep([x, y], loss, outputs, optimizer, model.state_updates(), group,
