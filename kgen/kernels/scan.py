@@ -18,7 +18,7 @@ Half-precision values are computed in float32 and rounded when stored.
 """
 from __future__ import annotations
 
-from kgen.ir import dtypes, indexing
+from kgen.ir import dtypes, indexing, shapes
 from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
@@ -27,7 +27,7 @@ from kgen.lowering.scan_fit import tile
 
 
 def _widest(dims: dict) -> int:
-    return max(16, next_pow2(dims["w"]))
+    return tile(max(1, dims["w"]))
 
 
 def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
@@ -50,27 +50,34 @@ def _space(dims: dict, tier: str, default: dict):
 
 
 def _resources(config: dict, work) -> tuple:
-    """The carries and about as many temporaries as [BLOCK_B, W] blocks (W the widest tile),
-    plus a [W, W] weight tile, spread over the threads; a dot stages both operands in shared
-    memory. `work.dims` is not at hand: W is estimated from the bytes a step moves."""
+    """Per step, the carries and about as many temporaries as [BLOCK_B, W] blocks (W the
+    widest tile; eight in all) and, with products, a [W, W] weight tile, spread over the
+    threads; a dot stages both operands in shared memory (float32: 4 bytes each)."""
+    dims = dict(work.dims)
     threads = 32 * config.get("num_warps", 4)
-    width = max(16, next_pow2(int((work.bytes / max(1, work.loads * config["BLOCK_B"])) ** 0.5)))
-    width = min(width, 256)
+    width = _widest(dims)
     block = config["BLOCK_B"] * width
-    shared = (block + width * width) * work.dot_bytes if work.dot else 0
-    return 32 + (8 * block + width * width) / threads, shared
+    weight = width * width if dims.get("dots") else 0
+    return 32 + (8 * block + weight) / threads, (block + weight) * 4 if weight else 0
 
 
 def _steps(dims: dict, config: dict) -> int:
-    """The time loop: one step per element of the sequence."""
+    """The time loop: one dependent step per element of the sequence."""
     return max(1, dims["t"])
 
 
+def _rereads(dims: dict, config: dict) -> int:
+    """Every program reads the loop-invariant operands again at each step after the first
+    (from L2): the cost model's bytes beyond each buffer once."""
+    programs = -(-max(1, dims["b"]) // config["BLOCK_B"])
+    return programs * max(0, dims["t"] - 1) * dims["weights"]
+
+
 def _elements(config: dict, work) -> int:
-    return config["BLOCK_B"] * 16
+    return config["BLOCK_B"] * _widest(dict(work.dims))
 
 
-SCAN = register(Family("scan", _default, _space, _resources, steps=_steps, elements=_elements))
+SCAN = register(Family("scan", _default, _space, _resources, steps=_steps, elements=_elements, rereads=_rereads))
 
 
 class ScanWriter(KernelWriter):
@@ -203,10 +210,13 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
             store(by_result[("carry", i)], coords, carry_names[i], mask, block, step=False)
     w.computed.extend(results)
     width = max([layout.width(o) for o in body.outputs] + list(layout.ks) + [1])
+    closure = root.inputs[attrs["carries"] + attrs["xs"]:]
+    weights = sum((shapes.numel(c.shape) * max(1, c.dtype.bits // 8) for c in closure), 0)
+    dims = {"b": layout.rows, "t": layout.length, "w": width, "weights": weights, "dots": len(layout.ks)}
     operands = ", ".join(i.type_str() for i in root.inputs)
     summary = (f"kgen {name}: persistent scan of {operands}{', reversed' if reverse else ''}, writes "
                f"{', '.join(names.get(r, '?') for r in results)}. Each program keeps the carries of BLOCK_B rows "
                f"in registers over the T steps.")
     text = w.function(summary)
     return KernelSource(name, "scan", text, w.ordered_params(), [(layout.rows, "BLOCK_B")], tuple(results),
-                        w.reads(), (results[0],), SCAN.name, {"b": layout.rows, "t": layout.length, "w": width})
+                        w.reads(), (results[0],), SCAN.name, dims)

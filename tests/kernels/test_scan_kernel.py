@@ -192,3 +192,27 @@ def test_the_kernel_compiles_ahead_of_time_for_sm80_and_sm90():
     for b in binaries:
         assert b.cubin[:4] == b"\x7fELF" and f".target {b.target}" in b.ptx
         assert "mma" not in b.ptx and "fma.rn.f32" in b.ptx  # exact float32 products
+
+
+def test_the_cost_model_counts_the_loop():
+    """A persistent scan's work is its length times a step's: flops, the latency of a chain of
+    dependent steps, and the weights read again from L2 at every step after the first."""
+    from kgen.autotune import costmodel
+    from kgen.kernels.families import lookup
+
+    xs = kgen.tensor("xs", ("T", "N", 8))
+    w_ih, w_hh, h0 = kgen.tensor("w_ih", (8, 64)), kgen.tensor("w_hh", (64, 64)), kgen.tensor("h0", ("N", 64))
+    last, every = kgen.scan(lambda h, xt: (ops.tanh(xt @ w_ih + h @ w_hh),) * 2, h0, xs)
+    (kernel,) = kgen.compile(kgen.Graph([xs, w_ih, w_hh, h0], [last, every])).kernels
+    config = {"BLOCK_B": 16, "num_warps": 4, "num_stages": 1}
+    step_flops = 256 * 64 * (2 * 8 + 2 * 64) + 2 * 256 * 64  # two products, an add and a tanh per element
+    works = {t: costmodel.kernel_work(kernel, {"T": t, "N": 256}) for t in (10, 100)}
+    for t, work in works.items():
+        assert work.flops == t * step_flops
+        assert lookup(kernel.config_rule).rereads(dict(work.dims), config) == 16 * (t - 1) * (8 * 64 + 64 * 64) * 4
+    for target in ("sm_80", "sm_90"):
+        short, long = (costmodel.predict(kernel, {"T": t, "N": 256}, target, config) for t in (10, 100))
+        launch = costmodel.LAUNCH_US
+        assert 8 < (long.us - launch) / (short.us - launch) < 11, (short, long)
+        assert long.parts["latency"] > 9 * short.parts["latency"]
+        assert short.resources.shared_bytes > 0  # the products' operands are staged in shared memory
