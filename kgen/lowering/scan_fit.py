@@ -116,7 +116,7 @@ class _Walk:
         self.seen.add((node, coords))
         layout = self.layout
         if node in self.carries:
-            if coords != layout.coords(node):
+            if coords != tuple(indexing.simplify(c) for c in layout.coords(node)):  # rows of one: rb is 0
                 raise Refusal(f"{self.name(node)} (a carry, held in registers) is read at other elements than "
                               f"its own (a view moving them: a slice, transpose or reshape)")
             return
@@ -154,7 +154,7 @@ class _Walk:
             raise Refusal(f"{self.name(node)} multiplies by a value that changes per step; the template's "
                           f"products take a loop-invariant right operand")
         row, column = coords
-        if not layout.two_d or row != layout.rb:
+        if not layout.two_d or row != indexing.simplify(layout.rb):
             raise Refusal(f"{self.name(node)} is not over the carries' rows (it is {node.type_str()})")
         lanes = indexing.index_vars(column)
         if len(lanes & set(layout.cols.values())) != 1 or lanes - set(layout.cols.values()):

@@ -24,6 +24,8 @@ FITS = {
     "cumulative sum": (lambda c, x: (c + x, None), (3, 4), (5, 3, 4)),
     "elman": (lambda h, x: (ops.tanh(x @ W["w"] + h @ W["w"] + W["v"]), None), (3, 4), ("T", 3, 4)),
     "one row": (lambda c, x: (c * x + W["v"], None), (4,), (5, 4)),
+    "a batch of one row": (lambda h, x: (ops.tanh(h @ W["w"]) + x, None), (1, 4), (5, 1, 4)),
+    "a batch of one column": (lambda c, x: (ops.tanh(c) + x, None), (1, 1), (5, 1, 1)),
     "a scalar": (lambda c, x: (c + ops.exp(x), None), (), (5,)),
     "a transposed weight": (lambda h, x: (ops.sigmoid(h @ W["w"].T) + x, None), (2, 4), (5, 2, 4)),
     "a step input through views": (lambda c, x: (c + ops.reshape(x, (2, 4)), None), (2, 4), (5, 8)),
