@@ -168,7 +168,7 @@ def cmd_stats(args):
     import json
 
     # at run time: kgen --help imports neither torch nor triton
-    from kgen.lowering.explain import explain, format_explanation
+    from kgen.lowering.explain import explain, format_explanation, loop_decisions
     from kgen.lowering.stats import program_stats, unfused_stats
     spec, model = _spec_and_model(args.model)
     x, y = _example_batch(spec, args.batch)
@@ -182,12 +182,13 @@ def cmd_stats(args):
     if args.why:
         names = [(k.name, [part.name for part in k.parts]) for k in step.program.kernels]
         result["why"] = explain(step.program.plan, names)
+        result["loops"] = loop_decisions(step.program.plan)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{args.model} {'training' if args.train else 'evaluation'} step at batch {args.batch}")
     if args.why:
-        print(format_explanation(result["why"]))
+        print(format_explanation(result["why"], result["loops"]))
         print()
     print(f"{'kernel':<26} {'kind':<10} {'read B':>12} {'written B':>12} {'flops':>14}")
     for k in fused["kernels"]:

@@ -21,8 +21,9 @@ def compile(graph: Graph, device=None, updates=None) -> Program:  # noqa: A001 (
     """Compile `graph`. `updates` maps output positions to input positions: that output is
     the input's next value (a kgen.function update) and may be written over it in place."""
     counters.bump("lowerings")
-    graph = verify(optimize(verify(graph)))
-    plan = fuse(graph)
+    loops = []  # fusion rule S1's decisions, made while lowering loops
+    graph = verify(optimize(verify(graph), loops))
+    plan = fuse(graph, loops)
     updates = {graph.outputs[o]: graph.inputs[i] for o, i in (updates or {}).items()}
     buffers = plan_buffers(plan, updates)  # before codegen: it may move kernels to later launches
     kernels = generate(plan)

@@ -12,6 +12,10 @@ What it uses, per candidate:
               units per warp), shared memory (plus 1 KB reserved per block) and the block limit
   waves       programs run in waves of SMs x blocks-per-SM; the last, partial wave costs
               nearly a whole one (wave quantization), and fewer programs than SMs leave SMs idle
+  loops       a family's `steps` per program (a persistent scan's or recurrence's time loop:
+              one memory latency per step, the steps being a dependent chain) and, for a
+              family with `rereads`, the bytes it reads again from L2 (a persistent scan's
+              loop-invariant weights, each step)
   roofline    per wave, the larger of compute time (flops at the peak of the unit the kernel
               uses: FMA for float32 dots, which kgen computes exactly, tensor cores for
               half-precision ones; scaled by how well the tile and the resident warps feed it),
@@ -94,6 +98,7 @@ class Work:
     loads: int  # input buffers
     dot: str = None  # "fp32" (exact FMA products), "fp16" (tensor cores) or None
     dot_bytes: int = 4  # size of a dot operand element
+    dims: tuple = ()  # the kernel's named extents at these sizes, as (name, value) pairs
 
 
 def _buffer_bytes(node, sizes) -> int:
@@ -107,7 +112,8 @@ def kernel_work(kernel, sizes: dict) -> Work:
                 flops=sum(node_flops(n, sizes) for n in kernel.nodes),
                 loads=len(kernel.reads),
                 dot=None if operand is None else ("fp16" if half_dot(kernel) else "fp32"),
-                dot_bytes=max(1, operand.bits // 8) if operand is not None else 4)
+                dot_bytes=max(1, operand.bits // 8) if operand is not None else 4,
+                dims=tuple(sorted(kernel_dims(kernel, sizes).items())))
 
 
 # --- resources: compiled, or estimated ---------------------------------------------------------
@@ -206,6 +212,8 @@ def _loop(kernel, sizes: dict, config: dict, work: Work, target: str, programs: 
             efficiency = min(1.0, math.sqrt(bm * bn / threads / TILE_FOR_FULL_FMA))
         overflow = config.get("GROUP_M", 1) == 1 and (m * k + k * n) * work.dot_bytes > gpu(target).l2_bytes
         return _Loop(steps, max(1, config.get("num_stages", 3) - 1), rereads, efficiency, overflow)
+    if family.rereads:  # a persistent loop: its weights again every step, from L2
+        return _Loop(steps=steps, l2_bytes=family.rereads(dims, config))
     return _Loop(steps=steps)
 
 

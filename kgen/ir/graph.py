@@ -81,7 +81,7 @@ class Graph:
             if n.op == "input":
                 continue
             body.append(f"  {self.line(n)}")
-            loop = n.attrs.get("body") if n.op == "scan" else None
+            loop = n.attrs.get("body") if isinstance(n.attrs.get("body"), Graph) else None
             if loop is not None and id(loop) not in shown:  # a loop's body, once, nested under it
                 shown[id(loop)] = names[n]
                 body.extend("    " + line for line in str(loop).splitlines())

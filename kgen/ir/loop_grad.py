@@ -1,12 +1,22 @@
 """The VJP of a scan result: a reverse scan over the forward's history.
 
 For result r of a scan with carries c, scanned inputs x and loop-invariant inputs k, the
-backward scan runs the steps in the other direction with carries (dc, dk): at step t it
-rebuilds the forward step from the carries before it (the `history` result, so nothing is
-recomputed through time), seeds the step's new carries with dc and, when r is a step
-output, its y with g[t], and takes kgen.grad of that step: the cotangents of the carries
-before it become the next dc, those of x_t are the step's output, and those of k add into
-dk. The final dc and dk are the gradients of init and of k; the stacked outputs, those of xs.
+backward scan runs the steps in the other direction with carries dc: at step t it rebuilds
+the forward step from the carries before it (the `history` result, so nothing is recomputed
+through time), seeds the step's new carries with dc and, when r is a step output, its y with
+g[t], and takes kgen.grad of that step: the cotangents of the carries before it become the
+next dc, those of x_t are the step's output. The final dc are the gradients of init; the
+stacked outputs, those of xs.
+
+The gradient of k sums over the steps, and is computed after the loop from per-step values
+the backward scan stacks, term by term of the step's cotangent of k (`_terms`):
+- a product P_t^T @ Q_t (a matmul's weight gradient) sums to ONE matmul over every step,
+  P[T*S, n]^T @ Q[T*S, m], as the recurrent layers' weight gradients do;
+- a sum over broadcast axes (a bias's gradient) to one sum over the steps and those axes;
+- anything else V_t to a sum of the stacked V over the steps.
+A factor that is one of the backward step's scanned inputs (the history, xs, g) is read from
+that sequence, not stacked again. So the backward body carries only the carries' cotangents,
+row by row like the forward's, and can run as one persistent kernel too (fusion rule S1).
 """
 from __future__ import annotations
 
@@ -20,6 +30,48 @@ def _zeros(like: Node) -> Node:
     return ops.broadcast_to(ops.constant(0.0, like.dtype), like.shape)
 
 
+def _terms(value: Node) -> list:
+    """The step's cotangent of a loop-invariant value as terms: ("gemm", P, Q) for
+    matmul(P^T, Q) of 2-D P and Q, ("sum", Q, axes) for sum(Q, axes, keepdims=True)
+    reshaped, ("whole", V) for anything else; the terms add up to `value`."""
+    terms, stack = [], [value]
+    while stack:
+        v = stack.pop()
+        a = v.inputs[0] if v.inputs else None
+        if v.op == "add" and all(i.shape == v.shape for i in v.inputs):
+            stack.extend(v.inputs)
+        elif v.op == "matmul" and v.ndim == 2 and a.op == "transpose" and a.ndim == 2:
+            terms.append(("gemm", a.inputs[0], v.inputs[1]))
+        elif v.op == "reshape" and a.op == "sum" and a.attrs["keepdims"]:
+            terms.append(("sum", a.inputs[0], tuple(a.attrs["axes"])))
+        else:
+            terms.append(("whole", v))
+    return terms
+
+
+def _factors(term: tuple) -> tuple:
+    """The per-step values a term (`_terms`) needs stacked."""
+    return term[1:3] if term[0] == "gemm" else term[1:2]
+
+
+def _after_loop(terms: list, stacked, like: Node) -> Node:
+    """The sum over the steps of `terms` (`_terms`), from their factors stacked over the steps
+    (`stacked`: factor -> [T, ...] value)."""
+    total = None
+    for term in terms:
+        kind, factors = term[0], _factors(term)
+        if kind == "gemm":
+            p, q = (stacked[f] for f in factors)
+            term = ops.matmul(ops.transpose(ops.reshape(p, (-1, p.shape[-1]))), ops.reshape(q, (-1, q.shape[-1])))
+        elif kind == "sum":
+            q = stacked[factors[0]]
+            term = ops.reshape(ops.sum(q, (0,) + tuple(a + 1 for a in term[2]), keepdims=True), like.shape)
+        else:
+            term = ops.sum(stacked[factors[0]], 0)
+        total = term if total is None else total + term
+    return _zeros(like) if total is None else total
+
+
 def scan_vjp(g: Node, node: Node) -> tuple:
     attrs = node.attrs
     body, k, m = attrs["body"], attrs["carries"], attrs["xs"]
@@ -30,8 +82,10 @@ def scan_vjp(g: Node, node: Node) -> tuple:
     history = [Node("scan", node.inputs, {**attrs, "result": ("history", i)}) for i in range(k)]
     float_closure = [c for c in closure if c.dtype.is_float]
 
-    def step(state, sliced):
-        dcarry, dclosure = state[:k], state[k:]
+    sequences = tuple(history) + tuple(xs) + ((g,) if kind == "ys" else ())
+    traced = {}  # what the step found: per closure value its terms, and the factors it stacks
+
+    def step(dcarry, sliced):
         before, x_t = sliced[:k], sliced[k:k + m]
         g_t = sliced[k + m] if kind == "ys" else None
         new_carries, ys = apply_body(body, before, x_t, closure)
@@ -46,14 +100,19 @@ def scan_vjp(g: Node, node: Node) -> tuple:
         wrt = [v for v in list(before) + list(x_t) + float_closure if v.dtype.is_float]
         grads = dict(zip(wrt, grad(total, wrt))) if total is not None and wrt else {}
         next_dcarry = tuple(grads.get(b, _zeros(b)) if b.dtype.is_float else dc for b, dc in zip(before, dcarry))
-        next_dclosure = tuple(acc + grads.get(c, _zeros(c)) for acc, c in zip(dclosure, float_closure))
         dx = tuple(grads.get(x, _zeros(x)) if x.dtype.is_float else _zeros(x) for x in x_t)
-        return next_dcarry + next_dclosure, dx if dx else None
+        traced["terms"] = [_terms(grads[c]) if c in grads else [] for c in float_closure]
+        outer = dict(zip(sliced, sequences))  # a factor that is a scanned input is read from its sequence
+        factors = list(dict.fromkeys(f for terms in traced["terms"] for term in terms
+                                      for f in _factors(term) if f not in outer))
+        traced["outer"], traced["factors"] = outer, factors
+        ys = dx + tuple(factors)
+        return next_dcarry, ys if ys else None
 
-    seed = tuple((g if kind == "carry" and i == index else _zeros(c)) for i, c in enumerate(carries))
-    init = seed + tuple(_zeros(c) for c in float_closure)
-    sequences = tuple(history) + tuple(xs) + ((g,) if kind == "ys" else ())
-    final, dxs = ops.scan(step, init, sequences, reverse=not attrs["reverse"])
-    dxs = () if dxs is None else dxs
-    dclosure = dict(zip(float_closure, final[k:]))
-    return tuple(final[:k]) + tuple(dxs) + tuple(dclosure.get(c) for c in closure)
+    init = tuple((g if kind == "carry" and i == index else _zeros(c)) for i, c in enumerate(carries))
+    final, ys = ops.scan(step, init, sequences, reverse=not attrs["reverse"])
+    ys = () if ys is None else ys
+    final = (final,) if isinstance(final, Node) else tuple(final)
+    dxs, stacked = ys[:m], {**traced["outer"], **dict(zip(traced["factors"], ys[m:]))}
+    dclosure = {c: _after_loop(terms, stacked, c) for c, terms in zip(float_closure, traced["terms"])}
+    return final + tuple(dxs) + tuple(dclosure.get(c) for c in closure)

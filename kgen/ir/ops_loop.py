@@ -13,8 +13,11 @@ body and inputs, each giving one result (`attrs["result"]`):
 - ("ys", j): step output j of every step, stacked along a new axis 0 (time order, also when
   the scan runs in reverse);
 - ("history", i): carry i *before* each step, stacked (what the gradient reads).
-The reference runs the body per step; lowering unrolls a scan of static length into its
-steps (kgen/lowering/loops.py), the siblings sharing one unrolled recurrence.
+The reference runs the body per step. Lowering (kgen/lowering/loops.py, fusion rule S1) turns
+a family whose body fits the persistent template (kgen/lowering/scan_fit.py) into the same
+family of `persistent_scan` nodes, a template op (kgen/kernels/scan.py) whose results one
+kernel writes (fusion rule E6), the length a kernel argument; any other scan of static
+length is unrolled into its steps, the siblings sharing one unrolled recurrence.
 
 The VJP of a result is a reverse scan over the forward's history: its body is the forward
 body's own VJP (kgen.grad of the body), its carries the carries' cotangents plus an
@@ -111,3 +114,21 @@ def _vjp(g, node):
 
 
 register(OpDef("scan", "loop", _infer, _reference, _vjp, sized_reference=True))
+
+
+# --- persistent_scan: a scan that lowering runs as one kernel ----------------------------------------
+def persistent(node: Node) -> Node:
+    """The result of the scan `node` as the persistent template's result (same inputs and
+    attributes: the same value)."""
+    return Node("persistent_scan", node.inputs, node.attrs, node.dtype, node.shape)
+
+
+def _body_flops(node):
+    """The loop's arithmetic: its length times the body's per step (counted on every result
+    of a family; a kernel lists one of them as computed)."""
+    body = node.attrs["body"]
+    return node.attrs["length"] * sum((n.opdef.flops_of(n) for n in body.nodes), 0)
+
+
+register(OpDef("persistent_scan", "template", _infer, _reference, None, "persistent_scan", results=True,
+               flops=_body_flops, sized_reference=True))

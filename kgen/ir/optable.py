@@ -22,6 +22,10 @@ An entry holds everything the pipeline needs to know about an op, side by side:
   what marks an op's kernel as a dot kernel (half-precision operands use tensor cores);
 - `row_epilogue`: the op's GEMM tiles are its result's rows, so a row kernel over them can
   run in its epilogue (fusion rule E5);
+- `results`: a template op whose node is one of several results of one kernel
+  (`attrs["result"]`): the nodes of the op with the same inputs and other attributes are
+  one kernel's outputs (fusion rule E6; the persistent scan's carries, step outputs and
+  history);
 - `vendor(node, operands) -> torch.Tensor`: torch's library op computing the same value
   from torch operands (cuBLAS, cuDNN, ...), which the tuner times beside the kernel.
 
@@ -57,6 +61,7 @@ class OpDef:
     row_epilogue: bool = False  # a row kernel over the result's rows can run in its epilogue (E5)
     vendor: Optional[Callable] = None  # (node, torch operands) -> torch's library op's result
     sized_reference: bool = False  # reference(node, arrays, shape, sizes): it reads the size symbols' values
+    results: bool = False  # one of several results of one kernel (attrs["result"]): fusion rule E6
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind

@@ -11,6 +11,7 @@ from kgen.kernels import conv  # noqa: F401  (registers its templates)
 from kgen.kernels import pool  # noqa: F401  (registers its templates)
 from kgen.kernels import gather  # noqa: F401  (registers its templates)
 from kgen.kernels import recurrent  # noqa: F401  (registers its templates)
+from kgen.kernels import scan  # noqa: F401  (registers its template)
 from kgen.kernels.combo import combine
 from kgen.kernels.pointwise import emit_pointwise
 from kgen.ir import shapes
@@ -40,6 +41,8 @@ def _emit(name: str, group, plan: FusionPlan):
         extra["side"] = group.side
     if group.row_part:
         extra["rows"] = group.row_part
+    if anchor is not None and anchor.opdef.results:  # E6: one kernel writes the family's results
+        extra["results"] = list(group.roots)
     if group.kind == "pointwise":
         return emit_pointwise(f"{name}_pointwise", group.roots, plan.written, names)
     if group.kind == "reduction" and (group.rows or any(_over_rows(r, anchor) for r in group.epilogue)):

@@ -17,6 +17,8 @@ a new template family is one record beside its template and nothing else:
     elements   the elements of a program's largest block, when not the product of the
                config's blocks (a recurrence's tiles are BLOCK_B rows of the hidden size):
                the space prunes configs with more threads than elements
+    rereads    bytes a launch reads again beyond each buffer once, from L2, for a family
+               that is no GEMM (a persistent scan reads its loop-invariant weights each step)
 
 Each template module registers its family next to its templates (`register`), as templates
 register themselves in kgen.kernels.templates; importing kgen.kernels imports them all."""
@@ -57,6 +59,7 @@ class Family:
     steps: Callable = _one_step  # (dims, config) -> loop steps per program
     gemm: bool = False
     elements: Optional[Callable] = None  # (config, work) -> elements of a program's largest block
+    rereads: Optional[Callable] = None  # (dims, config) -> bytes read again from L2 per launch
 
 
 FAMILIES: dict = {}

@@ -8,6 +8,9 @@ exception), the merges a rule considered and refused, and the buffers it reads w
 kernel that wrote each. A launch of several kernels says L1.
 
     kgen stats cnn --train --why
+
+Loops come first: how each scan was lowered (S1, kgen/lowering/loops.py), one persistent
+kernel or per-step kernels and why (`loop_decisions`).
 """
 from __future__ import annotations
 
@@ -55,9 +58,15 @@ def explain(plan: FusionPlan, names: list = None) -> list:
             for li, launch in enumerate(plan.launches)]
 
 
-def format_explanation(launches: list) -> str:
-    """The text `kgen stats --why` prints."""
-    lines = []
+def loop_decisions(plan: FusionPlan) -> list:
+    """Per scan of the compiled graph, (rule, outcome, reason) of its lowering (S1): one
+    persistent kernel, or per-step kernels and why. The reason names the scan."""
+    return [(d.rule, d.outcome, d.reason) for d in plan.decisions if d.rule == "S1"]
+
+
+def format_explanation(launches: list, loops: list = ()) -> str:
+    """The text `kgen stats --why` prints; `loops` from `loop_decisions`."""
+    lines = [f"loop    {rule:<4}{reason}" for rule, _, reason in loops]
     for launch in launches:
         parts = launch["kernels"]
         lines.append(f"{launch['name']}  (launch {launch['launch']})")

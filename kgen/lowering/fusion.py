@@ -48,12 +48,19 @@ Each written value roots a kernel, and kernels then merge:
       when the GEMM's other extent may be 0 (no program would
       run the reduction)
 
+  E6  the results of one multi-result template (the op table's  (`_join_results`)
+      `results`: a persistent scan's last carries, stacked step
+      outputs and history) are written by one kernel
+
 and kernels then share launches:
 
   L1  kernels that do not depend on each other, directly or     (`_launches`)
       not, run in one launch (a combo kernel, kgen.kernels.combo),
       each at the earliest launch its inputs allow; a step then
       takes as many launches as its longest chain of kernels
+
+Before fusion, loops are lowered (S1, kgen/lowering/loops.py): a scan runs as one persistent
+kernel, or as its steps; `fuse` takes those decisions too.
 
 Every rule that writes a value, fuses it or merges kernels, and every merge a rule
 considered and refused, leaves a `Decision` in `FusionPlan.decisions` naming the rule and
@@ -77,7 +84,7 @@ ROW_MAX = 1024  # R6: the longest row a row kernel holds in registers
 @dataclass(frozen=True)
 class Decision:
     """One fusion decision about one value: the rule, what it did, and why."""
-    rule: str  # R1-R6, E1-E5 (kgen.lowering.fusion), B3 (kgen.lowering.buffers)
+    rule: str  # R1-R6, E1-E6 (kgen.lowering.fusion), S1 (kgen.lowering.loops), B3 (kgen.lowering.buffers)
     node: Node  # the value it is about
     outcome: str  # OUTCOMES
     reason: str  # one line, naming values as the graph text does (%3 relu)
@@ -624,6 +631,29 @@ def _rows_into_matmul(groups: list, written: set, graph: Graph, why: Reasons) ->
     return groups, written
 
 
+def _join_results(groups: list, why: Reasons) -> list:
+    """E6: the kernels of results of one multi-result template node family (same op, inputs
+    and attributes but `result`) become one kernel writing them all."""
+    families, joined = {}, []
+    for group in groups:
+        anchor = group.anchor
+        if group.kind != "template" or not anchor.opdef.results:
+            joined.append(group)
+            continue
+        key = (anchor.op, tuple(i.id for i in anchor.inputs),
+               tuple((k, id(v) if isinstance(v, Graph) else v) for k, v in sorted(anchor.attrs.items())
+                     if k != "result"))
+        host = families.get(key)
+        if host is None:
+            families[key] = group
+            joined.append(group)
+            continue
+        why("E6", anchor, "fused", f"written by the kernel of {why.name(host.anchor)}: results of one "
+            f"{anchor.op} kernel")
+        host.roots.extend(group.roots)
+    return joined
+
+
 def _launch_order(groups: list, written: set) -> list:
     """Groups in dependency order, keeping the graph's order where it is free."""
     deps = _dependencies(groups, written)
@@ -656,14 +686,17 @@ def _kind(node: Node) -> str:
     return kind if kind in ("reduction", "template") else "pointwise"
 
 
-def fuse(graph: Graph) -> FusionPlan:
+def fuse(graph: Graph, decisions=()) -> FusionPlan:
+    """The fusion plan of `graph`; `decisions` are those made before it (S1's, lowering loops)."""
     why = Reasons(graph)
+    why.decisions.extend(decisions)
     written = _shared_values(graph, _must_write(graph, why), why)
     rows = {members[0]: members for members in _row_groups(graph, written, why)}
     in_rows = {n for members in rows.values() for n in members[1:]}
     roots = [n for n in graph.nodes if n in written and not is_in_memory_source(n) and n not in in_rows]
     groups = [KernelGroup(_kind(r), [r] + rows.get(r, [r])[1:], r if _kind(r) != "pointwise" else None,
                           rows=rows.get(r, [r])[1:]) for r in roots]
+    groups = _join_results(groups, why)
     groups, written = _fuse_epilogues(groups, written, graph, why)
     groups, written = _rows_into_matmul(groups, written, graph, why)
     groups = _side_reductions(_merge_pointwise(groups, written, why), written, why)

@@ -1,11 +1,19 @@
-"""Loops before fusion: a scan of static length becomes its steps.
+"""Loops before fusion: each scan becomes one persistent kernel, or its steps (fusion rule S1).
 
-Each `scan` node family (kgen/ir/ops_loop.py) is replaced by the body applied once per step,
-in the scan's order, its scanned inputs read a step at a time through views (`xs[t]`), so
-the steps fuse like any other graph: the per-step kernels the persistent recurrence template
-(issue 14) is to replace. The siblings of one family (the last carry, the stacked outputs,
-the history its gradient reads) share one unrolled recurrence. A scan nested in a body is
-unrolled in the next round. A symbolic length cannot be unrolled and is refused here.
+  S1  a scan whose body fits the persistent scan template (kgen/lowering/scan_fit.py says
+      what fits and why not) runs as one kernel (kgen/kernels/scan.py): its `scan` node
+      family becomes the same family of that template's nodes, whose results one kernel
+      writes (fusion rule E6), the carries in registers and the length a kernel argument, so
+      a symbolic length compiles once. Any other scan of static length is replaced by its
+      body applied once per step, in the scan's order, its scanned inputs read a step at a
+      time through views (`xs[t]`), so the steps fuse like any other graph; the siblings of
+      one family (the last carry, the stacked outputs, the history its gradient reads) share
+      one unrolled recurrence, and a scan nested in a body is unrolled in the next round. A
+      symbolic length with a body that does not fit is refused (a ShapeError with the reason).
+
+Each decision is a fusion `Decision` (rule S1) about the scan node, whose reason names the
+scan as the graph's text did; `kgen.lowering.explain.loop_decisions` lists them (`kgen stats
+MODEL --why`).
 """
 from __future__ import annotations
 
@@ -13,17 +21,15 @@ from kgen import ops
 from kgen.errors import ShapeError
 from kgen.ir.graph import Graph
 from kgen.ir.node import Node
-from kgen.ir.ops_loop import apply_body
+from kgen.ir.ops_loop import apply_body, persistent
+from kgen.lowering.fusion import Decision
+from kgen.lowering.scan_fit import refusal
 
 
 def _steps(node: Node, inputs: tuple) -> dict:
     """{("carry" | "ys" | "history", i): value} of the scan `node` over `inputs`, unrolled."""
     attrs = node.attrs
     k, m, length = attrs["carries"], attrs["xs"], attrs["length"]
-    if not isinstance(length, int):
-        raise ShapeError(f"scan of symbolic length {length}: kgen unrolls a scan into its steps, which needs the "
-                         f"length when the program is compiled (the persistent loop template that takes it at run "
-                         f"time is not built yet)")
     carries, xs, closure = list(inputs[:k]), inputs[k:k + m], inputs[k + m:]
     body = attrs["body"]
     ys, history = [[None] * length for _ in range(len(body.outputs) - k)], [[None] * length for _ in range(k)]
@@ -41,10 +47,39 @@ def _steps(node: Node, inputs: tuple) -> dict:
     return results
 
 
-def unroll(graph: Graph) -> Graph:
-    """`graph` with every scan replaced by its steps (rounds until none is left)."""
+def _describe(node: Node, name: str) -> str:
+    """`scan %3 (carries f32[4,8], 7 steps)`: a scan as the reasons name it."""
+    body, k = node.attrs["body"], node.attrs["carries"]
+    carries = ", ".join(c.type_str() for c in body.outputs[:k]) or "none"
+    return f"scan {name} (carries {carries}, {node.attrs['length']} steps{', reversed' if node.attrs['reverse'] else ''})"
+
+
+def _lower(node: Node, inputs: tuple, name: str, decisions: list) -> dict:
+    """{result: value} of the scan `node` over `inputs`: the persistent template's family
+    when its body fits, else its steps (S1)."""
+    why = refusal(node)
+    about = _describe(node, name)
+    if not why:
+        decisions.append(Decision("S1", node, "fused", f"{about}: one persistent kernel, the carries in registers "
+                                  f"over the steps"))
+        body, k = node.attrs["body"], node.attrs["carries"]
+        kinds = [("carry", i) for i in range(k)] + [("ys", j) for j in range(len(body.outputs) - k)] + \
+            [("history", i) for i in range(k)]
+        return {r: persistent(Node("scan", inputs, {**node.attrs, "result": r})) for r in kinds}
+    if not isinstance(node.attrs["length"], int):
+        raise ShapeError(f"{about}: a symbolic length needs the persistent scan kernel, and the body does not fit "
+                         f"it: {why}")
+    decisions.append(Decision("S1", node, "refused", f"{about}: per-step kernels because {why}"))
+    return _steps(node, inputs)
+
+
+def unroll(graph: Graph, decisions: list = None) -> Graph:
+    """`graph` with every scan replaced by one persistent kernel's results or by its steps
+    (rounds until none is left); each choice is appended to `decisions` (S1)."""
+    decisions = [] if decisions is None else decisions
     while any(n.op == "scan" for n in graph.nodes):
         rebuilt, families = {}, {}
+        names = graph.names()
         for node in graph.nodes:
             if node.op == "input":
                 rebuilt[node] = node
@@ -53,7 +88,7 @@ def unroll(graph: Graph) -> Graph:
             if node.op == "scan":
                 key = (id(node.attrs["body"]), tuple(i.id for i in inputs), node.attrs["reverse"])
                 if key not in families:
-                    families[key] = _steps(node, inputs)
+                    families[key] = _lower(node, inputs, names[node], decisions)
                 rebuilt[node] = families[key][tuple(node.attrs["result"])]
             else:
                 rebuilt[node] = node if inputs == node.inputs else Node(node.op, inputs, node.attrs, node.dtype,

@@ -1,6 +1,7 @@
 """Graph-to-graph passes run before fusion. Each returns a new Graph.
 
-- unroll (kgen/lowering/loops.py): each scan of static length becomes its steps;
+- unroll (kgen/lowering/loops.py): each scan becomes one persistent kernel's results, or
+  its steps (fusion rule S1);
 - simplify (kgen/lowering/simplify.py): algebraic rewrite rules and constant folding;
 - cse: equal nodes (same op, same inputs, same attributes) become one. Unreachable nodes
   drop out as a side effect of rebuilding from the outputs (dead-code elimination).
@@ -42,7 +43,7 @@ def cse(graph: Graph) -> Graph:
     return Graph(graph.inputs, [rebuilt[o] for o in graph.outputs])
 
 
-def optimize(graph: Graph) -> Graph:
-    """The pass pipeline run by kgen.compile: unroll loops, simplify (kgen.lowering.simplify),
-    then CSE."""
-    return cse(simplify(unroll(graph)))
+def optimize(graph: Graph, decisions: list = None) -> Graph:
+    """The pass pipeline run by kgen.compile: lower loops (their S1 decisions appended to
+    `decisions`), simplify (kgen.lowering.simplify), then CSE."""
+    return cse(simplify(unroll(graph, decisions)))

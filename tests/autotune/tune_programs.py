@@ -98,10 +98,18 @@ def lstm_recurrence():
     return kgen.Graph([x, w], [hs])
 
 
+def persistent_scan():
+    """An Elman RNN as kgen.scan: the "scan" family's persistent loop over the time steps."""
+    xs, w_ih, w_hh = kgen.tensor("xs", (6, "N", 8)), kgen.tensor("w_ih", (8, 32)), kgen.tensor("w_hh", (32, 32))
+    h0 = ops.broadcast_to(ops.constant(0.0), ("N", 32))
+    last, every = kgen.scan(lambda h, x_t: (ops.tanh(x_t @ w_ih + h @ w_hh),) * 2, h0, xs)
+    return kgen.Graph([xs, w_ih, w_hh], [last, every])
+
+
 PROGRAMS = {f.__name__: f for f in (pointwise, column_sum, row_sum, softmax_rows, matmul_fp32, matmul_fp16,
                                     matmul_softmax, conv2d, conv2d_input_grad, conv2d_weight_grad, max_pool, avg_pool,
                                     two_reductions, depthwise_conv2d, embedding, embedding_grad,
-                                    lstm_recurrence)}
+                                    lstm_recurrence, persistent_scan)}
 
 _compiled = {}
 

@@ -146,13 +146,17 @@ def test_the_printer_nests_the_body_under_the_scan():
     assert text.count("    graph(") == 1  # the siblings share one body, printed once
 
 
-def test_a_symbolic_length_runs_on_the_reference_and_is_refused_by_the_compiler():
+def test_a_symbolic_length_runs_on_the_reference_and_compiles_when_its_body_fits_the_persistent_kernel():
     x = kgen.tensor("x", ("T", 3))
     last, _ = kgen.scan(lambda c, xt: (c + xt, None), _zeros((3,)), x)
     data = RNG.standard_normal((6, 3)).astype(np.float32)
     np.testing.assert_allclose(kgen.reference.run(kgen.Graph([x], [last]), [data])[0], data.sum(0), rtol=1e-6)
-    with pytest.raises(kgen.ShapeError, match="scan of symbolic length T: kgen unrolls a scan"):
-        kgen.function([x], [last])
+    np.testing.assert_allclose(np.asarray(kgen.function([x], [last])(data)[0]), data.sum(0), rtol=1e-5)
+    # a body the persistent kernel cannot take (a reduction) cannot be unrolled either
+    total, _ = kgen.scan(lambda c, xt: (c + ops.sum(xt), None), _zeros(()), x)
+    with pytest.raises(kgen.ShapeError, match="T steps\\): a symbolic length needs the persistent scan kernel, and "
+                                              "the body does not fit it: the body's %0 sum is a reduction"):
+        kgen.function([x], [total])
 
 
 def test_bad_steps_are_clear_errors():

@@ -1,0 +1,222 @@
+"""The persistent scan template: a whole `kgen.scan` as one kernel (fusion rules S1 and E6).
+
+Lowering hands it a scan whose body fits (kgen/lowering/scan_fit.py: what fits, and the
+layout of its index variables). Each program owns BLOCK_B rows of the carries' leading axis
+and keeps every carry in registers as a [BLOCK_B, tile] block (a [n] or [] carry: one row,
+row 0), masked to its width; it loops over the steps inside the kernel, the length T a
+kernel argument (a symbolic length compiles once), and computes the body's values at block
+coordinates as the pointwise template computes its values: the op table's lowering of each
+elementwise op, views as index expressions of the loads, the step's inputs loaded at xs[t].
+A product v @ W with a loop-invariant W is a tl.dot of v's block with W's [K, tile] tile,
+loaded each step (from L2 after the first) at the columns its readers want, with exact
+float32 products (input_precision="ieee") as kgen's matmul computes them. Per step it
+stores the step outputs at ys[t] and, when the graph reads it (the gradient does), the
+carries before the step at history[t]; after the loop, the last carries. The rows never
+meet, so programs need no synchronisation; with `reverse` t runs from T-1 down to 0.
+
+Half-precision values are computed in float32 and rounded when stored.
+"""
+from __future__ import annotations
+
+from kgen.ir import dtypes, indexing, shapes
+from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
+from kgen.kernels.templates import template
+from kgen.kernels.writer import KernelSource, KernelWriter
+from kgen.lowering.scan_fit import layout as scan_layout
+from kgen.lowering.scan_fit import tile
+
+
+def _widest(dims: dict) -> int:
+    return tile(max(1, dims["w"]))
+
+
+def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
+    """On the interpreter, every row in one program (as few as its block allows); on a GPU,
+    16 rows per program on 4 warps, one stage: a recurrence is latency-bound, many small
+    programs run its steps side by side, and pipelining the time loop would buffer its
+    weight loads in shared memory (see kgen.kernels.recurrent)."""
+    if interpreted:
+        return {"BLOCK_B": max(16, min(next_pow2(dims["b"]), INTERPRETER_MAX_BLOCK // (_widest(dims) ** 2)))}
+    return {"BLOCK_B": 16, "num_warps": 4, "num_stages": 1}
+
+
+def _space(dims: dict, tier: str, default: dict):
+    """BLOCK_B rows per program (16 to 64, at most the rows' power of two) on 2 to 8 warps, one stage."""
+    cap = max(16, next_pow2(dims["b"]))
+    blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (2, 4, 8))
+    for block in blocks:
+        for warp in warps:
+            yield {"BLOCK_B": min(block, cap), "num_warps": warp, "num_stages": 1}
+
+
+def _resources(config: dict, work) -> tuple:
+    """Per step, the carries and about as many temporaries as [BLOCK_B, W] blocks (W the
+    widest tile; eight in all) and, with products, a [W, W] weight tile, spread over the
+    threads; a dot stages both operands in shared memory (float32: 4 bytes each)."""
+    dims = dict(work.dims)
+    threads = 32 * config.get("num_warps", 4)
+    width = _widest(dims)
+    block = config["BLOCK_B"] * width
+    weight = width * width if dims.get("dots") else 0
+    return 32 + (8 * block + weight) / threads, (block + weight) * 4 if weight else 0
+
+
+def _steps(dims: dict, config: dict) -> int:
+    """The time loop: one dependent step per element of the sequence."""
+    return max(1, dims["t"])
+
+
+def _rereads(dims: dict, config: dict) -> int:
+    """Every program reads the loop-invariant operands again at each step after the first
+    (from L2): the cost model's bytes beyond each buffer once."""
+    programs = -(-max(1, dims["b"]) // config["BLOCK_B"])
+    return programs * max(0, dims["t"] - 1) * dims["weights"]
+
+
+def _elements(config: dict, work) -> int:
+    return config["BLOCK_B"] * _widest(dict(work.dims))
+
+
+SCAN = register(Family("scan", _default, _space, _resources, steps=_steps, elements=_elements, rereads=_rereads))
+
+
+class ScanWriter(KernelWriter):
+    """A KernelWriter that also knows the body's placeholders: a carry is its register block
+    (at its own elements only, as scan_fit checked), a step input a load of xs at step t, a
+    loop-invariant input the scan's operand; a product is a tl.dot with its weight tile."""
+
+    def __init__(self, name: str, buffers: set, names: dict, root, layout):
+        super().__init__(name, buffers, names)
+        attrs = root.attrs
+        body, k, m = attrs["body"], attrs["carries"], attrs["xs"]
+        self.layout = layout
+        self.carry_var = {}  # carry placeholder -> its register variable
+        self.step_input = dict(zip(body.inputs[k:k + m], root.inputs[k:k + m]))
+        self.closure = dict(zip(body.inputs[k + m:], root.inputs[k + m:]))
+        self.carries = body.inputs[:k]
+
+    def mask_of(self, expr) -> str:
+        """The lanes where an index expression stays inside its value: each index variable
+        below its extent (rows below R, columns below their width)."""
+        used = indexing.index_vars(expr)
+        layout, parts = self.layout, []
+        if layout.rb in used:
+            parts.append("rmask")
+        parts += [f"m{w}" for w, v in sorted(layout.cols.items()) if v in used]
+        parts += [f"mk{d}" for d, v in sorted(layout.ks.items()) if v in used]
+        return " & ".join(parts) or None
+
+    def load(self, node, coords, mask):
+        return super().load(node, coords, self.mask_of(indexing.flat_index(coords, node.shape)))
+
+    def _compute(self, node, coords):
+        if node in self.carry_var:
+            return self.carry_var[node]  # scan_fit checked it is read at its own elements
+        if node in self.step_input:
+            return self.value(self.step_input[node], (self.layout.t,) + tuple(coords))
+        if node in self.closure:
+            return self.value(self.closure[node], coords)
+        if node.opdef.kind == "template":  # a product with a loop-invariant weight (scan_fit)
+            return self._product(node, coords)
+        return super()._compute(node, coords)
+
+    def _product(self, node, coords) -> str:
+        layout = self.layout
+        _, _, depth, lhs, weight = node.opdef.gemm(node)
+        row, column = coords
+        self.computed.append(node)
+        note = self.note(node)
+        if depth == 1:  # an outer product
+            return self.assign(f"{self.value(lhs, (row, 0))} * {self.value(weight, (0, column))}", "d", note)
+        inner = layout.col(depth)
+        v = self.value(lhs, (row, inner))
+        v = self.assign(f"tl.where(rmask & m{depth}, {v}, 0.0)", "a", note)  # nothing from the pad lanes
+        w = self.value(weight, (layout.krow(depth), column))
+        return self.assign(f'tl.dot({v}, {w}, input_precision="ieee")', "d", note)
+
+
+def _names(root, graph_names: dict) -> dict:
+    """The graph's names, and the body's as `<scan> body %3` (the body's values are computed here)."""
+    scan = graph_names.get(root, "scan")
+    body = root.attrs["body"].names()
+    return {**graph_names, **{n: f"{scan} body {name}" for n, name in body.items()}}
+
+
+@template("persistent_scan")
+def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=(), results=()) -> KernelSource:
+    assert not epilogue, "persistent_scan takes no epilogue (its op table entry says so)"
+    results = list(results) or [root]
+    attrs = root.attrs
+    body, k, reverse = attrs["body"], attrs["carries"], attrs["reverse"]
+    layout = scan_layout(root)  # the index variables and widths of the body, as scan_fit walked it
+    w = ScanWriter(name, written - set(results), _names(root, names), root, layout)
+    bb = w.constexpr("BLOCK_B")
+    rows, steps = w.int_param("R", layout.rows), w.int_param("T", layout.length)
+    w.lanes = w.block_vars = (layout.rb,) + tuple(layout.cols.values()) + tuple(layout.ks.values())
+    w.emit(f"rb = (tl.program_id(0) * {bb} + tl.arange(0, {bb}))[:, None]")
+    w.emit(f"rmask = rb < {rows}")
+    for width in sorted(layout.cols):
+        w.emit(f"c{width} = tl.arange(0, {tile(width)})[None, :]")
+        w.emit(f"m{width} = c{width} < {width}")
+    for depth in sorted(layout.ks):
+        w.emit(f"k{depth} = tl.arange(0, {tile(depth)})[:, None]")
+        w.emit(f"mk{depth} = k{depth} < {depth}")
+    by_result = {tuple(r.attrs["result"]): r for r in results}
+    note = w.note(root)
+
+    def held(node) -> tuple:
+        """(coords, mask, block shape) of a carry or step output."""
+        coords = layout.coords(node)
+        width = layout.width(node)
+        mask = "rmask" if width == 1 else f"rmask & m{width}"
+        return coords, mask, f"[{bb}, {1 if width == 1 else tile(width)}]"
+
+    def store(result, coords, value: str, mask: str, block: str, step=True) -> None:
+        offset = indexing.flat_index(((layout.t,) if step else ()) + tuple(coords), result.shape)
+        ptr = f"{w.output_param(result)} + {w.index(offset)}"
+        if result.dtype in (dtypes.float16, dtypes.bfloat16):
+            value = f"({value}).to(tl.{result.dtype.triton})"
+        w.emit(f"tl.store(tl.broadcast_to({ptr}, {block}), {value}, mask={mask})")
+
+    carry_names = []
+    for i, place in enumerate(body.inputs[:k]):
+        coords, mask, _ = held(place)
+        init = w.value(root.inputs[i], coords)
+        var = f"h{i}"
+        w.emit(f"{var} = tl.where({mask}, {init}, 0.0)", f"{note} carry {i}")
+        w.carry_var[place] = var
+        carry_names.append(var)
+    w.computed.append(root)
+    w.emit(f"for s in range(0, {steps}):")
+    w.indent += 1
+    w.emit(f"t = {steps} - 1 - s" if reverse else "t = s")
+    for i, place in enumerate(body.inputs[:k]):
+        if ("history", i) in by_result:
+            coords, mask, block = held(place)
+            store(by_result[("history", i)], coords, carry_names[i], mask, block)
+    new = []
+    for j, out in enumerate(body.outputs):
+        coords, mask, block = held(out)
+        value = w.assign(f"tl.where({mask}, {w.value(out, coords)}, 0.0)", "y", note)
+        if j >= k and ("ys", j - k) in by_result:
+            store(by_result[("ys", j - k)], coords, value, mask, block)
+        new.append(value)
+    for i in range(k):
+        w.emit(f"{carry_names[i]} = {new[i]}", f"{note} carry {i}")
+    w.end_loop()
+    for i, place in enumerate(body.inputs[:k]):
+        if ("carry", i) in by_result:
+            coords, mask, block = held(place)
+            store(by_result[("carry", i)], coords, carry_names[i], mask, block, step=False)
+    w.computed.extend(results)
+    width = max([layout.width(o) for o in body.outputs] + list(layout.ks) + [1])
+    closure = root.inputs[attrs["carries"] + attrs["xs"]:]
+    weights = sum((shapes.numel(c.shape) * max(1, c.dtype.bits // 8) for c in closure), 0)
+    dims = {"b": layout.rows, "t": layout.length, "w": width, "weights": weights, "dots": len(layout.ks)}
+    operands = ", ".join(i.type_str() for i in root.inputs)
+    summary = (f"kgen {name}: persistent scan of {operands}{', reversed' if reverse else ''}, writes "
+               f"{', '.join(names.get(r, '?') for r in results)}. Each program keeps the carries of BLOCK_B rows "
+               f"in registers over the T steps.")
+    text = w.function(summary)
+    return KernelSource(name, "scan", text, w.ordered_params(), [(layout.rows, "BLOCK_B")], tuple(results),
+                        w.reads(), (results[0],), SCAN.name, dims)

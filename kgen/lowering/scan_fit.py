@@ -1,0 +1,220 @@
+"""Whether a scan's body fits the persistent scan template (kgen/kernels/scan.py), and if not,
+why: the recognition half of fusion rule S1 (kgen/lowering/loops.py applies it).
+
+The template runs the whole loop in one kernel: each program owns BLOCK_B rows of the
+carries' leading axis, keeps every carry in registers as a [BLOCK_B, tile] block, loops over
+the steps inside the kernel (the length is a kernel argument, so a symbolic one is fine) and
+computes the body's values at block coordinates, as the pointwise template computes its
+values. What it takes:
+
+- carries and step outputs of a float dtype, each [R, n] with one leading R (a size symbol or
+  an int) shared by all of them, or all of them [n] or [] (one row); each n static, at most
+  MAX_WIDTH;
+- a body of elementwise ops (the op table's lowering, random ones excepted), views, scalar
+  constants and iota, reading the carries at their own elements only (a carry lives in
+  registers: a view that moves its elements, a slice or transpose of it, cannot be read), and
+  anything from memory (the step's inputs, the loop-invariant values) at any elements;
+- products v @ W (a 2-D GEMM, by the op table's `gemm`) of a per-row value v [R, K] with a
+  loop-invariant W [K, M], K static: a tl.dot of v's block with W's [K, M] tile, which is
+  read from memory (L2 after the first step) at whatever columns the product's readers want,
+  so a column slice of a product is a slice of W; W's tile at most MAX_WEIGHT elements.
+
+Anything else (a reduction, a product of two per-step values, a scan in the body, an array
+constant, a carry of three axes or of a symbolic width, ...) keeps the scan unrolled, and the
+reason names the body's value. `layout` walks the body once, the same way the template will,
+and returns the index variables and widths the template declares before its loop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sympy
+
+from kgen.ir import indexing, shapes
+from kgen.ir.graph import topological_order
+from kgen.ir.optable import Guarded
+
+MAX_WIDTH = 256  # a carry's or product's columns one program holds in registers
+MAX_WEIGHT = 128 * 128  # elements of one loop-invariant weight tile, loaded per step
+
+
+def tile(width: int) -> int:
+    """The block extent of `width` columns: its next power of two, at least tl.dot's 16."""
+    return max(16, 1 << max(0, int(width) - 1).bit_length())
+
+
+class Refusal(Exception):
+    """The body does not fit the template; the message says why."""
+
+
+@dataclass
+class ScanLayout:
+    """The index variables of one persistent scan kernel: rb (its rows), t (the step), a column
+    variable per width (`c<w>`, [1, tile] lanes) and a K variable per product depth (`k<K>`,
+    [tile, 1] lanes, a weight tile's rows)."""
+    rows: object  # R: the carries' leading extent, or 1
+    two_d: bool  # carries are [R, n]; else all [n] or []
+    length: object
+    rb: sympy.Symbol = None
+    t: sympy.Symbol = None
+    cols: dict = field(default_factory=dict)
+    ks: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.rb = indexing.index_var("rb", self.rows)
+        self.t = indexing.index_var("t", self.length)
+
+    def col(self, width: int):
+        if width == 1:
+            return sympy.Integer(0)
+        if width not in self.cols:
+            self.cols[width] = indexing.index_var(f"c{width}", width)
+        return self.cols[width]
+
+    def krow(self, depth: int):
+        if depth not in self.ks:
+            self.ks[depth] = indexing.index_var(f"k{depth}", depth)
+        return self.ks[depth]
+
+    def coords(self, node) -> tuple:
+        """The block coordinates at which a carry or step output of `node`'s shape is held."""
+        if node.ndim == 0:
+            return ()
+        column = self.col(node.shape[-1])
+        return (self.rb, column) if node.ndim == 2 else (column,)
+
+    def width(self, node) -> int:
+        return 1 if node.ndim == 0 else node.shape[-1]
+
+
+def _broadcast_coords(node, operand, coords) -> list:
+    lead = len(coords) - operand.ndim
+    return [0 if d == 1 and node.shape[lead + i] != 1 else coords[lead + i] for i, d in enumerate(operand.shape)]
+
+
+class _Walk:
+    """Visits the body's values at the coordinates the template computes them at, raising a
+    Refusal at the first one it cannot."""
+
+    def __init__(self, body, k: int, m: int, layout: ScanLayout):
+        self.layout, self.names = layout, body.names()
+        self.carries, self.xs = set(body.inputs[:k]), set(body.inputs[k:k + m])
+        self.closure = set(body.inputs[k + m:])
+        self.varying = set(self.carries | self.xs)
+        for node in topological_order(body.outputs):
+            if any(i in self.varying for i in node.inputs):
+                self.varying.add(node)
+        self.seen = set()
+
+    def name(self, node) -> str:
+        return f"the body's {self.names.get(node, node.op)}" + ("" if node.op == "input" else f" {node.op}")
+
+    def visit(self, node, coords) -> None:
+        coords = tuple(indexing.simplify(c) for c in coords)
+        if (node, coords) in self.seen:
+            return
+        self.seen.add((node, coords))
+        layout = self.layout
+        if node in self.carries:
+            if coords != tuple(indexing.simplify(c) for c in layout.coords(node)):  # rows of one: rb is 0
+                raise Refusal(f"{self.name(node)} (a carry, held in registers) is read at other elements than "
+                              f"its own (a view moving them: a slice, transpose or reshape)")
+            return
+        if node in self.xs or node in self.closure:
+            return  # in memory: any elements
+        kind = node.opdef.kind
+        if kind == "source":
+            if node.op == "constant" and node.shape != ():
+                raise Refusal(f"{self.name(node)} is an array constant inside the body")
+            return
+        if kind == "elementwise":
+            if node.opdef.lower == "philox":
+                raise Refusal(f"{self.name(node)} draws random numbers, which the template does not per step")
+            for i in node.inputs:
+                self.visit(i, _broadcast_coords(node, i, coords))
+            return
+        if kind == "view":
+            mapped = node.opdef.lower(node, list(coords))
+            self.visit(node.inputs[0], mapped.coords if isinstance(mapped, Guarded) else mapped)
+            return
+        if kind == "template" and node.opdef.gemm and node.opdef.gemm(node) and node.ndim == 2:
+            self.product(node, coords)
+            return
+        what = {"reduction": "a reduction", "loop": "a scan inside the body",
+                "template": "a template op other than a 2-D product"}.get(kind, kind)
+        raise Refusal(f"{self.name(node)} is {what}; the template computes elementwise ops, views and products "
+                      f"with loop-invariant weights")
+
+    def product(self, node, coords) -> None:
+        layout = self.layout
+        _, _, depth, lhs, weight = node.opdef.gemm(node)
+        if node not in self.varying:
+            raise Refusal(f"{self.name(node)} multiplies loop-invariant values inside the body")
+        if weight in self.varying:
+            raise Refusal(f"{self.name(node)} multiplies by a value that changes per step; the template's "
+                          f"products take a loop-invariant right operand")
+        row, column = coords
+        if not layout.two_d or row != indexing.simplify(layout.rb):
+            raise Refusal(f"{self.name(node)} is not over the carries' rows (it is {node.type_str()})")
+        lanes = indexing.index_vars(column)
+        if len(lanes & set(layout.cols.values())) != 1 or lanes - set(layout.cols.values()):
+            raise Refusal(f"{self.name(node)} is read at columns {column}, not a block of lanes of one width")
+        if not isinstance(depth, int) or depth > MAX_WIDTH:
+            raise Refusal(f"{self.name(node)} sums over {depth} terms: the template holds static depths of at "
+                          f"most {MAX_WIDTH}")
+        (width,) = [w for w, v in layout.cols.items() if v in lanes]
+        if depth > 1 and tile(depth) * tile(width) > MAX_WEIGHT:
+            raise Refusal(f"{self.name(node)}'s weight tile is {tile(depth)} x {tile(width)}, more than one "
+                          f"program holds ({MAX_WEIGHT} elements)")
+        if depth == 1:  # an outer product: v[:, 0:1] * W[0:1, :]
+            self.visit(lhs, (layout.rb, 0))
+            self.visit(weight, (0, column))
+        else:
+            self.visit(lhs, (layout.rb, layout.col(depth)))
+            self.visit(weight, (layout.krow(depth), column))
+
+
+def _values(body, k: int):
+    """(what, node) of every carry and step output, for the reasons' wording."""
+    outs = body.outputs
+    return [(f"carry {i}", outs[i]) for i in range(k)] + [(f"step output {j}", y) for j, y in enumerate(outs[k:])]
+
+
+def layout(node) -> ScanLayout:
+    """The layout of the scan `node` (any result of its family) in the template, after walking
+    its body; raises Refusal saying why the body does not fit."""
+    attrs = node.attrs
+    body, k, m = attrs["body"], attrs["carries"], attrs["xs"]
+    values = _values(body, k)
+    if not values:
+        raise Refusal("the scan has no carries and no step outputs")
+    for what, v in values:
+        if not v.dtype.is_float:
+            raise Refusal(f"{what} is {v.type_str()}; the template holds float carries and step outputs")
+        if v.ndim > 2:
+            raise Refusal(f"{what} is {v.type_str()}; the template holds [R, n], [n] or [] values")
+        if v.ndim and (not isinstance(v.shape[-1], int) or v.shape[-1] > MAX_WIDTH):
+            raise Refusal(f"{what} is {v.type_str()}; the template holds static widths of at most {MAX_WIDTH} "
+                          f"in registers")
+    two_d = [(w, v) for w, v in values if v.ndim == 2]
+    first = two_d[0] if two_d else None
+    for what, v in values:
+        if first and (v.ndim != 2 or not shapes.dims_equal(v.shape[0], first[1].shape[0])):
+            raise Refusal(f"{what} is {v.type_str()} and {first[0]} {first[1].type_str()}: the template runs the rows "
+                          f"of one leading axis, every carry and step output [R, n] with the same R (or all of them "
+                          f"[n] or [])")
+    rows = first[1].shape[0] if first else 1
+    result = ScanLayout(rows, bool(two_d), attrs["length"])
+    walk = _Walk(body, k, m, result)
+    for _, v in values:
+        walk.visit(v, result.coords(v))
+    return result
+
+
+def refusal(node) -> str:
+    """Why the scan `node`'s body does not fit the template, or "" if it does."""
+    try:
+        layout(node)
+    except Refusal as e:
+        return str(e)
+    return ""

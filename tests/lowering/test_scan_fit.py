@@ -1,0 +1,70 @@
+"""kgen/lowering/scan_fit.py: which scan bodies the persistent scan template takes, and the
+reason it gives for each it does not (fusion rule S1 records it). Pure IR: nothing compiles."""
+from __future__ import annotations
+
+import pytest
+
+import kgen
+from kgen import ops
+from kgen.lowering.scan_fit import refusal
+
+
+def _zeros(shape):
+    return ops.broadcast_to(ops.constant(0.0), shape)
+
+
+def _scan(step, init_shape, xs_shape, **kwargs):
+    last, _ = kgen.scan(step, _zeros(init_shape), kgen.tensor("x", xs_shape), **kwargs)
+    return last
+
+
+W = {"w": kgen.tensor("w", (4, 4)), "big": kgen.tensor("big", (200, 200)), "v": kgen.tensor("v", (4,))}
+
+FITS = {
+    "cumulative sum": (lambda c, x: (c + x, None), (3, 4), (5, 3, 4)),
+    "elman": (lambda h, x: (ops.tanh(x @ W["w"] + h @ W["w"] + W["v"]), None), (3, 4), ("T", 3, 4)),
+    "one row": (lambda c, x: (c * x + W["v"], None), (4,), (5, 4)),
+    "a batch of one row": (lambda h, x: (ops.tanh(h @ W["w"]) + x, None), (1, 4), (5, 1, 4)),
+    "a batch of one column": (lambda c, x: (ops.tanh(c) + x, None), (1, 1), (5, 1, 1)),
+    "a scalar": (lambda c, x: (c + ops.exp(x), None), (), (5,)),
+    "a transposed weight": (lambda h, x: (ops.sigmoid(h @ W["w"].T) + x, None), (2, 4), (5, 2, 4)),
+    "a step input through views": (lambda c, x: (c + ops.reshape(x, (2, 4)), None), (2, 4), (5, 8)),
+    "a column slice of a product": (lambda h, x: (h @ ops.concatenate([W["w"], W["w"]], 1)[:, 2:6] + x, None),
+                                    (2, 4), (5, 2, 4)),
+}
+
+REFUSED = {
+    "a reduction": ((lambda c, x: (c + ops.sum(x, axis=1, keepdims=True), None), (2, 1), (5, 2, 3)),
+                    "the body's %0 sum is a reduction"),
+    "a product of two per-step values": ((lambda h, x: (h @ x, None), (4, 4), (5, 4, 4)),
+                                         "multiplies by a value that changes per step"),
+    "a weight too large": ((lambda h, x: (ops.tanh(h @ W["big"]) + x, None), (2, 200), (5, 2, 200)),
+                           "weight tile is 256 x 256, more than one program holds (16384 elements)"),
+    "three axes": ((lambda c, x: (c + x, None), (2, 2, 2), (5, 2, 2, 2)),
+                   "carry 0 is f32[2,2,2]; the template holds [R, n], [n] or [] values"),
+    "a symbolic width": ((lambda c, x: (c + x, None), (2, "N"), (5, 2, "N")),
+                         "carry 0 is f32[2,N]; the template holds static widths"),
+    "rows and one row mixed": ((lambda c, x: ((c[0] + x, c[1] + 1.0), None), None, (5, 2, 4)),
+                               "carry 1 is f32[4] and carry 0 f32[2,4]: the template runs the rows"),
+    "a transposed carry": ((lambda c, x: (c.T + x, None), (4, 4), (5, 4, 4)),
+                           "the body's c0 (a carry, held in registers) is read at other elements"),
+    "a scan inside": ((lambda c, x: (c + kgen.scan(lambda d, r: (d + r, None), _zeros((4,)), x)[0], None),
+                       (4,), (5, 3, 4)), "is a scan inside the body"),
+}
+
+
+@pytest.mark.parametrize("name", list(FITS))
+def test_bodies_the_template_takes(name):
+    step, init, xs = FITS[name]
+    assert refusal(_scan(step, init, xs)) == ""
+
+
+@pytest.mark.parametrize("name", list(REFUSED))
+def test_bodies_it_does_not_take_say_why(name):
+    (step, init, xs), reason = REFUSED[name]
+    if init is None:  # two carries: [2, 4] and [4]
+        last, _ = kgen.scan(step, (_zeros((2, 4)), _zeros((4,))), kgen.tensor("x", xs))
+        node = last[0]
+    else:
+        node = _scan(step, init, xs)
+    assert reason in refusal(node)
