@@ -148,9 +148,14 @@ class Module:
         return self.train(False)
 
     # --- Keras style: compile / fit / evaluate / predict (kgen.nn.train.Trainer) --------------
-    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=()) -> "Module":
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(), precision: str = "fp32",
+                loss_scaler=None) -> "Module":
+        """Keras's compile. `precision` "fp16" or "bf16" runs the matmuls and convolutions in
+        half precision, float32 everywhere else (kgen.nn.precision); fp16 scales the loss
+        dynamically with `loss_scaler` (a new GradScaler when None), which is then
+        `optimizer.loss_scaler`."""
         from kgen.nn.train import Trainer  # at call time: kgen.nn.train builds on Module (a cycle in nn)
-        object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics))
+        object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics, precision, loss_scaler))
         return self
 
     def _compiled(self):
