@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from kgen.errors import InputError, KgenError
-from kgen.ir import shapes
+from kgen.errors import DTypeError, InputError, KgenError
+from kgen.ir import dtypes, shapes
 from kgen.kernels import cudagraph, inputs
-from kgen.kernels.launch import Launch, plan_launch
+from kgen.kernels.launch import Launch, dot_operand, plan_launch
 from kgen.kernels.launch_config import check_config
 from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.splitk import ScratchBuffers
@@ -167,6 +167,10 @@ class Program:
                 if p.kind == "scratch" else ints[p.name] for p in kernel.params if p.kind != "constexpr"]
         fn = getattr(self.module, kernel.name)
         if self.interpreted:
+            if dot_operand(kernel) is dtypes.bfloat16:
+                raise DTypeError(f"{kernel.name}: a bfloat16 dot, which Triton's interpreter computes wrongly "
+                                 f"(it holds bfloat16 values as uint16): run it on a CUDA GPU or compile it ahead "
+                                 f"of time (kgen.compile_artifact); on the CPU use float16")
             with interpreting():
                 fn[grid](*args, **config)
         else:

@@ -9,7 +9,9 @@ only for one of these reasons, each applied below by the function named with it:
       pooling): those kernels end in a store, unless its only   `_fuse_epilogues`)
       reader is its own kernel's epilogue (E1)
   R3  it is a template's operand (under any views): template    (`_must_write`)
-      kernels read their operands from memory
+      kernels read their operands from memory; a GEMM
+      template's operand cast to a 16-bit float is not: the
+      GEMM casts its tiles as it loads them (mixed precision)
   R4  inputs and array constants already live in memory;       (`_must_write`)
       scalar constants, sizes and iota are computed in place
   R5  an elementwise value read by several kernels is written   (`_shared_values`)
@@ -143,15 +145,25 @@ def _must_write(graph: Graph, why: Reasons) -> set:
         if node.opdef.kind in ("reduction", "template"):  # R2
             why("R2", node, "written", f"a {node.opdef.kind}'s result: its kernel ends in a store")
             written.add(node)
+    for node in graph.nodes:
         if node.opdef.kind == "template":  # R3
             for operand in node.inputs:
-                while operand.opdef.kind == "view" and operand not in written:
+                while operand not in written and (operand.opdef.kind == "view"
+                                                  or (node.opdef.gemm and _narrowing(operand))):
+                    if operand.opdef.kind != "view":
+                        why("R3", operand, "fused", f"cast as {why.name(node)} loads its operand tiles "
+                            f"(its dot takes them narrow): {why.name(operand.inputs[0])} is read instead")
                     operand = operand.inputs[0]
                 if operand.opdef.kind != "source":  # constants and iota are computed in place
                     why("R3", operand, "written", f"an operand of {why.name(node)}, a template that reads "
                         f"its operands from memory")
                     written.add(operand)
     return written
+
+
+def _narrowing(node: Node) -> bool:
+    """A cast of a float to a 16-bit float (mixed precision's GEMM operands: kgen.nn.precision)."""
+    return node.op == "cast" and node.dtype.is_float and node.dtype.bits == 16 and node.inputs[0].dtype.is_float
 
 
 def fused_nodes(root: Node, written: set) -> list:
@@ -530,7 +542,9 @@ def _merge_pointwise(groups: list, written: set, why: Reasons) -> list:
 
 
 def _base(node: Node) -> Node:
-    while node.opdef.kind == "view":
+    """The value a GEMM operand reads under its views and a cast to half precision (E4: a
+    reduction of a float32 gradient rides along the GEMM reading its float16 copy)."""
+    while node.opdef.kind == "view" or _narrowing(node):
         node = node.inputs[0]
     return node
 

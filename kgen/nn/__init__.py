@@ -16,6 +16,7 @@ from kgen.nn.losses import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberL
 from kgen.nn.module import Module
 from kgen.nn.optim import SGD, Adagrad, Adam, AdamW, Optimizer, RMSprop
 from kgen.nn.plots import plot_history
+from kgen.nn.precision import GradScaler
 from kgen.nn.recurrent import GRU, LSTM, LastStep
 from kgen.nn.train import Trainer, eval_step, predict_step, train_step
 
@@ -26,7 +27,7 @@ __all__ = ["callbacks", "Callback", "CSVLogger", "EarlyStopping", "History", "Le
            "Flatten", "Linear", "LogSoftmax", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh", "manual_seed",
            "BCELoss", "BCEWithLogitsLoss", "HuberLoss", "SmoothL1Loss", "CrossEntropyLoss", "MSELoss", "NLLLoss",
            "SparseCategoricalCrossentropy", "Module", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Optimizer", "GRU",
-           "LSTM", "LastStep", "Trainer", "eval_step", "predict_step", "train_step", "save", "load", "BatchNorm1d",
+           "LSTM", "LastStep", "GradScaler", "Trainer", "eval_step", "predict_step", "train_step", "save", "load", "BatchNorm1d",
            "BatchNorm2d", "LayerNorm",
            "GELU", "SiLU", "LeakyReLU", "ELU", "Softplus", "Hardtanh", "ReLU6", "Identity",
            "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool1d"]

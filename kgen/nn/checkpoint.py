@@ -7,8 +7,9 @@ its state_dict names (`0.weight`, `1.running_mean`); `safetensors.torch.load_fil
 `load_state_dict(strict=False)` reads a kgen checkpoint into the torch twin, and a torch
 state_dict written by `safetensors.torch.save_file` loads here. The optimizer's state sits
 under `optimizer.`, named after its parameter as torch names it (`optimizer.0.weight.exp_avg`,
-`optimizer.step`); device state of the layers that torch has no name for (a Dropout's
-seed, which an exact resumption needs) under `kgen.`. torch's strict=False skips both.
+`optimizer.step`; an fp16 loss scale as `optimizer.loss_scaler.scale`); device state of the
+layers that torch has no name for (a Dropout's seed, which an exact resumption needs) under
+`kgen.`. torch's strict=False skips both.
 
 A checkpoint that does not fit changes nothing: every name, shape and dtype is checked
 before any value is set. Files are written whole or not at all (kgen.files.atomic_write).
@@ -23,6 +24,7 @@ from kgen.files import atomic_write
 from kgen.function import SharedVariable
 from kgen.nn.module import Module
 from kgen.nn.optim import Optimizer
+from kgen.nn.precision import GradScaler
 
 OPTIMIZER = "optimizer."
 LAYER_STATE = "kgen."
@@ -114,6 +116,8 @@ def _optimizer_state(caller: str, model, optimizer) -> dict:
     for attr, value in vars(optimizer).items():
         if isinstance(value, SharedVariable):
             state[OPTIMIZER + attr] = value
+        elif isinstance(value, GradScaler):  # its loss scale (kgen.nn.precision): `optimizer.loss_scaler.scale`
+            state.update((f"{OPTIMIZER}{attr}.{name}", var) for name, var in value.named_state().items())
         elif attr != "params" and _per_parameter(value, optimizer.params):
             label = TORCH_STATE_NAMES.get(attr, attr)
             state.update((f"{OPTIMIZER}{names[id(p)]}.{label}", s) for p, s in zip(optimizer.params, value))

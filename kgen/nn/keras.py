@@ -24,7 +24,7 @@ import numpy as np
 
 from kgen import ops
 from kgen.errors import OptionError, ShapeError
-from kgen.nn import layers as L, losses, optim
+from kgen.nn import layers as L, losses, optim, schedules
 from kgen.nn import recurrent as R
 from kgen.nn.module import Module
 
@@ -265,10 +265,11 @@ class Sequential(L.Sequential):
                                else layer.output_shape(self.shape))
         setattr(self, str(len(self)), layer)
 
-    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=()):
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(), precision="fp32",
+                loss_scaler=None, process_group=None, shard_optimizer=False):
         if isinstance(optimizer, KerasOptimizer):
             optimizer = optimizer.bind(self.parameters())
-        return super().compile(optimizer, loss, metrics)
+        return super().compile(optimizer, loss, metrics, precision, loss_scaler, process_group, shard_optimizer)
 
     def summary(self, print_fn=print) -> str:
         """Layers, output shapes and parameter counts as Keras prints them, and kgen's launches
@@ -317,17 +318,28 @@ def to_categorical(labels, num_classes: int = None) -> np.ndarray:
 
 class KerasOptimizer:
     """An optimizer given before the model's weights, as Keras writes it
-    (`SGD(learning_rate=0.01, momentum=0.9)`): `compile` binds it to the parameters."""
+    (`SGD(learning_rate=0.01, momentum=0.9)`): `compile` binds it to the parameters. A
+    legacy `decay` > 0 becomes the bound optimizer's `lr_schedule`, an InverseTimeDecay
+    that fit steps after every batch."""
 
-    def __init__(self, make, **settings):
-        self.make, self.settings = make, settings
+    def __init__(self, make, decay: float = 0.0, **settings):
+        self.make, self.decay, self.settings = make, decay, settings
 
     def bind(self, params):
-        return self.make(params, **self.settings)
+        optimizer = self.make(params, **self.settings)
+        if self.decay:
+            optimizer.lr_schedule = schedules.InverseTimeDecay(optimizer, self.decay)
+        return optimizer
 
 
-def SGD(learning_rate: float = 0.01, momentum: float = 0.0, lr: float = None) -> KerasOptimizer:  # noqa: N802
-    return KerasOptimizer(optim.SGD, lr=learning_rate if lr is None else lr, momentum=momentum)
+def SGD(learning_rate: float = 0.01, momentum: float = 0.0, nesterov: bool = False, decay: float = 0.0,  # noqa: N802
+        lr: float = None) -> KerasOptimizer:
+    """Keras's SGD, with the legacy `lr` and `decay` (lr / (1 + decay * iterations), the
+    iterations counted over fit's batches)."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < math.inf:
+        raise OptionError(f"SGD: decay must be a number >= 0, got {decay!r}")
+    return KerasOptimizer(optim.SGD, decay, lr=learning_rate if lr is None else lr, momentum=momentum,
+                          nesterov=nesterov)
 
 
 def Adam(learning_rate: float = 0.001, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,  # noqa: N802

@@ -148,11 +148,16 @@ class Module:
         return self.train(False)
 
     # --- Keras style: compile / fit / evaluate / predict (kgen.nn.train.Trainer) --------------
-    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(), process_group=None,
-                shard_optimizer: bool = False) -> "Module":
-        """Keras's compile; `process_group` and `shard_optimizer` are data-parallel fit's (kgen.nn.train.Trainer)."""
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(), precision: str = "fp32",
+                loss_scaler=None, process_group=None, shard_optimizer: bool = False) -> "Module":
+        """Keras's compile. `precision` "fp16" or "bf16" runs the matmuls and convolutions in
+        half precision, float32 everywhere else (kgen.nn.precision); fp16 scales the loss
+        dynamically with `loss_scaler` (a new GradScaler when None), which is then
+        `optimizer.loss_scaler`. `process_group` and `shard_optimizer` are data-parallel fit's
+        (kgen.nn.train.Trainer)."""
         from kgen.nn.train import Trainer  # at call time: kgen.nn.train builds on Module (a cycle in nn)
-        object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics, process_group, shard_optimizer))
+        object.__setattr__(self, "_trainer", Trainer(self, optimizer, loss, metrics, precision, loss_scaler,
+                                                     process_group, shard_optimizer))
         return self
 
     def _compiled(self):

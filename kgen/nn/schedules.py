@@ -3,7 +3,8 @@
 A schedule sets `optimizer.lr`, a device scalar the compiled step reads (kgen.nn.optim),
 so a new learning rate costs no trace and no compile. As torch's, a schedule applies its
 epoch-0 value when built and `step()` moves it on by one: call it after each epoch
-(`interval == "epoch"`), or after each batch for OneCycleLR (`interval == "batch"`).
+(`interval == "epoch"`), or after each batch for OneCycleLR and InverseTimeDecay
+(`interval == "batch"`); fit steps an optimizer's `lr_schedule` after each batch itself.
 ReduceLROnPlateau's step takes the monitored value.
 
 Values are computed in closed form from the starting learning rate (torch's chainable
@@ -105,6 +106,25 @@ class CosineAnnealingLR(Schedule):
             return self.base_lr * (s + (1.0 - s) * epoch / self.warmup)
         t = epoch - self.warmup
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
+
+
+class InverseTimeDecay(Schedule):
+    """Keras's InverseTimeDecay, stepped per batch: lr = base_lr / (1 + decay_rate * t /
+    decay_steps) at step t (t // decay_steps with `staircase`). Keras's legacy
+    `SGD(decay=d)` is decay_steps=1, decay_rate=d, lr / (1 + d * iterations); kgen.nn.keras's
+    SGD builds it as the optimizer's `lr_schedule`, which fit steps after every batch."""
+
+    interval = "batch"
+
+    def __init__(self, optimizer, decay_rate: float, decay_steps: int = 1, staircase: bool = False):
+        self.decay_rate = _number(self, "decay_rate", decay_rate)
+        self.decay_steps = _count(self, "decay_steps", decay_steps)
+        self.staircase = bool(staircase)
+        super().__init__(optimizer)
+
+    def lr_at(self, epoch: int) -> float:
+        t = epoch // self.decay_steps if self.staircase else epoch / self.decay_steps
+        return self.base_lr / (1.0 + self.decay_rate * t)
 
 
 class OneCycleLR(Schedule):

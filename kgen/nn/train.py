@@ -24,6 +24,7 @@ from kgen.nn import distributed, losses, optim
 from kgen.nn.callbacks import CallbackList
 from kgen.nn.data import batches
 from kgen.nn.metrics import get as get_metric, name as metric_name
+from kgen.nn.precision import GradScaler, autocast, half_dtype
 
 VALIDATION_BATCH = 256  # fit's validation runs in batches of evaluate's default size
 
@@ -47,44 +48,75 @@ def accuracy(prediction, labels):
     return ops.mean(ops.cast(ops.equal(ops.greater(prediction, 0.5), ops.greater(labels, 0.5)), "float32"))
 
 
-def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), process_group=None,
-               shard_optimizer: bool = False, bucket_bytes: int = None):
+def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), precision: str = "fp32",
+               loss_scaler=None, process_group=None, shard_optimizer: bool = False, bucket_bytes: int = None):
     """A compiled step(x, y) -> [loss, *metrics] that also applies the optimizer's updates.
+    `precision` "fp16" or "bf16" runs the matmuls and convolutions on half-precision
+    operands, accumulating in float32, the parameters staying float32 (kgen.nn.precision);
+    under "fp16" the loss is scaled dynamically by `loss_scaler` (a new GradScaler when
+    None; False for none), which the returned step holds as `step.loss_scaler`.
     With a torch.distributed process group initialised (`process_group`, None: the default
     group) of more than one rank, a data-parallel step (kgen.nn.distributed.DataParallelStep):
     x and y are this rank's samples, the loss and metrics the means over every rank's, the
     gradients averaged over the ranks in buckets of `bucket_bytes` (25 MiB); with
     `shard_optimizer`, each rank updates its shard of the parameters and optimizer state
     (ZeRO stage 1). Without a group, the single fused program."""
+    half = half_dtype(precision, "train_step")
+    group = distributed.group_of(process_group)
+    distributed.check_shardable(shard_optimizer)
+    scaler = _scaler(precision, False if group is not None and loss_scaler is None else loss_scaler, "train_step")
+    if group is not None and scaler is not None:
+        raise OptionError("train_step: dynamic loss scaling (fp16's GradScaler) under a process group is not built; "
+                          "pass loss_scaler=False, or use precision='bf16' or 'fp32'")
     x, y = _inputs(x_example, y_example)
     model.train()
     prediction = model(x)
-    loss = loss_fn(prediction, y)
-    group = distributed.group_of(process_group)
-    distributed.check_shardable(shard_optimizer)
+    outputs = [loss_fn(prediction, y)] + [get_metric(m)(prediction, y) for m in metrics]
+    state = model.state_updates()
+    rewritten = autocast(outputs + [new for _, new in state], half)
+    outputs, state = rewritten[:len(outputs)], [(var, new) for (var, _), new in zip(state, rewritten[len(outputs):])]
     if group is not None:
-        outputs = [loss] + [get_metric(m)(prediction, y) for m in metrics]
-        return distributed.DataParallelStep([x, y], loss, outputs, optimizer, model.state_updates(), group,
+        return distributed.DataParallelStep([x, y], outputs[0], outputs, optimizer, state, group,
                                             shard_optimizer, bucket_bytes)
-    grads = grad(loss, optimizer.params)
-    outputs = [loss] + [get_metric(m)(prediction, y) for m in metrics]
-    return function([x, y], outputs, updates=optimizer.updates(grads) + model.state_updates())
+    if scaler is None:
+        updates = optimizer.updates(grad(outputs[0], optimizer.params))
+    else:
+        updates = scaler.bind(optimizer).updates(optimizer, grad(scaler.scale_loss(outputs[0]), optimizer.params))
+    step = function([x, y], outputs, updates=updates + state)
+    step.loss_scaler = scaler
+    return step
 
 
-def eval_step(model, loss_fn, x_example, y_example, metrics=()):
+def _scaler(precision: str, loss_scaler, where: str):
+    """The GradScaler a step uses: the one given, a new one for fp16, none for False or
+    (given None) the other precisions."""
+    if loss_scaler is None:
+        return GradScaler() if precision == "fp16" else None
+    if loss_scaler is False:
+        return None
+    if not isinstance(loss_scaler, GradScaler):
+        raise OptionError(f"{where}: loss_scaler must be a kgen.nn.GradScaler, None or False, "
+                          f"got {type(loss_scaler).__name__}")
+    return loss_scaler
+
+
+def eval_step(model, loss_fn, x_example, y_example, metrics=(), precision: str = "fp32"):
     """A compiled step(x, y) -> [loss, *metrics] with the model in evaluation mode."""
+    half = half_dtype(precision, "eval_step")
     x, y = _inputs(x_example, y_example)
     model.eval()
     prediction = model(x)
-    outputs = [loss_fn(prediction, y)] + [get_metric(m)(prediction, y) for m in metrics]
+    outputs = autocast([loss_fn(prediction, y)] + [get_metric(m)(prediction, y) for m in metrics], half)
     model.train()
     return function([x, y], outputs)
 
 
-def predict_step(model, x_example):
+def predict_step(model, x_example, precision: str = "fp32"):
+    half = half_dtype(precision, "predict_step")
     x, _ = _inputs(x_example)
     model.eval()
-    out = function([x], model(x))
+    (prediction,) = autocast([model(x)], half)
+    out = function([x], prediction)
     model.train()
     return out
 
@@ -98,14 +130,20 @@ class Trainer:
     write files."""
 
     def __init__(self, model, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=(),
-                 process_group=None, shard_optimizer: bool = False):
+                 precision: str = "fp32", loss_scaler=None, process_group=None, shard_optimizer: bool = False):
         for m in metrics:
             get_metric(m)  # an unknown name fails here, before any step is built
+        half_dtype(precision, "compile")  # a bad precision fails here too
         self.model = model
         self.optimizer = optim.get(optimizer, model.parameters())
         self.loss = losses.get(loss)
         self.metrics = tuple(metrics)
+        self.precision = precision
         self.process_group, self.shard_optimizer = process_group, bool(shard_optimizer)
+        # one scaler for every step built (each batch shape has its own), kept as the optimizer's
+        self.loss_scaler = _scaler(precision, loss_scaler, "compile")
+        if self.loss_scaler is not None:
+            self.loss_scaler.bind(self.optimizer)
         self._steps = {}
 
     @property
@@ -120,11 +158,12 @@ class Trainer:
             try:
                 if kind == "train":
                     self._steps[key] = train_step(self.model, self.loss, self.optimizer, x, y, self.metrics,
+                                                  self.precision, self.loss_scaler or False,
                                                   self.process_group, self.shard_optimizer)
                 elif kind == "eval":
-                    self._steps[key] = eval_step(self.model, self.loss, x, y, self.metrics)
+                    self._steps[key] = eval_step(self.model, self.loss, x, y, self.metrics, self.precision)
                 else:
-                    self._steps[key] = predict_step(self.model, x)
+                    self._steps[key] = predict_step(self.model, x, self.precision)
             except (ShapeError, DTypeError) as e:  # the data does not fit the model: say which data
                 given = f"x of shape {_batch_shape(x)} ({x.dtype})"
                 given += "" if y is None else f" and y of shape {_batch_shape(y)} ({y.dtype})"
@@ -223,6 +262,9 @@ class Trainer:
             callbacks.on_train_batch_begin(i)
             step = self._step("train", xb, yb)
             values = step(xb, yb)
+            schedule = getattr(self.optimizer, "lr_schedule", None)  # a per-batch schedule (Keras's decay)
+            if schedule is not None:
+                schedule.step()
             samples = getattr(step, "samples", len(xb))  # a data-parallel step's: the global batch's
             sums += [float(v) * samples for v in values]
             count += samples
