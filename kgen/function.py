@@ -46,6 +46,10 @@ class SharedVariable(Node):
     __slots__ = ("_value",)
 
     def get_value(self) -> np.ndarray:
+        if self._value.is_meta:  # a placeholder of its shape (kgen.nn.zero)
+            raise InputError(f"shared {self.name!r} holds no value in this process: it is optimizer state that a "
+                             f"data-parallel step with shard_optimizer keeps in pieces, one per rank; the step's "
+                             f"gather_state() gathers it whole on rank 0 (fit does at each epoch's end)")
         value = self._value.detach().cpu()
         return (value.float() if value.dtype == torch.bfloat16 else value).numpy().copy()
 

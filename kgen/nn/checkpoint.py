@@ -48,6 +48,11 @@ def save(path, model, optimizer=None, **meta) -> None:
     except (TypeError, ValueError) as e:
         raise OptionError(f"save: meta must be JSON values (numbers, strings, lists, dicts), got {e}") from None
     state = {**_model_state(model), **_layer_state(model), **_optimizer_state("save", model, optimizer)}
+    absent = [name for name, var in state.items() if var.value.is_meta]
+    if absent:  # kgen.nn.zero: a sharded optimizer's state, in pieces on the ranks
+        raise OptionError(f"save: {_listing('the optimizer state held in pieces by the ranks', absent)}; "
+                          f"gather it on rank 0 first (the data-parallel step's gather_state(), which fit "
+                          f"calls at each epoch's end) and save there")
     # copies: one variable may sit under two names (a shared layer), which safetensors refuses to alias
     tensors = {name: var.value.detach().to("cpu", copy=True) for name, var in state.items()}
     atomic_write(path, safetensors.torch.save(tensors, metadata={"format": "pt", META_KEY: meta_text}))

@@ -3,7 +3,7 @@
 A single-process training step is one program: the optimizer's update runs in the epilogue of
 the kernel producing each gradient, so gradients never reach memory. Data parallelism needs
 them in memory, averaged over the ranks, before any update; so with a process group the step
-splits at the gradients into two programs:
+splits at the gradients into a gradient program and update programs:
 
 1. forward + backward, whose outputs are the loss, the metrics and the gradients of
    `loss * n` (n: this rank's samples, a scalar input). The gradients are written straight
@@ -13,21 +13,27 @@ splits at the gradients into two programs:
    finish them, and its all-reduce (a sum, async) is issued right after the launch that
    finishes its last gradient (`Program.run(after_launch=...)`): on a GPU the collective runs
    on the communicator's own stream while the rest of the backward runs.
-2. the update: the summed buckets in, each gradient a view of its bucket times 1/N (N the
-   global batch's samples, the sum of the ranks' n: a scalar input, so a short or empty shard
-   still gives the exact global mean), the optimizer's updates applied in place. Its
-   pointwise kernels, independent, share one launch (DESIGN.md L1).
+2. the updates, one program per bucket, each run as soon as its bucket is reduced (its
+   work handle waited on, the later buckets still in flight): the summed bucket in, each
+   gradient a view of it times 1/N (N the global batch's samples, the sum of the ranks' n,
+   all-reduced before the backward starts: a scalar input, so a short or empty shard still
+   gives the exact global mean), the optimizer's updates of the bucket's parameters applied
+   in place. Its pointwise kernels share launches where independent (DESIGN.md L1). A state
+   every part shares (Adam's step count) is written by the last one, after all have read it.
+   With `clip_grad_norm` (a norm over every gradient) one update program runs after all the
+   buckets are reduced.
 
 Loss and metrics: each rank's means weighted by its n, summed in one small all-reduce, over N.
 
-With `shard_optimizer` (ZeRO stage 1) the parameters, the gradients and each per-parameter
-optimizer state are laid out in one flat vector each, padded to world * S; the parameters
-and the optimizer's own state tensors become views of them. The gradient vector is
-reduce-scattered (gloo and NCCL both have it), each rank runs the update over its shard of
-S elements (one pointwise kernel: one launch), and the parameters are all-gathered in place.
-The optimizer's state outside a rank's shard is stale until `gather_state()` all-gathers it
-(fit does at each epoch's end, before checkpoints are written). Every rank still holds the
-full-size state buffers, which checkpoints read: the state is sharded in work, not memory.
+With `shard_optimizer` (ZeRO stage 1) each bucket is padded to a multiple of the world size
+and reduce-scattered instead: rank r gets its piece [r*S, (r+1)*S) of the summed bucket. The
+bucket's parameters are views of one flat vector of the same layout; each rank runs the
+bucket's update over its piece (pointwise kernels) and the parameters are all-gathered
+in place, bucket by bucket, while the next bucket's update runs. A rank holds the optimizer's
+state of its pieces alone (kgen.nn.zero): 1/world of it. `gather_state()` gathers the whole
+state on rank 0, into the optimizer's own state variables, where checkpoints read it (fit
+calls it at each epoch's end); a checkpoint loaded into a sharded run is scattered, each rank
+taking its slice, before the next step.
 
 Without a process group (or with one rank) nothing here runs: `nn.train_step` compiles the
 single program it always did, with its launch counts.
@@ -37,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import functools
 import io
 import os
 
@@ -49,6 +56,7 @@ from kgen.errors import DistributedError, OptionError
 from kgen.function import SharedVariable, function, shared, tensor
 from kgen.ir.autodiff import grad
 from kgen.kernels.inputs import check_finite_on
+from kgen.nn import zero
 
 BUCKET_BYTES = 25 * 2 ** 20  # torch DDP's bucket_cap_mb
 TIMEOUT_S = 600  # `kgen train --nproc`'s group: a rank that fails makes the others fail within it
@@ -175,6 +183,41 @@ def _buckets(params, finished_at: list, bucket_bytes: int) -> list:
 
 
 # --- the step ----------------------------------------------------------------------------------
+class Bucket:
+    """Gradients reduced together: the optimizer's parameters `members` (indices, in the order
+    the backward finishes their gradients), the flat buffer `grads` the backward writes those
+    gradients into, and `ready_at`, the launch after which all of them are final. With
+    shard_optimizer the buffer is padded to a multiple of the world size and reduce-scattered
+    into `reduced`, this rank's piece [lo, lo + piece) of it; the parameters are views of a
+    flat buffer `params` of the same layout, and the optimizer's state of them is this rank's
+    piece alone (`state`: attribute -> kgen.nn.zero.StateShard)."""
+
+    def __init__(self, members, params, ready_at: int, rank: int, world: int, sharded: bool):
+        self.members, self.ready_at = list(members), ready_at
+        own = [params[i] for i in self.members]
+        used = sum(_numel(p) for p in own)
+        self.grads = Flat([_scratch(p) for p in own], -(-used // world) * world if sharded else used)
+        self.state = {}
+        if sharded:
+            self.piece = self.grads.buffer.numel() // world
+            self.lo = rank * self.piece
+            self.params = Flat(own, self.grads.buffer.numel())
+            self.reduced = torch.zeros(self.piece, dtype=self.grads.buffer.dtype, device=self.grads.buffer.device)
+            self.local_params = _view_variable("zero_params", self.params.buffer[self.lo:self.lo + self.piece])
+
+    @property
+    def nbytes(self) -> int:
+        return self.grads.buffer.numel() * self.grads.buffer.element_size()
+
+    def relink_local(self) -> None:
+        """This rank's parameters are a view of the flat buffer the all-gather fills; an update
+        that did not write in place gave them a new tensor, copied back here."""
+        view = self.params.buffer[self.lo:self.lo + self.piece]
+        if self.local_params.value.data_ptr() != view.data_ptr():
+            view.copy_(self.local_params.value)
+            object.__setattr__(self.local_params, "_value", view)
+
+
 class DataParallelStep:
     """step(x, y) -> [loss, *metrics], the means over every rank's samples, after one
     averaged optimizer step on every rank (see the module's docstring). `samples` is the
@@ -189,6 +232,14 @@ class DataParallelStep:
         if self.sharded and optimizer.clip_grad_norm is not None:
             raise OptionError("shard_optimizer: clip_grad_norm needs the norm over every gradient, and each rank "
                               "holds a shard of them; train without sharding to clip")
+        self.state_attrs = [attr for attr, value in vars(optimizer).items()
+                            if attr != "params" and zero.is_state(value, params)]
+        if self.sharded:
+            taken = [getattr(optimizer, attr)[0].name for attr in self.state_attrs
+                     if not zero.holds_value(getattr(optimizer, attr)[0])]
+            if taken:
+                raise OptionError(f"shard_optimizer: the optimizer's state ({', '.join(taken)}, ...) is already "
+                                  f"sharded by another data-parallel step; build one sharded step per optimizer")
         count = tensor("rank_samples", (), "float32")
         grads = grad(loss * count, params)
         self.gradients = function(list(inputs) + [count], list(outputs) + list(grads), updates=state_updates)
@@ -202,10 +253,11 @@ class DataParallelStep:
         for i, node in enumerate(grad_nodes):  # one node, two parameters: the second is copied after the run
             finished_at[i] = end if node in seen else finished_at[i]
             seen.add(node)
-        if self.sharded:
-            self._build_sharded(params)
-        else:
-            self._build_buckets(params, finished_at, bucket_bytes or BUCKET_BYTES)
+        # ordered by finishing launch, so every rank (an empty shard's too) reduces them in index order
+        self.buckets = [Bucket(members, params, max(finished_at[i] for i in members), self.rank, self.world,
+                               self.sharded)
+                        for members in _buckets(params, finished_at, bucket_bytes or BUCKET_BYTES)]
+        self.updates = self._build_sharded() if self.sharded else self._build_updates()
         self.samples = 0
 
     @property
@@ -215,7 +267,8 @@ class DataParallelStep:
 
     @property
     def programs(self) -> list:
-        return [self.gradients.program, self.update.program]
+        """The gradient program, then the update programs in the order they run."""
+        return [self.gradients.program] + [fn.program for _, fn in self.updates]
 
     @property
     def kernels(self) -> list:
@@ -224,135 +277,173 @@ class DataParallelStep:
     @property
     def bytes_reduced(self) -> int:
         """Bytes each rank sends into collectives per step (gradients, then the ZeRO
-        all-gather of parameters, then the loss and metrics)."""
-        grads = sum(b.numel() * b.element_size() for b in self.buckets)
-        gathered = self.flat_params.buffer.numel() * self.flat_params.buffer.element_size() if self.sharded else 0
-        return grads + gathered + 8 * (1 + self.n_outputs)
+        all-gather of parameters, then the sample count, the loss and the metrics)."""
+        grads = sum(b.nbytes for b in self.buckets)
+        return grads * (2 if self.sharded else 1) + 8 * (1 + self.n_outputs)
+
+    @property
+    def optimizer_state_bytes(self) -> int:
+        """Bytes of optimizer state (per parameter: SGD's velocity, Adam's m and v, ...) this rank holds."""
+        if self.sharded:
+            return sum(s.nbytes for b in self.buckets for s in b.state.values())
+        return sum(v.value.numel() * v.value.element_size() for attr in self.state_attrs
+                   for v in getattr(self.optimizer, attr))
 
     # --- building ----------------------------------------------------------------------------
-    def _build_buckets(self, params, finished_at, bucket_bytes) -> None:
-        self.layout = _buckets(params, finished_at, bucket_bytes)
-        self.flats = [Flat([_scratch(params[i]) for i in members]) for members in self.layout]
-        self.buckets = [f.buffer for f in self.flats]
-        self.ready_at = [max(finished_at[i] for i in members) for members in self.layout]
-        bucket_inputs = [tensor(f"bucket{k}", (f.used,), f.dtype) for k, f in enumerate(self.flats)]
-        scale = tensor("inverse_samples", (), "float32")
-        grads = [None] * len(params)
-        for members, flat, bucket in zip(self.layout, self.flats, bucket_inputs):
-            for k, i in enumerate(members):
-                part = ops.getitem(bucket, slice(flat.offsets[k], flat.offsets[k] + _numel(params[i])))
-                grads[i] = ops.reshape(part, params[i].shape) * scale
-        self.update = function(bucket_inputs + [scale], None, updates=self.optimizer.updates(grads))
+    def _build_updates(self) -> list:
+        """One update program per bucket, or, with clip_grad_norm (a norm over every gradient),
+        one for all of them: [(bucket indices, kgen Function)]."""
+        params, scale = self.optimizer.params, tensor("inverse_samples", (), "float32")
+        groups = [list(range(len(self.buckets)))] if self.optimizer.clip_grad_norm is not None else \
+            [[k] for k in range(len(self.buckets))]
+        updates = []
+        for g, ks in enumerate(groups):
+            inputs, members, grads = [], [], []
+            for k in ks:
+                bucket = self.buckets[k]
+                inputs.append(tensor(f"bucket{k}", (bucket.grads.buffer.numel(),), bucket.grads.dtype))
+                for j, i in enumerate(bucket.members):
+                    flat = bucket.grads
+                    part = ops.getitem(inputs[-1], slice(flat.offsets[j], flat.offsets[j] + _numel(params[i])))
+                    grads.append(ops.reshape(part, params[i].shape) * scale)
+                    members.append(i)
+            local = _part_of(self.optimizer, [params[i] for i in members],
+                             {attr: [getattr(self.optimizer, attr)[i] for i in members] for attr in self.state_attrs})
+            pairs = _own_updates(local, local.updates(grads), last=g == len(groups) - 1)
+            updates.append((ks, function(inputs + [scale], None, updates=pairs)))
+        return updates
 
-    def _build_sharded(self, params) -> None:
-        total = sum(_numel(p) for p in params)
-        self.shard = -(-total // self.world)
-        size = self.shard * self.world
-        self.layout = [list(range(len(params)))]
-        self.flat_params = Flat(params, size)
-        self.flats = [Flat([_scratch(p) for p in params], size)]
-        self.buckets = [self.flats[0].buffer]
-        self.ready_at = [None]  # reduce-scattered after the run
-        lo, hi = self.rank * self.shard, (self.rank + 1) * self.shard
-        self.grad_shard = torch.zeros(self.shard, dtype=self.flat_params.dtype.torch,
-                                      device=self.flat_params.buffer.device)
-        local = copy.copy(self.optimizer)  # shares the hyper-parameters' device scalars and the step count
-        local.params = [_view_variable("zero_params", self.flat_params.buffer[lo:hi])]
-        self.flat_state, self.local_state = {}, []
-        for attr, value in vars(self.optimizer).items():
-            if attr != "params" and _per_parameter(value, params):
-                flat = Flat(value, size)
-                self.flat_state[attr] = flat
-                piece = _view_variable(f"zero_{attr}", flat.buffer[lo:hi])
-                setattr(local, attr, [piece])
-                self.local_state.append((flat, piece, lo))
-        self.local_params = local.params[0]
-        grad_input = tensor("grad_shard", (self.shard,), self.flat_params.dtype)
-        scale = tensor("inverse_samples", (), "float32")
-        self.update = function([grad_input, scale], None, updates=local.updates([grad_input * scale]))
+    def _build_sharded(self) -> list:
+        """Per bucket: this rank's pieces of the optimizer state, and the update program over
+        its piece of the parameters (one pointwise kernel)."""
+        updates, scale = [], tensor("inverse_samples", (), "float32")
+        for k, bucket in enumerate(self.buckets):
+            for attr in self.state_attrs:
+                state = [getattr(self.optimizer, attr)[i] for i in bucket.members]
+                bucket.state[attr] = zero.StateShard(attr, state, bucket.params.offsets, bucket.lo, bucket.piece,
+                                                     bucket.grads.buffer.device)
+            local = _part_of(self.optimizer, [bucket.local_params],
+                             {attr: [s.piece] for attr, s in bucket.state.items()})
+            reduced = tensor(f"grad_piece{k}", (bucket.piece,), bucket.grads.dtype)
+            pairs = _own_updates(local, local.updates([reduced * scale]), last=k == len(self.buckets) - 1)
+            updates.append(([k], function([reduced, scale], None, updates=pairs)))
+        return updates
 
     # --- running -----------------------------------------------------------------------------
     def __call__(self, *args):
         n = len(args[0])
-        if self.sharded:
-            self.flat_params.relink()
-            for flat in self.flat_state.values():
-                flat.relink()
-        works = []
+        device = self.buckets[0].grads.buffer.device
+        count = torch.tensor([float(n)], dtype=torch.float64, device=device)
+        counted = self._collective("the sample count", dist.all_reduce, count)
+        if self.sharded:  # parameters or state given new tensors since (set_value, a checkpoint loaded)
+            for b in self.buckets:
+                b.params.relink()
+                for s in b.state.values():
+                    s.take()
+        reducing = [None] * len(self.buckets)
+
+        def reduce(k):
+            reducing[k] = self._reduce(k)
         if n:
             out = {}
             grad_nodes = self.program.graph.outputs[self.n_outputs:]
-            for members, flat in zip(self.layout, self.flats):
-                for k, i in enumerate(members):
-                    out.setdefault(grad_nodes[i], flat.view(k))
-            issue = {at: k for k, at in enumerate(self.ready_at) if at is not None}
-            started = set()
-
-            def after_launch(i):
-                k = issue.get(i)
-                if k is not None:
-                    works.append(self._reduce(k))
-                    started.add(k)
-            values = _call(self.gradients, list(args) + [np.float32(n)], out, after_launch)[:self.n_outputs]
-            for members, flat in zip(self.layout, self.flats):  # a gradient node shared by two parameters
-                for k, i in enumerate(members):
-                    if out[grad_nodes[i]].data_ptr() != flat.view(k).data_ptr():
-                        flat.view(k).copy_(out[grad_nodes[i]])
-            rest = [k for k in range(len(self.buckets)) if k not in started]
+            for b in self.buckets:
+                for j, i in enumerate(b.members):
+                    out.setdefault(grad_nodes[i], b.grads.view(j))
+            ready = {}
+            for k, b in enumerate(self.buckets):
+                ready.setdefault(b.ready_at, []).append(k)
+            values = _call(self.gradients, list(args) + [np.float32(n)], out,
+                           lambda i: [reduce(k) for k in ready.get(i, ())])[:self.n_outputs]
+            for b in self.buckets:  # a gradient node shared by two parameters
+                for j, i in enumerate(b.members):
+                    if out[grad_nodes[i]].data_ptr() != b.grads.view(j).data_ptr():
+                        b.grads.view(j).copy_(out[grad_nodes[i]])
         else:  # an empty shard (a global batch smaller than the group): it adds zeros
             for b in self.buckets:
-                b.zero_()
+                b.grads.buffer.zero_()
             values = [torch.zeros((), dtype=torch.float32) for _ in range(self.n_outputs)]
-            rest = range(len(self.buckets))
-        works += [self._reduce(k) for k in rest]
-        stats = torch.tensor([float(n)] + [float(v) * n for v in values], dtype=torch.float64)
-        stats = stats.to(self.buckets[0].device)
-        works.append(self._collective("the loss and metrics", dist.all_reduce, stats))
-        self._wait(works)
-        stats = stats.cpu()
-        self.samples = int(stats[0])
-        scale = torch.tensor(1.0 / self.samples, dtype=torch.float32, device=self.buckets[0].device)
-        if self.sharded:
-            _call(self.update, [self.grad_shard, scale])
-            self._relink_local()
-            self._wait([self._collective("the parameters", dist.all_gather_single, self.flat_params.buffer,
-                                         self.local_params.value)])
-        else:
-            _call(self.update, [f.buffer[:f.used] for f in self.flats] + [scale])
-        return [torch.tensor(float(s) / self.samples, dtype=torch.float32) for s in stats[1:]]
+        for k in range(len(self.buckets)):
+            if reducing[k] is None:
+                reduce(k)
+        stats = torch.tensor([float(v) * n for v in values], dtype=torch.float64, device=device)
+        summed = self._collective("the loss and metrics", dist.all_reduce, stats)
+        self._wait([counted])
+        self.samples = int(count.item())
+        scale = torch.tensor(1.0 / self.samples, dtype=torch.float32, device=device)
+        gathering = []
+        for ks, fn in self.updates:  # each as soon as its buckets are reduced
+            self._wait([reducing[k] for k in ks])
+            if self.sharded:
+                bucket = self.buckets[ks[0]]
+                _call(fn, [bucket.reduced, scale])
+                bucket.relink_local()
+                gathering.append(self._collective("the parameters", dist.all_gather_single, bucket.params.buffer,
+                                                  bucket.local_params.value))
+            else:
+                _call(fn, [self.buckets[k].grads.buffer for k in ks] + [scale])
+        self._wait(gathering + [summed])
+        return [torch.tensor(float(s) / self.samples, dtype=torch.float32) for s in stats.cpu()]
 
     def _reduce(self, k: int):
+        bucket = self.buckets[k]
         if self.sharded:
-            return self._collective("the gradients", dist.reduce_scatter_single, self.grad_shard, self.buckets[k])
-        return self._collective(f"gradient bucket {k}", dist.all_reduce, self.buckets[k])
-
-    def _relink_local(self) -> None:
-        """The shard's parameters and state are views of the flat buffers; an update that did
-        not write in place gave them new tensors, copied back here."""
-        lo, hi = self.rank * self.shard, (self.rank + 1) * self.shard
-        pairs = [(self.flat_params, self.local_params)] + [(flat, piece) for flat, piece, _ in self.local_state]
-        for flat, var in pairs:
-            view = flat.buffer[lo:hi]
-            if var.value.data_ptr() != view.data_ptr():
-                view.copy_(var.value)
-                object.__setattr__(var, "_value", view)
+            return self._collective(f"gradient bucket {k}", dist.reduce_scatter_single, bucket.reduced,
+                                    bucket.grads.buffer)
+        return self._collective(f"gradient bucket {k}", dist.all_reduce, bucket.grads.buffer)
 
     def gather_state(self) -> None:
-        """With shard_optimizer: make every rank's optimizer state whole (all-gather each
-        state's shards), as checkpoints read it. Every rank must call it."""
+        """With shard_optimizer: gather the optimizer's whole state on rank 0 (into the
+        optimizer's own state variables, as checkpoints read them); the other ranks keep
+        only their pieces. Every rank must call it. The next step frees it again."""
         if not self.sharded:
             return
-        lo, hi = self.rank * self.shard, (self.rank + 1) * self.shard
-        for attr, flat in self.flat_state.items():
-            flat.relink()
-            self._wait([self._collective(f"the optimizer's {attr}", dist.all_gather_single, flat.buffer,
-                                         flat.buffer[lo:hi])])
+        to_first = functools.partial(dist.gather, group_dst=0)
+        shards = [s for b in self.buckets for s in b.state.values()]
+        self._wait([s.gather(lambda piece, pieces, what=f"the optimizer's {s.attr}":
+                             self._collective(what, to_first, piece, pieces), self.rank, self.world)
+                    for s in shards])
+        for s in shards:
+            s.placed()
+
+    def state_pieces(self) -> list:
+        """With shard_optimizer, what this rank holds of each state: (attribute, parameter
+        index, start, stop, values), values being elements [start, stop) of that parameter's
+        flattened state."""
+        held = []
+        for b in self.buckets:
+            for attr, s in b.state.items():
+                for j, i in enumerate(b.members):
+                    where = s.overlaps(j)
+                    if where is not None:
+                        start, stop, at = where
+                        held.append((attr, i, start, stop, s.piece.value[at:at + stop - start]))
+        return held
 
     def _collective(self, what: str, collective, *args):
         return _collective(self.group, "data-parallel step", what, collective, *args)
 
     def _wait(self, works) -> None:
         _wait(self.group, works)
+
+
+def _part_of(optimizer, params, state: dict):
+    """A copy of `optimizer` over `params` with its per-parameter state lists `state`; it
+    shares the hyper-parameters' device scalars and its other state (Adam's step count)."""
+    local = copy.copy(optimizer)
+    local.params = list(params)
+    for attr, value in state.items():
+        setattr(local, attr, list(value))
+    return local
+
+
+def _own_updates(local, pairs, last: bool) -> list:
+    """`pairs` of a part's update, less the updates of state shared by every part (Adam's step
+    count) unless `last`: written once, by the part that runs last, after all have read it."""
+    own = {id(v) for v in local.params}
+    own.update(id(v) for attr, value in vars(local).items() if attr != "params" and zero.is_state(value, local.params)
+               for v in value)
+    return [(var, new) for var, new in pairs if last or id(var) in own]
 
 
 def _collective(group, where: str, what: str, collective, *args) -> tuple:
@@ -396,12 +487,6 @@ def _view_variable(name: str, view: torch.Tensor) -> SharedVariable:
     var = shared(torch.zeros(view.shape, dtype=view.dtype), name=name)
     object.__setattr__(var, "_value", view)
     return var
-
-
-def _per_parameter(value, params) -> bool:
-    """A list of the optimizer's state, one shared value per parameter (kgen.nn.optim)."""
-    return (isinstance(value, (list, tuple)) and len(value) == len(params) and len(params) > 0
-            and all(isinstance(v, SharedVariable) for v in value))
 
 
 def _call(fn, args, out=None, after_launch=None) -> list:

@@ -77,6 +77,7 @@ def state(model) -> dict:
 # --- what the tests run on each rank (and, with world 1, in one process) -----------------------
 GLOBAL_BATCH = 64
 STEPS = 5
+RESUME_AT = 2
 OPTIMIZERS = {"sgd-momentum": lambda params: _nn().SGD(params, lr=0.1, momentum=0.9),
               "adam": lambda params: _nn().Adam(params, lr=0.01)}
 
@@ -91,9 +92,13 @@ def step_data():
     return data(GLOBAL_BATCH * STEPS, seed=2)
 
 
-def train_steps(rank: int, world: int, optimizer: str, shard: bool, bucket_bytes=None) -> dict:
-    """STEPS steps of nn.train_step, each on rank `rank`'s part of a global batch of
-    GLOBAL_BATCH: the parameters, the optimizer's state, the losses, and what the step is."""
+def train_steps(rank: int, world: int, optimizer: str, shard: bool, bucket_bytes=None, stop: int = STEPS,
+                save: str = None, resume: str = None) -> dict:
+    """Steps of nn.train_step, each on rank `rank`'s part of a global batch of GLOBAL_BATCH,
+    up to step `stop`: the parameters, the optimizer's state (whole on rank 0; with `shard`
+    the other ranks' pieces of it), the losses, and what the step is. `save`: a checkpoint
+    written at the end (one process); `resume`: one loaded once the step is built, the steps
+    continuing after those it holds."""
     from nn_helpers import small_mlp
     nn = _nn()
     model = small_mlp(0)
@@ -103,18 +108,47 @@ def train_steps(rank: int, world: int, optimizer: str, shard: bool, bucket_bytes
     options = {"shard_optimizer": True, "bucket_bytes": bucket_bytes} if shard else {"bucket_bytes": bucket_bytes}
     step = nn.train_step(model, nn.NLLLoss(), opt, x[:local], y[:local], ["accuracy"],
                          **(options if world > 1 else {}))
+    first = nn.load(resume, model, opt)["steps"] if resume else 0
     losses = []
-    for k in range(STEPS):
+    for k in range(first, stop):
         start = k * GLOBAL_BATCH + rank * local
         losses.append([float(v) for v in step(x[start:start + local], y[start:start + local])])
-    facts = {}
+    facts = {"state_bytes": held_state_bytes(opt, step if world > 1 else None)}
     if world > 1:
+        if shard and rank:
+            facts["pieces"] = [(attr, i, start, stop, values.numpy().copy())
+                               for attr, i, start, stop, values in step.state_pieces()]
+            facts["refused"] = refused(lambda: nn.save(os.devnull, model, opt))
         step.gather_state()
-        facts = {"launches": [len(p.kernels) for p in step.programs], "buckets": len(step.buckets),
-                 "bytes": step.bytes_reduced}
+        facts.update({"launches": [len(p.kernels) for p in step.programs], "buckets": len(step.buckets),
+                      "bucket_sizes": [b.grads.used for b in step.buckets], "bytes": step.bytes_reduced})
     else:
-        facts = {"launches": [len(step.kernels)]}
-    return {"state": state(model), "optimizer": optimizer_state(model, opt), "losses": losses, **facts}
+        facts["launches"] = [len(step.kernels)]
+    if save:
+        nn.save(save, model, opt, steps=stop)
+    whole = not (shard and rank)  # a sharded run's other ranks hold pieces only
+    return {"state": state(model), "optimizer": optimizer_state(model, opt) if whole else None, "losses": losses,
+            **facts}
+
+
+def refused(action):
+    """The error `action()` raises, as a RankFailed (None if it raises none)."""
+    try:
+        action()
+    except Exception as e:  # handed back to the test, which asserts on it
+        return RankFailed(e)
+    return None
+
+
+def held_state_bytes(opt, step=None) -> int:
+    """Bytes of the distinct storages holding optimizer state in this process: the optimizer's
+    per-parameter state tensors that hold values, and a sharded step's pieces."""
+    from kgen.nn import zero
+    tensors = [v.value for attr, value in vars(opt).items() if attr != "params" and zero.is_state(value, opt.params)
+               for v in value if not v.value.is_meta]
+    if step is not None and step.sharded:
+        tensors += [values for *_, values in step.state_pieces()]
+    return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}.values())
 
 
 def optimizer_state(model, opt) -> dict:
@@ -144,18 +178,22 @@ def fit_run(rank: int, world: int, optimizer: str, shard: bool, directory: str) 
     with contextlib.redirect_stdout(printed):
         history = model.fit(x, y, epochs=2, batch_size=32 // world, validation_data=validation,
                             callbacks=callbacks, verbose=2)
+    whole = not (shard and rank)  # a sharded run's other ranks hold pieces only
     return {"history": history, "printed": printed.getvalue(), "state": state(model),
-            "optimizer": optimizer_state(model, model.optimizer), "checkpoint": name + ".safetensors"}
+            "optimizer": optimizer_state(model, model.optimizer) if whole else None,
+            "checkpoint": name + ".safetensors"}
 
 
-def everything(rank: int, world: int, directory: str) -> dict:
-    """All the two-rank runs the tests compare, in one group (one start-up for all)."""
+def everything(rank: int, world: int, directory: str, checkpoint: str) -> dict:
+    """All the two-rank runs the tests compare, in one group (one start-up for all);
+    `checkpoint`: a one-process run's after RESUME_AT steps, which a sharded run resumes."""
     runs = {}
     for optimizer in OPTIMIZERS:
         for shard in (False, True):
             runs["steps", optimizer, shard] = train_steps(rank, world, optimizer, shard, bucket_bytes=64)
     for optimizer, shard in (("sgd-momentum", False), ("adam", True)):
         runs["fit", optimizer, shard] = fit_run(rank, world, optimizer, shard, directory)
+    runs["resumed"] = train_steps(rank, world, "adam", True, bucket_bytes=64, resume=checkpoint)
     return runs
 
 

@@ -1,6 +1,7 @@
 """Data-parallel training on torch.distributed (kgen.nn.distributed): two gloo processes on
 loopback at batch 32 each train as one process at batch 64 does, with and without the sharded
-optimizer (ZeRO-1); fit under two processes gives one process's history and writes files on
+optimizer (ZeRO-1, each rank holding its share of the optimizer state); a one-process
+checkpoint resumes in a sharded run; fit under two processes gives one process's history and writes files on
 rank 0 only; a checkpoint of a two-process run loads into a one-process model; a rank that
 fails makes the other fail with a DistributedError instead of hanging; `kgen train --nproc 2`
 trains as one process at twice the batch. All the two-process runs share one group
@@ -17,6 +18,7 @@ import pytest
 
 from kgen import nn
 from kgen.errors import OptionError
+from kgen.nn import checkpoint
 
 import dist_helpers
 from dist_helpers import OPTIMIZERS, run_ranks
@@ -29,7 +31,9 @@ FLOAT32 = dict(rtol=1e-5, atol=1e-6)
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     directory = tmp_path_factory.mktemp("dist")
-    results = run_ranks(dist_helpers.everything, 2, str(directory))
+    checkpoint = str(directory / "one-process.safetensors")  # what a sharded two-process run resumes from
+    dist_helpers.train_steps(0, 1, "adam", False, stop=dist_helpers.RESUME_AT, save=checkpoint)
+    results = run_ranks(dist_helpers.everything, 2, str(directory), checkpoint)
     for rank, result in enumerate(results):
         assert isinstance(result, dict), f"rank {rank} failed: {result!r}"
     return results
@@ -52,6 +56,17 @@ def _assert_close(got: dict, want: dict, what: str):
         np.testing.assert_allclose(got[name], want[name], **FLOAT32, err_msg=f"{what}: {name}")
 
 
+def _assert_pieces(run: dict, want: dict, what: str):
+    """A sharded run's rank holds pieces of the optimizer state (its elements of each
+    parameter's state): they must be those elements of the one-process run's state."""
+    model = small_mlp(0)
+    names = [name for name, _ in model.named_parameters()]
+    assert run["pieces"]
+    for attr, i, start, stop, values in run["pieces"]:
+        whole = want[f"optimizer.{names[i]}.{checkpoint.TORCH_STATE_NAMES[attr]}"].reshape(-1)
+        np.testing.assert_allclose(values, whole[start:stop], **FLOAT32, err_msg=f"{what}: {attr} of {names[i]}")
+
+
 @pytest.mark.parametrize("shard", [False, True], ids=["all-reduce", "zero1"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_two_ranks_at_32_train_as_one_process_at_64(two_ranks, optimizer, shard):
@@ -59,7 +74,11 @@ def test_two_ranks_at_32_train_as_one_process_at_64(two_ranks, optimizer, shard)
     for rank, result in enumerate(two_ranks):
         run = result["steps", optimizer, shard]
         _assert_close(run["state"], one["state"], f"rank {rank}'s parameters")
-        _assert_close(run["optimizer"], one["optimizer"], f"rank {rank}'s optimizer state")
+        if shard and rank:  # its pieces; gather_state gathered the whole state on rank 0
+            assert run["optimizer"] is None
+            _assert_pieces(run, one["optimizer"], f"rank {rank}'s optimizer state")
+        else:
+            _assert_close(run["optimizer"], one["optimizer"], f"rank {rank}'s optimizer state")
         np.testing.assert_allclose(run["losses"], one["losses"], **FLOAT32)
     for name, value in two_ranks[0]["steps", optimizer, shard]["state"].items():  # the ranks agree exactly
         np.testing.assert_array_equal(two_ranks[1]["steps", optimizer, shard]["state"][name], value)
@@ -67,18 +86,53 @@ def test_two_ranks_at_32_train_as_one_process_at_64(two_ranks, optimizer, shard)
 
 @pytest.mark.parametrize("shard", [False, True], ids=["all-reduce", "zero1"])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
-def test_the_update_is_one_launch_after_the_gradients(two_ranks, optimizer, shard):
+def test_each_bucket_is_updated_in_its_own_launches(two_ranks, optimizer, shard):
     run = two_ranks[0]["steps", optimizer, shard]
     one = one_process(dist_helpers.train_steps, optimizer)
-    gradients, update = run["launches"]
-    # Adam's step count is written after the update has read it: a second launch
-    assert update == (1 if optimizer == "sgd-momentum" else 2)
+    gradients, *updates = run["launches"]
     assert gradients == one["launches"][0]  # for this MLP, as many as the fused single-process step
-    # 64-byte buckets: the MLP's 53 parameters (212 bytes) in several; ZeRO-1 reduce-scatters one
-    assert run["buckets"] == (1 if shard else 4)
-    # float32 gradients (53, or 2 shards of 27 with ZeRO-1, whose parameters are all-gathered too)
-    # and three float64 sums (samples, loss, accuracy)
-    assert run["bytes"] == (4 * 54 * 2 if shard else 4 * 53) + 8 * 3
+    # 64-byte buckets: the MLP's 53 parameters (212 bytes) in four, each updated as soon as it is
+    # reduced; Adam's update takes two launches (its new first moment is written by one kernel
+    # and read by the other)
+    assert run["buckets"] == 4 and sum(run["bucket_sizes"]) == 53
+    assert updates == [1 if optimizer == "sgd-momentum" else 2] * 4
+    # float32 gradients (53; with ZeRO-1 each bucket padded to an even size, reduce-scattered, and
+    # the parameters all-gathered in the same sizes), and three float64 sums (samples, loss, accuracy)
+    padded = sum(-(-size // 2) * 2 for size in run["bucket_sizes"])
+    assert run["bytes"] == (4 * padded * 2 if shard else 4 * 53) + 8 * 3
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_with_zero1_each_rank_holds_its_share_of_the_optimizer_state(two_ranks, optimizer):
+    one = one_process(dist_helpers.train_steps, optimizer)["state_bytes"]
+    states = {"sgd-momentum": 1, "adam": 2}[optimizer]  # velocity; m and v
+    assert one == 4 * 53 * states
+    for result in two_ranks:
+        assert result["steps", optimizer, False]["state_bytes"] == one  # all-reduce: every rank all of it
+        sharded = result["steps", optimizer, True]
+        # half of each bucket padded to an even size: 53 / 2 rounded up, per bucket
+        assert sharded["state_bytes"] == 4 * states * sum(-(-size // 2) for size in sharded["bucket_sizes"])
+        assert one / 2 <= sharded["state_bytes"] <= one / 2 + 4 * states * sharded["buckets"]
+
+
+def test_a_one_process_checkpoint_resumes_in_a_sharded_two_process_run(two_ranks):
+    """One process runs RESUME_AT steps and saves; two ranks with ZeRO-1 load the file (each
+    taking its slice of the optimizer state) and run the remaining steps: the result is one
+    process's run of all the steps."""
+    one = one_process(dist_helpers.train_steps, "adam")
+    for rank, result in enumerate(two_ranks):
+        run = result["resumed"]
+        _assert_close(run["state"], one["state"], f"rank {rank}'s parameters")
+        np.testing.assert_allclose(run["losses"], one["losses"][dist_helpers.RESUME_AT:], **FLOAT32)
+    _assert_close(two_ranks[0]["resumed"]["optimizer"], one["optimizer"], "rank 0's gathered optimizer state")
+    _assert_pieces(two_ranks[1]["resumed"], one["optimizer"], "rank 1's optimizer state")
+
+
+def test_a_rank_holding_pieces_of_the_state_refuses_to_save_it(two_ranks):
+    refused = two_ranks[1]["steps", "adam", True]["refused"]
+    assert refused is not None and refused.type == "OptionError", refused
+    assert "the optimizer state held in pieces by the ranks: optimizer.0.weight.exp_avg" in refused.message
+    assert "gather it on rank 0 first" in refused.message
 
 
 @pytest.mark.parametrize("optimizer, shard", [("sgd-momentum", False), ("adam", True)],
@@ -120,8 +174,9 @@ def test_a_rank_that_raises_makes_the_other_fail_with_a_clear_error():
     assert isinstance(raising, dist_helpers.RankFailed) and raising.message == "rank 1 gives up"
     assert isinstance(failing, dist_helpers.RankFailed), failing
     assert failing.type == "DistributedError"
-    assert re.match(r"data-parallel step on rank 0 of 2: exchanging gradient bucket \d failed: another rank "
-                    r"failed, or did not answer within the process group's timeout \(.+\)", failing.message), \
+    assert re.match(r"data-parallel step on rank 0 of 2: exchanging (the sample count|gradient bucket \d) failed: "
+                    r"another rank failed, or did not answer within the process group's timeout \(.+\)",
+                    failing.message), \
         failing.message
 
 
