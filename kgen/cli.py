@@ -4,10 +4,10 @@
     kgen train MODEL [--epochs E] [--batch B] [--plot FILE.png|FILE.svg] [--nproc K [--shard-optimizer]]
                                                  train a zoo model: loss and accuracy per epoch, a final line
     kgen check MODEL [--batch B]                 every kernel of its training step vs the reference
-    kgen stats MODEL [--train] [--batch B] [--json]
+    kgen stats MODEL [--train] [--batch B] [--json] [--why] [--world-size K [--zero]]
                                                  launches, bytes and flops per step, fused and unfused
     kgen tune MODEL [--target sm_80,sm_90] [--batch 64,512] [--tier quick|thorough] [--explain] [--cache DIR]
-                                                 tune every kernel of its training step into the cache
+              [--jobs K] [--devices 0,1]         tune every kernel of its training step into the cache
     kgen compile MODEL --out DIR [--target sm_80,sm_90] [--batch 64,512] [--eval] [--archive] [--force]
                                                  an artifact of its training (or evaluation) step
     kgen run DIR [--inputs FILE.npz | --batch B] [--seed S] [--steps K] [--save FILE.npz]
@@ -170,6 +170,11 @@ def cmd_stats(args):
     # at run time: kgen --help imports neither torch nor triton
     from kgen.lowering.explain import explain, format_explanation, loop_decisions
     from kgen.lowering.stats import program_stats, unfused_stats
+    if args.world_size is not None and not args.train:
+        raise KgenError(f"--world-size {args.world_size}: data-parallel figures are of the training step; "
+                        f"expected --train with it")
+    if args.zero and args.world_size is None:
+        raise KgenError("--zero: ZeRO-1's figures are of a data-parallel step; expected --world-size K with it")
     spec, model = _spec_and_model(args.model)
     x, y = _example_batch(spec, args.batch)
     step = _step(spec, model, x, y, train=args.train)
@@ -183,6 +188,11 @@ def cmd_stats(args):
         names = [(k.name, [part.name for part in k.parts]) for k in step.program.kernels]
         result["why"] = explain(step.program.plan, names)
         result["loops"] = loop_decisions(step.program.plan)
+    if args.world_size is not None:
+        from kgen.nn import losses, parallel_stats
+        loss = losses.get(spec.loss)
+        result["data_parallel"] = parallel_stats.figures(model, loss, x, y, args.world_size, fused["launches"],
+                                                         sizes, (False, True) if args.zero else (False,))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -201,7 +211,25 @@ def cmd_stats(args):
     print(f"buffer plan: {len(step.program.buffers.slot_of)} intermediates in {b['slots']} slots "
           f"({b['slot_bytes']:,} B, {b['unshared_bytes']:,} B without reuse); "
           f"{b['inplace']} of {len(step.updates)} updates written in place")
+    if args.world_size is not None:
+        _print_data_parallel(result["data_parallel"], fused["launches"])
     return 0
+
+
+def _print_data_parallel(rows: list, launches: int) -> None:
+    """The data-parallel figures per rank per step, beside the one-process step's."""
+    first = rows[0]
+    how = (f"in {first['buckets']} bucket(s) of up to {first['bucket_bytes'] >> 20} MiB, filled as torch DDP does; "
+           f"ring collectives" if first["world_size"] > 1 else "one rank: nothing to exchange")
+    print(f"data parallel, world size {first['world_size']}, per rank per step ({first['gradient_bytes']:,} B of "
+          f"gradients {how}):")
+    print(f"{'':<37} {'launches':>12} {'collectives':>12} {'bytes sent':>12}")
+    print(f"{'one process (updates fused)':<37} {launches:>12} {0:>12} {0:>12}")
+    for row in rows:
+        name = "ZeRO-1 (reduce-scatter, all-gather)" if row["zero"] else "all-reduce (DDP)"
+        split = (f"{row['gradient_launches']} + {row['update_launches']}" if row["update_launches"]
+                 else str(row["launches"]))
+        print(f"{name:<37} {split:>12} {row['collectives']:>12} {row['bytes_sent']:>12,}")
 
 
 def cmd_models(args):
@@ -261,11 +289,13 @@ def cmd_tune(args):
     import warnings
 
     # at run time: kgen --help imports neither torch nor triton
-    from kgen.autotune import cache as tune_cache, tuner
+    from kgen.autotune import cache as tune_cache, tuner, workers
+    from kgen.autotune.progress import Progress
     from kgen.ir import shapes
     targets, batches = args.target, args.batch
     _check_targets(targets, tuning=True)
     _check_directory_option("--cache", args.cache)
+    devices = workers.device_names(args.devices) if args.devices else None
     spec, model = _spec_and_model(args.model, args.seed)
     (x, y), _ = spec.data()
     step = _step(spec, model, x[:batches[0]], y[:batches[0]], train=True)
@@ -281,9 +311,12 @@ def cmd_tune(args):
                 for target in targets:
                     for kernel in program.kernels:
                         print(f"batch {batch}: {cache.explain(kernel, sizes, target)}")
-            results = tuner.tune_program(program, sizes, targets, args.tier, cache, inputs, args.workers,
-                                         args.force, lambda message: print(f"  {message}", file=sys.stderr,
-                                                                           flush=True))
+            progress = Progress()
+            try:
+                results = tuner.tune_program(program, sizes, targets, args.tier, cache, inputs, args.workers,
+                                             args.force, progress, devices=devices)
+            finally:
+                progress.close()
             print(tuner.format_results(results, f"{args.model} training step, batch {batch},"))
     for w in caught:
         print(f"kgen: warning: {w.message}", file=sys.stderr)
@@ -403,7 +436,16 @@ def _batches(p, what: str) -> None:
 
 
 def _workers(p) -> None:
-    p.add_argument("--workers", type=positive_int, metavar="W", help="compile processes (default: one per CPU core)")
+    p.add_argument("--jobs", "--workers", dest="workers", type=positive_int, metavar="K",
+                   help="compile processes (default: one per CPU core; --workers is the old name)")
+
+
+def device_list(text: str) -> list:
+    try:
+        return list(dict.fromkeys(seed(item.strip()) for item in text.split(",")))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r} (CUDA device indices, "
+                                         f"as in 0,1)") from None
 
 
 def _seed(p, what="the model's initial weights") -> None:
@@ -474,13 +516,18 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
                  "Launches, bytes and flops of a zoo model's step, fused by kgen and with one kernel per op,\n"
                  "and its buffer plan. --why says, per kernel, which fusion rule writes each value it writes,\n"
                  "which put the rest in it, and which merges a rule refused and why.",
-                 ["kgen stats mlp128", "kgen stats cnn --train --batch 64 --json", "kgen stats cnn --train --why"])
+                 ["kgen stats mlp128", "kgen stats cnn --train --batch 64 --json", "kgen stats cnn --train --why",
+                  "kgen stats mlp128 --train --world-size 4 --zero"])
     _zoo_model(p)
     p.add_argument("--train", action="store_true", help="the training step (default: the evaluation step)")
     _batch(p, 64)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--why", action="store_true", help="the fusion decisions per kernel: rule and reason "
                    "(R1-R6, E1-E5, L1, B3; see DESIGN.md)")
+    p.add_argument("--world-size", type=positive_int, metavar="K", help="with --train: also the data-parallel step "
+                   "on K ranks, per rank: bytes sent, collectives and launches (kgen/nn/parallel_stats.py)")
+    p.add_argument("--zero", action="store_true", help="with --world-size: also ZeRO-1 (optimizer state sharded: "
+                   "reduce-scatter, then all-gather)")
 
     p = _command(sub, "models", cmd_models, "list the zoo", "The zoo's models, with what each one is.",
                  ["kgen models"])
@@ -488,9 +535,11 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
     p = _command(sub, "tune", cmd_tune, "tune every kernel of a zoo model's training step into the autotune cache",
                  "Tune every kernel of a zoo model's training step for each target and batch size, and keep\n"
                  "the results in the autotune cache (`kgen compile` reads them). With no GPU, the offline\n"
-                 "cost model ranks the candidates.",
+                 "cost model ranks the candidates, compiled by --jobs K processes; with --devices 0,1,...\n"
+                 "a worker per listed GPU times its share of them. Any number of tunings may write one cache.",
                  ["kgen tune mlp128", "kgen tune mlp128 --target sm_90 --batch 64,512 --explain",
-                  "kgen tune cnn --tier thorough --cache /tmp/kgen-tune"])
+                  "kgen tune cnn --tier thorough --cache /tmp/kgen-tune --jobs 2",
+                  "kgen tune cnn --target sm_90 --devices 0,1,2,3"])
     _zoo_model(p)
     _targets(p, "those the cost model has facts for")
     _batches(p, "one tuning per size")
@@ -500,6 +549,9 @@ Lists are comma-separated (--batch 64,512); a list option may also be repeated.
     p.add_argument("--cache", metavar="DIR", help="the cache directory (default: $KGEN_CACHE_DIR/tune)")
     p.add_argument("--force", action="store_true", help="tune again what the cache has")
     _workers(p)
+    p.add_argument("--devices", type=device_list, action=ListOption, default=None, metavar="D,D",
+                   help="CUDA devices to time candidates on, a worker per device, all at once (default: the "
+                        "current GPU, if any; without one the cost model ranks)")
     _seed(p)
 
     p = _command(sub, "compile", cmd_compile, "compile a zoo model's step to an artifact (no GPU needed)",

@@ -125,7 +125,15 @@ def test_lists_are_comma_separated_or_repeated(command):
     (["compile", "linreg", "--out", "x", "--batch", "8", "16"], "unrecognized arguments: 16"),
     (["compile", "linreg", "--out", "x", "--target", "sm_80,"], "argument --target: expected a comma-separated "
                                                                 "list, got 'sm_80,'"),
-    (["compile", "linreg", "--out", "x", "--workers", "0"], "argument --workers: expected a positive integer"),
+    (["compile", "linreg", "--out", "x", "--workers", "0"], "argument --jobs/--workers: expected a positive integer"),
+    (["tune", "linreg", "--jobs", "0"], "argument --jobs/--workers: expected a positive integer, got '0'"),
+    (["stats", "mlp128", "--train", "--world-size", "0"], "argument --world-size: expected a positive integer, got '0'"),
+    (["stats", "mlp128", "--train", "--world-size", "-2"], "argument --world-size: expected a positive integer, "
+                                                           "got '-2'"),
+    (["stats", "mlp128", "--world-size", "2"], "--world-size 2: data-parallel figures are of the training step; "
+                                               "expected --train with it"),
+    (["stats", "mlp128", "--train", "--zero"], "--zero: ZeRO-1's figures are of a data-parallel step; expected "
+                                               "--world-size K with it"),
     (["compile", "linreg"], "the following arguments are required: --out"),
     (["run", "x", "--steps", "0"], "argument --steps: expected a positive integer, got '0'"),
     (["tune", "linreg", "--batch", "64,-8"], "argument --batch: expected a comma-separated list, got '64,-8'"),

@@ -5,16 +5,16 @@ The numbers come from the AOT compile (kgen.kernels.aot): shared memory from Tri
 metadata, registers and the spill stack frame from the cubin itself
 (`aot.cubin_resources`: ptxas writes them into the ELF's .nv.info section; Triton's own
 `n_regs`/`n_spills` are filled only when a driver loads the kernel on a GPU). Several
-compiles run in a pool of worker processes, and every fact is kept in the FactsCache, so a
-kernel source is compiled once per config, target and Triton version."""
+compiles run in a pool of worker processes (kgen.autotune.workers), and every fact is kept
+in the FactsCache, so a kernel source is compiled once per config, target and Triton
+version."""
 from __future__ import annotations
 
-import multiprocessing
-import os
 from dataclasses import dataclass
 
 from kgen import counters
 from kgen.autotune.cache import FactsCache, kernel_hash
+from kgen.autotune.workers import Workers
 from kgen.kernels import aot
 from kgen.kernels.loader import load_module
 
@@ -48,49 +48,47 @@ def last_line(error: Exception) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def gather(source: str, requests: list, target: str, workers: int = None, cache: FactsCache = None) -> list:
+def gather(source: str, requests: list, target: str, workers=None, cache: FactsCache = None, tick=None) -> list:
     """Facts for each (kernel, config) of `requests`, kernels of the module `source`
-    compiled for `target`: from `cache` where it has them, else compiled (in `workers`
-    processes; None: one per CPU core) and added to it."""
+    compiled for `target`: from `cache` where it has them, else compiled (by `workers`: a
+    kgen.autotune.workers.Workers, or a count of processes, None for one per CPU core) and
+    added to it. `tick()` hears of each request answered, from the cache or compiled."""
     results, pending = [None] * len(requests), {}
     for i, (kernel, config) in enumerate(requests):
         known = cache.get(kernel_hash(kernel), target, config) if cache else None
         if known is not None:
             results[i] = Facts(**known)
+            if tick:
+                tick()
         else:
             job = aot.kernel_job(source, kernel, target, config)
             pending.setdefault(job, []).append(i)
     if pending:
         jobs = list(pending)
-        for job, found in zip(jobs, _run(jobs, workers)):
+        for job, found in zip(jobs, _run(jobs, workers, tick)):
             facts = Facts(**found)
             for i in pending[job]:
                 results[i] = facts
+            for _ in pending[job][1:] if tick else ():  # requests that shared the job: answered too
+                tick()
             if cache is not None and facts.ok:
                 kernel, config = requests[pending[job][0]]
                 cache.put(kernel_hash(kernel), target, config, found)
     return results
 
 
-def _run(jobs: list, workers: int = None) -> list:
-    """compile_one over `jobs`, in a process pool when there are several jobs and cores:
-    forked while this process has not started CUDA (workers inherit kgen, Triton and the
-    loaded module), spawned once it has (CUDA does not survive a fork)."""
-    workers = min(workers or os.cpu_count() or 1, len(jobs))
-    if workers <= 1:
-        return [compile_one(job) for job in jobs]
-    method = "fork" if _fork_is_safe() else "spawn"
-    if method == "fork":
+def _run(jobs: list, workers=None, tick=None) -> list:
+    """compile_one over `jobs`, spread over `workers` (kgen.autotune.workers says how they
+    start) when there are several jobs and workers, in job order either way."""
+    pool = workers if isinstance(workers, Workers) else Workers(workers)
+    try:
+        if pool.runs_here(len(jobs)):
+            return pool.map(compile_one, jobs, tick)
         for source in {job.source for job in jobs}:
-            load_module(source, interpreted=False)
-    with multiprocessing.get_context(method).Pool(workers) as pool:
-        found = pool.map(compile_one, jobs, chunksize=1)
-    counters.bump("compiles", sum("error" not in f for f in found))  # counted in the workers, not here
-    return found
-
-
-def _fork_is_safe() -> bool:
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    import torch
-    return not torch.cuda.is_initialized()
+            load_module(source, interpreted=False)  # before the workers start: forked ones inherit it
+        found = pool.map(compile_one, jobs, tick)
+        counters.bump("compiles", sum("error" not in f for f in found))  # counted in the workers, not here
+        return found
+    finally:
+        if pool is not workers:
+            pool.close()

@@ -13,7 +13,9 @@ is checked against the reference (not only the winner; a candidate that fails to
 launch or agree scores as infinitely slow), and is timed with triton.testing.do_bench
 (median). Matmul and conv kernels are timed beside torch's library op on equal shapes
 (cuBLAS / cuDNN), and the cost model's pick is recorded beside the measured best, so the
-model can be calibrated.
+model can be calibrated. With several devices (`devices`), each candidate is a `Trial`
+(plain data) that a worker process per device runs on its GPU (kgen.autotune.workers);
+the results come back in candidate order, so the choice is the one a single GPU makes.
 
 A combo kernel (several independent kernels in one launch) is tuned through its parts,
 each a kernel of its own, and their picks are joined. On a GPU the joined config is then
@@ -23,12 +25,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 
 from kgen import counters
 from kgen.autotune import costmodel, facts as compile_facts, space
 from kgen.autotune.cache import TuneCache, format_config
+from kgen.autotune.workers import Workers, pinned_device
 from kgen.errors import KgenError
 from kgen.ir import shapes
 from kgen.ir.optable import TABLE
@@ -38,7 +42,6 @@ from kgen.kernels.families import lookup
 from kgen.kernels.launch import default_config, kernel_dims, plan_launch
 from kgen.kernels.loader import interpreting, load_module
 from kgen.kernels.runtime import to_numpy
-from kgen.kernels.splitk import ScratchBuffers
 from kgen.tolerance import TOLERANCE, output_error
 
 COMPILED_PER_ROUND = {"quick": 2, "thorough": 6}  # offline: candidates compiled per kernel per round
@@ -76,24 +79,39 @@ def config_for(kernel, sizes: dict, target: str, cache: TuneCache = None) -> dic
     return config if config is not None else default_config(kernel, sizes, interpreted=False)
 
 
-def device_target():
-    """The target name of this machine's CUDA device ("sm_90"), or None without one."""
+def device_target(devices=None):
+    """The target name of this machine's CUDA device ("sm_90"), or of the first of
+    `devices` (indices), or None without one."""
     import torch
     if not torch.cuda.is_available():
         return None
-    major, minor = torch.cuda.get_device_capability()
+    major, minor = torch.cuda.get_device_capability(devices[0] if devices else None)
     return f"sm_{major}{minor}"
 
 
+def _ticker(say, total: int, what: str):
+    """A tick() per item of `total` for a progress that counts (has `count`), else None."""
+    count = getattr(say, "count", None)
+    return count(total, what) if count and total else None
+
+
 def tune_program(program, sizes: dict, targets, tier: str = "quick", cache: TuneCache = None, inputs=None,
-                 workers: int = None, force: bool = False, progress=None, bench=None) -> list:
+                 workers: int = None, force: bool = False, progress=None, bench=None, devices=None) -> list:
     """Tune every kernel of `program` at `sizes` for each of `targets`; returns a
     TuneResult per kernel and target. Kernels the cache has are not tuned again unless
     `force`. Timings decide on a GPU of the target when `inputs` (graph input name ->
-    array) are given, or when a `bench` is; the cost model decides otherwise.
-    `progress(message)` hears about long work."""
+    array) are given, or when a `bench` is; the cost model decides otherwise. Compiles
+    run in `workers` processes (None: one per CPU core); timings on each CUDA device of
+    `devices` (indices) in parallel, a worker per device, else in this process.
+    `progress(message)` hears about long work, and if it has `count(total, what)`, that
+    returns a tick() called per candidate compiled or timed (kgen.autotune.progress)."""
     cache = cache if cache is not None else TuneCache()
     say = progress or (lambda message: None)
+    with Workers(workers) as compilers:
+        return _tune_targets(program, sizes, targets, tier, cache, inputs, compilers, force, say, bench, devices)
+
+
+def _tune_targets(program, sizes, targets, tier, cache, inputs, workers, force, say, bench, devices) -> list:
     results = []
     for target in targets:
         costmodel.gpu(target)
@@ -105,12 +123,17 @@ def tune_program(program, sizes: dict, targets, tier: str = "quick", cache: Tune
             else:
                 hits[kernel.name] = _cached(cache, kernel, sizes, target, config)
         measuring = None
-        if todo and (bench is not None or (inputs is not None and device_target() == target)):
-            bench = measuring = bench or Bench(program, inputs, sizes)  # one reference run for all targets
+        if todo and (bench is not None or (inputs is not None and device_target(devices) == target)):
+            bench = measuring = bench or Bench(program, inputs, sizes, devices=devices)  # one reference run
+        where = (f"timed on devices {','.join(map(str, measuring.devices))}" if measuring and measuring.devices
+                 else "timed on this GPU" if measuring else "cost model")
         say(f"{target}: {len(hits)} of {len(program.kernels)} kernels cached, tuning {len(todo)} "
-            f"({'timed on this GPU' if measuring else 'cost model'}, {tier} tier)")
+            f"({where}, {tier} tier)")
         if measuring:
-            tuned = _tune_measured(program, todo, sizes, target, tier, cache, measuring, workers, say)
+            try:
+                tuned = _tune_measured(program, todo, sizes, target, tier, cache, measuring, workers, say)
+            finally:
+                measuring.close()
         else:
             tuned = _tune_offline(program, todo, sizes, target, tier, cache, workers, say)
         for kernel in todo:
@@ -181,7 +204,8 @@ def _tune_offline_kernels(source, kernels, sizes, target, tier, cache, workers, 
             break
         say(f"{target}: compiling {len(requests)} candidates of {len(open_kernels)} kernels"
             + (f" (round {round_ + 1})" if round_ else ""))
-        found = compile_facts.gather(source, requests, target, workers, cache.facts)
+        found = compile_facts.gather(source, requests, target, workers, cache.facts,
+                                     _ticker(say, len(requests), f"{target} compiles"))
         for (kernel, config), facts in zip(requests, found):
             compiled[kernel.name][costmodel.config_key(config)] = facts
         open_kernels = [k for k in open_kernels
@@ -277,59 +301,155 @@ def median_us(fn) -> float:
     return triton.testing.do_bench(fn, return_mode="median") * 1000.0
 
 
+@dataclass(frozen=True)
+class OutlineParam:
+    """What a launcher reads of a kernel parameter, with no IR node (nodes do not pickle)."""
+    name: str
+    kind: str
+    expr: object  # an "int" parameter's sympy expression (aot.aligned_params reads it)
+    type: str  # Triton's signature type
+
+    def signature(self) -> str:
+        return self.type
+
+
+@dataclass(frozen=True)
+class Outline:
+    """What a launcher reads of a kernel (its name and parameters) as plain data, so a
+    device worker can launch it: `compiled_launcher`, `interpreter_launcher` and the tests'
+    launchers take one in place of the KernelSource."""
+    name: str
+    params: tuple
+
+    @classmethod
+    def of(cls, kernel) -> "Outline":
+        return cls(kernel.name, tuple(OutlineParam(p.name, p.kind, p.expr, p.signature()) for p in kernel.params))
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One candidate to run, check and time, as plain data: the job of a device worker."""
+    source: str  # the module holding the kernel
+    kernel: Outline
+    target: str
+    config: dict
+    grid: tuple
+    buffers: tuple  # ("in", reference array, torch dtype) | ("out", shape, torch dtype, fill with NaN)
+    args: tuple  # per parameter: ("buffer", index) | ("scratch", elements, torch dtype, zeroed) | ("value", v)
+    expected: tuple  # (buffer index, reference array) per output
+    tolerance: float
+
+
+def run_trial(trial: Trial, launcher=None, timer=None, device=None) -> tuple:
+    """(microseconds, problem) of `trial` on `device` (default: the device this worker is
+    pinned to): infinity and why if the candidate fails to compile or launch, or its
+    outputs disagree with the reference. `launcher` and `timer`: the GPU's by default."""
+    import torch
+    launcher, timer = launcher or compiled_launcher, timer or median_us
+    device = device or pinned_device()
+    try:
+        run = launcher(trial.source, trial.kernel, trial.target, trial.config)
+        buffers = []
+        for spec in trial.buffers:
+            if spec[0] == "in":
+                buffers.append(torch.from_numpy(np.array(spec[1], order="C")).to(device, spec[2]))
+            else:
+                buffers.append(torch.empty(spec[1], dtype=spec[2], device=device))
+                if spec[3]:
+                    buffers[-1].fill_(float("nan"))
+        args = [buffers[a[1]] if a[0] == "buffer" else a[1] if a[0] == "value" else
+                (torch.zeros if a[3] else torch.empty)(max(1, a[1]), dtype=a[2], device=device)
+                for a in trial.args]  # fresh scratch: counters at zero
+        run(trial.grid, args)
+        error = max((output_error(to_numpy(buffers[i]), want) for i, want in trial.expected), default=0.0)
+        if not error <= trial.tolerance:
+            return math.inf, f"disagrees with the reference (error {error:.2e} > {trial.tolerance:.0e})"
+        return float(timer(lambda: run(trial.grid, args))), ""
+    except Exception as e:  # noqa: BLE001 (a failing candidate is scored, not fatal)
+        return math.inf, f"{type(e).__name__}: {compile_facts.last_line(e)}"
+
+
 class Bench:
     """Runs candidates of a program's kernels on the reference's values of their inputs,
     checks every output against the reference, and times them (`launcher` and `timer` are
-    the GPU's by default; tests pass the interpreter's)."""
+    the GPU's by default; tests pass the interpreter's). With `devices` (CUDA indices;
+    tests pass torch device names), candidates run on all of them at once, a worker
+    process per device (kgen.autotune.workers); `launcher` and `timer` must then be
+    module-level functions, which pickle."""
 
-    def __init__(self, program, inputs: dict, sizes: dict, launcher=compiled_launcher, timer=median_us,
-                 device=None):
+    def __init__(self, program, inputs: dict, sizes: dict, launcher=None, timer=None, device=None, devices=None):
         graph = program.graph
         missing = [n.name for n in graph.inputs if n.name not in inputs]
         if missing:
             raise KgenError(f"tuning on a GPU needs a value for every graph input: missing {', '.join(missing)}")
         self.program, self.sizes = program, dict(sizes)
-        self.launcher, self.timer = launcher, timer
-        self.device = device if device is not None else program.device
+        self.launcher, self.timer = launcher or compiled_launcher, timer or median_us
+        self.devices = list(devices) if devices else None
+        first = self.devices[0] if self.devices else None
+        self.device = device if device is not None else (f"cuda:{first}" if isinstance(first, int) else
+                                                         first or program.device)
         self.reference = evaluate(graph, {n.name: inputs[n.name] for n in graph.inputs}, "float64")
+        self._workers = None
 
-    def buffers(self, kernel) -> dict:
-        import torch
-        env = {n: torch.from_numpy(np.array(self.reference[n], order="C")).to(self.device, n.dtype.torch)
-               for n in kernel.reads}
-        for root in kernel.roots:
-            shape = [int(d) for d in np.shape(self.reference[root])]
-            env[root] = torch.empty(shape, dtype=root.dtype.torch, device=self.device)
-        return env
+    def trial(self, kernel, config: dict, target: str, source: str = None) -> Trial:
+        """`kernel` with `config` as a Trial on the reference's values. `source`: the module
+        holding `kernel` (default: the program's)."""
+        launch = plan_launch(kernel, self.sizes, interpreted=False, config=config)
+        buffers, index = [], {}
+        for node in dict.fromkeys(p.node for p in kernel.params if p.kind in ("in", "out")):
+            index[node] = len(buffers)
+            if node in kernel.roots:
+                shape = tuple(int(d) for d in np.shape(self.reference[node]))
+                buffers.append(("out", shape, node.dtype.torch, node.dtype.is_float))
+            else:
+                buffers.append(("in", np.asarray(self.reference[node]), node.dtype.torch))
+        args = tuple(("buffer", index[p.node]) if p.kind in ("in", "out") else
+                     ("value", launch.ints[p.name]) if p.kind == "int" else
+                     ("scratch", launch.scratch[p.name], p.dtype.torch, p.zeroed) if p.kind == "scratch" else
+                     ("value", config[p.name]) for p in kernel.params)
+        expected = tuple((index[r], np.asarray(self.reference[r])) for r in kernel.roots if r in index)
+        tolerance = max(TOLERANCE[n.dtype] for n in tuple(kernel.roots) + tuple(kernel.reads) + tuple(kernel.nodes))
+        return Trial(source or self.program.source, Outline.of(kernel), target, dict(config), tuple(launch.grid),
+                     tuple(buffers), args, expected, tolerance)
 
     def score(self, kernel, config: dict, target: str, source: str = None) -> tuple:
-        """(microseconds, problem): infinity and why if the candidate fails to compile or
-        launch, or its outputs disagree with the reference. `source`: the module holding
-        `kernel` (default: the program's)."""
-        try:
-            run = self.launcher(source or self.program.source, kernel, target, config)
-            launch = plan_launch(kernel, self.sizes, interpreted=False, config=config)
-            env = self.buffers(kernel)
-            for root in kernel.roots:
-                if root.dtype.is_float:
-                    env[root].fill_(float("nan"))
-            scratch = ScratchBuffers(self.device)  # fresh: counters at zero
-            args = [env[p.node] if p.kind in ("in", "out") else launch.ints[p.name] if p.kind == "int" else
-                    scratch.get(kernel.name, p.name, launch.scratch[p.name], p.dtype.torch, p.zeroed)
-                    if p.kind == "scratch" else config[p.name] for p in kernel.params]
-            run(launch.grid, args)
-            error = max((output_error(to_numpy(env[r]), self.reference[r]) for r in kernel.roots), default=0.0)
-            tolerance = max(TOLERANCE[n.dtype] for n in tuple(kernel.roots) + tuple(kernel.reads) + tuple(kernel.nodes))
-            if not error <= tolerance:
-                return math.inf, f"disagrees with the reference (error {error:.2e} > {tolerance:.0e})"
-            return float(self.timer(lambda: run(launch.grid, args))), ""
-        except Exception as e:  # noqa: BLE001 (a failing candidate is scored, not fatal)
-            return math.inf, f"{type(e).__name__}: {compile_facts.last_line(e)}"
+        """(microseconds, problem) of one candidate, in this process (see run_trial)."""
+        return self.scores(kernel, [config], target, source, here=True)[0]
+
+    def scores(self, kernel, configs: list, target: str, source: str = None, tick=None, here: bool = False) -> list:
+        """(microseconds, problem) per config of `kernel`, on every device at once when
+        the bench has several (unless `here`)."""
+        trials, results = [], [None] * len(configs)
+        for i, config in enumerate(configs):
+            try:
+                trials.append((i, self.trial(kernel, config, target, source)))
+            except Exception as e:  # noqa: BLE001 (a config that cannot even be planned scores as failed)
+                results[i] = (math.inf, f"{type(e).__name__}: {compile_facts.last_line(e)}")
+        if self.devices and not here:
+            if self._workers is None:
+                self._workers = Workers(devices=self.devices)
+            run = partial(run_trial, launcher=self.launcher, timer=self.timer)
+            found = self._workers.map(run, [t for _, t in trials], tick)
+        else:
+            found = []
+            for _, t in trials:
+                found.append(run_trial(t, self.launcher, self.timer, self.device))
+                if tick:
+                    tick()
+        for (i, _), result in zip(trials, found):
+            results[i] = result
+        return results
 
     def vendor_us(self, kernel):
         """The time of torch's library op for the kernel's matmul/conv on equal shapes, or None."""
         case = vendor_case(kernel, self.sizes, self.device)
         return None if case is None else float(self.timer(case))
+
+    def close(self) -> None:
+        """End the device workers (a later `scores` starts them again)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
 
 def vendor_call(node, operands: list):
@@ -371,7 +491,7 @@ def _measured_combo(combo, joined: TuneResult, sizes, target, bench, say) -> Tun
     default = default_config(combo, sizes, interpreted=False)
     candidates = [joined.config] + ([default] if default != joined.config else [])
     say(f"{target}: {combo.name}: timing the parts' joined picks" + (" and the default" if len(candidates) > 1 else ""))
-    times = [(*bench.score(combo, config, target), config) for config in candidates]
+    times = [(*found, config) for found, config in zip(bench.scores(combo, candidates, target), candidates)]
     best_us, _, best = min(times, key=lambda t: t[0])
     source = "measured, parts joined" if best is joined.config else "measured, the default"
     if not math.isfinite(best_us):
@@ -392,10 +512,9 @@ def _tune_measured_kernel(source, kernel, sizes, target, tier, cache, bench, wor
         timed.append(configs[0])
     say(f"{target}: {kernel.name}: compiling and timing {len(timed)} candidates")
     found = compile_facts.gather(source, [(kernel, c) for c in timed], target, workers, cache.facts)
-    times = []
-    for config, facts in zip(timed, found):
-        us, problem = bench.score(kernel, config, target, source) if facts.ok else (math.inf, facts.error)
-        times.append((us, problem, config))
+    ran = [c for c, facts in zip(timed, found) if facts.ok]
+    scored = iter(bench.scores(kernel, ran, target, source, _ticker(say, len(ran), f"{kernel.name} timings")))
+    times = [(*(next(scored) if facts.ok else (math.inf, facts.error)), config) for config, facts in zip(timed, found)]
     resources = {costmodel.config_key(c): costmodel.from_facts(f) for c, f in zip(timed, found) if f.ok}
     model = costmodel.rank(kernel, sizes, target, timed, resources)[0]
     best_us, _, best = min(times, key=lambda t: t[0])

@@ -1,6 +1,8 @@
 """Small programs with one kernel of each config family, for the autotuner's tests."""
 from __future__ import annotations
 
+import math
+
 import kgen
 from kgen import ops
 from kgen.ir import ops_conv, ops_gather
@@ -119,3 +121,24 @@ def program(name: str):
     if name not in _compiled:
         _compiled[name] = kgen.compile(PROGRAMS[name](), device="cpu")
     return _compiled[name]
+
+
+# --- a launcher and a timer that pickle, for the tuner's device workers on the interpreter ------------
+_last_grid = {}
+
+
+def counting_launcher(source, kernel, target, config):
+    """tuner.interpreter_launcher, remembering the programs of its last launch (in this process)."""
+    from kgen.autotune import tuner
+    run = tuner.interpreter_launcher(source, kernel, target, config)
+
+    def counted(grid, args):
+        run(grid, args)
+        _last_grid["programs"] = math.prod(grid)
+    return counted
+
+
+def programs_timer(fn) -> float:
+    """A deterministic stand-in for do_bench: the programs `fn` launched (fewer, faster)."""
+    fn()
+    return float(_last_grid["programs"])
