@@ -189,6 +189,7 @@ def cmd_stats(args):
         result["why"] = explain(step.program.plan, names)
         result["loops"] = loop_decisions(step.program.plan)
     if args.world_size is not None:
+        # kgen.nn at call time: `kgen --help` and the other commands start without it
         from kgen.nn import losses, parallel_stats
         loss = losses.get(spec.loss)
         result["data_parallel"] = parallel_stats.figures(model, loss, x, y, args.world_size, fused["launches"],

@@ -15,6 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kgen.errors import OptionError
+from kgen.function import function
+from kgen.ir.autodiff import grad
+from kgen.lowering.stats import program_stats
+from kgen.nn.train import _inputs
 
 DDP_BUCKET_BYTES = 25 * 1024 * 1024  # torch DDP's default bucket_cap_mb: 25 MiB
 
@@ -99,10 +103,6 @@ def gradient_function(model, loss_fn, x_example, y_example):
     """The forward and backward half of a data-parallel step: a compiled step(x, y) ->
     [loss, *gradients] (one per parameter, in parameter order) with the model's own state
     updates (batch norm's statistics) and no optimizer updates."""
-    from kgen.function import function
-    from kgen.ir.autodiff import grad
-    from kgen.nn.train import _inputs
-
     x, y = _inputs(x_example, y_example)
     model.train()
     loss = loss_fn(model(x), y)
@@ -114,8 +114,6 @@ def figures(model, loss_fn, x_example, y_example, world_size: int, step_launches
     """data_parallel_stats for `model` trained on batches like `x_example`, `y_example`,
     once per setting of `zero`, its forward and backward launches counted on its compiled
     gradient_function (compiled only for more than one rank)."""
-    from kgen.lowering.stats import program_stats
-
     gradients = gradients_of(model)
     launches = step_launches
     if world_size > 1:
