@@ -1,10 +1,12 @@
-"""The VJP of a scan result: a reverse scan over the forward's history.
+"""The VJP of a scan: one reverse scan over the forward's history, for all its results.
 
-For result r of a scan with carries c, scanned inputs x and loop-invariant inputs k, the
-backward scan runs the steps in the other direction with carries dc: at step t it rebuilds
-the forward step from the carries before it (the `history` result, so nothing is recomputed
-through time), seeds the step's new carries with dc and, when r is a step output, its y with
-g[t], and takes kgen.grad of that step: the cotangents of the carries before it become the
+kgen.grad hands the VJP every sibling result of one scan family that receives a cotangent
+(the op table's `joint_vjp`): the last carries' cotangents g_c and the stacked step outputs'
+g_y. For a scan with carries c, scanned inputs x and loop-invariant inputs k, the backward
+scan runs the steps in the other direction with carries dc, starting from g_c (zero for a
+carry the loss does not read): at step t it rebuilds the forward step from the carries
+before it (the `history` result, so nothing is recomputed through time), seeds the step's
+new carries with dc and each step output read with g_y[t], and takes kgen.grad of that step: the cotangents of the carries before it become the
 next dc, those of x_t are the step's output. The final dc are the gradients of init; the
 stacked outputs, those of xs.
 
@@ -72,30 +74,40 @@ def _after_loop(terms: list, stacked, like: Node) -> Node:
     return _zeros(like) if total is None else total
 
 
-def scan_vjp(g: Node, node: Node) -> tuple:
+def scan_vjp(pairs) -> tuple:
+    """The cotangents of a scan family's inputs, given (g, result) for every sibling result
+    the loss reads (kgen.grad gathers them: `joint_vjp`): ONE reverse scan, seeded with the
+    last carries' cotangents as its initial carries and reading the step outputs' cotangents
+    as scanned inputs, whatever set of results receives them."""
+    node = pairs[0][1]
     attrs = node.attrs
     body, k, m = attrs["body"], attrs["carries"], attrs["xs"]
-    kind, index = attrs["result"]
-    if kind == "history":
-        raise NotImplementedError("a scan's history is read by its own gradient only, which never differentiates it")
+    seeds = {}  # ("carry" | "ys", i) -> the sum of its cotangents
+    for g, result in pairs:
+        kind, index = result.attrs["result"]
+        if kind == "history":
+            raise NotImplementedError("a scan's history is read by its own gradient only, which never differentiates "
+                                      "it")
+        key = (kind, index)
+        seeds[key] = g if key not in seeds else seeds[key] + g
+    read = sorted(j for kind, j in seeds if kind == "ys")  # the step outputs with a cotangent
     carries, xs, closure = node.inputs[:k], node.inputs[k:k + m], node.inputs[k + m:]
     history = [Node("scan", node.inputs, {**attrs, "result": ("history", i)}) for i in range(k)]
     float_closure = [c for c in closure if c.dtype.is_float]
 
-    sequences = tuple(history) + tuple(xs) + ((g,) if kind == "ys" else ())
+    sequences = tuple(history) + tuple(xs) + tuple(seeds[("ys", j)] for j in read)
     traced = {}  # what the step found: per closure value its terms, and the factors it stacks
 
     def step(dcarry, sliced):
-        before, x_t = sliced[:k], sliced[k:k + m]
-        g_t = sliced[k + m] if kind == "ys" else None
+        before, x_t, g_t = sliced[:k], sliced[k:k + m], sliced[k + m:]
         new_carries, ys = apply_body(body, before, x_t, closure)
         total = None
         for c, dc in zip(new_carries, dcarry):
             if c.dtype.is_float:
                 term = ops.sum(ops.mul(c, dc))
                 total = term if total is None else total + term
-        if g_t is not None:
-            term = ops.sum(ops.mul(ys[index], g_t))
+        for j, g_tj in zip(read, g_t):
+            term = ops.sum(ops.mul(ys[j], g_tj))
             total = term if total is None else total + term
         wrt = [v for v in list(before) + list(x_t) + float_closure if v.dtype.is_float]
         grads = dict(zip(wrt, grad(total, wrt))) if total is not None and wrt else {}
@@ -109,7 +121,7 @@ def scan_vjp(g: Node, node: Node) -> tuple:
         ys = dx + tuple(factors)
         return next_dcarry, ys if ys else None
 
-    init = tuple((g if kind == "carry" and i == index else _zeros(c)) for i, c in enumerate(carries))
+    init = tuple(seeds.get(("carry", i), _zeros(c)) for i, c in enumerate(carries))
     final, ys = ops.scan(step, init, sequences, reverse=not attrs["reverse"])
     ys = () if ys is None else ys
     final = (final,) if isinstance(final, Node) else tuple(final)
