@@ -17,7 +17,9 @@ the backward scan stacks, term by term of the step's cotangent of k (`_terms`):
 - a sum over broadcast axes (a bias's gradient) to one sum over the steps and those axes;
 - anything else V_t to a sum of the stacked V over the steps.
 A factor that is one of the backward step's scanned inputs (the history, xs, g) is read from
-that sequence, not stacked again. So the backward body carries only the carries' cotangents,
+that sequence, and one that is a scanned input's cotangent (an input projection's: the
+gates' cotangents are both dxs[t] and the recurrent weight's Q_t) from that output, not
+stacked again. So the backward body carries only the carries' cotangents,
 row by row like the forward's, and can run as one persistent kernel too (fusion rule S1).
 """
 from __future__ import annotations
@@ -115,16 +117,22 @@ def scan_vjp(pairs) -> tuple:
         dx = tuple(grads.get(x, _zeros(x)) if x.dtype.is_float else _zeros(x) for x in x_t)
         traced["terms"] = [_terms(grads[c]) if c in grads else [] for c in float_closure]
         outer = dict(zip(sliced, sequences))  # a factor that is a scanned input is read from its sequence
+        dx_at = {}  # a factor that is also a scanned input's cotangent is read from that output
+        for i, d in enumerate(dx):
+            dx_at.setdefault(d, i)
         factors = list(dict.fromkeys(f for terms in traced["terms"] for term in terms
                                       for f in _factors(term) if f not in outer))
-        traced["outer"], traced["factors"] = outer, factors
-        ys = dx + tuple(factors)
+        traced["outer"], traced["factors"] = outer, [f for f in factors if f not in dx_at]
+        traced["dx"] = {f: dx_at[f] for f in factors if f in dx_at}
+        ys = dx + tuple(traced["factors"])
         return next_dcarry, ys if ys else None
 
     init = tuple(seeds.get(("carry", i), _zeros(c)) for i, c in enumerate(carries))
     final, ys = ops.scan(step, init, sequences, reverse=not attrs["reverse"])
     ys = () if ys is None else ys
     final = (final,) if isinstance(final, Node) else tuple(final)
-    dxs, stacked = ys[:m], {**traced["outer"], **dict(zip(traced["factors"], ys[m:]))}
+    dxs = ys[:m]
+    stacked = {**traced["outer"], **dict(zip(traced["factors"], ys[m:])),
+               **{f: dxs[i] for f, i in traced["dx"].items()}}
     dclosure = {c: _after_loop(terms, stacked, c) for c, terms in zip(float_closure, traced["terms"])}
     return final + tuple(dxs) + tuple(dclosure.get(c) for c in closure)
