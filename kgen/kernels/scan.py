@@ -9,7 +9,10 @@ coordinates as the pointwise template computes its values: the op table's loweri
 elementwise op, views as index expressions of the loads, the step's inputs loaded at xs[t].
 A product v @ W with a loop-invariant W is a tl.dot of v's block with W's [K, tile] tile,
 loaded each step (from L2 after the first) at the columns its readers want, with exact
-float32 products (input_precision="ieee") as kgen's matmul computes them. Per step it
+float32 products (input_precision="ieee") as kgen's matmul computes them; a left operand
+that is a sum of column pads (scan_fit.column_blocks: the gates' cotangents placed back
+into one value) is one tl.dot per block with W's rows of that block, and a step output of
+such blocks is stored block by block, so no block is moved in registers. Per step it
 stores the step outputs at ys[t] and, when the graph reads it (the gradient does), the
 carries before the step at history[t]; after the loop, the last carries. The rows never
 meet, so programs need no synchronisation; with `reverse` t runs from T-1 down to 0.

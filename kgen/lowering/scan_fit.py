@@ -24,7 +24,7 @@ values. What it takes:
   operand it is the sum over its blocks of block @ W[the block's rows] (the dual of the
   column slice of a product), each block computed at its own columns; as a step output whose
   blocks do not overlap, each block is stored at its columns (the columns no block covers:
-  zeros). So the pads never move a carry's elements, and the gradient of a body that slices
+  zeros); a column slice of such a sum is the blocks inside its window. So the pads never move a carry's elements, and the gradient of a body that slices
   one product into gates fits as the body does.
 
 Anything else (a reduction, a product of two per-step values, a scan in the body, an array
@@ -102,10 +102,18 @@ def _pad_terms(node, offset: int, terms: list) -> None:
             _pad_terms(i, offset, terms)
         return
     a = node.inputs[0] if node.inputs else None
-    if (node.op == "pad" and node.ndim == 2 and node.attrs["low"][0] == 0 and tuple(node.attrs["step"]) == (1, 1)
-            and shapes.dims_equal(a.shape[0], node.shape[0])):
+    columns = node.op in ("pad", "slice") and node.ndim == 2 and tuple(node.attrs["step"]) == (1, 1) and \
+        shapes.dims_equal(a.shape[0], node.shape[0]) and isinstance(a.shape[1], int)
+    if columns and node.op == "pad" and node.attrs["low"][0] == 0:
         _pad_terms(a, offset + node.attrs["low"][1], terms)
         return
+    if columns and node.op == "slice" and node.attrs["start"][0] == 0:  # the blocks inside its window
+        start, width, inner = node.attrs["start"][1], node.shape[1], []
+        _pad_terms(a, 0, inner)
+        if all(o >= start and o + v.shape[1] <= start + width or o + v.shape[1] <= start or o >= start + width
+               for o, v in inner):
+            terms.extend((offset + o - start, v) for o, v in inner if start <= o < start + width)
+            return
     terms.append((offset, node))
 
 

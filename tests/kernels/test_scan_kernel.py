@@ -183,6 +183,25 @@ def test_a_column_slice_of_a_product_reads_a_slice_of_the_weight():
     assert kgen.check(fn, data, strict=True).ok
 
 
+def test_column_blocks_of_carries_are_multiplied_and_stored_block_by_block():
+    """A step output [h*2 | tanh(h) | zeros] (a sum of column pads around the carry) is stored
+    block by block, the gap as zeros, and a product of a slice of it is a sum of block @
+    W[its rows]: one kernel, the carry never moved (scan_fit.column_blocks)."""
+    x, h0, w = kgen.tensor("x", (5, 3, 6)), kgen.tensor("h0", (3, 6)), kgen.tensor("w", (12, 6))
+
+    def step(h, xt):
+        blocks = ops.pad(ops.concatenate([h * 2.0, ops.tanh(h)], 1), ((0, 0), (0, 5)))
+        return ops.tanh(blocks[:, :12] @ w) + xt, blocks
+
+    last, every = kgen.scan(step, h0, x)
+    fn = kgen.function([x, h0, w], [last, every])
+    assert _launches_of(fn) == ["scan"], _s1(fn)
+    data = [(RNG.standard_normal(s) * 0.4).astype(np.float32) for s in ((5, 3, 6), (3, 6), (12, 6))]
+    assert kgen.check(fn, data, strict=True).ok
+    got = np.asarray(fn(*data)[1])
+    assert got.shape == (5, 3, 17) and not got[:, :, 12:].any()
+
+
 def test_the_kernel_compiles_ahead_of_time_for_sm80_and_sm90():
     xs = kgen.tensor("xs", ("T", "N", 8))
     w_ih, w_hh, h0 = kgen.tensor("w_ih", (8, 32)), kgen.tensor("w_hh", (32, 32)), kgen.tensor("h0", ("N", 32))
