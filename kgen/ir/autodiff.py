@@ -1,12 +1,19 @@
 """Reverse-mode autodiff on the IR: kgen.grad(y, wrt) walks the graph of `y` backwards,
 applying each op's VJP rule from the op table. The gradients are ordinary nodes, so they
-fuse and compile like any other part of a program."""
+fuse and compile like any other part of a program.
+
+Sibling results of one computation (an op with a `joint_vjp`: a scan's last carries and
+stacked outputs) take one VJP together: the walk applies it at the sibling that comes first
+in topological order, which it reaches last, when every reader of every sibling has given
+its cotangent; so a scan's gradient is one reverse scan whatever set of its results the
+loss reads."""
 from __future__ import annotations
 
 from kgen import ops
 from kgen.errors import GradError
 from kgen.ir.graph import format_node, topological_order
 from kgen.ir.node import Node
+from kgen.ir.optable import family
 
 
 def _depends_on(order, targets) -> set:
@@ -47,11 +54,25 @@ def grad(y: Node, wrt, seed=None):
     order = topological_order([y])
     needed = _depends_on(order, wrt_list)
     cotangents = {y: seed}
+    siblings = {}  # family key -> its results in topological order (the walk meets the first last)
+    for node in order:
+        if node.opdef.joint_vjp is not None and node in needed:
+            siblings.setdefault(family(node), []).append(node)
     for node in reversed(order):
-        g = cotangents.get(node)
-        if g is None or node.opdef.vjp is None or node not in needed:
+        if node not in needed:
             continue
-        for inp, gi in zip(node.inputs, node.opdef.vjp(g, node)):
+        if node.opdef.joint_vjp is not None:
+            members = siblings[family(node)]
+            pairs = [(cotangents[s], s) for s in members if s in cotangents]
+            if node is not members[0] or not pairs:
+                continue
+            input_grads = node.opdef.joint_vjp(pairs)
+        else:
+            g = cotangents.get(node)
+            if g is None or node.opdef.vjp is None:
+                continue
+            input_grads = node.opdef.vjp(g, node)
+        for inp, gi in zip(node.inputs, input_grads):
             if gi is None or inp not in needed or not inp.dtype.is_float:
                 continue
             gi = ops.cast(gi, inp.dtype)

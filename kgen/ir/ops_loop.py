@@ -19,9 +19,10 @@ family of `persistent_scan` nodes, a template op (kgen/kernels/scan.py) whose re
 kernel writes (fusion rule E6), the length a kernel argument; any other scan of static
 length is unrolled into its steps, the siblings sharing one unrolled recurrence.
 
-The VJP of a result is a reverse scan over the forward's history: its body is the forward
-body's own VJP (kgen.grad of the body), its carries the carries' cotangents plus an
-accumulator per loop-invariant input (their gradients sum over steps).
+The VJP of a family is one reverse scan over the forward's history, whatever set of its
+results the loss reads (`joint_vjp`: kgen.grad gathers the siblings' cotangents first): its
+body is the forward body's own VJP (kgen.grad of the body), its carries the carries'
+cotangents; the loop-invariant inputs' gradients are summed over the steps after it.
 """
 from __future__ import annotations
 
@@ -108,12 +109,16 @@ def _reference(node, arrays, shape, sizes):
     return {"carry": carries, "ys": ys, "history": history}[kind][index]
 
 
-def _vjp(g, node):
+def _joint_vjp(pairs):
     from kgen.ir.loop_grad import scan_vjp  # builds a reverse scan with kgen.ops (a cycle in the ir)
-    return scan_vjp(g, node)
+    return scan_vjp(pairs)
 
 
-register(OpDef("scan", "loop", _infer, _reference, _vjp, sized_reference=True))
+def _vjp(g, node):
+    return _joint_vjp([(g, node)])
+
+
+register(OpDef("scan", "loop", _infer, _reference, _vjp, sized_reference=True, joint_vjp=_joint_vjp))
 
 
 # --- persistent_scan: a scan that lowering runs as one kernel ----------------------------------------

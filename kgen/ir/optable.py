@@ -26,6 +26,11 @@ An entry holds everything the pipeline needs to know about an op, side by side:
   (`attrs["result"]`): the nodes of the op with the same inputs and other attributes are
   one kernel's outputs (fusion rule E6; the persistent scan's carries, step outputs and
   history);
+- `joint_vjp(pairs) -> tuple`: the gradient rule of an op whose nodes are sibling results
+  of one computation (`attrs["result"]`; a scan's carries, step outputs and history), given
+  (g, node) for every sibling with a cotangent at once: kgen.grad gathers them (the family
+  is `family(node)`) and calls it once, so the siblings share one backward (one reverse
+  scan, not one per result);
 - `vendor(node, operands) -> torch.Tensor`: torch's library op computing the same value
   from torch operands (cuBLAS, cuDNN, ...), which the tuner times beside the kernel.
 
@@ -62,6 +67,7 @@ class OpDef:
     vendor: Optional[Callable] = None  # (node, torch operands) -> torch's library op's result
     sized_reference: bool = False  # reference(node, arrays, shape, sizes): it reads the size symbols' values
     results: bool = False  # one of several results of one kernel (attrs["result"]): fusion rule E6
+    joint_vjp: Optional[Callable] = None  # [(g, sibling result)] -> cotangents: one backward per family
 
     def __post_init__(self):
         assert self.kind in KINDS, self.kind
@@ -75,6 +81,13 @@ class OpDef:
         if self.kind == "reduction":
             return shapes.numel(node.inputs[0].shape)
         return 0
+
+
+def family(node) -> tuple:
+    """The key of the sibling results `node` is one of (`attrs["result"]`): the op, the inputs
+    and every other attribute (hashable; a body graph compares by identity)."""
+    return (node.op, tuple(i.id for i in node.inputs), tuple(sorted((k, v) for k, v in node.attrs.items()
+                                                                     if k != "result")))
 
 
 @dataclass(frozen=True)

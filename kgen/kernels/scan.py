@@ -9,7 +9,10 @@ coordinates as the pointwise template computes its values: the op table's loweri
 elementwise op, views as index expressions of the loads, the step's inputs loaded at xs[t].
 A product v @ W with a loop-invariant W is a tl.dot of v's block with W's [K, tile] tile,
 loaded each step (from L2 after the first) at the columns its readers want, with exact
-float32 products (input_precision="ieee") as kgen's matmul computes them. Per step it
+float32 products (input_precision="ieee") as kgen's matmul computes them; a left operand
+that is a sum of column pads (scan_fit.column_blocks: the gates' cotangents placed back
+into one value) is one tl.dot per block with W's rows of that block, and a step output of
+such blocks is stored block by block, so no block is moved in registers. Per step it
 stores the step outputs at ys[t] and, when the graph reads it (the gradient does), the
 carries before the step at history[t]; after the loop, the last carries. The rows never
 meet, so programs need no synchronisation; with `reverse` t runs from T-1 down to 0.
@@ -22,8 +25,8 @@ from kgen.ir import dtypes, indexing, shapes
 from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
+from kgen.lowering.scan_fit import column_blocks, stored_blocks, tile
 from kgen.lowering.scan_fit import layout as scan_layout
-from kgen.lowering.scan_fit import tile
 
 
 def _widest(dims: dict) -> int:
@@ -126,13 +129,18 @@ class ScanWriter(KernelWriter):
         row, column = coords
         self.computed.append(node)
         note = self.note(node)
-        if depth == 1:  # an outer product
-            return self.assign(f"{self.value(lhs, (row, 0))} * {self.value(weight, (0, column))}", "d", note)
-        inner = layout.col(depth)
-        v = self.value(lhs, (row, inner))
-        v = self.assign(f"tl.where(rmask & m{depth}, {v}, 0.0)", "a", note)  # nothing from the pad lanes
-        w = self.value(weight, (layout.krow(depth), column))
-        return self.assign(f'tl.dot({v}, {w}, input_precision="ieee")', "d", note)
+        terms = []
+        for offset, size, values in column_blocks(lhs) or [(0, depth, [lhs])]:  # block @ W[its rows]
+            if size == 1:  # an outer product
+                v = " + ".join(self.value(value, (row, 0)) for value in values)
+                terms.append(self.assign(f"({v}) * {self.value(weight, (offset, column))}", "d", note))
+                continue
+            inner = layout.col(size)
+            v = " + ".join(self.value(value, (row, inner)) for value in values)
+            v = self.assign(f"tl.where(rmask & m{size}, {v}, 0.0)", "a", note)  # nothing from the pad lanes
+            w = self.value(weight, (offset + layout.krow(size), column))
+            terms.append(self.assign(f'tl.dot({v}, {w}, input_precision="ieee")', "d", note))
+        return terms[0] if len(terms) == 1 else self.assign(" + ".join(terms), "d", note)
 
 
 def _names(root, graph_names: dict) -> dict:
@@ -171,6 +179,8 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
         mask = "rmask" if width == 1 else f"rmask & m{width}"
         return coords, mask, f"[{bb}, {1 if width == 1 else tile(width)}]"
 
+    blocked = stored_blocks(body, k)  # step outputs stored block by block (scan_fit.column_blocks)
+
     def store(result, coords, value: str, mask: str, block: str, step=True) -> None:
         offset = indexing.flat_index(((layout.t,) if step else ()) + tuple(coords), result.shape)
         ptr = f"{w.output_param(result)} + {w.index(offset)}"
@@ -196,6 +206,18 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
             store(by_result[("history", i)], coords, carry_names[i], mask, block)
     new = []
     for j, out in enumerate(body.outputs):
+        if j - k in blocked:
+            if ("ys", j - k) in by_result:
+                for offset, width, parts in blocked[j - k]:  # each block at its own columns
+                    column = layout.col(width)
+                    mask = "rmask" if width == 1 else f"rmask & m{width}"
+                    block = f"[{bb}, {1 if width == 1 else tile(width)}]"
+                    part = " + ".join(w.value(p, (layout.rb, column)) for p in parts)
+                    value = w.assign(f"tl.where({mask}, {part}, 0.0)" if parts else
+                                     f"tl.zeros({block}, tl.float32)", "y", note)  # columns no block covers
+                    store(by_result[("ys", j - k)], (layout.rb, offset + column), value, mask, block)
+            new.append(None)
+            continue
         coords, mask, block = held(out)
         value = w.assign(f"tl.where({mask}, {w.value(out, coords)}, 0.0)", "y", note)
         if j >= k and ("ys", j - k) in by_result:

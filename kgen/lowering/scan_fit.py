@@ -17,7 +17,15 @@ values. What it takes:
 - products v @ W (a 2-D GEMM, by the op table's `gemm`) of a per-row value v [R, K] with a
   loop-invariant W [K, M], K static: a tl.dot of v's block with W's [K, M] tile, which is
   read from memory (L2 after the first step) at whatever columns the product's readers want,
-  so a column slice of a product is a slice of W; W's tile at most MAX_WEIGHT elements.
+  so a column slice of a product is a slice of W; W's tile at most MAX_WEIGHT elements;
+- column blocks (`column_blocks`): a per-row value that is a sum of zero pads along its
+  columns (a concatenation of column blocks, or the gradient of column slices: the gates'
+  cotangents placed back into one [R, 4H] value) is never held whole. As a product's left
+  operand it is the sum over its blocks of block @ W[the block's rows] (the dual of the
+  column slice of a product), each block computed at its own columns; as a step output whose
+  blocks do not overlap, each block is stored at its columns (the columns no block covers:
+  zeros); a column slice of such a sum is the blocks inside its window. So the pads never move a carry's elements, and the gradient of a body that slices
+  one product into gates fits as the body does.
 
 Anything else (a reduction, a product of two per-step values, a scan in the body, an array
 constant, a carry of three axes or of a symbolic width, ...) keeps the scan unrolled, and the
@@ -85,6 +93,71 @@ class ScanLayout:
 
     def width(self, node) -> int:
         return 1 if node.ndim == 0 else node.shape[-1]
+
+
+def _pad_terms(node, offset: int, terms: list) -> None:
+    """Appends (column offset, value) for each term of `node` as a sum of column pads."""
+    if node.op == "add" and all(i.shape == node.shape for i in node.inputs):
+        for i in node.inputs:
+            _pad_terms(i, offset, terms)
+        return
+    a = node.inputs[0] if node.inputs else None
+    columns = node.op in ("pad", "slice") and node.ndim == 2 and tuple(node.attrs["step"]) == (1, 1) and \
+        shapes.dims_equal(a.shape[0], node.shape[0]) and isinstance(a.shape[1], int)
+    if columns and node.op == "pad" and node.attrs["low"][0] == 0:
+        _pad_terms(a, offset + node.attrs["low"][1], terms)
+        return
+    if columns and node.op == "slice" and node.attrs["start"][0] == 0:  # the blocks inside its window
+        start, width, inner = node.attrs["start"][1], node.shape[1], []
+        _pad_terms(a, 0, inner)
+        if all(o >= start and o + v.shape[1] <= start + width or o + v.shape[1] <= start or o >= start + width
+               for o, v in inner):
+            terms.extend((offset + o - start, v) for o, v in inner if start <= o < start + width)
+            return
+    terms.append((offset, node))
+
+
+def column_blocks(node, disjoint: bool = False) -> list:
+    """`node` (a 2-D per-row value) as a sum of zero pads along its columns: [(offset, width,
+    values)], values summing to the block at columns [offset, offset + width), in column
+    order; [] when it is no such sum (one block, the whole value). With `disjoint` (a step
+    output stored block by block), [] also when blocks overlap in part, and the columns no
+    block covers are blocks without values (zeros)."""
+    if node.ndim != 2 or not isinstance(node.shape[1], int):
+        return []
+    terms = []
+    _pad_terms(node, 0, terms)
+    groups = {}
+    for offset, value in terms:
+        groups.setdefault((offset, value.shape[1]), []).append(value)
+    if list(groups) == [(0, node.shape[1])]:
+        return []
+    blocks = [(offset, width, values) for (offset, width), values in sorted(groups.items())]
+    if not disjoint:
+        return blocks
+    placed, end = [], 0
+    for offset, width, values in blocks:
+        if offset < end:
+            return []
+        if offset > end:
+            placed.append((end, offset - end, []))
+        placed.append((offset, width, values))
+        end = offset + width
+    if end < node.shape[1]:
+        placed.append((end, node.shape[1] - end, []))
+    return placed
+
+
+def stored_blocks(body, k: int) -> dict:
+    """{j: column_blocks} of each 2-D step output j stored block by block (a sum of column
+    pads whose blocks do not overlap, and no carry as well)."""
+    carries = set(body.outputs[:k])
+    out = {}
+    for j, y in enumerate(body.outputs[k:]):
+        blocks = column_blocks(y, disjoint=True) if y not in carries else []
+        if blocks:
+            out[j] = blocks
+    return out
 
 
 def _broadcast_coords(node, operand, coords) -> list:
@@ -163,15 +236,13 @@ class _Walk:
             raise Refusal(f"{self.name(node)} sums over {depth} terms: the template holds static depths of at "
                           f"most {MAX_WIDTH}")
         (width,) = [w for w, v in layout.cols.items() if v in lanes]
-        if depth > 1 and tile(depth) * tile(width) > MAX_WEIGHT:
-            raise Refusal(f"{self.name(node)}'s weight tile is {tile(depth)} x {tile(width)}, more than one "
-                          f"program holds ({MAX_WEIGHT} elements)")
-        if depth == 1:  # an outer product: v[:, 0:1] * W[0:1, :]
-            self.visit(lhs, (layout.rb, 0))
-            self.visit(weight, (0, column))
-        else:
-            self.visit(lhs, (layout.rb, layout.col(depth)))
-            self.visit(weight, (layout.krow(depth), column))
+        for offset, size, values in column_blocks(lhs) or [(0, depth, [lhs])]:
+            if size > 1 and tile(size) * tile(width) > MAX_WEIGHT:
+                raise Refusal(f"{self.name(node)}'s weight tile is {tile(size)} x {tile(width)}, more than one "
+                              f"program holds ({MAX_WEIGHT} elements)")
+            for value in values:  # block @ W[offset:offset + size]
+                self.visit(value, (layout.rb, 0 if size == 1 else layout.col(size)))
+            self.visit(weight, (offset + (0 if size == 1 else layout.krow(size)), column))
 
 
 def _values(body, k: int):
@@ -206,8 +277,15 @@ def layout(node) -> ScanLayout:
     rows = first[1].shape[0] if first else 1
     result = ScanLayout(rows, bool(two_d), attrs["length"])
     walk = _Walk(body, k, m, result)
-    for _, v in values:
-        walk.visit(v, result.coords(v))
+    blocked = stored_blocks(body, k)
+    for j, v in enumerate(body.outputs):
+        if j - k in blocked:
+            for offset, width, parts in blocked[j - k]:
+                column = result.col(width)
+                for part in parts:
+                    walk.visit(part, (result.rb, column))
+        else:
+            walk.visit(v, result.coords(v))
     return result
 
 

@@ -963,6 +963,10 @@ TESTED_FUNCTIONS |= {"conv1d"}
 # scan (kgen/ir/ops_loop.py): against NumPy and torch, gradients, kernels in tests/ir/test_scan.py
 TESTED_PRIMITIVES |= {"scan"}
 TESTED_FUNCTIONS |= {"scan"}
+# the persistent scan template op, made from a scan by lowering (fusion rule S1), no kgen.ops
+# function: tests/kernels/test_scan_kernel.py and tests/kernels/test_scan_cells.py
+LOWERED_PRIMITIVES = {"persistent_scan"}
+TESTED_PRIMITIVES |= LOWERED_PRIMITIVES
 # the recurrence ops (kgen/ir/ops_recurrent.py), built by kgen.nn's LSTM and GRU, no kgen.ops
 # functions: against torch, finite differences and in kernels in tests/ir/test_recurrence_ops.py
 GRADIENT_PRIMITIVES |= {"lstm_recurrence_grad", "gru_recurrence_grad"}
@@ -978,7 +982,7 @@ def test_every_ops_function_has_a_test():
     # the slice primitive is ops.slice_strided (x[...] builds it), not a shadow of Python's slice
     # integer division (trunc_div) is ops.div(a, b, rounding_mode=...) on integers
     assert set(ops.__all__) == (TESTED_PRIMITIVES - {"input", "slice", "trunc_div"} - GRADIENT_PRIMITIVES
-                                - INDEX_PRIMITIVES - LAYER_PRIMITIVES) | TESTED_FUNCTIONS
+                                - INDEX_PRIMITIVES - LAYER_PRIMITIVES - LOWERED_PRIMITIVES) | TESTED_FUNCTIONS
 
 
 def test_table_entries_are_well_formed():

@@ -83,6 +83,46 @@ def test_recurrence_values_and_every_gradient_match_torch(length, reverse):
         np.testing.assert_allclose(g, w.detach().numpy(), rtol=1e-6, atol=1e-8, err_msg=name)
 
 
+def _reverse_scan_families(outputs) -> set:
+    """The (body, inputs) of every reverse scan the gradient graph of `outputs` holds."""
+    from kgen.ir.graph import topological_order
+    return {(id(n.attrs["body"]), tuple(i.id for i in n.inputs)) for n in topological_order(outputs)
+            if n.op == "scan" and n.attrs["reverse"]}
+
+
+def test_the_gradient_of_every_result_a_loss_reads_is_one_reverse_scan():
+    """Two carries and two step outputs, all read by the loss, one of them through a value
+    that comes after the others (its cotangent arrives last): kgen.grad builds ONE reverse
+    scan for the family, its gradients those of torch's loop."""
+    x, w, h0 = kgen.tensor("x", (5, 2, 3)), kgen.tensor("w", (3, 3)), kgen.tensor("h0", (2, 3))
+
+    def step(carry, xt):
+        h, s = carry
+        new = ops.tanh(xt + h @ w)
+        return (new, s + new * h), (new, s * xt)
+
+    (last_h, last_s), (hs, ps) = kgen.scan(step, (h0, _zeros((2, 3)) + 0.5), x)
+    late = ops.exp(ops.sum(last_s * 0.1))  # read after the step outputs' sums
+    loss = ops.sum(hs * hs) + ops.sum(last_h) + ops.sum(ps) * late
+    grads = kgen.grad(loss, [x, w, h0])
+    assert len(_reverse_scan_families(grads)) == 1
+    data = [RNG.standard_normal(s).astype(np.float32) * 0.5 for s in ((5, 2, 3), (3, 3), (2, 3))]
+    got = kgen.reference.run(kgen.Graph([x, w, h0], [loss, *grads]), data)
+    leaves = [torch.tensor(d, dtype=torch.float64, requires_grad=True) for d in data]
+    tx, tw, h = leaves
+    s, hs_t, ps_t = torch.full((2, 3), 0.5, dtype=torch.float64), [], []
+    for t in range(5):
+        new = torch.tanh(tx[t] + h @ tw)
+        hs_t.append(new)
+        ps_t.append(s * tx[t])
+        h, s = new, s + new * h
+    t_loss = (torch.stack(hs_t) ** 2).sum() + h.sum() + torch.stack(ps_t).sum() * torch.exp((s * 0.1).sum())
+    t_loss.backward()
+    np.testing.assert_allclose(got[0], t_loss.item(), rtol=1e-6)
+    for name, g, leaf in zip("x w h0".split(), got[1:], leaves):
+        np.testing.assert_allclose(g, leaf.grad.numpy(), rtol=1e-6, atol=1e-8, err_msg=name)
+
+
 def test_gradient_matches_finite_differences():
     x, w = kgen.tensor("x", (4, 3)), kgen.tensor("w", (3,))
     last, _ = kgen.scan(lambda c, xt: (ops.tanh(c * w) + xt, None),

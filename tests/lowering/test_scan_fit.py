@@ -18,7 +18,23 @@ def _scan(step, init_shape, xs_shape, **kwargs):
     return last
 
 
-W = {"w": kgen.tensor("w", (4, 4)), "big": kgen.tensor("big", (200, 200)), "v": kgen.tensor("v", (4,))}
+W = {"w": kgen.tensor("w", (4, 4)), "big": kgen.tensor("big", (200, 200)), "v": kgen.tensor("v", (4,)),
+     "tall": kgen.tensor("tall", (8, 4)), "wide": kgen.tensor("wide", (4, 12))}
+
+
+def _blocks_step(h, x):
+    """A step output of column blocks [h | tanh(h) | zeros] and a product of two of them
+    (the gradient of column slices builds such sums of pads)."""
+    blocks = ops.pad(ops.concatenate([h * 2.0, ops.tanh(h)], 1), ((0, 0), (0, 4)))
+    return ops.tanh(blocks[:, :8] @ W["tall"]) + x, blocks
+
+
+def _gates_step(h, x):
+    """Gates as column slices of one product, and values of them padded back into its width
+    (as the gradient of the slices is) times the weight's transpose, as a reverse LSTM step."""
+    z = h @ W["wide"] + x
+    back = ops.pad(ops.sigmoid(z[:, :4]) * h, ((0, 0), (0, 8))) + ops.pad(ops.tanh(z[:, 8:]) * h, ((0, 0), (8, 0)))
+    return back @ W["wide"].T, None
 
 FITS = {
     "cumulative sum": (lambda c, x: (c + x, None), (3, 4), (5, 3, 4)),
@@ -31,6 +47,8 @@ FITS = {
     "a step input through views": (lambda c, x: (c + ops.reshape(x, (2, 4)), None), (2, 4), (5, 8)),
     "a column slice of a product": (lambda h, x: (h @ ops.concatenate([W["w"], W["w"]], 1)[:, 2:6] + x, None),
                                     (2, 4), (5, 2, 4)),
+    "column blocks of a carry, multiplied and stored": (_blocks_step, (2, 4), (5, 2, 4)),
+    "gates sliced from a product, their cotangents padded back": (_gates_step, (2, 4), (5, 2, 12)),
 }
 
 REFUSED = {
@@ -48,6 +66,11 @@ REFUSED = {
                                "carry 1 is f32[4] and carry 0 f32[2,4]: the template runs the rows"),
     "a transposed carry": ((lambda c, x: (c.T + x, None), (4, 4), (5, 4, 4)),
                            "the body's c0 (a carry, held in registers) is read at other elements"),
+    "column blocks that overlap, stored": ((lambda c, x: (c + x, ops.pad(c, ((0, 0), (0, 2))) + ops.pad(
+        c, ((0, 0), (2, 0)))), (2, 4), (5, 2, 4)), "the body's c0 (a carry, held in registers) is read at other "
+                                                  "elements"),
+    "a carry that is a concatenation": ((lambda c, x: (ops.concatenate([c[:, 2:], c[:, :2] * 2.0], 1) + x, None),
+                                         (2, 4), (5, 2, 4)), "the body's c0 (a carry, held in registers) is read"),
     "a scan inside": ((lambda c, x: (c + kgen.scan(lambda d, r: (d + r, None), _zeros((4,)), x)[0], None),
                        (4,), (5, 3, 4)), "is a scan inside the body"),
 }
