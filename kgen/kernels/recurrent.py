@@ -139,7 +139,8 @@ class _Frame:
             return self.load(node, coords, mask)
         key = (node, tuple(coords), mask)
         if key not in self._step_values:
-            load = f"tl.load({w.pointer(w.input_param(node), flat_index(coords, node.shape))}, mask={mask}, other=0.0)"
+            where = f"{w.input_param(node)} + {w.index(flat_index(coords, node.shape))}"
+            load = f"tl.load({where}, mask={mask}, other=0.0)"
             if node.dtype in (dtypes.float16, dtypes.bfloat16):
                 load += ".to(tl.float32)"
             kept, var = w.fresh("w"), w.fresh("x")
@@ -175,11 +176,14 @@ class _Frame:
             w.emit(f"tp = tl.minimum(t + 1, {first})" if reverse else "tp = tl.maximum(t - 1, 0)")
             w.emit(f"first = t == {first}")
 
-    def state_before(self, out, start: str, column: int = 0) -> str:
+    def state_before(self, out, initial, column: int = 0) -> str:
         """The state before step t: the forward's result at tp (columns column*H + [0, H)),
-        or `start`, the initial state's tile, at the first step (where row tp + 1 = t + 1 is
-        read and dropped)."""
+        or the initial state at the first step (where row tp + 1 = t + 1 is read and
+        dropped). The initial state is read at every step, not held across the loop: held,
+        it takes the registers that make lstm's gradient spill on sm_90 (24 B a thread
+        rather than 8); a zero one is a literal."""
         earlier = self.load(out, [self.tp + 1, self.rb, column * self.hidden + self.rh])
+        start = self.load(initial, [self.rb, self.rh], tile=False)
         return self.w.assign(f"tl.where(first, {start}, {earlier})", "s")
 
     def finish(self, summary: str, kind: str) -> KernelSource:
@@ -235,7 +239,8 @@ def emit_lstm_recurrence(name: str, root, written: set, names: dict, epilogue=()
     w.emit(f"c = {c}", note)
     f.time_loop(backwards=False)
     i, fg, g, o = _lstm_gates(f, "h")
-    w.emit(f"c = {fg} * c + {i} * {g}", note)  # zero outside rmask: the masked loads' zeros stay zeros
+    # zero outside rmask (as it would stay anyway): ptxas (Triton 3.9, sm_80) then takes 166 registers, not 254
+    w.emit(f"c = tl.where(rmask, {fg} * c + {i} * {g}, 0.0)", note)
     w.emit(f"h = {o} * {_tanh(w, 'c', note)}", note)
     f.store("h", 0, row=f.t + 1)
     f.store("c", 1, row=f.t + 1)
@@ -254,17 +259,15 @@ def emit_lstm_recurrence_grad(name: str, root, written: set, names: dict, epilog
     w, note = f.w, f.w.note(root)
     w.emit(f"dh = {f.gate(g, 0, t=0)}", note)
     w.emit(f"dc = {f.gate(g, 1, t=0)}", note)
-    starts = f.load(h0, [f.rb, f.rh]), f.load(c0, [f.rb, f.rh])
     f.time_loop(backwards=True)
-    h_prev, c_prev = f.state_before(out, starts[0]), f.state_before(out, starts[1], 1)
+    h_prev, c_prev = f.state_before(out, h0), f.state_before(out, c0, 1)
     i, fg, gg, o = _lstm_gates(f, h_prev)
     tanh_c = _tanh(w, f"{fg} * {c_prev} + {i} * {gg}", note)  # c_t recomputed, as the op's reference does
     _accumulate(w, "dh", f.gate(g, 0, t=f.t + 1, tile=False), note)
     w.emit(f"dc = {_plus('dc', f.gate(g, 1, t=f.t + 1, tile=False))} + dh * {o} * (1.0 - {tanh_c} * {tanh_c})", note)
-    # zero outside rmask, as every tile they are made of
     dz = [w.assign(expr, "dz", note) for expr in (
-        f"dc * {gg} * {i} * (1.0 - {i})", f"dc * {c_prev} * {fg} * (1.0 - {fg})",
-        f"dc * {i} * (1.0 - {gg} * {gg})", f"dh * {tanh_c} * {o} * (1.0 - {o})")]
+        f"tl.where(rmask, dc * {gg} * {i} * (1.0 - {i}), 0.0)", f"tl.where(rmask, dc * {c_prev} * {fg} * (1.0 - {fg}), 0.0)",
+        f"tl.where(rmask, dc * {i} * (1.0 - {gg} * {gg}), 0.0)", f"tl.where(rmask, dh * {tanh_c} * {o} * (1.0 - {o}), 0.0)")]
     for k, value in enumerate(dz):
         f.store(value, k, row=f.t + 1)
     f.store(h_prev, 4, row=f.t + 1)
@@ -301,7 +304,7 @@ def emit_gru_recurrence(name: str, root, written: set, names: dict, epilogue=())
     w.emit(f"h = {f.load(h0, [f.rb, f.rh])}", note)
     f.time_loop(backwards=False)
     r, z, n, _ = _gru_parts(f, "h", b_hh)
-    w.emit(f"h = (1.0 - {z}) * {n} + {z} * h", note)  # zero outside rmask: the masked loads' zeros stay zeros
+    w.emit(f"h = tl.where(rmask, (1.0 - {z}) * {n} + {z} * h, 0.0)", note)
     f.store("h", 0, row=f.t + 1)
     w.end_loop()
     f.store("h", 0, row=0)
@@ -316,15 +319,13 @@ def emit_gru_recurrence_grad(name: str, root, written: set, names: dict, epilogu
     f = _Frame(name, root, written, names, xproj, w_hh)
     w, note = f.w, f.w.note(root)
     w.emit(f"dh = {f.gate(g, 0, t=0)}", note)
-    start = f.load(h0, [f.rb, f.rh])
     f.time_loop(backwards=True)
-    h_prev = f.state_before(out, start)
+    h_prev = f.state_before(out, h0)
     r, z, n, n_h = _gru_parts(f, h_prev, b_hh)
     _accumulate(w, "dh", f.gate(g, 0, t=f.t + 1, tile=False), note)
-    # zero outside rmask, as every tile they are made of
-    d_n = w.assign(f"dh * (1.0 - {z}) * (1.0 - {n} * {n})", "dz", note)
+    d_n = w.assign(f"tl.where(rmask, dh * (1.0 - {z}) * (1.0 - {n} * {n}), 0.0)", "dz", note)
     d_r = w.assign(f"{d_n} * {n_h} * {r} * (1.0 - {r})", "dz", note)
-    d_z = w.assign(f"dh * ({h_prev} - {n}) * {z} * (1.0 - {z})", "dz", note)
+    d_z = w.assign(f"tl.where(rmask, dh * ({h_prev} - {n}) * {z} * (1.0 - {z}), 0.0)", "dz", note)
     d_nh = w.assign(f"{d_n} * {r}", "dz", note)
     for k, value in enumerate((d_r, d_z, d_n, d_nh, h_prev)):
         f.store(value, k, row=f.t + 1)

@@ -271,28 +271,41 @@ class KernelWriter:
 
     def pointer(self, ptr: str, offset) -> str:
         """The pointers `ptr + offset` for a load or a store. Inside a loop (`open_loop`), an
-        offset that is a block of lanes plus a part that changes per iteration and is the
-        same in every lane (a time step's row, t * B * W) takes its block's pointers from a
-        variable made once before the loop, adding the scalar part, computed once an
-        iteration (so the body must be straight-line code where it is first used): the loop
-        body then holds no integer arithmetic on blocks, which Triton's interpreter runs
-        as one NumPy call per op and program (a GPU compile hoists it all the same)."""
+        offset that changes per iteration splits into its terms of the lanes (rb, rh) and the
+        rest, the same in every lane (a time step's row t * B * W, a column): the lanes'
+        pointers `ptr + lanes` are made once before the loop, one block per buffer and
+        pattern of lanes, and each load adds the rest, a scalar, computed once an iteration
+        (so the body must be straight-line code where it is first used). The loop body then
+        holds no integer arithmetic on blocks, which Triton's interpreter runs as a NumPy
+        call per op and program; a GPU holds one block of pointers per buffer across the
+        loop. An offset the loop does not change is written in place."""
         loop, offset = self.loop, indexing.simplify(offset)
-        if loop is None or self.guard is not None or not self._varies(offset):
+        if loop is None or self.guard is not None or not (indexing.index_vars(offset) & loop.vars):
             return f"{ptr} + {self.index(offset)}"
-        base = indexing.simplify(offset.subs({v: 0 for v in loop.vars}))
-        step = indexing.simplify(sympy.expand(offset - base))
-        if indexing.index_vars(step) - loop.vars:  # lanes in the per-iteration part
+        terms = sympy.Add.make_args(sympy.expand(offset))
+        lanes = sympy.Add(*[t for t in terms if indexing.index_vars(t) - loop.vars])
+        rest = sympy.Add(*[t for t in terms if not indexing.index_vars(t) - loop.vars])
+        steps = sympy.Add(*[t for t in terms if indexing.index_vars(t) & loop.vars])
+        if indexing.index_vars(lanes) & loop.vars or not self._varies(lanes):  # t * rb, or no lanes
             return f"{ptr} + {self.index(offset)}"
-        key = (ptr, base)
+        key = (ptr, lanes)
         if key not in loop.pointers:
             loop.pointers[key] = self.fresh("p")
-            self.hoist(f"{loop.pointers[key]} = {ptr} + {self.index(base)}")
-        if step == 0:
-            return loop.pointers[key]
-        if step not in loop.steps:  # the body is straight-line code: computed at its first use
-            loop.steps[step] = self.assign(self.index(step), "o")
-        return f"{loop.pointers[key]} + {loop.steps[step]}"
+            self.hoist(f"{loop.pointers[key]} = {ptr} + {self.index(lanes)}")
+        if rest not in loop.steps:  # the body is straight-line code: computed at its first use
+            if steps not in loop.steps:
+                loop.steps[steps] = self.assign(self.index(steps), "o")
+            fixed = rest - steps
+            if fixed == 0:
+                loop.steps[rest] = loop.steps[steps]
+            elif fixed.is_Integer:
+                loop.steps[rest] = self.assign(f"{loop.steps[steps]} + {fixed}", "o")
+            else:  # sizes: once, before the loop
+                if fixed not in loop.pointers:
+                    loop.pointers[fixed] = self.fresh("c")
+                    self.hoist(f"{loop.pointers[fixed]} = {self.index(fixed)}")
+                loop.steps[rest] = self.assign(f"{loop.steps[steps]} + {loop.pointers[fixed]}", "o")
+        return f"{loop.pointers[key]} + {loop.steps[rest]}"
 
     def provide(self, node: Node, coords, var: str) -> None:
         """Declare that `var` holds `node` at `coords` (a template's result, for its epilogue)."""
