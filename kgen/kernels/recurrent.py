@@ -5,10 +5,19 @@ Each program owns BLOCK_B batch rows and loops over the time steps inside the ke
 a kernel argument when it is a size symbol), keeping the state (h, and c for the LSTM) in
 registers as [BLOCK_B, HB] tiles, HB = H's next power of two (at least 16, tl.dot's smallest
 side), masked to H. Each step loads its rows of xproj, multiplies the state with w_hh's gate
-blocks (loaded from global memory every step: after the first step they come from L2) with
-tl.dot, exact float32 products (input_precision="ieee") as kgen's matmul computes them,
-applies the gate math and stores the step's result. The batch rows never meet, so programs
-need no synchronisation.
+blocks with tl.dot, exact float32 products (input_precision="ieee") as kgen's matmul
+computes them, applies the gate math and stores the step's result. The batch rows never
+meet, so programs need no synchronisation. w_hh's blocks (and the GRU's b_hh) are loaded
+every step on a GPU (from L2 after the first), or once before the loop and held when the
+config flag HOLD_WEIGHTS is 1, as on Triton's interpreter (`_Frame.held`).
+
+Triton's interpreter runs every op of every program as NumPy calls (TRITON_NOTES: about
+0.1-0.3 ms an op on a [64, 64] block), so the loop body is kept short, in a way a GPU
+compile is indifferent to: one program holds the whole batch there, loads and stores add
+the step's row (a scalar) to blocks of pointers made before the loop
+(KernelWriter.pointer), and no block masks are made per step. lstm's training step at
+batch 64 went from 4.65 s to under 1 s interpreted
+(benchmarks/recurrent_step_time.py).
 
 The gradient kernel runs the steps backwards: it recomputes a step's gates from xproj and
 the state before the step (read from the forward's result, or the initial state), adds the
@@ -21,7 +30,8 @@ Half-precision operands are computed in float32 (tl.dot too) and rounded when st
 """
 from __future__ import annotations
 
-from kgen.ir.indexing import index_var
+from kgen.ir import dtypes
+from kgen.ir.indexing import flat_index, index_var
 from kgen.kernels.families import INTERPRETER_MAX_BLOCK, Family, next_pow2, register
 from kgen.kernels.templates import template
 from kgen.kernels.writer import KernelSource, KernelWriter
@@ -33,8 +43,9 @@ def hidden_block(hidden: int) -> int:
 
 
 def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
-    """On the interpreter, every batch row in one program (as few as its block allows); on a
-    GPU, 16 rows per program: a recurrence is latency-bound, so many small programs run its
+    """On the interpreter, every batch row in one program (as few as a [BLOCK_B, HB] tile of
+    INTERPRETER_MAX_BLOCK elements allows: the interpreter's cost is per op and program,
+    nearly whatever the tile's size, and its tl.dot is one NumPy matmul); on a GPU, 16 rows per program: a recurrence is latency-bound, so many small programs run its
     steps side by side. Eight warps: at the zoo's H = 64 on four, ptxas (Triton 3.9) spills
     120 B per thread of lstm's kernel and 304 B of gru's for sm_80; on eight, none. One stage:
     Triton's pipeliner buffers the time loop's loads of w_hh in shared memory, 135 KB for
@@ -42,8 +53,8 @@ def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
     may have), 20 KB at one."""
     hb = hidden_block(dims["h"])
     if interpreted:
-        return {"BLOCK_B": max(16, min(next_pow2(dims["b"]), INTERPRETER_MAX_BLOCK // (hb * hb)))}
-    return {"BLOCK_B": 16, "num_warps": 8, "num_stages": 1}
+        return {"BLOCK_B": max(16, min(next_pow2(dims["b"]), INTERPRETER_MAX_BLOCK // hb)), "HOLD_WEIGHTS": 1}
+    return {"BLOCK_B": 16, "HOLD_WEIGHTS": 0, "num_warps": 8, "num_stages": 1}
 
 
 def _space(dims: dict, tier: str, default: dict):
@@ -53,7 +64,7 @@ def _space(dims: dict, tier: str, default: dict):
     blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (2, 4, 8))
     for block in blocks:
         for warp in warps:
-            yield {"BLOCK_B": min(block, cap), "num_warps": warp, "num_stages": 1}
+            yield {"BLOCK_B": min(block, cap), "HOLD_WEIGHTS": 0, "num_warps": warp, "num_stages": 1}
 
 
 def _hidden_side(work) -> int:
@@ -89,6 +100,8 @@ class _Frame:
         self.w = w = KernelWriter(name, written - {root}, names)
         self.hb = hidden_block(self.hidden)
         bb = w.constexpr("BLOCK_B")
+        self.hold = w.constexpr("HOLD_WEIGHTS")
+        self._step_values = {}  # (node, coords, mask) -> its variable in the time loop's body (`held`)
         self.B, self.T = w.int_param("B", self.batch), w.int_param("T", self.steps)
         self.rb, self.rh, self.kh = index_var("rb", self.batch), index_var("rh", self.hidden), index_var("kh", self.hidden)
         self.t, self.tp = index_var("t", self.steps), index_var("tp", self.steps)
@@ -100,26 +113,53 @@ class _Frame:
         w.emit(f"rmask = (rb < {self.B}) & (rh < {self.hidden})")
         w.emit(f"wmask = (kh < {self.hidden}) & (rh < {self.hidden})")
 
-    def load(self, node, coords, mask: str = "rmask") -> str:
+    def load(self, node, coords, mask: str = "rmask", tile: bool = True) -> str:
         """`node` at `coords` as a tile, zero outside `mask` (a value computed in place, a
-        zero initial state say, is spread over the tile)."""
+        zero initial state say, is spread over the tile); with tile=False a value that is
+        the same in every lane (a cotangent the loss leaves zero) stays a scalar."""
         w = self.w
         w.mask = mask
         value = w.value(node, coords)
-        if value in w.masked_loads:
+        if value in w.masked_loads or (not tile and value in w.uniform):
             return value
         return w.assign(f"tl.where({mask}, {value}, 0.0)", "t")
 
-    def gate(self, node, k: int, t=None) -> str:
+    def gate(self, node, k: int, t=None, tile: bool = True) -> str:
         """Gate block k of a [T, B, G*H] operand at step t (or of a [G*H] vector, a bias)."""
         column = k * self.hidden + self.rh
-        return self.load(node, [column] if node.ndim == 1 else [self.t if t is None else t, self.rb, column])
+        coords = [column] if node.ndim == 1 else [self.t if t is None else t, self.rb, column]
+        return self.load(node, coords, tile=tile)
 
     def weight(self, k: int, transposed: bool) -> str:
         """Gate block k of w_hh as a [HB, HB] tile: transposed (w_hh[kH + n, j] at [j, n]),
         the right operand of h @ w_hh.T; or as stored (at [n, j]), of dz @ w_hh."""
         coords = [k * self.hidden + self.rh, self.kh] if transposed else [k * self.hidden + self.kh, self.rh]
-        return self.load(self.w_hh, coords, "wmask")
+        return self.held(self.w_hh, coords, "wmask")
+
+    def held(self, node, coords, mask: str = "rmask") -> str:
+        """`node` at `coords` inside the time loop, where it is the same at every step (a block
+        of w_hh, b_hh). With HOLD_WEIGHTS 1 it is loaded once, before the loop, and held;
+        with 0, loaded at each step. The interpreter holds (a load is a NumPy gather per
+        step, about half a GRU step's loads); a GPU reloads, from L2 after the first step:
+        holding w_hh's blocks would take 64 registers a thread for lstm's forward at H = 64
+        on eight warps, 128 for its gradient. A value computed in place is computed per step."""
+        w = self.w
+        if node not in w.buffers:
+            return self.load(node, coords, mask)
+        key = (node, tuple(coords), mask)
+        if key not in self._step_values:
+            where = f"{w.input_param(node)} + {w.index(flat_index(coords, node.shape))}"
+            load = f"tl.load({where}, mask={mask}, other=0.0)"
+            if node.dtype in (dtypes.float16, dtypes.bfloat16):
+                load += ".to(tl.float32)"
+            kept, var = w.fresh("w"), w.fresh("x")
+            w.hoist(f"if {self.hold}:", f"    {kept} = {load}  # {w.name_of(node)}, held")
+            w.emit(f"if {self.hold}:")
+            w.emit(f"    {var} = {kept}")
+            w.emit("else:")
+            w.emit(f"    {var} = {load}", w.name_of(node))
+            self._step_values[key] = var
+        return self._step_values[key]
 
     def dot(self, tile: str, weight: str, note: str, acc: str = None) -> str:
         return self.w.assign(f'tl.dot({tile}, {weight}, {acc or "None"}, input_precision="ieee")', "d", note)
@@ -133,25 +173,27 @@ class _Frame:
 
     def time_loop(self, backwards: bool) -> None:
         """Open the loop over the steps: t walks forwards or backwards, tp is the step
-        before t in the direction of the recurrence (t itself at the first step), and the masks
-        `first` and `later`: rmask at the first step, or at the others."""
+        before t in the direction of the recurrence (t itself at the first step) and `first`
+        whether t is the first step, both in the gradient (backwards) only. Loads and stores
+        in the loop add the step's row to pointers made before it (KernelWriter.pointer)."""
         w, reverse = self.w, self.root.attrs["reverse"]
-        w.emit(f"for s in range(0, {self.T}):")
-        w.indent += 1
+        w.open_loop(f"for s in range(0, {self.T}):", (self.t, self.tp))
+        self._step_values.clear()
         w.emit(f"t = {self.T} - 1 - s" if backwards != reverse else "t = s")
         first = f"{self.T} - 1" if reverse else "0"
-        w.emit(f"tp = tl.minimum(t + 1, {first})" if reverse else "tp = tl.maximum(t - 1, 0)")
-        # as blocks: the interpreter takes no scalar bool in a load's mask
-        w.emit(f"first = rmask & ((rb * 0 + t) == {first})")
-        w.emit(f"later = rmask & ((rb * 0 + t) != {first})")
+        if backwards:
+            w.emit(f"tp = tl.minimum(t + 1, {first})" if reverse else "tp = tl.maximum(t - 1, 0)")
+            w.emit(f"first = t == {first}")
 
     def state_before(self, out, initial, column: int = 0) -> str:
         """The state before step t: the forward's result at tp (columns column*H + [0, H)),
-        or the initial state at the first step."""
-        w = self.w
-        earlier = self.load(out, [self.tp + 1, self.rb, column * self.hidden + self.rh], "later")
-        start = self.load(initial, [self.rb, self.rh], "first")
-        return w.assign(f"{earlier} + {start}", "s")
+        or the initial state at the first step (where row tp + 1 = t + 1 is read and
+        dropped). The initial state is read at every step, not held across the loop: held,
+        it takes the registers that make lstm's gradient spill on sm_90 (24 B a thread
+        rather than 8); a zero one is a literal."""
+        earlier = self.load(out, [self.tp + 1, self.rb, column * self.hidden + self.rh])
+        start = self.load(initial, [self.rb, self.rh], tile=False)
+        return self.w.assign(f"tl.where(first, {start}, {earlier})", "s")
 
     def finish(self, summary: str, kind: str) -> KernelSource:
         w, root = self.w, self.root
@@ -162,6 +204,18 @@ class _Frame:
         return KernelSource(w.name, kind, text, w.ordered_params(), [(self.batch, "BLOCK_B")], (root,), w.reads(),
                             tuple(w.computed_in_order()), RECURRENT.name,
                             {"b": self.batch, "h": self.hidden, "t": self.steps})
+
+
+def _plus(*terms) -> str:
+    """The sum of `terms`, leaving out the zeros (a cotangent the loss leaves zero)."""
+    kept = [t for t in terms if t != "0.0"]
+    return " + ".join(kept) if kept else "0.0"
+
+
+def _accumulate(w: KernelWriter, carried: str, value: str, note: str) -> None:
+    """carried += value, unless value is zero."""
+    if value != "0.0":
+        w.emit(f"{carried} = {carried} + {value}", note)
 
 
 def _sigmoid(w: KernelWriter, x: str, note: str) -> str:
@@ -194,6 +248,7 @@ def emit_lstm_recurrence(name: str, root, written: set, names: dict, epilogue=()
     w.emit(f"c = {c}", note)
     f.time_loop(backwards=False)
     i, fg, g, o = _lstm_gates(f, "h")
+    # zero outside rmask (as it would stay anyway): ptxas (Triton 3.9, sm_80) then takes 166 registers, not 254
     w.emit(f"c = tl.where(rmask, {fg} * c + {i} * {g}, 0.0)", note)
     w.emit(f"h = {o} * {_tanh(w, 'c', note)}", note)
     f.store("h", 0, row=f.t + 1)
@@ -217,8 +272,8 @@ def emit_lstm_recurrence_grad(name: str, root, written: set, names: dict, epilog
     h_prev, c_prev = f.state_before(out, h0), f.state_before(out, c0, 1)
     i, fg, gg, o = _lstm_gates(f, h_prev)
     tanh_c = _tanh(w, f"{fg} * {c_prev} + {i} * {gg}", note)  # c_t recomputed, as the op's reference does
-    w.emit(f"dh = dh + {f.gate(g, 0, t=f.t + 1)}", note)
-    w.emit(f"dc = dc + {f.gate(g, 1, t=f.t + 1)} + dh * {o} * (1.0 - {tanh_c} * {tanh_c})", note)
+    _accumulate(w, "dh", f.gate(g, 0, t=f.t + 1, tile=False), note)
+    w.emit(f"dc = {_plus('dc', f.gate(g, 1, t=f.t + 1, tile=False))} + dh * {o} * (1.0 - {tanh_c} * {tanh_c})", note)
     dz = [w.assign(expr, "dz", note) for expr in (
         f"tl.where(rmask, dc * {gg} * {i} * (1.0 - {i}), 0.0)", f"tl.where(rmask, dc * {c_prev} * {fg} * (1.0 - {fg}), 0.0)",
         f"tl.where(rmask, dc * {i} * (1.0 - {gg} * {gg}), 0.0)", f"tl.where(rmask, dh * {tanh_c} * {o} * (1.0 - {o}), 0.0)")]
@@ -242,7 +297,7 @@ def emit_lstm_recurrence_grad(name: str, root, written: set, names: dict, epilog
 def _gru_parts(f: _Frame, h: str, b_hh) -> tuple:
     """r, z, n and the n block of h @ w_hh.T + b_hh of step t from the state h before it."""
     w, note = f.w, f.w.note(f.root)
-    hh = [f.dot(h, f.weight(k, transposed=True), note, acc=f.gate(b_hh, k)) for k in range(3)]
+    hh = [f.dot(h, f.weight(k, transposed=True), note, acc=f.held(b_hh, [k * f.hidden + f.rh])) for k in range(3)]
     r = _sigmoid(w, f"{f.gate(f.xproj, 0)} + {hh[0]}", note)
     z = _sigmoid(w, f"{f.gate(f.xproj, 1)} + {hh[1]}", note)
     n = _tanh(w, f"{f.gate(f.xproj, 2)} + {r} * {hh[2]}", note)
@@ -276,7 +331,7 @@ def emit_gru_recurrence_grad(name: str, root, written: set, names: dict, epilogu
     f.time_loop(backwards=True)
     h_prev = f.state_before(out, h0)
     r, z, n, n_h = _gru_parts(f, h_prev, b_hh)
-    w.emit(f"dh = dh + {f.gate(g, 0, t=f.t + 1)}", note)
+    _accumulate(w, "dh", f.gate(g, 0, t=f.t + 1, tile=False), note)
     d_n = w.assign(f"tl.where(rmask, dh * (1.0 - {z}) * (1.0 - {n} * {n}), 0.0)", "dz", note)
     d_r = w.assign(f"{d_n} * {n_h} * {r} * (1.0 - {r})", "dz", note)
     d_z = w.assign(f"tl.where(rmask, dh * ({h_prev} - {n}) * {z} * (1.0 - {z}), 0.0)", "dz", note)

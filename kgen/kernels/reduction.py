@@ -20,10 +20,16 @@ from kgen.ir.indexing import flat_index, index_var, unflatten
 
 
 def _reduction_default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
+    """On the interpreter, the fewest programs, then the fewest loop steps: a program repeats
+    its epilogue (an optimizer's update of a bias from its gradient is some 150 interpreted
+    ops, Adam's bias corrections included), a loop step a load and a few ops. So XBLOCK
+    takes as many outputs as a block holds with RBLOCK at 256 (less for a shorter
+    reduction), and RBLOCK what the block leaves, up to 4096: Adam on lstm's bias gradient
+    (256 outputs of 1,792 rows) is one program of 7 steps rather than 8 of one."""
     x, r = dims["x"], dims["r"]
     if interpreted:
-        rblock = min(next_pow2(r), 4096)
-        return {"RBLOCK": rblock, "XBLOCK": min(next_pow2(x), max(1, INTERPRETER_MAX_BLOCK // rblock))}
+        xblock = min(next_pow2(x), INTERPRETER_MAX_BLOCK // min(next_pow2(r), 256))
+        return {"RBLOCK": min(next_pow2(r), 4096, INTERPRETER_MAX_BLOCK // xblock), "XBLOCK": xblock}
     rblock = min(next_pow2(r), 1024)
     return {"RBLOCK": rblock, "XBLOCK": max(1, min(next_pow2(x), 4096 // rblock)), "num_warps": 4}
 

@@ -122,6 +122,26 @@ class IndexPrinter(StrPrinter):
         return f"((({inner} % {m}) + {m}) % {m})"  # Python's modulo of a negative value
 
 
+@dataclass
+class _Loop:
+    """A loop the template opened (`KernelWriter.open_loop`): the index variables that change
+    per iteration, and where the pointers made once before it go."""
+    vars: frozenset
+    at: int  # the line index of the loop's header: hoisted lines go before it
+    indent: int
+    pointers: dict = field(default_factory=dict)  # (pointer param, base offset) -> its variable
+    steps: dict = field(default_factory=dict)  # per-iteration offset -> its variable in the body
+
+
+def _outside(expr, low, high) -> bool:
+    """Whether index expression `expr` provably lies outside [low, high] at every value of
+    its index variables and sizes."""
+    below = indexing.upper_bound(expr)
+    above = indexing.lower_bound(expr)
+    return bool((below is not None and sympy.simplify(low - below - 1).is_nonnegative)
+                or (above is not None and sympy.simplify(above - high - 1).is_nonnegative))
+
+
 class KernelWriter:
     def __init__(self, name: str, buffers: set, names: dict):
         self.name = name
@@ -142,6 +162,7 @@ class KernelWriter:
         self.uniform: set = set()  # emitted expressions that are the same in every lane
         self.masked_loads: set = set()  # variables holding a load under the current mask
         self.guard = None  # inside a pad's input: (variable, varies) of the lanes it holds (see `_guarded`)
+        self.loop = None  # the loop being written (`open_loop`), if any
         self.printer = IndexPrinter(self)
 
     # --- parameters --------------------------------------------------------------------
@@ -229,10 +250,62 @@ class KernelWriter:
                 self._cache[key] = self._compute(node, coords)
         return self._cache[key]
 
+    def open_loop(self, header: str, loop_vars) -> None:
+        """Open a loop (`header`, a `for` statement) over whose iterations the index variables
+        `loop_vars` change; loads and stores in it take their pointers from `pointer`."""
+        self.loop = _Loop(frozenset(loop_vars), len(self.lines), self.indent)
+        self.emit(header)
+        self.indent += 1
+
     def end_loop(self) -> None:
         """Leave a loop body: values computed in it (block-shaped, per iteration) are gone."""
         self.indent -= 1
+        self.loop = None
         self._cache.clear()
+
+    def hoist(self, *lines: str) -> None:
+        """Put `lines` before the open loop's header (after the lines hoisted earlier)."""
+        for line in lines:
+            self.lines.insert(self.loop.at, "    " * self.loop.indent + line)
+            self.loop.at += 1
+
+    def pointer(self, ptr: str, offset) -> str:
+        """The pointers `ptr + offset` for a load or a store. Inside a loop (`open_loop`), an
+        offset that changes per iteration splits into its terms of the lanes (rb, rh) and the
+        rest, the same in every lane (a time step's row t * B * W, a column): the lanes'
+        pointers `ptr + lanes` are made once before the loop, one block per buffer and
+        pattern of lanes, and each load adds the rest, a scalar, computed once an iteration
+        (so the body must be straight-line code where it is first used). The loop body then
+        holds no integer arithmetic on blocks, which Triton's interpreter runs as a NumPy
+        call per op and program; a GPU holds one block of pointers per buffer across the
+        loop. An offset the loop does not change is written in place."""
+        loop, offset = self.loop, indexing.simplify(offset)
+        if loop is None or self.guard is not None or not (indexing.index_vars(offset) & loop.vars):
+            return f"{ptr} + {self.index(offset)}"
+        terms = sympy.Add.make_args(sympy.expand(offset))
+        lanes = sympy.Add(*[t for t in terms if indexing.index_vars(t) - loop.vars])
+        rest = sympy.Add(*[t for t in terms if not indexing.index_vars(t) - loop.vars])
+        steps = sympy.Add(*[t for t in terms if indexing.index_vars(t) & loop.vars])
+        if indexing.index_vars(lanes) & loop.vars or not self._varies(lanes):  # t * rb, or no lanes
+            return f"{ptr} + {self.index(offset)}"
+        key = (ptr, lanes)
+        if key not in loop.pointers:
+            loop.pointers[key] = self.fresh("p")
+            self.hoist(f"{loop.pointers[key]} = {ptr} + {self.index(lanes)}")
+        if rest not in loop.steps:  # the body is straight-line code: computed at its first use
+            if steps not in loop.steps:
+                loop.steps[steps] = self.assign(self.index(steps), "o")
+            fixed = rest - steps
+            if fixed == 0:
+                loop.steps[rest] = loop.steps[steps]
+            elif fixed.is_Integer:
+                loop.steps[rest] = self.assign(f"{loop.steps[steps]} + {fixed}", "o")
+            else:  # sizes: once, before the loop
+                if fixed not in loop.pointers:
+                    loop.pointers[fixed] = self.fresh("c")
+                    self.hoist(f"{loop.pointers[fixed]} = {self.index(fixed)}")
+                loop.steps[rest] = self.assign(f"{loop.steps[steps]} + {loop.pointers[fixed]}", "o")
+        return f"{loop.pointers[key]} + {loop.steps[rest]}"
 
     def provide(self, node: Node, coords, var: str) -> None:
         """Declare that `var` holds `node` at `coords` (a template's result, for its epilogue)."""
@@ -281,7 +354,8 @@ class KernelWriter:
             text = f"tl.load({ptr} + {index})"  # one element for every lane
         else:
             other = "0.0" if node.dtype.is_float else "0"
-            text = f"tl.load({ptr} + {index}, mask={mask}, other={other})"
+            where = f"{ptr} + {index}" if self.guard is not None else self.pointer(ptr, offset)
+            text = f"tl.load({where}, mask={mask}, other={other})"
         if node.dtype in (dtypes.float16, dtypes.bfloat16):
             text += ".to(tl.float32)"
         var = self.assign(text, "x", self.name_of(node))
@@ -329,6 +403,9 @@ class KernelWriter:
     def _guarded(self, node: Node, mapped: Guarded) -> str:
         """A pad: its input where the guard holds, zero elsewhere. The input is computed
         under the guard, so a lane outside it loads nothing from outside a buffer."""
+        if any(_outside(expr, low, low + step * (count - 1)) for expr, low, step, count in mapped.conditions):
+            # no lane reads the input (a pad's row that an index variable's range never reaches)
+            return self.uniform_("0.0" if node.dtype.is_float else ("False" if node.dtype is dtypes.bool_ else "0"))
         terms, varies = [], False
         for expr, low, step, count in mapped.conditions:
             at = self.index(expr)
@@ -376,7 +453,7 @@ class KernelWriter:
         if node.dtype in (dtypes.float16, dtypes.bfloat16):
             value = f"({value}).to(tl.{node.dtype.triton})"
         offset = indexing.simplify(offset)
-        where = f"{ptr} + {self.index(offset)}"
+        where = self.pointer(ptr, offset)
         if not set(self.lanes) <= offset.free_symbols:  # tl.store needs a pointer per lane
             where = f"tl.broadcast_to({where}, {block_shape})"
         self.emit(f"tl.store({where}, {value}, mask={mask})")

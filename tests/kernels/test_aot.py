@@ -210,6 +210,34 @@ def test_zoo_training_steps_compile_for_gpus(model):
         assert b.spill_bytes <= SPILL_BUDGET, f"{b.kernel} for {b.target} spills {b.spill_bytes} B per thread"
 
 
+@pytest.mark.parametrize("model", ["lstm", "gru"])
+def test_persistent_recurrences_registers_and_spills_at_the_zoo_sizes(model):
+    """The persistent recurrence kernels of the zoo's steps (batch 64, H = 64: the forward,
+    and the gradient in its combo launch) with their GPU defaults (16 rows a program, w_hh
+    reloaded at each step, eight warps) build for sm_80 and sm_90, each binary reporting its
+    registers and spills from the cubin: no spills, but 16 B a thread of lstm's gradient on
+    sm_90 (Triton 3.9's ptxas: 255 registers and this 16 B; within SPILL_BUDGET)."""
+    from kgen import nn
+    from kgen.kernels.launch import default_config
+    spec = nn.zoo.get(model)
+    nn.manual_seed(0)
+    net = spec.model()
+    (x, y), _ = spec.data()
+    step = nn.train_step(net, nn.losses.get(spec.loss), spec.optimizer(net.parameters()), x[:64], y[:64])
+    kernels = [k for k in step.program.kernels
+               if any(p.config_rule == "recurrent" for p in (k.parts or (k,)))]
+    assert len(kernels) == 2  # the forward, and the gradient's launch
+    for kernel in kernels:
+        config = default_config(kernel, {"N": 64}, interpreted=False)
+        assert {v for k, v in config.items() if k.endswith("HOLD_WEIGHTS")} == {0}
+        for target in TARGETS:
+            binary = aot.compile_kernel(step.program.source, kernel, target, config)
+            assert binary.cubin and 0 < binary.registers <= 255, (kernel.name, target, binary.registers)
+            gradient = any(p.name.endswith("_grad") for p in (kernel.parts or ()))
+            allowed = SPILL_BUDGET if (model, gradient, target) == ("lstm", True, "sm_90") else 0
+            assert binary.spill_bytes <= allowed, f"{kernel.name} for {target} spills {binary.spill_bytes} B"
+
+
 def test_binaries_assume_aligned_buffers_and_only_provably_aligned_ints():
     """As Triton's JIT specializes a call: pointers and the int arguments that are
     multiples of 16 at any sizes (784*N, not 5*N or N) compile as multiples of 16, so

@@ -154,3 +154,38 @@ def test_one_program_serves_every_sequence_length():
     assert "lowerings" not in kgen.counters.since(before)
     for value in values:
         kgen.check(fn, [value], strict=True)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("with_states", [False, True])
+def test_kernels_over_28_steps_match_torch(kind, with_states):
+    """The zoo's sequence length through the persistent kernels (forward and gradient, not
+    the reference): output, final states and the gradients of the input, the initial
+    states and every parameter against torch in float64, with and without initial states."""
+    layer, twin = _pair(kind, batch_first=True)
+    steps, count = 28, 2 if kind == "lstm" else 1
+    rng = np.random.default_rng(7)
+    x_value = rng.normal(size=(N, steps, I)).astype(np.float32)
+    state_values = [rng.normal(size=(1, N, H)).astype(np.float32) for _ in range(count)] if with_states else []
+    x = kgen.tensor("x", ("N", steps, I))
+    states = [kgen.tensor(f"s{i}", (1, "N", H)) for i in range(len(state_values))]
+    out, final = layer(x, (tuple(states) if count == 2 else states[0]) if states else None)
+    finals = list(final) if isinstance(final, tuple) else [final]
+    weights = [kgen.tensor(f"w{i}", r.shape) for i, r in enumerate([out] + finals)]
+    loss = sum(ops.sum(r * w) for r, w in zip([out] + finals, weights))
+    fn = kgen.function([x, *states, *weights], [out] + finals + kgen.grad(loss, [x] + states + layer.parameters()))
+    weight_values = [rng.normal(size=(N, steps, H) if i == 0 else (1, N, H)).astype(np.float32)
+                     for i in range(len(weights))]
+    got = [g.numpy() for g in fn(x_value, *state_values, *weight_values)]
+
+    xt = torch.tensor(x_value, dtype=torch.float64, requires_grad=True)
+    st = [torch.tensor(s, dtype=torch.float64, requires_grad=True) for s in state_values]
+    t_out, t_final = twin(xt, (tuple(st) if count == 2 else st[0]) if st else None)
+    t_results = [t_out] + (list(t_final) if isinstance(t_final, tuple) else [t_final])
+    sum((r * torch.tensor(w, dtype=torch.float64)).sum() for r, w in zip(t_results, weight_values)).backward()
+    want = t_results + [xt.grad] + [s.grad for s in st] + [p.grad for p in twin.parameters()]
+    names = ["output"] + [f"final {i}" for i in range(len(finals))] + ["d x"] + [f"d s{i}" for i in range(len(st))]
+    names += [f"d {n}" for n, _ in layer.named_parameters()]
+    assert len(got) == len(want) == len(names)
+    for name, g, w in zip(names, got, want):
+        np.testing.assert_allclose(g, w.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=name)

@@ -1,7 +1,7 @@
 """LSTM and GRU with torch's options (num_layers, bidirectional, batch_first, bias, dropout,
 initial states): values of output, h_n and c_n and the gradients with respect to the input,
 the initial states and every parameter against torch.nn.LSTM/GRU holding the same weights
-(through state_dict), dropout between layers against torch fed kgen's mask, torch's
+(through state_dict) at lengths 1, 7 and 28, dropout between layers against torch fed kgen's mask, torch's
 parameter names and order, and the refusals."""
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ CASES = [  # num_layers, bidirectional, batch_first, bias, steps, initial states
     (2, False, True, False, 7, True),
     (1, True, False, True, 7, False),
     (3, False, False, True, 1, True),
+    (1, True, True, True, 28, True),  # the zoo's length (28 rows of an MNIST digit)
+    (2, False, False, False, 28, False),
 ]
 
 
