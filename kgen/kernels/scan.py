@@ -139,7 +139,16 @@ class ScanWriter(KernelWriter):
             v = " + ".join(self.value(value, (row, inner)) for value in values)
             v = self.assign(f"tl.where(rmask & m{size}, {v}, 0.0)", "a", note)  # nothing from the pad lanes
             w = self.value(weight, (offset + layout.krow(size), column))
-            terms.append(self.assign(f'tl.dot({v}, {w}, input_precision="ieee")', "d", note))
+            # The product is already zero outside rows and columns (both operands are masked), so
+            # this tl.where changes no value. It is there for LLVM: without it, sm_90's SLP
+            # vectorizer (which Triton runs on sm_90, not on sm_80) aborts the whole process on
+            # the LSTM cell's step (four per-gate dots, a tanh of exps on one of them) with
+            # `SLPVectorizer.cpp: Assertion ... "must be scheduled at this point"` (triton 3.9).
+            # The select between the dot and its readers keeps the vectorizer off that pattern;
+            # it costs one select per element per dot. tests/kernels/test_scan_cells_aot.py.
+            dot = f'tl.dot({v}, {w}, input_precision="ieee")'
+            out_mask = self.mask_of(row + column)
+            terms.append(self.assign(f"tl.where({out_mask}, {dot}, 0.0)" if out_mask else dot, "d", note))
         return terms[0] if len(terms) == 1 else self.assign(" + ".join(terms), "d", note)
 
 
