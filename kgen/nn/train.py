@@ -66,8 +66,7 @@ def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), prec
     distributed.check_shardable(shard_optimizer)
     scaler = _scaler(precision, False if group is not None and loss_scaler is None else loss_scaler, "train_step")
     if group is not None and scaler is not None:
-        raise OptionError("train_step: dynamic loss scaling (fp16's GradScaler) under a process group is not built; "
-                          "pass loss_scaler=False, or use precision='bf16' or 'fp32'")
+        raise _scaling_under_a_group("train_step")
     if group is not None:
         return data_parallel_step(model, loss_fn, optimizer, x_example, y_example, metrics, precision, group,
                                   shard_optimizer, bucket_bytes)
@@ -105,6 +104,11 @@ def _training_graph(model, loss_fn, x_example, y_example, metrics, half) -> tupl
     rewritten = autocast(outputs + [new for _, new in state], half)
     return (x, y), rewritten[:len(outputs)], \
         [(var, new) for (var, _), new in zip(state, rewritten[len(outputs):])]
+
+
+def _scaling_under_a_group(where: str) -> OptionError:
+    return OptionError(f"{where}: dynamic loss scaling (fp16's GradScaler) under a process group is not built; "
+                       f"pass loss_scaler=False, or use precision='bf16' or 'fp32'")
 
 
 def _scaler(precision: str, loss_scaler, where: str):
@@ -162,6 +166,8 @@ class Trainer:
         self.process_group, self.shard_optimizer = process_group, bool(shard_optimizer)
         # one scaler for every step built (each batch shape has its own), kept as the optimizer's
         self.loss_scaler = _scaler(precision, loss_scaler, "compile")
+        if self.loss_scaler is not None and distributed.group_of(process_group) is not None:
+            raise _scaling_under_a_group("compile")  # here, not at fit's first step
         if self.loss_scaler is not None:
             self.loss_scaler.bind(self.optimizer)
         self._steps = {}
