@@ -17,7 +17,6 @@ Prints a table and writes benchmarks/results/DATE-DEVICE-artifact_time.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compile_time import device_name  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 
 TARGETS = {"cold_compile_s": 5.0, "warm_load_s": 0.2}
 
@@ -163,15 +162,12 @@ def main():
     import kgen
     import torch
     import triton
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-artifact_time.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    write_result("artifact_time", {
         "device": device_name(), "cpu_count": os.cpu_count(), "kgen": kgen.__version__,
         "triton": triton.__version__, "torch": torch.__version__, "model": args.model, "batch": args.batch,
         "target": args.target, "kernels": compiles[0]["kernels"], "artifact_bytes": size, "targets": TARGETS,
         "cold_compile": compiles, "warm_load": loads,
-        "summary": {"cold_compile_median_s": medians, "warm_load_median_s": load}}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+        "summary": {"cold_compile_median_s": medians, "warm_load_median_s": load}})
 
 
 if __name__ == "__main__":

@@ -6,9 +6,6 @@ sm_90. Prints a table and writes benchmarks/results/DATE-DEVICE-compile_time.jso
 """
 from __future__ import annotations
 
-import datetime
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,12 +17,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 
 import kgen  # noqa: E402
 from kgen.kernels.aot import compile_program  # noqa: E402
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name().replace(" ", "-")
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
+from results_io import device_name, write_result  # noqa: E402
 
 
 def measure(name, build, args):
@@ -55,11 +47,8 @@ def main():
     for r in rows:
         print(f"{r['model']:<8} {r['kernels']:>7} {r['trace_grad_compile_s']:>15.3f} "
               f"{r['first_step_s']:>12.3f} {r['aot_sm80_sm90_s']:>15.3f}")
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-compile_time.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"device": device_name(), "kgen": kgen.__version__,
-                               "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("compile_time", {"device": device_name(), "kgen": kgen.__version__, "torch": torch.__version__,
+                                  "rows": rows})
 
 
 if __name__ == "__main__":

@@ -10,9 +10,6 @@ benchmarks/results/DATE-DEVICE-depthwise_lowering.json.
 """
 from __future__ import annotations
 
-import datetime
-import json
-import platform
 import time
 from pathlib import Path
 from unittest import mock
@@ -23,6 +20,7 @@ import torch
 import kgen
 from kgen import ops
 from kgen.kernels import conv
+from results_io import device_name, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [  # (N, C, H, W, channel multiplier, stride)
@@ -30,12 +28,6 @@ LAYERS = [  # (N, C, H, W, channel multiplier, stride)
     (4, 32, 28, 28, 2, 2),
     (2, 64, 14, 14, 1, 1),
 ]
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name().replace(" ", "-")
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
 
 
 def step(layer):
@@ -76,11 +68,8 @@ def main():
             rows.append(row)
             print(f"{row['layer']:40s} {row['lowering']:26s} call {row['call_s']:7.2f} s  "
                   f"first {row['first_call_s']:7.2f} s  useful {row['useful_share']:.3f}  {row['families']}")
-    device = device_name()
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device}-depthwise_lowering.json"
-    out.write_text(json.dumps({"device": device, "triton_interpreter": not torch.cuda.is_available(),
-                               "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("depthwise_lowering", {"device": device_name(), "triton_interpreter": not torch.cuda.is_available(),
+                                        "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

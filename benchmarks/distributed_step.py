@@ -17,10 +17,7 @@ benchmarks/results/DATE-DEVICE-distributed.json.
 """
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -30,18 +27,13 @@ import torch  # noqa: E402
 
 from kgen import nn  # noqa: E402
 from kgen.nn import distributed, zero, zoo  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mlp128", "cnn")
 GLOBAL_BATCH = 64
 TIMED_STEPS = 3
 MODES = (("single process", 1, False), ("2 ranks, all-reduce", 2, False), ("2 ranks, ZeRO-1", 2, True))
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name().replace(" ", "-")
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
 
 
 def state_bytes(optimizer) -> int:
@@ -99,13 +91,10 @@ def main():
         launches = " + ".join(map(str, r["launches"]))
         print(f"{r['model']:8s} {r['mode']:22s} {launches:>16s} {r['collective_bytes']:>13,} "
               f"{r['optimizer_state_bytes']:>18,} {r['step_s']:>13.2f} s")
-    device = device_name()
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device}-distributed.json"
-    out.write_text(json.dumps({"device": device, "triton_interpreter": not torch.cuda.is_available(),
-                               "global_batch": GLOBAL_BATCH, "timed_steps": TIMED_STEPS,
-                               "note": "wall times: CPU, Triton's interpreter, 2 gloo ranks sharing the cores",
-                               "rows": rows}, indent=1) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("distributed", {"device": device_name(), "triton_interpreter": not torch.cuda.is_available(),
+                                 "global_batch": GLOBAL_BATCH, "timed_steps": TIMED_STEPS,
+                                 "note": "wall times: CPU, Triton's interpreter, 2 gloo ranks sharing the cores",
+                                 "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ too but not generated kernels, so on a CPU the count understates its launches.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "frontends"))  # the torch zoo the tests
 import kgen  # noqa: E402
 from kgen import nn  # noqa: E402
 from kgen.lowering.stats import program_stats  # noqa: E402
-from compile_time import device_name  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 from torch_zoo import CASES, build, torch_loss  # noqa: E402
 
 KGEN_LOSS = {"cross_entropy": nn.CrossEntropyLoss, "nll": nn.NLLLoss, "mse": nn.MSELoss, "bce": nn.BCELoss}
@@ -88,11 +86,9 @@ def main(argv=None):
         ratio = f"{r['launches'] / r['inductor_kernels']:.2f}" if r["inductor_kernels"] else "-"
         print(f"{r['model']:<20} {r['launches']:>13} {r['inductor_kernels'] or '-':>16} {ratio:>6} "
               f"{r['bytes'] / 1e6:>8.3f} {r['capture_translate_s']:>19.2f}")
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-frontend_stats.json"
     result = {"benchmark": "frontend_stats", "device": device_name(), "torch": torch.__version__,
               "command": "python benchmarks/frontend_stats.py " + " ".join(argv or sys.argv[1:]), "rows": rows}
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("frontend_stats", result)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ Prints a table and writes benchmarks/results/DATE-DEVICE-fusion_stats.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +18,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import kgen  # noqa: E402
 from kgen import nn  # noqa: E402
 from kgen.lowering.stats import program_stats, unfused_stats  # noqa: E402
-from compile_time import device_name  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 
 
 def step_of(name: str, batch: int):
@@ -46,9 +44,7 @@ def main(argv=None):
     for r in rows:
         print(f"{r['model']:<14} {r['launches']:>8} {r['unfused']['launches']:>8} {r['bytes'] / 1e6:>9.3f} "
               f"{r['unfused']['bytes'] / 1e6:>10.3f} {r['bytes'] / r['unfused']['bytes']:>11.2f}")
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-fusion_stats.json"
-    out.write_text(json.dumps({"device": device_name(), "kgen": kgen.__version__, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("fusion_stats", {"device": device_name(), "kgen": kgen.__version__, "rows": rows})
 
 
 if __name__ == "__main__":

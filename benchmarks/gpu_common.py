@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compile_time import device_name  # noqa: E402
+from results_io import device_name  # noqa: E402
 
 
 def device_slug() -> str:

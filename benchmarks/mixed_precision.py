@@ -9,8 +9,6 @@ Prints a table and writes benchmarks/results/DATE-DEVICE-mixed_precision.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import sys
 from pathlib import Path
@@ -24,7 +22,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import kgen  # noqa: E402
 from kgen import nn  # noqa: E402
 from kgen.lowering.stats import program_stats  # noqa: E402
-from compile_time import device_name  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 
 MODELS = ("mlp128", "cnn")
 VARIANTS = (("fp32", None), ("fp16", False), ("fp16", None), ("bf16", None))  # (precision, loss_scaler)
@@ -80,9 +78,7 @@ def main(argv=None):
         d = r["drift"]
         print(f"{r['model']:<8} {d['steps']:>5} {d['batch']:>5} {d['max_loss_rel_diff']:>14.2e} "
               f"{d['max_weight_abs_diff']:>16.2e} {d['skipped_steps']:>8}")
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-mixed_precision.json"
-    out.write_text(json.dumps({"device": device_name(), "kgen": kgen.__version__, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("mixed_precision", {"device": device_name(), "kgen": kgen.__version__, "rows": rows})
 
 
 if __name__ == "__main__":

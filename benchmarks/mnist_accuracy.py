@@ -9,8 +9,6 @@ benchmarks/results/DATE-DEVICE-mnist_accuracy.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +20,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import kgen  # noqa: E402
 from kgen import nn  # noqa: E402
-from compile_time import device_name  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 
 
 class RecurrentTwin(torch.nn.Module):
@@ -104,15 +102,13 @@ def main(argv=None):
     print(f"{'model':<8} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}")
     print(f"{args.model:<8} {epochs:>6} {kgen_accuracy:>9.4f} {torch_accuracy:>9.4f} {kgen_seconds:>8.1f} "
           f"{torch_seconds:>8.1f}")
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-mnist_accuracy-{args.model}.json"
-    out.write_text(json.dumps({
+    write_result(f"mnist_accuracy-{args.model}", {
         "device": device_name(), "kgen": kgen.__version__, "model": args.model, "epochs": epochs,
         "batch": spec.batch_size, "seed": args.seed, "kgen_accuracy": kgen_accuracy,
         "torch_eager_accuracy": torch_accuracy, "kgen_seconds": kgen_seconds,
         "torch_eager_seconds": torch_seconds,
         "kgen_runtime": "Triton interpreter (CPU)" if not torch.cuda.is_available() else "CUDA",
-    }, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    })
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from compile_time import device_name  # noqa: E402
+from results_io import device_name  # noqa: E402
 from kgen.frontends.onnx import conformance  # noqa: E402
 
 

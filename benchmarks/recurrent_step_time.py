@@ -15,9 +15,6 @@ figure is the fastest of --steps steps (--steps 1 takes the one after the compil
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import subprocess
 import sys
 import time
@@ -28,14 +25,9 @@ import torch
 
 import kgen
 from kgen import nn, ops
+from results_io import device_name, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name().replace(" ", "-")
-    return f"cpu-{platform.machine()}-{torch.get_num_threads()}threads"
 
 
 class _Unrolled:
@@ -167,16 +159,14 @@ def main(argv=None):
             what = ", ".join(k["parts"]) if k["parts"] else k["kind"]
             print(f"  {k['kernel']:22s} {k['seconds']:7.3f} s  {k['programs']:4d} programs  ({what})")
 
-    device = device_name()
     suffix = f"-{args.tag}" if args.tag else ""
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device}-recurrent-step{suffix}.json"
-    out.write_text(json.dumps({
-        "device": device, "kgen": kgen.__version__, "commit": commit(), "batch": 64, "timed_steps": args.steps,
+    print()
+    write_result(f"recurrent-step{suffix}", {
+        "device": device_name(), "kgen": kgen.__version__, "commit": commit(), "batch": 64, "timed_steps": args.steps,
         "runtime": "Triton interpreter (CPU)" if not torch.cuda.is_available() else "CUDA",
         "command": "python benchmarks/recurrent_step_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "models": rows,
-    }, indent=2) + "\n")
-    print(f"\nwrote {out.relative_to(ROOT)}")
+    })
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ Prints a table and writes benchmarks/results/DATE-DEVICE-scan-cells.json.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import kgen  # noqa: E402
 from kgen import ops  # noqa: E402
 from kgen.ir.ops_recurrent import run_direction  # noqa: E402
 from kgen.lowering.stats import program_stats  # noqa: E402
-from compile_time import device_name  # noqa: E402
+from results_io import device_name, write_result  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3}
 
@@ -102,11 +100,7 @@ def main(argv=None):
         loops = sum(1 for k in r["kernels"] if k in ("scan", "recurrent"))
         print(f"{r['cell']:<5} {r['recurrence']:<10} {r['launches']:>8} {len(r['kernels']):>7} {loops:>12} "
               f"{r['bytes'] / 1e6:>8.3f} {r['flops'] / 1e6:>8.2f} {r['bytes'] / base['bytes']:>12.3f}")
-    name = f"{datetime.date.today()}-{device_name()}-scan-cells.json"
-    out = ROOT / "benchmarks" / "results" / name
-    out.write_text(json.dumps({"device": device_name(), "kgen": kgen.__version__, "sizes": vars(args),
-                               "rows": rows}, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result("scan-cells", {"device": device_name(), "kgen": kgen.__version__, "sizes": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ Prints a table and writes benchmarks/results/DATE-DEVICE-tune-jobs.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import platform
 import resource
@@ -104,9 +102,8 @@ def main():
           + ", ".join(f"{m} {s:.2f} s" for m, s in starts.items()))
 
     import kgen
-    out = ROOT / "benchmarks" / "results" / f"{datetime.date.today()}-{device_name()}-tune-jobs.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
+    from results_io import write_result
+    write_result("tune-jobs", {
         "device": device_name(), "kgen": kgen.__version__, "python": platform.python_version(),
         "what": f"kgen tune {args.model} --target {args.targets} --batch {args.batch} --jobs K, a fresh process "
                 f"with empty Triton and tune caches per run (every candidate compiled)",
@@ -116,8 +113,7 @@ def main():
         "worker_start_what": "Workers(2, method).map of a function of kgen's tuner over 8 items (each worker has "
                              "kgen.autotune.tuner imported: inherited, or imported once, or imported per worker), "
                              "torch and Triton imported in the parent"},
-        indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+        device=device_name())
 
 
 if __name__ == "__main__":

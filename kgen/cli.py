@@ -192,8 +192,9 @@ def cmd_stats(args):
         # kgen.nn at call time: `kgen --help` and the other commands start without it
         from kgen.nn import losses, parallel_stats
         loss = losses.get(spec.loss)
-        result["data_parallel"] = parallel_stats.figures(model, loss, x, y, args.world_size, fused["launches"],
-                                                         sizes, (False, True) if args.zero else (False,))
+        result["data_parallel"] = parallel_stats.figures(model, loss, spec.optimizer, x, y, args.world_size,
+                                                         fused["launches"], sizes,
+                                                         (False, True) if args.zero else (False,))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -220,8 +221,8 @@ def cmd_stats(args):
 def _print_data_parallel(rows: list, launches: int) -> None:
     """The data-parallel figures per rank per step, beside the one-process step's."""
     first = rows[0]
-    how = (f"in {first['buckets']} bucket(s) of up to {first['bucket_bytes'] >> 20} MiB, filled as torch DDP does; "
-           f"ring collectives" if first["world_size"] > 1 else "one rank: nothing to exchange")
+    how = (f"in {first['buckets']} bucket(s) of up to {first['bucket_bytes'] >> 20} MiB, filled as the backward "
+           f"finishes them; ring collectives" if first["world_size"] > 1 else "one rank: nothing to exchange")
     print(f"data parallel, world size {first['world_size']}, per rank per step ({first['gradient_bytes']:,} B of "
           f"gradients {how}):")
     print(f"{'':<37} {'launches':>12} {'collectives':>12} {'bytes sent':>12}")

@@ -66,18 +66,11 @@ def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), prec
     distributed.check_shardable(shard_optimizer)
     scaler = _scaler(precision, False if group is not None and loss_scaler is None else loss_scaler, "train_step")
     if group is not None and scaler is not None:
-        raise OptionError("train_step: dynamic loss scaling (fp16's GradScaler) under a process group is not built; "
-                          "pass loss_scaler=False, or use precision='bf16' or 'fp32'")
-    x, y = _inputs(x_example, y_example)
-    model.train()
-    prediction = model(x)
-    outputs = [loss_fn(prediction, y)] + [get_metric(m)(prediction, y) for m in metrics]
-    state = model.state_updates()
-    rewritten = autocast(outputs + [new for _, new in state], half)
-    outputs, state = rewritten[:len(outputs)], [(var, new) for (var, _), new in zip(state, rewritten[len(outputs):])]
+        raise _scaling_under_a_group("train_step")
     if group is not None:
-        return distributed.DataParallelStep([x, y], outputs[0], outputs, optimizer, state, group,
-                                            shard_optimizer, bucket_bytes)
+        return data_parallel_step(model, loss_fn, optimizer, x_example, y_example, metrics, precision, group,
+                                  shard_optimizer, bucket_bytes)
+    (x, y), outputs, state = _training_graph(model, loss_fn, x_example, y_example, metrics, half)
     if scaler is None:
         updates = optimizer.updates(grad(outputs[0], optimizer.params))
     else:
@@ -85,6 +78,37 @@ def train_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), prec
     step = function([x, y], outputs, updates=updates + state)
     step.loss_scaler = scaler
     return step
+
+
+def data_parallel_step(model, loss_fn, optimizer, x_example, y_example, metrics=(), precision: str = "fp32",
+                       group=None, shard_optimizer: bool = False, bucket_bytes: int = None):
+    """The data-parallel step train_step builds under the process group `group`. With group
+    None, the same step built as for a group of one rank: it cannot run (it has no group to
+    exchange gradients in), but its programs and buckets are those of every rank's step
+    whatever the number of ranks (ZeRO-1's pieces change sizes, not kernels), which is what
+    `kgen stats --world-size` counts (kgen/nn/parallel_stats.py)."""
+    half = half_dtype(precision, "train_step")
+    (x, y), outputs, state = _training_graph(model, loss_fn, x_example, y_example, metrics, half)
+    return distributed.DataParallelStep([x, y], outputs[0], outputs, optimizer, state, group, shard_optimizer,
+                                        bucket_bytes)
+
+
+def _training_graph(model, loss_fn, x_example, y_example, metrics, half) -> tuple:
+    """A training step's graph before the optimizer: its inputs (x, y), its outputs [loss,
+    *metrics] and the model's state updates, the GEMMs' operands in `half` precision."""
+    x, y = _inputs(x_example, y_example)
+    model.train()
+    prediction = model(x)
+    outputs = [loss_fn(prediction, y)] + [get_metric(m)(prediction, y) for m in metrics]
+    state = model.state_updates()
+    rewritten = autocast(outputs + [new for _, new in state], half)
+    return (x, y), rewritten[:len(outputs)], \
+        [(var, new) for (var, _), new in zip(state, rewritten[len(outputs):])]
+
+
+def _scaling_under_a_group(where: str) -> OptionError:
+    return OptionError(f"{where}: dynamic loss scaling (fp16's GradScaler) under a process group is not built; "
+                       f"pass loss_scaler=False, or use precision='bf16' or 'fp32'")
 
 
 def _scaler(precision: str, loss_scaler, where: str):
@@ -142,6 +166,8 @@ class Trainer:
         self.process_group, self.shard_optimizer = process_group, bool(shard_optimizer)
         # one scaler for every step built (each batch shape has its own), kept as the optimizer's
         self.loss_scaler = _scaler(precision, loss_scaler, "compile")
+        if self.loss_scaler is not None and distributed.group_of(process_group) is not None:
+            raise _scaling_under_a_group("compile")  # here, not at fit's first step
         if self.loss_scaler is not None:
             self.loss_scaler.bind(self.optimizer)
         self._steps = {}

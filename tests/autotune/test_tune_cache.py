@@ -3,7 +3,6 @@ writers, corrupt entries and explained misses."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import warnings
 
 import pytest
@@ -15,6 +14,7 @@ from kgen.autotune.cache import TuneCache, TuneCacheWarning
 from kgen.errors import KgenError
 from kgen.kernels.launch import default_config
 
+from cache_writers import run_writers, strict
 from tune_programs import program
 
 CONFIG = {"XBLOCK": 256, "num_warps": 2}
@@ -57,9 +57,7 @@ def test_store_refuses_a_config_the_kernel_cannot_take(tmp_path):
 
 
 # --- several processes at once -------------------------------------------------------------------------
-def _writer(directory, kernel, barrier, worker, rounds):
-    cache = TuneCache(directory)
-    barrier.wait()
+def _writer(cache, worker, kernel, rounds):
     for i in range(rounds):
         n = 1 << (i % 6)  # six keys, written by both processes over and over
         cache.store(kernel, {"N": n}, "sm_90", {"XBLOCK": 32 << worker, "num_warps": 1}, {"worker": worker, "i": i})
@@ -68,21 +66,11 @@ def _writer(directory, kernel, barrier, worker, rounds):
 
 def test_two_processes_writing_at_once_leave_a_valid_cache(tmp_path):
     kernel = _pointwise()
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(2)
-    writers = [context.Process(target=_writer, args=(tmp_path, kernel, barrier, w, 120)) for w in range(2)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", TuneCacheWarning)  # a reader never meets a half-written entry
-        for p in writers:
-            p.start()
-        for p in writers:
-            p.join(60)
-    assert [p.exitcode for p in writers] == [0, 0]
+    run_writers(_writer, tmp_path, 2, kernel, 120, timeout_s=60)
     cache = TuneCache(tmp_path)
     files = sorted((tmp_path / f"v{tune_cache.FORMAT}").iterdir())
-    assert len(files) == 6 and all(f.suffix == ".json" for f in files)  # no temporary files left
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", TuneCacheWarning)
+    assert len(files) == 6 and all(f.suffix == ".json" for f in files)
+    with strict():
         assert len(cache.entries()) == 6
         for i in range(6):
             config = cache.lookup(kernel, {"N": 1 << i}, "sm_90")

@@ -6,17 +6,16 @@ is refused."""
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
-import warnings
 
 import numpy as np
 import pytest
 
-from kgen.autotune import cache as tune_cache, tuner, workers
-from kgen.autotune.cache import TuneCache, TuneCacheWarning
+from kgen.autotune import tuner, workers
+from kgen.autotune.cache import TuneCache
 from kgen.cli import main
 
+from cache_writers import run_writers, strict
 from tune_programs import counting_launcher, program, programs_timer
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -107,9 +106,7 @@ def test_timings_spread_over_device_workers_decide_what_one_device_does(tmp_path
 OWN_KEYS, SHARED_KEYS, WRITERS = 5, 3, 4
 
 
-def _writer(directory, kernel, barrier, worker):
-    cache = TuneCache(directory)
-    barrier.wait()
+def _writer(cache, worker, kernel):
     for rounds in range(20):
         for i in range(OWN_KEYS):  # keys only this writer writes
             n = 1 << (SHARED_KEYS + worker * OWN_KEYS + i)
@@ -122,20 +119,9 @@ def _writer(directory, kernel, barrier, worker):
 
 def test_writers_of_one_cache_at_once_lose_no_entry(tmp_path):
     kernel = program("pointwise").kernels[0]
-    context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(WRITERS)
-    writers = [context.Process(target=_writer, args=(tmp_path, kernel, barrier, w)) for w in range(WRITERS)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", TuneCacheWarning)  # a reader never meets a half-written entry
-        for p in writers:
-            p.start()
-        for p in writers:
-            p.join(120)
-    assert [p.exitcode for p in writers] == [0] * WRITERS
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no temporary files left
+    run_writers(_writer, tmp_path, WRITERS, kernel)
     cache = TuneCache(tmp_path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", TuneCacheWarning)
+    with strict():
         assert len(cache.entries()) == WRITERS * OWN_KEYS + SHARED_KEYS
         for worker in range(WRITERS):
             for i in range(OWN_KEYS):

@@ -194,7 +194,17 @@ def everything(rank: int, world: int, directory: str, checkpoint: str) -> dict:
     for optimizer, shard in (("sgd-momentum", False), ("adam", True)):
         runs["fit", optimizer, shard] = fit_run(rank, world, optimizer, shard, directory)
     runs["resumed"] = train_steps(rank, world, "adam", True, bucket_bytes=64, resume=checkpoint)
+    runs["fp16 compile"] = fp16_compile()
     return runs
+
+
+def fp16_compile() -> list:
+    """What compile(precision="fp16") raises under this process's group: by default, given the
+    group, and with loss_scaler=False (None for none)."""
+    import torch.distributed as dist
+    from nn_helpers import small_mlp
+    return [refused(lambda: small_mlp(0).compile("sgd", "nll", precision="fp16", **options))
+            for options in ({}, {"process_group": dist.group.WORLD}, {"loss_scaler": False})]
 
 
 def fails_on_rank_one(rank: int, world: int) -> str:

@@ -4,7 +4,8 @@ optimizer (ZeRO-1, each rank holding its share of the optimizer state); a one-pr
 checkpoint resumes in a sharded run; fit under two processes gives one process's history and writes files on
 rank 0 only; a checkpoint of a two-process run loads into a one-process model; a rank that
 fails makes the other fail with a DistributedError instead of hanging; `kgen train --nproc 2`
-trains as one process at twice the batch. All the two-process runs share one group
+trains as one process at twice the batch; compile refuses fp16's loss scaling under two ranks
+(one rank trains fp16 with it, as one process). All the two-process runs share one group
 (dist_helpers.everything), as starting processes is most of their cost."""
 from __future__ import annotations
 
@@ -167,6 +168,43 @@ def test_a_two_process_checkpoint_loads_into_a_one_process_model(two_ranks, tmp_
     _assert_close(dist_helpers.state(model), one["state"], "loaded parameters")
     # with ZeRO-1 each rank updated a shard of the state: the file holds all of it, gathered
     _assert_close(dist_helpers.optimizer_state(model, opt), one["optimizer"], "loaded optimizer state")
+
+
+FP16_UNDER_A_GROUP = ("compile: dynamic loss scaling (fp16's GradScaler) under a process group is not built; "
+                      "pass loss_scaler=False, or use precision='bf16' or 'fp32'")
+
+
+def test_compile_refuses_fp16_loss_scaling_under_two_ranks(two_ranks):
+    for rank, result in enumerate(two_ranks):
+        default, given, unscaled = result["fp16 compile"]
+        for refusal in (default, given):
+            assert isinstance(refusal, dist_helpers.RankFailed), f"rank {rank}: compile accepted fp16 scaling"
+            assert (refusal.type, refusal.message) == ("OptionError", FP16_UNDER_A_GROUP)
+        assert unscaled is None  # loss_scaler=False: fp16 GEMMs, no scaler
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-rank gloo group in this process, through a FileStore (no ports)."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    yield dist.group.WORLD
+    dist.destroy_process_group()
+
+
+def test_one_rank_trains_fp16_with_its_loss_scaler_as_one_process(one_rank_group):
+    for options in ({}, {"process_group": one_rank_group}):
+        model = small_mlp(0)
+        model.compile("sgd", "nll", precision="fp16", **options)
+        assert isinstance(model.optimizer.loss_scaler, nn.GradScaler)
+        x, y = dist_helpers.step_data()
+        history = model.fit(x[:16], y[:16], epochs=1, batch_size=16, verbose=False)
+        assert np.isfinite(history["loss"]).all()
+
+
+def test_compile_refuses_a_process_group_without_torch_distributed():
+    with pytest.raises(OptionError, match="process_group: torch.distributed is not initialised"):
+        small_mlp(0).compile("sgd", "nll", precision="fp16", process_group=object())
 
 
 def test_a_rank_that_raises_makes_the_other_fail_with_a_clear_error():
