@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -26,19 +25,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import kgen  # noqa: E402
 from kgen import ops  # noqa: E402
 from kgen.ir.ops_recurrent import run_direction  # noqa: E402
+from kgen.nn.recurrent import gru_direction, lstm_direction  # noqa: E402
 from kgen.lowering.stats import program_stats  # noqa: E402
 from compile_time import device_name  # noqa: E402
 
 GATES = {"lstm": 4, "gru": 3}
-
-
-def _cells():
-    """The scan-built cells, from the test that checks them against torch."""
-    path = ROOT / "tests" / "kernels" / "test_scan_cells.py"
-    spec = importlib.util.spec_from_file_location("scan_cells_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def training_step(cell: str, how: str, steps: int, features: int, hidden: int, classes: int = 10):
@@ -64,9 +55,9 @@ def training_step(cell: str, how: str, steps: int, features: int, hidden: int, c
         states = (None, None) if cell == "lstm" else (None,)  # zeros
         _, finals = run_direction(cell, xproj, w_hh, b_hh if cell == "gru" else None, states)
     elif cell == "lstm":
-        _, finals = _cells().lstm_direction(xproj, w_hh, zeros, zeros)
+        _, finals = lstm_direction(xproj, w_hh, zeros, zeros)
     else:
-        _, finals = _cells().gru_direction(xproj, w_hh, b_hh, zeros)
+        _, finals = gru_direction(xproj, w_hh, b_hh, zeros)
     logits = finals[0] @ ops.transpose(fc_w) + fc_b
     loss = ops.cross_entropy(logits, y)
     params = [w_ih, w_hh, b_ih, b_hh, fc_w, fc_b]
