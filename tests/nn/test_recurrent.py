@@ -189,3 +189,29 @@ def test_kernels_over_28_steps_match_torch(kind, with_states):
     assert len(got) == len(want) == len(names)
     for name, g, w in zip(names, got, want):
         np.testing.assert_allclose(g, w.detach().numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_a_wide_layer_at_a_symbolic_length_is_one_persistent_kernel_each_way(kind):
+    """H = 256, the widest the persistent scan template holds (kgen/lowering/scan_fit.py:
+    a [256, 256] tile of w_hh per gate): a symbolic length still compiles (a body that did
+    not fit would be a ShapeError there), forward and gradient one scan kernel each, values
+    and gradients against torch."""
+    hidden, steps = 256, 3
+    ours, theirs = LAYERS[kind]
+    nn.manual_seed(2)
+    layer = ours(I, hidden)
+    twin = theirs(I, hidden).double()
+    twin.load_state_dict({k: torch.tensor(v, dtype=torch.float64) for k, v in layer.state_dict().items()})
+    x = kgen.tensor("x", ("T", 2, I))
+    out, _ = layer(x)
+    loss = ops.sum(out * out)
+    fn = kgen.function([x], [out] + kgen.grad(loss, [x, layer.weight_hh_l0]))
+    assert [d.outcome for d in fn.program.plan.decisions if d.rule == "S1"] == ["fused", "fused"]
+    value = np.random.default_rng(3).normal(size=(steps, 2, I)).astype(np.float32)
+    got = fn(value)
+    xt = torch.tensor(value, dtype=torch.float64, requires_grad=True)
+    want, _ = twin(xt)
+    (want * want).sum().backward()
+    for g, w in zip(got, (want.detach(), xt.grad, twin.weight_hh_l0.grad)):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-4, atol=1e-5)
