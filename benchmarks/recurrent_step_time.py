@@ -1,6 +1,7 @@
 """Interpreted training steps of the zoo's lstm and gru (batch 64, 28 steps of 28 pixels,
-Adam): the layers as persistent kernels (kgen/kernels/recurrent.py) beside the same layers
-unrolled into their 28 steps as nn.LSTM / nn.GRU were before them (one cell of ops per step,
+Adam): the layers as they are (kgen.scan, a persistent scan kernel each way:
+kgen/kernels/scan.py) beside the same layers unrolled into their 28 steps as nn.LSTM /
+nn.GRU were before loops (one cell of ops per step,
 differentiated and fused like any graph), from the same initial weights and batch, in one
 process. Times the steps after the first (which compiles), and each launch of the
 persistent step, to show where the interpreter's time goes. Prints a table and writes

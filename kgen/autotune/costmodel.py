@@ -12,7 +12,7 @@ What it uses, per candidate:
               units per warp), shared memory (plus 1 KB reserved per block) and the block limit
   waves       programs run in waves of SMs x blocks-per-SM; the last, partial wave costs
               nearly a whole one (wave quantization), and fewer programs than SMs leave SMs idle
-  loops       a family's `steps` per program (a persistent scan's or recurrence's time loop:
+  loops       a family's `steps` per program (a persistent scan's time loop:
               one memory latency per step, the steps being a dependent chain) and, for a
               family with `rereads`, the bytes it reads again from L2 (a persistent scan's
               loop-invariant weights, each step)

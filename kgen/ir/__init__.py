@@ -7,7 +7,6 @@ from kgen.ir import ops_conv  # noqa: F401  (fill the table)
 from kgen.ir import ops_random  # noqa: F401  (fill the table)
 from kgen.ir import ops_gather  # noqa: F401  (fill the table)
 from kgen.ir import ops_loop  # noqa: F401  (fill the table)
-from kgen.ir import ops_recurrent  # noqa: F401  (fill the table)
 from kgen.ir.node import Node
 from kgen.ir.graph import Graph, format_node, topological_order
 from kgen.ir.verify import verify

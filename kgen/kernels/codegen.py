@@ -10,7 +10,6 @@ from kgen.kernels import matmul  # noqa: F401  (registers its template)
 from kgen.kernels import conv  # noqa: F401  (registers its templates)
 from kgen.kernels import pool  # noqa: F401  (registers its templates)
 from kgen.kernels import gather  # noqa: F401  (registers its templates)
-from kgen.kernels import recurrent  # noqa: F401  (registers its templates)
 from kgen.kernels import scan  # noqa: F401  (registers its template)
 from kgen.kernels.combo import combine
 from kgen.kernels.pointwise import emit_pointwise

@@ -15,7 +15,7 @@ a new template family is one record beside its template and nothing else:
     gemm       whether its kernels are GEMMs: BLOCK_M x BLOCK_N output tiles over BLOCK_K
                steps, for which the cost model counts tile re-reads and dot efficiency
     elements   the elements of a program's largest block, when not the product of the
-               config's blocks (a recurrence's tiles are BLOCK_B rows of the hidden size):
+               config's blocks (a persistent scan's blocks are BLOCK_B rows of its widest value):
                the space prunes configs with more threads than elements
     rereads    bytes a launch reads again beyond each buffer once, from L2, for a family
                that is no GEMM (a persistent scan reads its loop-invariant weights each step)

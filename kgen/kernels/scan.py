@@ -34,13 +34,19 @@ def _widest(dims: dict) -> int:
 
 
 def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
-    """On the interpreter, every row in one program (as few as its block allows); on a GPU,
-    16 rows per program on 4 warps, one stage: a recurrence is latency-bound, many small
-    programs run its steps side by side, and pipelining the time loop would buffer its
-    weight loads in shared memory (see kgen.kernels.recurrent)."""
+    """On the interpreter, every row in one program (as few as a [BLOCK_B, W] block of
+    INTERPRETER_MAX_BLOCK elements allows: its cost is per op and program, nearly whatever
+    the block's size), holding the loop-invariant loads (HOLD_WEIGHTS). On a GPU, 16 rows
+    per program: a recurrence is latency-bound, so many small programs run its steps side
+    by side; weights reloaded each step, from L2 after the first (held, the LSTM's w_hh
+    blocks alone would take 128 registers a thread at H = 64). Eight warps: at the zoo's
+    H = 64 on four, ptxas (Triton 3.9) spills 1,296 B a thread of the LSTM cell's forward for
+    sm_90 and 4,232 B for sm_80; on eight, at most 8 B. One stage: pipelining the time loop
+    would buffer its weight loads in shared memory."""
     if interpreted:
-        return {"BLOCK_B": max(16, min(next_pow2(dims["b"]), INTERPRETER_MAX_BLOCK // (_widest(dims) ** 2)))}
-    return {"BLOCK_B": 16, "num_warps": 4, "num_stages": 1}
+        return {"BLOCK_B": max(16, min(next_pow2(dims["b"]), INTERPRETER_MAX_BLOCK // _widest(dims))),
+                "HOLD_WEIGHTS": 1}
+    return {"BLOCK_B": 16, "HOLD_WEIGHTS": 0, "num_warps": 8, "num_stages": 1}
 
 
 def _space(dims: dict, tier: str, default: dict):
@@ -49,7 +55,7 @@ def _space(dims: dict, tier: str, default: dict):
     blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (2, 4, 8))
     for block in blocks:
         for warp in warps:
-            yield {"BLOCK_B": min(block, cap), "num_warps": warp, "num_stages": 1}
+            yield {"BLOCK_B": min(block, cap), "HOLD_WEIGHTS": 0, "num_warps": warp, "num_stages": 1}
 
 
 def _resources(config: dict, work) -> tuple:
@@ -97,6 +103,22 @@ class ScanWriter(KernelWriter):
         self.step_input = dict(zip(body.inputs[k:k + m], root.inputs[k:k + m]))
         self.closure = dict(zip(body.inputs[k + m:], root.inputs[k + m:]))
         self.carries = body.inputs[:k]
+        self.hold = self.constexpr("HOLD_WEIGHTS")
+        self._masks = {}  # the parts of a mask -> its variable (`mask_var`)
+        self._operands = {}  # (a dot's left operand, its width) -> its masked block, once a step
+
+    def mask_var(self, parts: list) -> str:
+        """The conjunction of mask variables `parts` as one variable, made once before the
+        time loop (the loop body then holds no mask arithmetic: on Triton's interpreter each
+        `&` is a NumPy call per step and program)."""
+        if len(parts) < 2:
+            return parts[0] if parts else None
+        key = tuple(parts)
+        if key not in self._masks:
+            self._masks[key] = self.fresh("mask")
+            line = f"{self._masks[key]} = {' & '.join(parts)}"
+            self.hoist(line) if self.loop is not None else self.emit(line)
+        return self._masks[key]
 
     def mask_of(self, expr) -> str:
         """The lanes where an index expression stays inside its value: each index variable
@@ -107,10 +129,36 @@ class ScanWriter(KernelWriter):
             parts.append("rmask")
         parts += [f"m{w}" for w, v in sorted(layout.cols.items()) if v in used]
         parts += [f"mk{d}" for d, v in sorted(layout.ks.items()) if v in used]
-        return " & ".join(parts) or None
+        return self.mask_var(parts)
+
+    def row_mask(self, width: int) -> str:
+        """The mask of a [BLOCK_B, tile(width)] block of `width` columns."""
+        return "rmask" if width == 1 else self.mask_var(["rmask", f"m{width}"])
 
     def load(self, node, coords, mask):
-        return super().load(node, coords, self.mask_of(indexing.flat_index(coords, node.shape)))
+        offset = indexing.flat_index(coords, node.shape)
+        mask = self.mask_of(offset)
+        if self.loop is None or self.layout.t in indexing.index_vars(offset) or not self._varies(offset) \
+                or self.guard is not None:
+            return super().load(node, coords, mask)
+        return self._held(node, offset, mask)
+
+    def _held(self, node, offset, mask: str) -> str:
+        """A load in the time loop that is the same at every step (a block of a weight, a
+        bias). With HOLD_WEIGHTS 1 it is loaded once, before the loop, and held; with 0,
+        loaded at each step. The interpreter holds (a load is a NumPy gather per step and
+        program); a GPU reloads, from L2 after the first step (see `_default`)."""
+        other = "0.0" if node.dtype.is_float else "0"
+        load = f"tl.load({self.input_param(node)} + {self.index(offset)}, mask={mask}, other={other})"
+        if node.dtype in (dtypes.float16, dtypes.bfloat16):
+            load += ".to(tl.float32)"
+        kept, var = self.fresh("w"), self.fresh("x")
+        self.hoist(f"if {self.hold}:", f"    {kept} = {load}  # {self.name_of(node)}, held")
+        self.emit(f"if {self.hold}:")
+        self.emit(f"    {var} = {kept}")
+        self.emit("else:")
+        self.emit(f"    {var} = {load}", self.name_of(node))
+        return var
 
     def _compute(self, node, coords):
         if node in self.carry_var:
@@ -137,7 +185,9 @@ class ScanWriter(KernelWriter):
                 continue
             inner = layout.col(size)
             v = " + ".join(self.value(value, (row, inner)) for value in values)
-            v = self.assign(f"tl.where(rmask & m{size}, {v}, 0.0)", "a", note)  # nothing from the pad lanes
+            if (v, size) not in self._operands:  # nothing from the pad lanes
+                self._operands[(v, size)] = self.assign(f"tl.where({self.row_mask(size)}, {v}, 0.0)", "a", note)
+            v = self._operands[(v, size)]
             w = self.value(weight, (offset + layout.krow(size), column))
             # The product is already zero outside rows and columns (both operands are masked), so
             # this tl.where changes no value. It is there for LLVM: without it, sm_90's SLP
@@ -185,14 +235,13 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
         """(coords, mask, block shape) of a carry or step output."""
         coords = layout.coords(node)
         width = layout.width(node)
-        mask = "rmask" if width == 1 else f"rmask & m{width}"
-        return coords, mask, f"[{bb}, {1 if width == 1 else tile(width)}]"
+        return coords, w.row_mask(width), f"[{bb}, {1 if width == 1 else tile(width)}]"
 
     blocked = stored_blocks(body, k)  # step outputs stored block by block (scan_fit.column_blocks)
 
     def store(result, coords, value: str, mask: str, block: str, step=True) -> None:
         offset = indexing.flat_index(((layout.t,) if step else ()) + tuple(coords), result.shape)
-        ptr = f"{w.output_param(result)} + {w.index(offset)}"
+        ptr = w.pointer(w.output_param(result), offset)
         if result.dtype in (dtypes.float16, dtypes.bfloat16):
             value = f"({value}).to(tl.{result.dtype.triton})"
         w.emit(f"tl.store(tl.broadcast_to({ptr}, {block}), {value}, mask={mask})")
@@ -206,8 +255,7 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
         w.carry_var[place] = var
         carry_names.append(var)
     w.computed.append(root)
-    w.emit(f"for s in range(0, {steps}):")
-    w.indent += 1
+    w.open_loop(f"for s in range(0, {steps}):", (layout.t,))  # loads and stores take pointers made before it
     w.emit(f"t = {steps} - 1 - s" if reverse else "t = s")
     for i, place in enumerate(body.inputs[:k]):
         if ("history", i) in by_result:
@@ -219,7 +267,7 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
             if ("ys", j - k) in by_result:
                 for offset, width, parts in blocked[j - k]:  # each block at its own columns
                     column = layout.col(width)
-                    mask = "rmask" if width == 1 else f"rmask & m{width}"
+                    mask = w.row_mask(width)
                     block = f"[{bb}, {1 if width == 1 else tile(width)}]"
                     part = " + ".join(w.value(p, (layout.rb, column)) for p in parts)
                     value = w.assign(f"tl.where({mask}, {part}, 0.0)" if parts else

@@ -17,7 +17,9 @@ values. What it takes:
 - products v @ W (a 2-D GEMM, by the op table's `gemm`) of a per-row value v [R, K] with a
   loop-invariant W [K, M], K static: a tl.dot of v's block with W's [K, M] tile, which is
   read from memory (L2 after the first step) at whatever columns the product's readers want,
-  so a column slice of a product is a slice of W; W's tile at most MAX_WEIGHT elements;
+  so a column slice of a product is a slice of W; K and the columns read at most MAX_WIDTH
+  (a [256, 256] tile: the LSTM's gate blocks at H = 256, which spill on a GPU as they did in
+  the hand-written recurrence kernels this template replaced, but run);
 - column blocks (`column_blocks`): a per-row value that is a sum of zero pads along its
   columns (a concatenation of column blocks, or the gradient of column slices: the gates'
   cotangents placed back into one [R, 4H] value) is never held whole. As a product's left
@@ -43,7 +45,6 @@ from kgen.ir.graph import topological_order
 from kgen.ir.optable import Guarded
 
 MAX_WIDTH = 256  # a carry's or product's columns one program holds in registers
-MAX_WEIGHT = 128 * 128  # elements of one loop-invariant weight tile, loaded per step
 
 
 def tile(width: int) -> int:
@@ -232,14 +233,14 @@ class _Walk:
         lanes = indexing.index_vars(column)
         if len(lanes & set(layout.cols.values())) != 1 or lanes - set(layout.cols.values()):
             raise Refusal(f"{self.name(node)} is read at columns {column}, not a block of lanes of one width")
-        if not isinstance(depth, int) or depth > MAX_WIDTH:
-            raise Refusal(f"{self.name(node)} sums over {depth} terms: the template holds static depths of at "
-                          f"most {MAX_WIDTH}")
         (width,) = [w for w, v in layout.cols.items() if v in lanes]
-        for offset, size, values in column_blocks(lhs) or [(0, depth, [lhs])]:
-            if size > 1 and tile(size) * tile(width) > MAX_WEIGHT:
-                raise Refusal(f"{self.name(node)}'s weight tile is {tile(size)} x {tile(width)}, more than one "
-                              f"program holds ({MAX_WEIGHT} elements)")
+        if width > MAX_WIDTH:
+            raise Refusal(f"{self.name(node)} is read at {width} columns: the template holds static widths of at "
+                          f"most {MAX_WIDTH}")
+        for offset, size, values in column_blocks(lhs) or [(0, depth, [lhs])]:  # a dot per block
+            if not isinstance(size, int) or size > MAX_WIDTH:
+                raise Refusal(f"{self.name(node)} sums over {size} terms{' in a block' if size != depth else ''}: "
+                              f"the template holds static depths of at most {MAX_WIDTH}")
             for value in values:  # block @ W[offset:offset + size]
                 self.visit(value, (layout.rb, 0 if size == 1 else layout.col(size)))
             self.visit(weight, (offset + (0 if size == 1 else layout.krow(size)), column))
@@ -259,14 +260,18 @@ def layout(node) -> ScanLayout:
     values = _values(body, k)
     if not values:
         raise Refusal("the scan has no carries and no step outputs")
-    for what, v in values:
+    blocked = stored_blocks(body, k)
+    for j, (what, v) in enumerate(values):
         if not v.dtype.is_float:
             raise Refusal(f"{what} is {v.type_str()}; the template holds float carries and step outputs")
         if v.ndim > 2:
             raise Refusal(f"{what} is {v.type_str()}; the template holds [R, n], [n] or [] values")
-        if v.ndim and (not isinstance(v.shape[-1], int) or v.shape[-1] > MAX_WIDTH):
-            raise Refusal(f"{what} is {v.type_str()}; the template holds static widths of at most {MAX_WIDTH} "
-                          f"in registers")
+        # a step output stored block by block is held a block at a time (the gates' cotangents)
+        widths = [width for _, width, _ in blocked[j - k]] if j - k in blocked else [v.shape[-1]] if v.ndim else []
+        if v.ndim and (not isinstance(v.shape[-1], int) or max(widths) > MAX_WIDTH):
+            held = "" if j - k not in blocked else f" (in column blocks of {', '.join(map(str, widths))})"
+            raise Refusal(f"{what} is {v.type_str()}{held}; the template holds static widths of at most "
+                          f"{MAX_WIDTH} in registers")
     two_d = [(w, v) for w, v in values if v.ndim == 2]
     first = two_d[0] if two_d else None
     for what, v in values:
@@ -277,7 +282,6 @@ def layout(node) -> ScanLayout:
     rows = first[1].shape[0] if first else 1
     result = ScanLayout(rows, bool(two_d), attrs["length"])
     walk = _Walk(body, k, m, result)
-    blocked = stored_blocks(body, k)
     for j, v in enumerate(body.outputs):
         if j - k in blocked:
             for offset, width, parts in blocked[j - k]:

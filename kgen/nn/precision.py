@@ -25,8 +25,9 @@ half-precision tensor-core products where float32 takes exact FMAs. Each operand
 under its views (the transpose of the cast of a weight), so the gradient's transposes meet
 the GEMMs as the simplifier's rules expect and updates stay in the GEMMs' epilogues.
 
-The recurrences themselves (the LSTM and GRU template ops) have no `gemm` fact and stay
-float32, as do scan bodies, which the rewrite does not enter.
+Scan bodies, the LSTM's and GRU's recurrences among them, stay float32: the rewrite does
+not enter them (the input products before the loop and the weight gradients after it are
+GEMMs of the graph, and are rewritten).
 
 fp16's range is narrow: small gradients flush to zero. `GradScaler` is torch.amp's
 dynamic loss scaling, inside the compiled step with no host synchronisation: the loss is

@@ -2,12 +2,14 @@
 dropout, bidirectional), parameter names and order, gate order and initialisation (every
 weight and bias U(-1/sqrt(hidden_size), 1/sqrt(hidden_size))).
 
-Each layer and direction is one node of the op table (kgen/ir/ops_recurrent.py), computed
-by one persistent kernel that loops over the time steps with the state in registers, and
-differentiated by another running the steps backwards; the input-to-hidden products of all
-steps are one matmul before it, and the hidden-to-hidden weight's gradient one matmul over
-all steps after. The sequence length may be a size symbol: one compiled program serves
-every length. A reverse direction runs the same steps from the last time step to the first.
+Each layer and direction is a `kgen.scan` of torch's cell (`lstm_direction`, `gru_direction`):
+the gates are column slices of one product h @ W_hh.T, as torch computes them. Fusion rule
+S1 lowers the scan to one persistent kernel that loops over the time steps with the state
+in registers (kgen/kernels/scan.py), and its gradient to one reverse scan; the
+input-to-hidden products of all steps are one matmul before the loop, and the
+hidden-to-hidden weight's gradient one matmul over all steps after. The sequence length
+may be a size symbol: one compiled program serves every length. A reverse direction runs
+the same steps from the last time step to the first.
 Layer k > 0 reads layer k-1's output (both directions' states side by side), after dropout
 in training.
 """
@@ -23,9 +25,43 @@ from kgen import ops
 from kgen.errors import ArgumentError, OptionError, ShapeError
 from kgen.function import shared
 from kgen.ir import shapes
-from kgen.ir.ops_recurrent import run_direction
 from kgen.nn import layers
 from kgen.nn.module import Module
+
+
+def lstm_direction(xproj, w_hh, h0, c0, reverse: bool = False) -> tuple:
+    """One direction of torch's LSTM over xproj = x @ W_ih.T + b_ih + b_hh ([T, B, 4H]):
+    (every step's h [T, B, H], (h_n, c_n))."""
+    hidden, w = w_hh.shape[1], ops.transpose(w_hh)
+
+    def cell(carry, x_t):
+        h, c = carry
+        z = x_t + h @ w
+        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+        h = ops.sigmoid(o) * ops.tanh(c)
+        return (h, c), h
+
+    (h_n, c_n), hs = ops.scan(cell, (h0, c0), xproj, reverse=reverse)
+    return hs, (h_n, c_n)
+
+
+def gru_direction(xproj, w_hh, b_hh, h0, reverse: bool = False) -> tuple:
+    """One direction of torch's GRU over xproj = x @ W_ih.T + b_ih ([T, B, 3H]): (every step's
+    h [T, B, H], (h_n,)). b_hh (None without bias) is inside the cell: r multiplies its n block."""
+    hidden, w = w_hh.shape[1], ops.transpose(w_hh)
+
+    def cell(h, x_t):
+        gh = h @ w if b_hh is None else h @ w + b_hh
+        x_r, x_z, x_n = (x_t[:, k * hidden:(k + 1) * hidden] for k in range(3))
+        h_r, h_z, h_n = (gh[:, k * hidden:(k + 1) * hidden] for k in range(3))
+        r, z = ops.sigmoid(x_r + h_r), ops.sigmoid(x_z + h_z)
+        n = ops.tanh(x_n + r * h_n)
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    h_n, hs = ops.scan(cell, h0, xproj, reverse=reverse)
+    return hs, (h_n,)
 
 
 class _Weights(NamedTuple):
@@ -162,12 +198,14 @@ class _Recurrent(Module):
             for direction in range(self.num_directions):
                 w = self._weights(layer, direction)
                 index = layer * self.num_directions + direction
-                hs, final = run_direction(cell, self._input_products(x, w), w.hh, w.bias_hh, initial[index],
-                                          reverse=direction == 1)
+                hs, final = self._direction(self._input_products(x, w), w, initial[index], direction == 1)
                 directions.append(hs)
                 finals.append(final)
             x = self._layer_output(directions)
         return self._layout(x), self._final_states(finals)
+
+    def _zeros(self, xproj):
+        return ops.broadcast_to(ops.constant(0.0, xproj.dtype), (xproj.shape[1], self.hidden_size))
 
     def extra_repr(self):
         options = [f"num_layers={self.num_layers}"] if self.num_layers != 1 else []
@@ -193,6 +231,10 @@ class LSTM(_Recurrent):
     GATES = 4
     STATES = ("h0", "c0")
 
+    def _direction(self, xproj, w: _Weights, states: tuple, reverse: bool) -> tuple:
+        h0, c0 = (self._zeros(xproj) if s is None else s for s in states)
+        return lstm_direction(xproj, w.hh, h0, c0, reverse)
+
     def forward(self, x, hx=None):
         return self._run(x, hx)
 
@@ -208,6 +250,10 @@ class GRU(_Recurrent):
     forward(x, h0=None) -> (output, h_n) as in torch (shapes as LSTM's)."""
     GATES = 3
     STATES = ("h0",)
+
+    def _direction(self, xproj, w: _Weights, states: tuple, reverse: bool) -> tuple:
+        h0 = self._zeros(xproj) if states[0] is None else states[0]
+        return gru_direction(xproj, w.hh, w.bias_hh, h0, reverse)
 
     def forward(self, x, hx=None):
         output, (h_n,) = self._run(x, hx)

@@ -42,7 +42,7 @@ def test_spaces_hold_legal_candidates_default_first(name, n):
                     assert config["BLOCK_N"] == default["BLOCK_N"]  # whole rows in a tile
             elif kernel.config_rule == "rows":
                 assert config["RBLOCK"] == default["RBLOCK"]  # a row fits in one block
-            elif kernel.config_rule in ("recurrent", "scan"):
+            elif kernel.config_rule == "scan":
                 assert 16 <= config["BLOCK_B"] <= max(16, next_pow2(dims["b"])) and config["num_stages"] == 1
             else:
                 assert config["XBLOCK"] <= max(32, next_pow2(dims["x"]))

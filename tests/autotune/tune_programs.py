@@ -92,14 +92,6 @@ def embedding_grad():
     return kgen.Graph([i, g], [ops_gather.embedding_grad(g, i, 30)])
 
 
-def lstm_recurrence():
-    """One LSTM direction: the "recurrent" family's persistent loop over the time steps."""
-    from kgen.ir import ops_recurrent
-    x, w = kgen.tensor("x", (4, "N", 64)), kgen.tensor("w", (64, 16))
-    hs, _ = ops_recurrent.run_direction("lstm", x, w, None, (None, None))
-    return kgen.Graph([x, w], [hs])
-
-
 def persistent_scan():
     """An Elman RNN as kgen.scan: the "scan" family's persistent loop over the time steps."""
     xs, w_ih, w_hh = kgen.tensor("xs", (6, "N", 8)), kgen.tensor("w_ih", (8, 32)), kgen.tensor("w_hh", (32, 32))
@@ -111,7 +103,7 @@ def persistent_scan():
 PROGRAMS = {f.__name__: f for f in (pointwise, column_sum, row_sum, softmax_rows, matmul_fp32, matmul_fp16,
                                     matmul_softmax, conv2d, conv2d_input_grad, conv2d_weight_grad, max_pool, avg_pool,
                                     two_reductions, depthwise_conv2d, embedding, embedding_grad,
-                                    lstm_recurrence, persistent_scan)}
+                                    persistent_scan)}
 
 _compiled = {}
 

@@ -73,9 +73,6 @@ def _graph_ops(program: Program, monkeypatch) -> set:
 # take (they differentiate once) and no kgen.ops function builds: tests/ir/test_vjp.py and
 # tests/kernels/test_conv_pool.py check it, its reference, kernel and VJP.
 SECOND_DERIVATIVE_ONLY = {"max_pool2d_gather"}
-# Built only by kgen.nn's LSTM and GRU layers (and their VJPs), no kgen.ops functions:
-# tests/ir/test_recurrence_ops.py, tests/ir/test_vjp.py and tests/nn/test_recurrent*.py check them.
-LAYER_ONLY = {"lstm_recurrence", "lstm_recurrence_grad", "gru_recurrence", "gru_recurrence_grad"}
 # Built only by lowering (rule S1, kgen/lowering/loops.py) from a scan whose body fits, never
 # in a graph a user builds: the fuzzer's scans reach it when their programs are compiled;
 # tests/kernels/test_scan_kernel.py, test_scan_cells.py and tests/lowering/test_scan_fit.py check it.
@@ -83,7 +80,7 @@ LOWERING_ONLY = {"persistent_scan"}
 
 
 def test_programs_cover_every_op(monkeypatch):
-    used, table, wanted = collections.Counter(), set(), set(TABLE) - SECOND_DERIVATIVE_ONLY - LAYER_ONLY - LOWERING_ONLY
+    used, table, wanted = collections.Counter(), set(), set(TABLE) - SECOND_DERIVATIVE_ONLY - LOWERING_ONLY
     for seed in range(400):
         program = generate(seed)
         analyze(program)  # every generated program is legal

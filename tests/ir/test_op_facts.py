@@ -17,7 +17,7 @@ import kgen
 from kgen import ops
 from kgen.ir import ops_conv, shapes
 from kgen.ir.ops_gather import embedding_grad
-from kgen.ir import ops_loop, ops_recurrent
+from kgen.ir import ops_loop
 from kgen.ir.optable import TABLE
 from kgen.kernels import codegen, templates  # noqa: F401  (codegen registers every template)
 from kgen.lowering.stats import node_flops
@@ -37,10 +37,6 @@ def _examples():
     p, t = kgen.tensor("p", (2, 3, 4, 4)), kgen.tensor("t", (2, 3, 4, 4))
     q = kgen.tensor("q", (2, 3, 2, 2))  # a 2x2 pool of p
     i, e, h = kgen.tensor("i", (2, 3), "int64"), kgen.tensor("e", (6, 4)), kgen.tensor("h", (2, 3, 4))
-    xl, wl, gl, s = kgen.tensor("xl", (2, 2, 12)), kgen.tensor("wl", (12, 3)), kgen.tensor("gl", (3, 2, 6)), \
-        kgen.tensor("s", (2, 3))
-    xg, wg, bg, gg = kgen.tensor("xg", (2, 2, 9)), kgen.tensor("wg", (9, 3)), kgen.tensor("bg", (9,)), \
-        kgen.tensor("gg", (3, 2, 3))
     scanned, _ = ops.scan(lambda c, x_t: (c * x_t + c, None), ops.broadcast_to(ops.constant(0.0), (3, 4)), h)
     conv = 2 * (2 * 4 * 5 * 5) * (3 * 3 * 3)  # outputs x taps, a multiply and an add each
     pool = (2 * 3 * 2 * 2) * (2 * 2)  # pooled values x window elements
@@ -57,14 +53,6 @@ def _examples():
         "avg_pool2d_grad": (ops_conv.avg_pool2d_grad(q, (4, 4), 2), [q], pool),
         "embedding": (ops.embedding(i, e), [i, e], 0),  # a copy
         "embedding_grad": (embedding_grad(h, i, 6, padding_idx=2), [h, i], 2 * 3 * 4),  # an add per element of g
-        # per step and unit (T=2, B=2, H=3): a multiply-add per gate column of h @ w_hh.T (once forward, twice
-        # backward: the recomputed gates and dz @ w_hh), and the gate math (10, 12; 30 backward)
-        "lstm_recurrence": (ops_recurrent.lstm_recurrence(xl, wl, s, s), [xl, wl, s], 12 * (2 * 12 + 10)),
-        "lstm_recurrence_grad": (ops_recurrent.lstm_recurrence_grad(gl, xl, wl, gl, s, s), [gl, xl, wl, s],
-                                 12 * (2 * 2 * 12 + 30)),
-        "gru_recurrence": (ops_recurrent.gru_recurrence(xg, wg, bg, s), [xg, wg, bg, s], 12 * (2 * 9 + 12)),
-        "gru_recurrence_grad": (ops_recurrent.gru_recurrence_grad(gg, xg, wg, bg, gg, s), [gg, xg, wg, bg, s],
-                                12 * (2 * 2 * 9 + 30)),
         # a scan's loop: 2 steps of a multiply and an add per element of the [3, 4] carry
         "persistent_scan": (ops_loop.persistent(scanned), [h], 2 * 2 * 12),
     }
@@ -226,8 +214,7 @@ INTERNAL_TEMPLATE_OPS = [name for name in TEMPLATE_OPS if name not in ops.__all_
 
 def test_internal_template_ops_are_the_gradient_ops():
     assert INTERNAL_TEMPLATE_OPS == ["avg_pool2d_grad", "conv2d_input_grad", "conv2d_weight_grad",
-                                     "embedding_grad", "gru_recurrence", "gru_recurrence_grad", "lstm_recurrence",
-                                     "lstm_recurrence_grad", "max_pool2d_gather", "max_pool2d_grad",
+                                     "embedding_grad", "max_pool2d_gather", "max_pool2d_grad",
                                      "persistent_scan"]
 
 

@@ -967,11 +967,6 @@ TESTED_FUNCTIONS |= {"scan"}
 # function: tests/kernels/test_scan_kernel.py and tests/kernels/test_scan_cells.py
 LOWERED_PRIMITIVES = {"persistent_scan"}
 TESTED_PRIMITIVES |= LOWERED_PRIMITIVES
-# the recurrence ops (kgen/ir/ops_recurrent.py), built by kgen.nn's LSTM and GRU, no kgen.ops
-# functions: against torch, finite differences and in kernels in tests/ir/test_recurrence_ops.py
-GRADIENT_PRIMITIVES |= {"lstm_recurrence_grad", "gru_recurrence_grad"}
-LAYER_PRIMITIVES = {"lstm_recurrence", "gru_recurrence"}
-TESTED_PRIMITIVES |= {"lstm_recurrence", "gru_recurrence", "lstm_recurrence_grad", "gru_recurrence_grad"}
 
 
 def test_every_table_op_has_a_test():
@@ -982,7 +977,7 @@ def test_every_ops_function_has_a_test():
     # the slice primitive is ops.slice_strided (x[...] builds it), not a shadow of Python's slice
     # integer division (trunc_div) is ops.div(a, b, rounding_mode=...) on integers
     assert set(ops.__all__) == (TESTED_PRIMITIVES - {"input", "slice", "trunc_div"} - GRADIENT_PRIMITIVES
-                                - INDEX_PRIMITIVES - LAYER_PRIMITIVES - LOWERED_PRIMITIVES) | TESTED_FUNCTIONS
+                                - INDEX_PRIMITIVES - LOWERED_PRIMITIVES) | TESTED_FUNCTIONS
 
 
 def test_table_entries_are_well_formed():

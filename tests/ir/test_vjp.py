@@ -18,7 +18,6 @@ import kgen
 from kgen import ops
 from kgen.ir import ops_conv
 from kgen.ir.ops_gather import embedding_grad
-from kgen.ir import ops_recurrent
 from ir_helpers import assert_close, ops_in, random_array, to_torch
 
 EPS = 1e-6
@@ -324,25 +323,6 @@ CASES.update({
                            f(g=any_((2, 3, 4)), i=any_((2, 3), dtype="int64", values=_rows)), wrt=("g",)),
 })
 
-# the recurrence ops (kgen/ir/ops_recurrent.py): torch's cells as the oracle (the ops' vendor
-# calls); more in tests/ir/test_recurrence_ops.py. Their gradient ops take no second derivative.
-def _torch_direction(cell, reverse):
-    """torch's cells over the steps, with the op's operands (LSTM: x, w, h, c; GRU: x, w, b, h)."""
-    if cell == "lstm":
-        return lambda x, w, h, c: ops_recurrent._torch_steps("lstm", x, w, None, h, c, reverse)[0]
-    return lambda x, w, b, h: ops_recurrent._torch_steps("gru", x, w, b, h, None, reverse)[0]
-
-
-CASES.update({
-    "lstm_recurrence": Case("lstm_recurrence", lambda x, w, h, c: ops_recurrent.lstm_recurrence(x, w, h, c),
-                            _torch_direction("lstm", False),
-                            f(x=any_((3, 2, 8)), w=any_((8, 2)), h=any_((2, 2)), c=any_((2, 2)))),
-    "gru_recurrence_reversed": Case(
-        "gru_recurrence", lambda x, w, b, h: ops_recurrent.gru_recurrence(x, w, b, h, reverse=True),
-        _torch_direction("gru", True), f(x=any_((3, 2, 6)), w=any_((6, 2)), b=any_((6,)), h=any_((2, 2)))),
-})
-
-
 @pytest.mark.parametrize("case_id", sorted(CASES))
 def test_vjp_matches_finite_differences(case_id, rng):
     case = CASES[case_id]
@@ -377,7 +357,6 @@ def test_non_differentiable_ops_have_no_vjp():
     none = {name for name, opdef in kgen.ir.TABLE.items() if opdef.vjp is None}
     assert none == {"input", "constant", "iota", "rand", "less", "less_equal", "greater", "greater_equal",
                     "equal", "not_equal", "trunc_div", "max_pool2d_indices",  # integer results
-                    "lstm_recurrence_grad", "gru_recurrence_grad",  # no second derivative through a recurrence
                     "persistent_scan"}  # made by lowering (S1), after kgen.grad has differentiated the scan
 
 

@@ -13,43 +13,10 @@ import torch
 
 import kgen
 from kgen import ops
+from kgen.nn.recurrent import gru_direction, lstm_direction
 
 RNG = np.random.default_rng(11)
 STEPS, BATCH, INPUTS, HIDDEN = 7, 3, 5, 8
-
-
-def lstm_direction(xproj, w_hh, h0, c0, reverse=False):
-    """(every step's h, (h_n, c_n)) of torch's LSTM cell over xproj = x @ W_ih.T + b_ih + b_hh."""
-    hidden, w = w_hh.shape[1], ops.transpose(w_hh)
-
-    def cell(carry, x_t):
-        h, c = carry
-        z = x_t + h @ w
-        i, f, g, o = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
-        c = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
-        h = ops.sigmoid(o) * ops.tanh(c)
-        return (h, c), h
-
-    (h_n, c_n), hs = kgen.scan(cell, (h0, c0), xproj, reverse=reverse)
-    return hs, (h_n, c_n)
-
-
-def gru_direction(xproj, w_hh, b_hh, h0, reverse=False):
-    """(every step's h, (h_n,)) of torch's GRU cell over xproj = x @ W_ih.T + b_ih; b_hh is
-    inside the cell (r multiplies its n block)."""
-    hidden, w = w_hh.shape[1], ops.transpose(w_hh)
-
-    def cell(h, x_t):
-        gh = h @ w + b_hh
-        x_r, x_z, x_n = (x_t[:, k * hidden:(k + 1) * hidden] for k in range(3))
-        h_r, h_z, h_n = (gh[:, k * hidden:(k + 1) * hidden] for k in range(3))
-        r, z = ops.sigmoid(x_r + h_r), ops.sigmoid(x_z + h_z)
-        n = ops.tanh(x_n + r * h_n)
-        h = (1.0 - z) * n + z * h
-        return h, h
-
-    h_n, hs = kgen.scan(cell, h0, xproj, reverse=reverse)
-    return hs, (h_n,)
 
 
 SHAPES = {  # per cell: the inputs after x [T, B, I]

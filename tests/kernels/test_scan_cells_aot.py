@@ -1,4 +1,4 @@
-"""The persistent scan kernels of the LSTM and GRU cells written with kgen.scan (forward and
+"""The persistent scan kernels of kgen.nn's LSTM and GRU cells (kgen.scan bodies; forward and
 the one reverse scan of their gradient) compile ahead of time for sm_80 and sm_90, with their
 registers and spills read from the cubins.
 
@@ -19,16 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("sm_80", "sm_90")
 
 CHILD = r'''
-import importlib.util, json, sys
+import json, sys
 import kgen
 from kgen import ops
 from kgen.kernels import aot
 from kgen.kernels.launch import default_config
+from kgen.nn import recurrent as cells
 
-spec = importlib.util.spec_from_file_location("cells", sys.argv[1])
-cells = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cells)
-cell, hidden, targets = sys.argv[2], int(sys.argv[3]), sys.argv[4].split(",")
+cell, hidden, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
 steps, batch, gates = 7, 64, 4 if cell == "lstm" else 3
 xproj = kgen.tensor("xproj", (steps, batch, gates * hidden))
 w_hh, h0 = kgen.tensor("w_hh", (gates * hidden, hidden)), kgen.tensor("h0", (batch, hidden))
@@ -56,9 +54,8 @@ def compile_scans(cell: str, hidden: int) -> list:
     child process (an LLVM abort there fails the caller with its stderr)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("TRITON_INTERPRET", None)
-    child = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "tests/kernels/test_scan_cells.py"), cell,
-                            str(hidden), ",".join(TARGETS)], capture_output=True, text=True, env=env, cwd=ROOT,
-                           timeout=300)
+    child = subprocess.run([sys.executable, "-c", CHILD, cell, str(hidden), ",".join(TARGETS)],
+                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert child.returncode == 0, f"{cell} H={hidden}: the compile exited with {child.returncode}:\n{child.stderr[-3000:]}"
     return [json.loads(line) for line in child.stdout.splitlines() if line.startswith("{")]
 

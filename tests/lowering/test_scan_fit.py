@@ -18,7 +18,7 @@ def _scan(step, init_shape, xs_shape, **kwargs):
     return last
 
 
-W = {"w": kgen.tensor("w", (4, 4)), "big": kgen.tensor("big", (200, 200)), "v": kgen.tensor("v", (4,)),
+W = {"w": kgen.tensor("w", (4, 4)), "big": kgen.tensor("big", (300, 200)), "v": kgen.tensor("v", (4,)),
      "tall": kgen.tensor("tall", (8, 4)), "wide": kgen.tensor("wide", (4, 12))}
 
 
@@ -56,8 +56,8 @@ REFUSED = {
                     "the body's %0 sum is a reduction"),
     "a product of two per-step values": ((lambda h, x: (h @ x, None), (4, 4), (5, 4, 4)),
                                          "multiplies by a value that changes per step"),
-    "a weight too large": ((lambda h, x: (ops.tanh(h @ W["big"]) + x, None), (2, 200), (5, 2, 200)),
-                           "weight tile is 256 x 256, more than one program holds (16384 elements)"),
+    "a product too deep": ((lambda h, x: (ops.tanh(x @ W["big"]) + h, None), (2, 200), (5, 2, 300)),
+                           "sums over 300 terms: the template holds static depths of at most 256"),
     "three axes": ((lambda c, x: (c + x, None), (2, 2, 2), (5, 2, 2, 2)),
                    "carry 0 is f32[2,2,2]; the template holds [R, n], [n] or [] values"),
     "a symbolic width": ((lambda c, x: (c + x, None), (2, "N"), (5, 2, "N")),
