@@ -148,10 +148,7 @@ class ScanWriter(KernelWriter):
         bias). With HOLD_WEIGHTS 1 it is loaded once, before the loop, and held; with 0,
         loaded at each step. The interpreter holds (a load is a NumPy gather per step and
         program); a GPU reloads, from L2 after the first step (see `_default`)."""
-        other = "0.0" if node.dtype.is_float else "0"
-        load = f"tl.load({self.input_param(node)} + {self.index(offset)}, mask={mask}, other={other})"
-        if node.dtype in (dtypes.float16, dtypes.bfloat16):
-            load += ".to(tl.float32)"
+        load = self.load_text(node, f"{self.input_param(node)} + {self.index(offset)}", mask)
         kept, var = self.fresh("w"), self.fresh("x")
         self.hoist(f"if {self.hold}:", f"    {kept} = {load}  # {self.name_of(node)}, held")
         self.emit(f"if {self.hold}:")

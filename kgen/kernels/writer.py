@@ -336,6 +336,14 @@ class KernelWriter:
         the row, not one per row) and the pad guard it was computed under."""
         return node, coords, self.mask, self.guard[0] if self.guard is not None else None
 
+    @staticmethod
+    def load_text(node: Node, where: str, mask: Optional[str]) -> str:
+        """tl.load of `node`'s elements at pointers `where` (zero outside `mask`, if any), a
+        half-precision value widened to float32 as every template computes it."""
+        other = "0.0" if node.dtype.is_float else "0"
+        text = f"tl.load({where}, mask={mask}, other={other})" if mask else f"tl.load({where})"
+        return text + (".to(tl.float32)" if node.dtype in (dtypes.float16, dtypes.bfloat16) else "")
+
     def load(self, node: Node, coords, mask: Optional[str]) -> str:
         offset = indexing.flat_index(coords, node.shape)
         ptr = self.input_param(node)
@@ -346,18 +354,13 @@ class KernelWriter:
             mask = self.guard[0] if uniform or mask is None else f"({mask}) & {self.guard[0]}"
             uniform = uniform and not self.guard[1]
             if uniform:  # one element for every lane, if the guard holds (an empty input has none)
-                text = f"tl.load({ptr} + {index}, mask={mask}, other={'0.0' if node.dtype.is_float else '0'})"
-                widen = ".to(tl.float32)" if node.dtype in (dtypes.float16, dtypes.bfloat16) else ""
-                var = self.assign(text + widen, "x", self.name_of(node))
-                return self.uniform_(var)
+                return self.uniform_(self.assign(self.load_text(node, f"{ptr} + {index}", mask), "x",
+                                                 self.name_of(node)))
         if uniform:
-            text = f"tl.load({ptr} + {index})"  # one element for every lane
+            text = self.load_text(node, f"{ptr} + {index}", None)  # one element for every lane
         else:
-            other = "0.0" if node.dtype.is_float else "0"
             where = f"{ptr} + {index}" if self.guard is not None else self.pointer(ptr, offset)
-            text = f"tl.load({where}, mask={mask}, other={other})"
-        if node.dtype in (dtypes.float16, dtypes.bfloat16):
-            text += ".to(tl.float32)"
+            text = self.load_text(node, where, mask)
         var = self.assign(text, "x", self.name_of(node))
         if not uniform and node.dtype not in (dtypes.float16, dtypes.bfloat16) and self.guard is None:
             self.masked_loads.add(var)

@@ -266,9 +266,11 @@ def layout(node) -> ScanLayout:
             raise Refusal(f"{what} is {v.type_str()}; the template holds float carries and step outputs")
         if v.ndim > 2:
             raise Refusal(f"{what} is {v.type_str()}; the template holds [R, n], [n] or [] values")
+        if v.ndim == 0:
+            continue
         # a step output stored block by block is held a block at a time (the gates' cotangents)
-        widths = [width for _, width, _ in blocked[j - k]] if j - k in blocked else [v.shape[-1]] if v.ndim else []
-        if v.ndim and (not isinstance(v.shape[-1], int) or max(widths) > MAX_WIDTH):
+        widths = [width for _, width, _ in blocked[j - k]] if j - k in blocked else [v.shape[-1]]
+        if not isinstance(v.shape[-1], int) or max(widths) > MAX_WIDTH:
             held = "" if j - k not in blocked else f" (in column blocks of {', '.join(map(str, widths))})"
             raise Refusal(f"{what} is {v.type_str()}{held}; the template holds static widths of at most "
                           f"{MAX_WIDTH} in registers")
