@@ -56,25 +56,46 @@ def torch_twin(name: str, model):
     return twin
 
 
+def torch_loss(name):
+    """The twin's loss: NLL of log-probabilities for mlp128, else Keras's sparse categorical
+    cross-entropy of softmax probabilities clipped below at 1e-7, as kgen's
+    (kgen.nn.losses.SparseCategoricalCrossentropy)."""
+    if name == "mlp128":
+        return lambda out, y: torch.nn.functional.nll_loss(out, y)
+    return lambda out, y: torch.nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)), y)
+
+
+def torch_optimizer(name, params, lr):
+    if name == "mlp128":
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    return torch.optim.Adam(params, lr=lr)
+
+
+def torch_step(name, twin, opt, xb, yb) -> float:
+    """One training step of the twin on a NumPy batch (cast to the twin's dtype); the loss."""
+    dtype = next(twin.parameters()).dtype
+    opt.zero_grad()
+    loss = torch_loss(name)(twin(torch.from_numpy(xb).to(dtype)), torch.from_numpy(yb).long())
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
+def torch_accuracy(twin, x, y) -> float:
+    with torch.no_grad():
+        dtype = next(twin.parameters()).dtype
+        return float((twin(torch.from_numpy(x).to(dtype)).argmax(1).numpy() == y).mean())
+
+
 def torch_train(name, twin, lr, data, epochs, batch_size, seed):
     (xtr, ytr), (xte, yte) = data
-    if name == "mlp128":
-        opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9)
-        loss_fn = lambda out, y: torch.nn.functional.nll_loss(out, y)  # noqa: E731
-    else:
-        opt = torch.optim.Adam(twin.parameters(), lr=lr)
-        loss_fn = lambda out, y: torch.nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)), y)  # noqa: E731
+    opt = torch_optimizer(name, twin.parameters(), lr)
     start = time.perf_counter()
     for epoch in range(epochs):
         for xb, yb in nn.batches(xtr, ytr, batch_size, seed=seed, epoch=epoch):
-            opt.zero_grad()
-            loss = loss_fn(twin(torch.from_numpy(xb)), torch.from_numpy(yb).long())
-            loss.backward()
-            opt.step()
+            torch_step(name, twin, opt, xb, yb)
     seconds = time.perf_counter() - start
-    with torch.no_grad():
-        accuracy = float((twin(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
-    return accuracy, seconds
+    return torch_accuracy(twin, xte, yte), seconds
 
 
 def main(argv=None):
