@@ -7,8 +7,8 @@ scan runs the steps in the other direction with carries dc, starting from g_c (z
 carry the loss does not read): at step t it rebuilds the forward step from the carries
 before it (the `history` result, so nothing is recomputed through time), seeds the step's
 new carries with dc and each step output read with g_y[t], and takes kgen.grad of that step: the cotangents of the carries before it become the
-next dc, those of x_t are the step's output. The final dc are the gradients of init; the
-stacked outputs, those of xs.
+next dc, those of a float x_t are the step's output (a bool mask or an integer index has
+none). The final dc are the gradients of init; the stacked outputs, those of xs.
 
 The gradient of k sums over the steps, and is computed after the loop from per-step values
 the backward scan stacks, term by term of the step's cotangent of k (`_terms`):
@@ -96,6 +96,7 @@ def scan_vjp(pairs) -> tuple:
     carries, xs, closure = node.inputs[:k], node.inputs[k:k + m], node.inputs[k + m:]
     history = [Node("scan", node.inputs, {**attrs, "result": ("history", i)}) for i in range(k)]
     float_closure = [c for c in closure if c.dtype.is_float]
+    float_xs = [i for i, x in enumerate(xs) if x.dtype.is_float]  # a mask or index has no cotangent to stack
 
     sequences = tuple(history) + tuple(xs) + tuple(seeds[("ys", j)] for j in read)
     traced = {}  # what the step found: per closure value its terms, and the factors it stacks
@@ -114,7 +115,7 @@ def scan_vjp(pairs) -> tuple:
         wrt = [v for v in list(before) + list(x_t) + float_closure if v.dtype.is_float]
         grads = dict(zip(wrt, grad(total, wrt))) if total is not None and wrt else {}
         next_dcarry = tuple(grads.get(b, _zeros(b)) if b.dtype.is_float else dc for b, dc in zip(before, dcarry))
-        dx = tuple(grads.get(x, _zeros(x)) if x.dtype.is_float else _zeros(x) for x in x_t)
+        dx = tuple(grads.get(x_t[i], _zeros(x_t[i])) for i in float_xs)
         traced["terms"] = [_terms(grads[c]) if c in grads else [] for c in float_closure]
         outer = dict(zip(sliced, sequences))  # a factor that is a scanned input is read from its sequence
         dx_at = {}  # a factor that is also a scanned input's cotangent is read from that output
@@ -131,8 +132,9 @@ def scan_vjp(pairs) -> tuple:
     final, ys = ops.scan(step, init, sequences, reverse=not attrs["reverse"])
     ys = () if ys is None else ys
     final = (final,) if isinstance(final, Node) else tuple(final)
-    dxs = ys[:m]
-    stacked = {**traced["outer"], **dict(zip(traced["factors"], ys[m:])),
+    dxs = ys[:len(float_xs)]
+    stacked = {**traced["outer"], **dict(zip(traced["factors"], ys[len(float_xs):])),
                **{f: dxs[i] for f, i in traced["dx"].items()}}
     dclosure = {c: _after_loop(terms, stacked, c) for c, terms in zip(float_closure, traced["terms"])}
-    return final + tuple(dxs) + tuple(dclosure.get(c) for c in closure)
+    dx_of = dict(zip(float_xs, dxs))
+    return final + tuple(dx_of.get(i) for i in range(m)) + tuple(dclosure.get(c) for c in closure)

@@ -186,6 +186,37 @@ def test_the_printer_nests_the_body_under_the_scan():
     assert text.count("    graph(") == 1  # the siblings share one body, printed once
 
 
+def test_a_bool_scanned_input_has_no_cotangent_and_the_gradient_stays_one_kernel():
+    """A mask scanned with the values (sequence lengths: the state stays past a row's end):
+    the backward scan stacks no cotangent for it, so at a symbolic length the forward and
+    the gradient are one persistent kernel each; the gradient against torch's loop."""
+    x, w = kgen.tensor("x", ("T", 2, 3)), kgen.tensor("w", (3, 3))
+    lengths = kgen.tensor("n", (2,), "int32")
+    valid = ops.expand_dims(ops.less(ops.iota((x.shape[0], 2), 0), ops.expand_dims(lengths, 0)), 2)
+
+    def step(h, xs):
+        xt, keep = xs
+        new = ops.tanh(xt + h @ w)
+        return ops.where(keep, new, h), ops.where(keep, new, 0.0)
+
+    last, hs = kgen.scan(step, _zeros((2, 3)), (x, valid))
+    loss = ops.sum(hs * hs) + ops.sum(last)
+    fn = kgen.function([x, w, lengths], [loss] + kgen.grad(loss, [x, w]))
+    assert [d.outcome for d in fn.program.plan.decisions if d.rule == "S1"] == ["fused", "fused"]
+    data = [RNG.standard_normal(s).astype(np.float32) * 0.5 for s in ((4, 2, 3), (3, 3))]
+    got = fn(*data, np.array([4, 2], np.int32))
+    tx, tw = (torch.tensor(d, dtype=torch.float64, requires_grad=True) for d in data)
+    h, t_loss = torch.zeros(2, 3, dtype=torch.float64), 0
+    for t in range(4):
+        keep = torch.tensor([[True], [t < 2]])
+        new = torch.tanh(tx[t] + h @ tw)
+        t_loss = t_loss + (torch.where(keep, new, 0.0) ** 2).sum()
+        h = torch.where(keep, new, h)
+    (t_loss + h.sum()).backward()
+    for g, want in zip(got, [t_loss.item() + h.sum().item(), tx.grad.numpy(), tw.grad.numpy()]):
+        np.testing.assert_allclose(np.asarray(g), want, rtol=1e-4, atol=1e-5)
+
+
 def test_a_symbolic_length_runs_on_the_reference_and_compiles_when_its_body_fits_the_persistent_kernel():
     x = kgen.tensor("x", ("T", 3))
     last, _ = kgen.scan(lambda c, xt: (c + xt, None), _zeros((3,)), x)

@@ -1,11 +1,21 @@
-"""ONNX recurrent ops onto kgen.ops: LSTM and GRU, unrolled over a static sequence length.
+"""ONNX recurrent ops onto kgen.ops: LSTM and GRU, each direction one `kgen.scan` over time.
 
-kgen's graphs have fixed shapes and no loops, so a recurrence becomes one cell per time step:
-the input projection of all steps is one matmul, and each step adds its hidden state's
-projection and applies the gates. Directions (forward, reverse, bidirectional), both layouts,
-biases, initial states, LSTM peepholes and input_forget, GRU's linear_before_reset, `clip`
-and the activations ONNX lists are translated. `sequence_lens` masks the steps past each
-sequence's end (its state stays, its output is zero), so it may be computed at run time.
+The input projection of all steps is one matmul before the loop (with every bias that is
+not inside a gate's product: all of them but GRU's R bias of the candidate under
+linear_before_reset), and each step adds its hidden state's projection, ONE product h @ R
+whose column blocks are the gates (as kgen.nn's LSTM/GRU, kgen/nn/recurrent.py), and
+applies them. A reverse direction is the same scan run from the last step to the first.
+So the body fits the persistent scan template (kgen/lowering/scan_fit.py): fusion rule S1
+lowers each direction to one kernel that loops over the steps with the state in registers,
+and its gradient to one reverse scan; the sequence length may be a dim_param, and one
+compiled program serves every length. Every option keeps the body inside the template:
+peepholes are loop-invariant vectors times the cell state, GRU's linear_before_reset=0 is a
+second product (r * h) @ R's candidate block, `clip` and the activations ONNX lists are
+elementwise, and `sequence_lens` is a [seq, batch, 1] mask scanned with the projections
+(t < sequence_lens[b]: past a sequence's end its state stays and its output is zero), so
+the lengths may be computed at run time. The one body that does not fit is a hidden_size
+over the template's 256 columns: unrolled into its steps at a static length, a ShapeError
+saying so at a symbolic one.
 `clip` bounds the gates' inputs, not the cell state's before LSTM's h (as onnxruntime does).
 
 ONNX orders the gates i, o, f, c (LSTM) and z, r, h (GRU) in W, R and B; the peepholes P
@@ -42,11 +52,9 @@ _GATES = {"LSTM": 4, "GRU": 3}
 
 @dataclass
 class _Cell:
-    """What every step of one recurrent node shares: hidden_size, clip, and the sequence
-    lengths (a kgen [batch] tensor, or None when every sequence runs the whole length)."""
+    """What every step of one recurrent node shares: hidden_size and clip."""
     hidden: int
     clip: float | None
-    lengths: object
 
     def gate(self, x, fn):
         """Activation `fn` of a gate's input, clipped first when the node has `clip`."""
@@ -61,14 +69,22 @@ class _Cell:
 
 @dataclass
 class _Direction:
-    """One direction's inputs to its steps."""
-    projected: object  # X's projection at every step, input bias added: [seq, batch, gates * hidden]
+    """One direction's inputs to its scan."""
+    projected: object  # X's projection at every step, biases added (_recurrent): [seq, batch, gates * hidden]
     recurrence: object  # R transposed: [hidden, gates * hidden]
-    bias: object  # R's bias [gates * hidden], or None
+    bias: object  # the bias left in the step: GRU's R bias of the candidate [hidden] under linear_before_reset, or None
     peepholes: object  # LSTM's P [3 * hidden], or None
     states: list  # the initial states (h, and c for LSTM) [batch, hidden]
-    order: range  # the steps, in the order this direction visits them
+    reverse: bool  # whether the scan runs from the last step to the first
     activations: tuple  # f, g (, h)
+    valid: object  # [seq, batch, 1] bool: step t lies within row b's sequence; None: every step does
+
+    def scan(self, step, carry):
+        """kgen.scan of step(carry, x_t, valid_t) over the steps (valid_t None without
+        sequence_lens): (the last carry, every step's output [seq, batch, hidden])."""
+        if self.valid is None:
+            return ops.scan(lambda c, x_t: step(c, x_t, None), carry, self.projected, reverse=self.reverse)
+        return ops.scan(lambda c, xs: step(c, *xs), carry, (self.projected, self.valid), reverse=self.reverse)
 
 
 @onnx_op("LSTM")
@@ -92,9 +108,6 @@ def _recurrent(node, direction_fn):
     if layout:
         x = ops.permute(x, 1, 0, 2)
     steps = x.shape[0]
-    if not isinstance(steps, int):
-        raise node.refuse(f"the sequence length must be static (kgen unrolls the recurrence), got {steps}",
-                          ShapeError)
     weights, recurrence = node.tensor(1), node.tensor(2)
     hidden, gates, count = int(node.attr("hidden_size", recurrence.shape[-1])), _GATES[node.op], len(directions)
     _check_shape(node, "W", weights, (count, gates * hidden, x.shape[2]))
@@ -102,20 +115,32 @@ def _recurrent(node, direction_fn):
     bias = _optional(node, 3, "B", (count, 2 * gates * hidden))
     peepholes = _optional(node, 7, "P", (count, 3 * hidden)) if node.op == "LSTM" else None
     states = [_initial(node, i, layout, (count, x.shape[1], hidden)) for i in (5, 6)[:gates - 2]]
-    cell = _Cell(hidden, node.attr("clip", None), _lengths(node, steps))
+    cell = _Cell(hidden, node.attr("clip", None))
+    valid = _valid(node, steps, x.shape[1])
+    # GRU's linear_before_reset multiplies R's bias of the candidate by the reset gate: it
+    # stays in the step; every other bias of R is added to X's projection before the loop
+    inside = node.op == "GRU" and bool(node.attr("linear_before_reset", 0))
+    outside = slice(gates * hidden, (2 * gates - 1 if inside else 2 * gates) * hidden)
     outputs = []
     for d, (reverse, activations) in enumerate(zip(directions, _activations(node, count))):
         projected = ops.matmul(x, ops.swap_last(ops.getitem(weights, d)))
         b = None if bias is None else ops.getitem(bias, d)
+        if b is not None:
+            projected = ops.add(projected, ops.getitem(b, slice(0, gates * hidden)))
+            projected = _add_blocks(projected, ops.getitem(b, outside), gates * hidden)
         run = _Direction(
-            projected=projected if b is None else ops.add(projected, ops.getitem(b, slice(0, gates * hidden))),
-            recurrence=ops.swap_last(ops.getitem(recurrence, d)),
-            bias=None if b is None else ops.getitem(b, slice(gates * hidden, 2 * gates * hidden)),
+            projected=projected, recurrence=ops.swap_last(ops.getitem(recurrence, d)),
+            bias=None if b is None or not inside else cell.part(b, 2 * gates - 1),
             peepholes=None if peepholes is None else ops.getitem(peepholes, d),
             states=[_zeros(projected, hidden) if s is None else ops.getitem(s, d) for s in states],
-            order=range(steps - 1, -1, -1) if reverse else range(steps), activations=activations)
+            reverse=reverse, activations=activations, valid=valid)
         outputs.append(direction_fn(node, cell, run))
-    return _assemble(outputs, steps, layout)
+    return _assemble(outputs, layout)
+
+
+def _add_blocks(projected, bias, width: int):
+    """projected [..., width] plus `bias` on its first columns (all of them, or GRU's z and r)."""
+    return ops.add(projected, ops.pad(bias, (0, width - bias.shape[-1])))
 
 
 def _directions(node) -> list:
@@ -174,20 +199,32 @@ def _parameter(node, name, attribute, given: list, default):
     return default
 
 
-def _lengths(node, steps: int):
+def _lengths(node, steps, batch):
     """The sequence lengths as a kgen tensor, or None when they are known at import and all
-    equal the sequence length (then no step needs a mask)."""
+    equal a static sequence length (then no step needs a mask)."""
     if not node.has(4):
         return None
+    _check_shape(node, "sequence_lens", node.tensor(4), (batch,))
     try:
         known = node.static(4)
     except KgenError:
         return node.tensor(4)
-    if (known.reshape(-1) == steps).all():
+    static = isinstance(steps, int)
+    if static and (known.reshape(-1) == steps).all():
         return None
-    if (known < 0).any() or (known > steps).any():
+    if (known < 0).any() or static and (known > steps).any():
         raise node.refuse(f"sequence_lens must lie in [0, {steps}], got {known.tolist()}", ShapeError)
     return node.tensor(4)
+
+
+def _valid(node, steps, batch):
+    """[seq, batch, 1] bool: whether step t lies within sequence b (t < sequence_lens[b]), a
+    scanned input of each step; None without sequence_lens."""
+    lengths = _lengths(node, steps, batch)
+    if lengths is None:
+        return None
+    t = ops.iota((steps, batch), 0, lengths.dtype)
+    return ops.expand_dims(ops.less(t, ops.expand_dims(lengths, 0)), 2)
 
 
 def _initial(node, i: int, layout: int, shape: tuple):
@@ -205,38 +242,34 @@ def _add(x, y):
     return x if y is None else ops.add(x, y)
 
 
-def _masked(cell, t: int, new, old):
-    """The step's new state where step t lies within the sequence, the old one past its end."""
-    if cell.lengths is None:
-        return new
-    return ops.where(_valid(cell, t), new, old)
+def _masked(valid, new, old):
+    """The step's new state where the step lies within the sequence, the old one past its end."""
+    return new if valid is None else ops.where(valid, new, old)
 
 
-def _valid(cell, t: int):
-    return ops.expand_dims(ops.less(t, cell.lengths), 1)
-
-
-def _output(cell, t: int, h):
-    """Y at step t: zero past a sequence's end."""
-    return h if cell.lengths is None else ops.where(_valid(cell, t), h, 0.0)
+def _output(valid, h):
+    """Y at a step: zero past a sequence's end."""
+    return h if valid is None else ops.where(valid, h, 0.0)
 
 
 def _lstm_direction(node, cell, run):
+    """LSTM's steps: one product h @ R per step, the gates its column blocks."""
     f, g, h_fn = run.activations
-    h, c = run.states
     p_i, p_o, p_f = (None,) * 3 if run.peepholes is None else (cell.part(run.peepholes, k) for k in range(3))
     forget_coupled = bool(node.attr("input_forget", 0))
-    ys = {}
-    for t in run.order:
-        z = _add(ops.add(ops.getitem(run.projected, t), ops.matmul(h, run.recurrence)), run.bias)
+
+    def step(carry, x_t, valid):
+        h, c = carry
+        z = ops.add(x_t, ops.matmul(h, run.recurrence))
         i = cell.gate(_add(cell.part(z, 0), _peep(p_i, c)), f)
         forget = ops.sub(1.0, i) if forget_coupled else cell.gate(_add(cell.part(z, 2), _peep(p_f, c)), f)
         c_new = ops.add(ops.mul(forget, c), ops.mul(i, cell.gate(cell.part(z, 3), g)))
         o = cell.gate(_add(cell.part(z, 1), _peep(p_o, c_new)), f)
         h_new = ops.mul(o, h_fn(c_new))
-        ys[t] = _output(cell, t, h_new)
-        h, c = _masked(cell, t, h_new, h), _masked(cell, t, c_new, c)
-    return [ys[t] for t in sorted(ys)], h, c
+        return (_masked(valid, h_new, h), _masked(valid, c_new, c)), _output(valid, h_new)
+
+    (h, c), ys = run.scan(step, tuple(run.states))
+    return ys, h, c
 
 
 def _peep(p, c):
@@ -244,37 +277,34 @@ def _peep(p, c):
 
 
 def _gru_direction(node, cell, run):
-    """GRU's steps; with linear_before_reset the reset gate scales H's projection (one matmul
-    for all gates), else it scales H before the candidate's own matmul."""
+    """GRU's steps; with linear_before_reset the reset gate scales H's projection (one product
+    for all gates), else it scales H before the candidate's own product with R's h block."""
     f, g = run.activations
     hidden = cell.hidden
     before_reset = bool(node.attr("linear_before_reset", 0))
-    gates = slice(0, (3 if before_reset else 2) * hidden)
-    recurrence = ops.getitem(run.recurrence, (slice(None), gates))
-    bias = None if run.bias is None else ops.getitem(run.bias, gates)
-    (h,) = run.states
-    ys = {}
-    for t in run.order:
-        x_t = ops.getitem(run.projected, t)
-        hr = _add(ops.matmul(h, recurrence), bias)
+    gates = ops.getitem(run.recurrence, (slice(None), slice(0, (3 if before_reset else 2) * hidden)))
+    candidate_weight = cell.part(run.recurrence, 2)
+
+    def step(h, x_t, valid):
+        hr = ops.matmul(h, gates)
         update = cell.gate(ops.add(cell.part(x_t, 0), cell.part(hr, 0)), f)
         reset = cell.gate(ops.add(cell.part(x_t, 1), cell.part(hr, 1)), f)
         if before_reset:
-            mixed = ops.mul(reset, cell.part(hr, 2))
+            mixed = ops.mul(reset, _add(cell.part(hr, 2), run.bias))
         else:
-            mixed = _add(ops.matmul(ops.mul(reset, h), cell.part(run.recurrence, 2)),
-                         None if run.bias is None else cell.part(run.bias, 2))
+            mixed = ops.matmul(ops.mul(reset, h), candidate_weight)
         candidate = cell.gate(ops.add(cell.part(x_t, 2), mixed), g)
         h_new = ops.add(ops.mul(ops.sub(1.0, update), candidate), ops.mul(update, h))
-        ys[t] = _output(cell, t, h_new)
-        h = _masked(cell, t, h_new, h)
-    return [ys[t] for t in sorted(ys)], h
+        return _masked(valid, h_new, h), _output(valid, h_new)
+
+    h, ys = run.scan(step, run.states[0])
+    return ys, h
 
 
-def _assemble(outputs: list, steps: int, layout: int) -> tuple:
+def _assemble(outputs: list, layout: int) -> tuple:
     """Y [seq, num_directions, batch, hidden] and the final states [num_directions, batch,
     hidden] (batch first in layout 1)."""
-    y = ops.stack([ops.stack([out[0][t] for out in outputs], 0) for t in range(steps)], 0)
+    y = ops.stack([out[0] for out in outputs], 1)
     finals = [ops.stack([out[k] for out in outputs], 0) for k in range(1, len(outputs[0]))]
     if layout:
         y = ops.permute(y, 2, 0, 1, 3)

@@ -2,7 +2,8 @@
 torch.nn.LSTM/GRU with their weights converted to ONNX's gate order (both directions, both
 layouts, padded sequences through sequence_lens against torch's packed sequences), GRU's
 linear_before_reset=0 against onnx.reference, kgen.grad through the imported model against
-torch's gradients, the conformance suite's LSTM/GRU node cases, and the refusals."""
+torch's gradients, a symbolic sequence length served by one compiled program (each direction
+one persistent scan kernel), the conformance suite's LSTM/GRU node cases, and the refusals."""
 import functools
 
 import numpy as np
@@ -14,7 +15,7 @@ from onnx.reference import ReferenceEvaluator
 
 import kgen
 from kgen import ops
-from kgen.errors import KgenError, OptionError, ShapeError
+from kgen.errors import OptionError, ShapeError
 from kgen.frontends.onnx import conformance
 from kgen.frontends.onnx.backend import KgenBackend
 
@@ -121,6 +122,18 @@ def test_reverse_is_forward_on_the_reversed_sequence(op):
         np.testing.assert_allclose(g, e, **TOL)
 
 
+def _packed_outputs(op, net, x, lengths):
+    """A bidirectional torch net's outputs on x padded to `lengths` (packed sequences), in
+    ONNX's shapes."""
+    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
+                                                     enforce_sorted=False)
+    with torch.no_grad():
+        y, final = net(packed)
+    y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=x.shape[0])
+    expected = [y.reshape(x.shape[0], x.shape[1], 2, HIDDEN).permute(0, 2, 1, 3).numpy()]
+    return expected + [f.numpy() for f in (final if op == "LSTM" else (final,))]
+
+
 @pytest.mark.parametrize("op", ["LSTM", "GRU"])
 def test_sequence_lens_match_packed_sequences(op):
     """Lengths given at run time: steps past a sequence's end keep its state and output
@@ -129,13 +142,7 @@ def test_sequence_lens_match_packed_sequences(op):
     batch, lengths = 3, np.array([3, 1, 2], np.int32)
     net = _torch_net(op, True)
     x = rng.standard_normal((SEQ, batch, INPUT)).astype(np.float32)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(torch.from_numpy(x), torch.from_numpy(lengths),
-                                                     enforce_sorted=False)
-    with torch.no_grad():
-        y, final = net(packed)
-    y, _ = torch.nn.utils.rnn.pad_packed_sequence(y, total_length=SEQ)
-    expected = [y.reshape(SEQ, batch, 2, HIDDEN).permute(0, 2, 1, 3).numpy()]
-    expected += [f.numpy() for f in (final if op == "LSTM" else (final,))]
+    expected = _packed_outputs(op, net, x, lengths)
     attrs = {"direction": "bidirectional", **({"linear_before_reset": 1} if op == "GRU" else {})}
     model = _model(op, _onnx_weights(op, net), list(x.shape), attrs,
                    extra=[("sequence_lens", TensorProto.INT32, [batch])])
@@ -207,7 +214,10 @@ def test_gradients_match_torch(op):
     y = module(xs)[0]
     loss = ops.sum(ops.mul(y, ops.constant(seed)))
     names, params = zip(*module.named_parameters())
-    got = kgen.function([xs], kgen.grad(loss, [xs, *params]))(x)
+    fn = kgen.function([xs], kgen.grad(loss, [xs, *params]))
+    # each direction's scan and its gradient's reverse scan: one persistent kernel each
+    assert [d.outcome for d in fn.program.plan.decisions if d.rule == "S1"] == ["fused"] * 4
+    got = fn(x)
 
     xt = torch.from_numpy(x).requires_grad_()
     yt, _ = net(xt)
@@ -252,8 +262,9 @@ def test_refusals_name_the_node_and_the_cause():
         kgen.from_onnx(_model("LSTM", weights, [SEQ, BATCH, INPUT], {"activations": ["Sigmoid", "Gelu", "Tanh"]}))
     with pytest.raises(OptionError, match=r"LSTM node .*activations must list 3"):
         kgen.from_onnx(_model("LSTM", weights, [SEQ, BATCH, INPUT], {"activations": ["Sigmoid", "Tanh"]}))
-    with pytest.raises(KgenError, match=r"LSTM node .*sequence length must be static"):
-        kgen.from_onnx(_model("LSTM", weights, ["seq", BATCH, INPUT], {}))
+    with pytest.raises(ShapeError, match=r"LSTM node .*sequence_lens must have shape \[2\]"):
+        kgen.from_onnx(_model("LSTM", weights, [SEQ, BATCH, INPUT], {},
+                              extra=[("sequence_lens", TensorProto.INT32, [BATCH + 1])]))
     with pytest.raises(ShapeError, match=r"LSTM node .*B must have shape \[1,24\]"):
         kgen.from_onnx(_model("LSTM", {**weights, "B": weights["B"][:, :5]}, [SEQ, BATCH, INPUT], {}))
 
@@ -262,3 +273,74 @@ def test_symbolic_batch_imports():
     module = kgen.from_onnx(_model("GRU", _onnx_weights("GRU", _torch_net("GRU", True)), [SEQ, "N", INPUT],
                                    {"direction": "bidirectional"}))
     assert str(module.inputs[0][1][1]) == "N"
+
+
+def _symbolic(op, attrs: dict, extra=(), directions=1):
+    """The model with sequence length T, compiled once: (kgen.function of its inputs, the module)."""
+    net = _torch_net(op, directions == 2)
+    module = kgen.from_onnx(_model(op, _onnx_weights(op, net), ["T", BATCH, INPUT], attrs, extra=extra))
+    inputs = [kgen.tensor(*spec) for spec in module.inputs]
+    return kgen.function(inputs, list(module(*inputs))), net
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_one_program_serves_every_sequence_length(op):
+    """A dim_param on the sequence axis: one persistent scan kernel (fusion rule S1), and one
+    compiled program serves two lengths (no new lowering), each matching torch."""
+    attrs = {"linear_before_reset": 1} if op == "GRU" else {}
+    fn, net = _symbolic(op, attrs)
+    assert [d.outcome for d in fn.program.plan.decisions if d.rule == "S1"] == ["fused"]
+    rng = np.random.default_rng(7)
+    values = [rng.standard_normal((steps, BATCH, INPUT)).astype(np.float32) for steps in (2, 5)]
+    fn(values[0])
+    before = kgen.counters.snapshot()
+    for x in values:
+        for name, g, e in zip(["Y", "Y_h", "Y_c"], fn(x), _torch_outputs(op, net, x, None)):
+            np.testing.assert_allclose(np.asarray(g), e, **TOL, err_msg=f"{op} at {x.shape[0]} steps: {name}")
+    assert "lowerings" not in kgen.counters.since(before)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU"])
+def test_sequence_lens_and_both_directions_fuse_at_a_symbolic_length(op):
+    """sequence_lens (a mask scanned with the projections) and both directions at a symbolic
+    length: every scan one kernel, values against torch's packed sequences."""
+    attrs = {"direction": "bidirectional", **({"linear_before_reset": 1} if op == "GRU" else {})}
+    fn, net = _symbolic(op, attrs, directions=2, extra=[("sequence_lens", TensorProto.INT32, [BATCH])])
+    assert [d.outcome for d in fn.program.plan.decisions if d.rule == "S1"] == ["fused", "fused"]
+    rng = np.random.default_rng(8)
+    x, lengths = rng.standard_normal((4, BATCH, INPUT)).astype(np.float32), np.array([4, 2], np.int32)
+    for name, g, e in zip(["Y", "Y_h", "Y_c"], fn(x, lengths), _packed_outputs(op, net, x, lengths)):
+        np.testing.assert_allclose(np.asarray(g), e, **TOL, err_msg=f"{op}: {name}")
+
+
+def test_gru_reset_before_linear_fuses_at_a_symbolic_length():
+    """ONNX's default linear_before_reset=0: a second product (r * h) @ R_h in the step, a
+    per-row value times a loop-invariant weight, still one kernel; against onnx.reference."""
+    rng = np.random.default_rng(10)
+    weights = {"W": rng.standard_normal((1, 3 * HIDDEN, INPUT)), "R": rng.standard_normal((1, 3 * HIDDEN, HIDDEN)),
+               "B": rng.standard_normal((1, 6 * HIDDEN))}
+    module = kgen.from_onnx(_model("GRU", weights, ["T", BATCH, INPUT], {}))
+    x = kgen.tensor(*module.inputs[0])
+    fn = kgen.function([x], list(module(x)))
+    assert [d.outcome for d in fn.program.plan.decisions if d.rule == "S1"] == ["fused"]
+    value = rng.standard_normal((4, BATCH, INPUT)).astype(np.float32)
+    expected = ReferenceEvaluator(_model("GRU", weights, list(value.shape), {})).run(None, {"X": value})
+    for g, e in zip(fn(value), expected):
+        np.testing.assert_allclose(np.asarray(g), e, **TOL)
+
+
+def test_a_hidden_size_over_the_template_is_a_shape_error_at_a_symbolic_length():
+    """hidden_size 257 is wider than the persistent template holds (256 columns): unrolled at
+    a static length, a ShapeError naming the reason at a symbolic one."""
+    hidden, rng = 257, np.random.default_rng(9)
+    weights = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+               for name, shape in (("W", (1, 3 * hidden, INPUT)), ("R", (1, 3 * hidden, hidden)))]
+    graph = helper.make_graph(
+        [helper.make_node("GRU", ["X", "W", "R"], ["Y"], hidden_size=hidden)], "GRU",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", BATCH, INPUT])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], weights)
+    module = kgen.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]))
+    x = kgen.tensor(*module.inputs[0])
+    with pytest.raises(ShapeError, match=r"a symbolic length needs the persistent scan kernel.*carry 0 is "
+                                         r"f32\[2,257\]; the template holds static widths of at most 256"):
+        kgen.function([x], [module(x)])
