@@ -33,6 +33,33 @@ def _widest(dims: dict) -> int:
     return tile(max(1, dims["w"]))
 
 
+# Shared memory for a program's prefetched weights: sm_80 gives a block 163 KB, less room for
+# the dots' staged operands (20 KB at the zoo's sizes).
+SHARED_FOR_PREFETCH = 144 * 1024
+# Registers a thread that a step's weight tiles may take before they are prefetched instead:
+# about half of the 255 ptxas gives a thread (see `_stages`).
+WEIGHT_REGISTERS = 128
+
+
+def _program_weights(dims: dict, rows: int) -> int:
+    """Bytes of loop-invariant operands one program reads at each step: the weights, and its
+    `rows` rows of the operands with a row per carry row."""
+    return dims["weights"] + rows * dims["row_weights"]
+
+
+def _stages(dims: dict, rows: int, warps: int) -> int:
+    """One stage, or two where a step's weight tiles would take more than WEIGHT_REGISTERS a
+    thread (the LSTM cell's gradient at the zoo's H = 64: 136 on eight warps) and fit shared
+    memory. With one, each step's weight loads wait in registers for their dots (ptxas,
+    Triton 3.9, gives the LSTM gradient 255 registers and spills 8 B a thread for sm_90);
+    with two, Triton's pipeliner fetches the next step's tiles into shared memory by
+    cp.async while this step computes (they do not depend on the carry): 80 registers for
+    sm_90 and 212 for sm_80, no spills, 156 KB of shared memory. The LSTM's forward (64
+    registers of weights) stays at one: at two, ptxas caps it at 128 registers and spills."""
+    weights = _program_weights(dims, rows)
+    return 2 if weights / (4 * 32 * warps) > WEIGHT_REGISTERS and weights <= SHARED_FOR_PREFETCH else 1
+
+
 def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
     """On the interpreter, every row in one program (as few as a [BLOCK_B, W] block of
     INTERPRETER_MAX_BLOCK elements allows: its cost is per op and program, nearly whatever
@@ -41,33 +68,38 @@ def _default(dims: dict, interpreted: bool, half_dot: bool) -> dict:
     by side; weights reloaded each step, from L2 after the first (held, the LSTM's w_hh
     blocks alone would take 128 registers a thread at H = 64). Eight warps: at the zoo's
     H = 64 on four, ptxas (Triton 3.9) spills 1,296 B a thread of the LSTM cell's forward for
-    sm_90 and 4,232 B for sm_80; on eight, at most 8 B. One stage: pipelining the time loop
-    would buffer its weight loads in shared memory."""
+    sm_90 and 4,232 B for sm_80; on eight, none. Stages: `_stages`."""
     if interpreted:
         return {"BLOCK_B": max(16, min(next_pow2(dims["b"]), INTERPRETER_MAX_BLOCK // _widest(dims))),
                 "HOLD_WEIGHTS": 1}
-    return {"BLOCK_B": 16, "HOLD_WEIGHTS": 0, "num_warps": 8, "num_stages": 1}
+    return {"BLOCK_B": 16, "HOLD_WEIGHTS": 0, "num_warps": 8, "num_stages": _stages(dims, 16, 8)}
 
 
 def _space(dims: dict, tier: str, default: dict):
-    """BLOCK_B rows per program (16 to 64, at most the rows' power of two) on 2 to 8 warps, one stage."""
+    """BLOCK_B rows per program (16 to 64, at most the rows' power of two) on 2 to 8 warps,
+    with `_stages`'s stages."""
     cap = max(16, next_pow2(dims["b"]))
     blocks, warps = ((16, 32), (4, 8)) if tier == "quick" else ((16, 32, 64), (2, 4, 8))
     for block in blocks:
         for warp in warps:
-            yield {"BLOCK_B": min(block, cap), "HOLD_WEIGHTS": 0, "num_warps": warp, "num_stages": 1}
+            rows = min(block, cap)
+            yield {"BLOCK_B": rows, "HOLD_WEIGHTS": 0, "num_warps": warp, "num_stages": _stages(dims, rows, warp)}
 
 
 def _resources(config: dict, work) -> tuple:
     """Per step, the carries and about as many temporaries as [BLOCK_B, W] blocks (W the
     widest tile; eight in all) and, with products, a [W, W] weight tile, spread over the
-    threads; a dot stages both operands in shared memory (float32: 4 bytes each)."""
+    threads; a dot stages both operands in shared memory (float32: 4 bytes each), and two
+    stages also the program's weights (`_stages`)."""
     dims = dict(work.dims)
     threads = 32 * config.get("num_warps", 4)
     width = _widest(dims)
     block = config["BLOCK_B"] * width
     weight = width * width if dims.get("dots") else 0
-    return 32 + (8 * block + weight) / threads, (block + weight) * 4 if weight else 0
+    shared = (block + weight) * 4 if weight else 0
+    if config.get("num_stages", 1) > 1:
+        shared += _program_weights(dims, config["BLOCK_B"])
+    return 32 + (8 * block + weight) / threads, shared
 
 
 def _steps(dims: dict, config: dict) -> int:
@@ -76,10 +108,10 @@ def _steps(dims: dict, config: dict) -> int:
 
 
 def _rereads(dims: dict, config: dict) -> int:
-    """Every program reads the loop-invariant operands again at each step after the first
+    """Every program reads its loop-invariant operands again at each step after the first
     (from L2): the cost model's bytes beyond each buffer once."""
     programs = -(-max(1, dims["b"]) // config["BLOCK_B"])
-    return programs * max(0, dims["t"] - 1) * dims["weights"]
+    return programs * max(0, dims["t"] - 1) * _program_weights(dims, config["BLOCK_B"])
 
 
 def _elements(config: dict, work) -> int:
@@ -287,8 +319,14 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
     w.computed.extend(results)
     width = max([layout.width(o) for o in body.outputs] + list(layout.ks) + [1])
     closure = root.inputs[attrs["carries"] + attrs["xs"]:]
-    weights = sum((shapes.numel(c.shape) * max(1, c.dtype.bits // 8) for c in closure), 0)
-    dims = {"b": layout.rows, "t": layout.length, "w": width, "weights": weights, "dots": len(layout.ks)}
+    def nbytes(c, rowwise: bool):  # a rowwise operand's bytes per row
+        return shapes.numel(c.shape[1:] if rowwise else c.shape) * max(1, c.dtype.bits // 8)
+
+    rowwise = [bool(c.shape) and c.shape[0] == layout.rows for c in closure]
+    weights = sum((nbytes(c, r) for c, r in zip(closure, rowwise) if not r), 0)
+    row_weights = sum((nbytes(c, r) for c, r in zip(closure, rowwise) if r), 0)
+    dims = {"b": layout.rows, "t": layout.length, "w": width, "weights": weights, "row_weights": row_weights,
+            "dots": len(layout.ks)}
     operands = ", ".join(i.type_str() for i in root.inputs)
     summary = (f"kgen {name}: persistent scan of {operands}{', reversed' if reverse else ''}, writes "
                f"{', '.join(names.get(r, '?') for r in results)}. Each program keeps the carries of BLOCK_B rows "

@@ -43,7 +43,7 @@ def test_spaces_hold_legal_candidates_default_first(name, n):
             elif kernel.config_rule == "rows":
                 assert config["RBLOCK"] == default["RBLOCK"]  # a row fits in one block
             elif kernel.config_rule == "scan":
-                assert 16 <= config["BLOCK_B"] <= max(16, next_pow2(dims["b"])) and config["num_stages"] == 1
+                assert 16 <= config["BLOCK_B"] <= max(16, next_pow2(dims["b"])) and config["num_stages"] in (1, 2)
             else:
                 assert config["XBLOCK"] <= max(32, next_pow2(dims["x"]))
 

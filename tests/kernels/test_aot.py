@@ -214,9 +214,12 @@ def test_zoo_training_steps_compile_for_gpus(model):
 def test_persistent_recurrences_registers_and_spills_at_the_zoo_sizes(model):
     """The persistent scan kernels of the zoo's steps (batch 64, H = 64: the forward, and the
     gradient's reverse scan in its combo launch) with their GPU defaults (16 rows a program,
-    w_hh reloaded at each step, eight warps) build for sm_80 and sm_90, each binary reporting
-    its registers and spills from the cubin: within SPILL_BUDGET (Triton 3.9's ptxas)."""
+    w_hh reloaded at each step, eight warps; the LSTM gradient's weights, 136 registers a
+    thread, prefetched into shared memory by a second stage) build for sm_80 and sm_90, each
+    binary reporting its registers and spills from the cubin: none spilled (Triton 3.9's
+    ptxas), within a block's shared memory on both."""
     from kgen import nn
+    from kgen.autotune import costmodel
     from kgen.kernels.launch import default_config
     spec = nn.zoo.get(model)
     nn.manual_seed(0)
@@ -226,14 +229,19 @@ def test_persistent_recurrences_registers_and_spills_at_the_zoo_sizes(model):
     kernels = [k for k in step.program.kernels
                if any(p.config_rule == "scan" for p in (k.parts or (k,)))]
     assert len(kernels) == 2  # the forward, and the gradient's launch
+    stages = [default_config(k, {"N": 64}, interpreted=False)["num_stages"] for k in kernels]
+    assert stages == ([1, 2] if model == "lstm" else [1, 1])
     for kernel in kernels:
         config = default_config(kernel, {"N": 64}, interpreted=False)
         assert {v for k, v in config.items() if k.endswith("HOLD_WEIGHTS")} == {0}
         for target in TARGETS:
             binary = aot.compile_kernel(step.program.source, kernel, target, config)
             assert binary.cubin and 0 < binary.registers <= 255, (kernel.name, target, binary.registers)
-            print(f"{model} {kernel.name} {target}: {binary.registers} registers, {binary.spill_bytes} B spilled")
-            assert binary.spill_bytes <= SPILL_BUDGET, f"{kernel.name} for {target} spills {binary.spill_bytes} B"
+            print(f"{model} {kernel.name} {target}: {binary.registers} registers, {binary.spill_bytes} B spilled, "
+                  f"{binary.shared_bytes} B shared")
+            assert binary.spill_bytes == 0, f"{kernel.name} for {target} spills {binary.spill_bytes} B"
+            limit = costmodel.gpu(target).max_shared_per_block
+            assert binary.shared_bytes <= limit, (kernel.name, target, binary.shared_bytes)
 
 
 def test_binaries_assume_aligned_buffers_and_only_provably_aligned_ints():
