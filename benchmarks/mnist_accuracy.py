@@ -126,8 +126,8 @@ def main(argv=None):
     spec = nn.zoo.get(args.model)
     epochs = args.epochs or spec.epochs
     data = spec.data()
-    header = f"{'model':<8} {'seed':>5} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}"
-    print(header, flush=True)
+    print(f"{'model':<8} {'seed':>5} {'epochs':>6} {'kgen acc':>9} {'torch acc':>9} {'kgen s':>8} {'torch s':>8}",
+          flush=True)
     runs = []
     for seed in args.seed:
         r = run(args.model, spec, epochs, data, seed)

@@ -319,12 +319,13 @@ def emit_persistent_scan(name: str, root, written: set, names: dict, epilogue=()
     w.computed.extend(results)
     width = max([layout.width(o) for o in body.outputs] + list(layout.ks) + [1])
     closure = root.inputs[attrs["carries"] + attrs["xs"]:]
-    def nbytes(c, rowwise: bool):  # a rowwise operand's bytes per row
-        return shapes.numel(c.shape[1:] if rowwise else c.shape) * max(1, c.dtype.bits // 8)
-
-    rowwise = [bool(c.shape) and c.shape[0] == layout.rows for c in closure]
-    weights = sum((nbytes(c, r) for c, r in zip(closure, rowwise) if not r), 0)
-    row_weights = sum((nbytes(c, r) for c, r in zip(closure, rowwise) if r), 0)
+    weights = row_weights = 0  # bytes of the loop-invariant operands: shared by all rows, and per row
+    for c in closure:
+        itemsize = max(1, c.dtype.bits // 8)
+        if c.shape and c.shape[0] == layout.rows:
+            row_weights += shapes.numel(c.shape[1:]) * itemsize
+        else:
+            weights += shapes.numel(c.shape) * itemsize
     dims = {"b": layout.rows, "t": layout.length, "w": width, "weights": weights, "row_weights": row_weights,
             "dots": len(layout.ks)}
     operands = ", ".join(i.type_str() for i in root.inputs)

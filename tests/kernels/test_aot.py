@@ -229,10 +229,9 @@ def test_persistent_recurrences_registers_and_spills_at_the_zoo_sizes(model):
     kernels = [k for k in step.program.kernels
                if any(p.config_rule == "scan" for p in (k.parts or (k,)))]
     assert len(kernels) == 2  # the forward, and the gradient's launch
-    stages = [default_config(k, {"N": 64}, interpreted=False)["num_stages"] for k in kernels]
-    assert stages == ([1, 2] if model == "lstm" else [1, 1])
-    for kernel in kernels:
-        config = default_config(kernel, {"N": 64}, interpreted=False)
+    configs = [default_config(k, {"N": 64}, interpreted=False) for k in kernels]
+    assert [c["num_stages"] for c in configs] == ([1, 2] if model == "lstm" else [1, 1])
+    for kernel, config in zip(kernels, configs):
         assert {v for k, v in config.items() if k.endswith("HOLD_WEIGHTS")} == {0}
         for target in TARGETS:
             binary = aot.compile_kernel(step.program.source, kernel, target, config)
